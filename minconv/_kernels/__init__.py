@@ -1,0 +1,60 @@
+"""Kernel dispatch: the compiled twin of each reference kernel where there is one.
+
+``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
+``maxpool_forward``, ``maxpool_backward``, ``lrn_forward`` and
+``lrn_backward`` for the device and dtype of ``x``:
+
+- CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`;
+- float32/float64 NumPy arrays get the Cython kernels when the extension is
+  built, else the NumPy reference (with one warning at import);
+- anything else gets the reference.
+"""
+import types
+import warnings
+
+import numpy as np
+
+from . import reference
+from ..backend import get_array_module
+
+NAMES = ("im2col", "col2im", "maxpool_forward", "maxpool_backward",
+         "lrn_forward", "lrn_backward")
+
+
+def _namespace(*modules):
+    functions = {}
+    for name in NAMES:
+        for module in modules:
+            if hasattr(module, name):
+                functions[name] = getattr(module, name)
+                break
+    return types.SimpleNamespace(**functions)
+
+
+try:
+    from . import cpu_conv, cpu_pool, cpu_lrn
+    CPU_BUILT = True
+    cpu = _namespace(cpu_conv, cpu_pool, cpu_lrn)
+except ImportError as error:  # not compiled: stay usable, but say so once
+    CPU_BUILT = False
+    cpu = _namespace(reference)
+    warnings.warn(
+        f"minconv: the Cython kernels are not built ({error}); using the NumPy "
+        "reference kernels, which are correct but slower. Build them with "
+        "`pip install -e .` (or `python setup.py build_ext --inplace`).",
+        RuntimeWarning, stacklevel=2)
+
+_cuda = None
+
+
+def kernels_for(x):
+    """The kernel namespace for the device and dtype of array ``x``."""
+    global _cuda
+    if get_array_module(x) is not np:
+        if _cuda is None:
+            from . import cuda as _cuda_module
+            _cuda = _namespace(_cuda_module, reference)
+        return _cuda
+    if x.dtype in (np.float32, np.float64):
+        return cpu
+    return reference

@@ -1,0 +1,180 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""im2col and col2im in Cython: the twins of :mod:`minconv._kernels.reference`.
+
+    x    : (N, C, H, W)
+    cols : (C*kh*kw, N*Ho*Wo), row ``(c*kh + i)*kw + j`` holds tap (i, j) of
+           channel c, column ``(n*Ho + ho)*Wo + wo`` is one output position.
+
+Tap (i, j) of output (ho, wo) reads input pixel
+
+    h = ho*sh - ph + i*dh,    w = wo*sw - pw + j*dw
+
+and reads zero where (h, w) falls in the padding. im2col runs in parallel
+over the rows of ``cols`` (each thread writes whole rows), col2im over the
+(n, c) planes of ``x`` (each thread sums into its own planes), so no two
+threads ever write the same element.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from .reference import conv_output_size
+
+
+cdef inline Py_ssize_t _first_valid(Py_ssize_t offset, Py_ssize_t stride,
+                                    Py_ssize_t count) noexcept nogil:
+    """The first output o < count whose tap o*stride + offset is >= 0."""
+    cdef Py_ssize_t o = 0
+    if offset < 0:
+        o = (-offset + stride - 1) // stride
+    return o if o < count else count
+
+
+cdef inline Py_ssize_t _end_valid(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t n,
+                                  Py_ssize_t count, Py_ssize_t lo) noexcept nogil:
+    """One past the last output o < count whose tap o*stride + offset is < n (>= lo)."""
+    cdef Py_ssize_t o = 0
+    if n - 1 - offset >= 0:
+        o = (n - 1 - offset) // stride + 1
+    if o > count:
+        o = count
+    return o if o > lo else lo
+
+
+cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
+                  Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                  Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = C * kh * kw
+    cdef Py_ssize_t row, c, i, j, n, ho, wo, h, off, lo, hi
+    cdef floating *dst
+    cdef const floating *src
+    for row in prange(K, schedule="static"):
+        c = row // (kh * kw)
+        i = (row // kw) % kh
+        j = row % kw
+        off = j * dw - pw                     # w = wo*sw + off
+        lo = _first_valid(off, sw, Wo)
+        hi = _end_valid(off, sw, W, Wo, lo)
+        for n in range(N):
+            for ho in range(Ho):
+                dst = &cols[row, (n * Ho + ho) * Wo]
+                h = ho * sh - ph + i * dh
+                if h < 0 or h >= H:
+                    memset(dst, 0, Wo * sizeof(floating))
+                    continue
+                src = &x[n, c, h, 0]
+                for wo in range(lo):
+                    dst[wo] = 0
+                if sw == 1:                   # a contiguous run: copy it whole
+                    memcpy(dst + lo, src + lo + off, (hi - lo) * sizeof(floating))
+                else:
+                    for wo in range(lo, hi):
+                        dst[wo] = src[wo * sw + off]
+                for wo in range(hi, Wo):
+                    dst[wo] = 0
+
+
+cdef void _col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x,
+                  Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                  Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t plane, n, c, i, j, row, ho, wo, h, off, lo, hi
+    cdef floating *dst
+    cdef const floating *src
+    for plane in prange(N * C, schedule="static"):
+        n = plane // C
+        c = plane % C
+        memset(&x[n, c, 0, 0], 0, H * W * sizeof(floating))
+        # taps in the reference's order (i, then j), so sums round the same way
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                off = j * dw - pw
+                lo = _first_valid(off, sw, Wo)
+                hi = _end_valid(off, sw, W, Wo, lo)
+                for ho in range(Ho):
+                    h = ho * sh - ph + i * dh
+                    if h < 0 or h >= H:
+                        continue
+                    src = &cols[row, (n * Ho + ho) * Wo]
+                    dst = &x[n, c, h, 0]
+                    if sw == 1:
+                        for wo in range(lo, hi):
+                            dst[wo + off] += src[wo]
+                    else:
+                        for wo in range(lo, hi):
+                            dst[wo * sw + off] += src[wo]
+
+
+def _geometry(shape, kh, kw, stride, padding, dilation):
+    N, C, H, W = (int(v) for v in shape)
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho = conv_output_size(H, kh, sh, ph, dh)
+    Wo = conv_output_size(W, kw, sw, pw, dw)
+    if Ho < 1 or Wo < 1 or min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+        raise ValueError(
+            f"im2col/col2im: no output for input {tuple(shape)} with kernel ({kh}, {kw}), "
+            f"stride {stride}, padding {padding}, dilation {dilation}")
+    return N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo
+
+
+def _float_array(a, what):
+    a = np.ascontiguousarray(a)
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise ValueError(f"{what} must be float32 or float64, got {a.dtype}")
+    return a
+
+
+def im2col(x, kh, kw, stride, padding, dilation, out=None):
+    """Unfold every receptive field of ``x`` into a column.
+
+    x    : (N, C, H, W) float32 or float64
+    out  : optional (C*kh*kw, N*Ho*Wo) buffer to write into
+    cols : (C*kh*kw, N*Ho*Wo), ``out`` when given
+    """
+    x = _float_array(x, "im2col: input")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x.shape, kh, kw, stride, padding, dilation)
+    shape = (C * kh * kw, N * Ho * Wo)
+    if (out is not None and isinstance(out, np.ndarray) and out.shape == shape
+            and out.dtype == x.dtype and out.flags.c_contiguous and out.flags.writeable):
+        cols = out
+    else:
+        cols = np.empty(shape, dtype=x.dtype)  # every element gets written
+    if x.dtype == np.float32:
+        _im2col[float](x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    else:
+        _im2col[double](x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    if out is not None and cols is not out:
+        out[...] = cols
+        return out
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
+    """Fold columns back onto the image, summing where receptive fields overlap.
+
+    cols : (C*kh*kw, N*Ho*Wo) float32 or float64, the layout of :func:`im2col`
+    x    : x_shape = (N, C, H, W), C-contiguous, the dtype of ``cols``
+    """
+    cols = _float_array(cols, "col2im: cols")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x_shape, kh, kw, stride, padding, dilation)
+    shape = (C * kh * kw, N * Ho * Wo)
+    if cols.size != shape[0] * shape[1]:
+        raise ValueError(f"col2im: cols has shape {cols.shape}, expected {shape} "
+                         f"for x_shape {tuple(x_shape)}")
+    cols = cols.reshape(shape)
+    x = np.empty((N, C, H, W), dtype=cols.dtype)  # each plane is zeroed by its thread
+    if cols.dtype == np.float32:
+        _col2im[float](cols, x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    else:
+        _col2im[double](cols, x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    return x

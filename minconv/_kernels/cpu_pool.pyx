@@ -1,0 +1,140 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Max pooling with switches, and unpooling, in Cython: twins of the reference.
+
+    x        : (N, C, H, W)
+    y        : (N, C, Ho, Wo), the largest value of each window
+    switches : (N, C, Ho, Wo) int64, flat index ``h*W + w`` of the winner in
+               its (H, W) plane; ties go to the first element in row-major
+               window order (strict ``>``); padding never wins.
+
+Every (n, c) plane is independent, so both passes run in parallel over the
+N*C planes and each thread writes only its own planes.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+import numpy as np
+
+from .reference import pool_output_size
+
+
+cdef void _pool_forward(const floating[:, ::1] x, floating[:, ::1] y,
+                        int64_t[:, ::1] switches, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho,
+                        Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t planes = x.shape[0]
+    cdef Py_ssize_t p, ho, wo, h, hs, he, j, off, lo, hi, w0
+    cdef const floating *xrow
+    cdef floating *yrow
+    cdef int64_t *srow
+    cdef floating v, m
+    cdef int64_t here
+    for p in prange(planes, schedule="static"):
+        for ho in range(Ho):
+            hs = ho * sh - ph
+            he = hs + kh
+            if hs < 0:
+                hs = 0
+            if he > H:
+                he = H
+            yrow = &y[p, ho * Wo]
+            srow = &switches[p, ho * Wo]
+            for wo in range(Wo):
+                w0 = wo * sw - pw
+                yrow[wo] = -INFINITY
+                srow[wo] = hs * W + (w0 if w0 > 0 else 0)  # the window's first pixel
+            # rows, then columns within a row: row-major window order, so the
+            # strict > keeps the first of equal values
+            for h in range(hs, he):
+                xrow = &x[p, h * W]
+                for j in range(kw):
+                    off = j - pw                # w = wo*sw + off
+                    lo = 0
+                    if off < 0:
+                        lo = (-off + sw - 1) // sw
+                    hi = (W - 1 - off) // sw + 1 if W - 1 - off >= 0 else 0
+                    if hi > Wo:
+                        hi = Wo
+                    for wo in range(lo, hi):
+                        v = xrow[wo * sw + off]
+                        m = yrow[wo]
+                        here = h * W + wo * sw + off
+                        # branch-free select, so the loop can be vectorised
+                        yrow[wo] = v if v > m else m
+                        srow[wo] = here if v > m else srow[wo]
+
+
+cdef Py_ssize_t _unpool(const floating[:, ::1] dy, const int64_t[:, ::1] switches,
+                        floating[:, ::1] dx) noexcept nogil:
+    """Scatter-add dy at the switches; returns how many switches were out of range."""
+    cdef Py_ssize_t planes = dy.shape[0], L = dy.shape[1], HW = dx.shape[1]
+    cdef Py_ssize_t p, o, bad = 0
+    cdef int64_t s
+    for p in prange(planes, schedule="static"):
+        memset(&dx[p, 0], 0, HW * sizeof(floating))
+        for o in range(L):
+            s = switches[p, o]
+            if s < 0 or s >= HW:
+                bad += 1
+            else:
+                dx[p, s] += dy[p, o]
+    return bad
+
+
+def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
+    """Max pooling that records its switches.
+
+    x : (N, C, H, W) float32 or float64  ->  (y, switches), both (N, C, Ho, Wo)
+    """
+    x = np.ascontiguousarray(x)
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        raise ValueError(f"maxpool_forward: input must be float32 or float64, got {x.dtype}")
+    N, C, H, W = x.shape
+    kh, kw = int(kh), int(kw)
+    (sh, sw), (ph, pw) = stride, padding
+    Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
+    Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
+    if Ho < 1 or Wo < 1 or min(sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"maxpool_forward: no output for input {x.shape} with kernel "
+                         f"({kh}, {kw}), stride {stride}, padding {padding}")
+    y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    switches = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    x2 = x.reshape(N * C, H * W)                 # one row per (n, c) plane
+    y2 = y.reshape(N * C, Ho * Wo)
+    s2 = switches.reshape(N * C, Ho * Wo)
+    if x.dtype == np.float32:
+        _pool_forward[float](x2, y2, s2, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
+    else:
+        _pool_forward[double](x2, y2, s2, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
+    return y, switches
+
+
+def maxpool_backward(dy, switches, x_shape):
+    """Put each value back at its switch (unpooling); also max pooling's backward.
+
+    dy, switches : (N, C, Ho, Wo)  ->  dx : x_shape = (N, C, H, W), the dtype of dy
+    """
+    dy = np.ascontiguousarray(dy)
+    if dy.dtype != np.float32 and dy.dtype != np.float64:
+        raise ValueError(f"maxpool_backward: dy must be float32 or float64, got {dy.dtype}")
+    switches = np.ascontiguousarray(switches, dtype=np.int64)
+    N, C, H, W = (int(v) for v in x_shape)
+    if dy.ndim != 4 or switches.shape != dy.shape or dy.shape[:2] != (N, C):
+        raise ValueError(f"maxpool_backward: dy {dy.shape} and switches {switches.shape} "
+                         f"do not match x_shape {tuple(x_shape)}")
+    dx = np.empty((N, C, H, W), dtype=dy.dtype)  # each plane is zeroed by its thread
+    dy2 = dy.reshape(N * C, -1)
+    s2 = switches.reshape(N * C, -1)
+    dx2 = dx.reshape(N * C, H * W)
+    if dy.dtype == np.float32:
+        bad = _unpool[float](dy2, s2, dx2)
+    else:
+        bad = _unpool[double](dy2, s2, dx2)
+    if bad:
+        raise ValueError(f"maxpool_backward: {bad} switches lie outside the "
+                         f"{H}x{W} plane of x_shape {tuple(x_shape)}")
+    return dx

@@ -1,0 +1,192 @@
+"""The readable specification: every kernel of minconv in plain array code.
+
+Each function here has a fast twin of the same name and signature in the
+Cython module (``_cpu``) and the CuPy module (``cuda``); the tests check the
+twins against these. The code is written against an array module ``xp``
+(NumPy or CuPy), so the same specification also runs on a GPU.
+
+Conventions (see DESIGN.md): layout NCHW; every size argument is a pair
+``(rows, cols)``, e.g. ``stride=(sh, sw)``.
+
+Output sizes
+------------
+A window of ``k`` taps spaced ``d`` apart spans ``d*(k-1) + 1`` pixels. On an
+input of ``n`` pixels padded by ``p`` on both sides, taken every ``s`` pixels::
+
+    convolution (floor):  n_out = floor((n + 2p - d(k-1) - 1) / s) + 1
+    pooling, ceil_mode:   n_out = ceil((n + 2p - k) / s) + 1,
+                          minus one if the last window would start in the
+                          right padding (Caffe and PyTorch agree on this).
+"""
+import math
+
+from ..backend import get_array_module
+
+
+# ---------------------------------------------------------------- sizes
+
+def conv_output_size(n, k, s, p, d=1):
+    """Output length of a convolution along one axis (floor rounding)."""
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def pool_output_size(n, k, s, p, ceil_mode=False):
+    """Output length of a max pooling along one axis (floor or ceil rounding)."""
+    if not ceil_mode:
+        return (n + 2 * p - k) // s + 1
+    out = math.ceil((n + 2 * p - k) / s) + 1
+    if (out - 1) * s >= n + p:  # the last window starts in the padding: drop it
+        out -= 1
+    return out
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+def _window_slices(offset, stride, count):
+    """The slice that picks, for every output position, the tap at ``offset``."""
+    return slice(offset, offset + stride * (count - 1) + 1, stride)
+
+
+def im2col(x, kh, kw, stride, padding, dilation, out=None):
+    """Unfold every receptive field of ``x`` into a column.
+
+    x    : (N, C, H, W)
+    cols : (C*kh*kw, N*Ho*Wo), row ``(c*kh + i)*kw + j`` holds tap (i, j) of
+           channel c, column ``(n*Ho + ho)*Wo + wo`` is one output position.
+
+    Then a convolution is one matrix multiply, ``W.reshape(F, -1) @ cols``.
+    """
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho = conv_output_size(H, kh, sh, ph, dh)
+    Wo = conv_output_size(W, kw, sw, pw, dw)
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = xp.empty((C, kh, kw, N, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):
+        rows = _window_slices(i * dh, sh, Ho)
+        for j in range(kw):
+            columns = _window_slices(j * dw, sw, Wo)
+            cols[:, i, j] = x_pad[:, :, rows, columns].transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
+    cols = cols.reshape(C * kh * kw, N * Ho * Wo)
+    if out is not None:
+        out[...] = cols
+        return out
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
+    """Fold columns back onto the image, summing where receptive fields overlap.
+
+    cols : (C*kh*kw, N*Ho*Wo), the layout of :func:`im2col`
+    x    : (N, C, H, W)
+
+    col2im is the transpose of im2col: ``<im2col(x), cols> == <x, col2im(cols)>``.
+    """
+    xp = get_array_module(cols)
+    N, C, H, W = x_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho = conv_output_size(H, kh, sh, ph, dh)
+    Wo = conv_output_size(W, kw, sw, pw, dw)
+    cols = cols.reshape(C, kh, kw, N, Ho, Wo)
+    x_pad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        rows = _window_slices(i * dh, sh, Ho)
+        for j in range(kw):
+            columns = _window_slices(j * dw, sw, Wo)
+            x_pad[:, :, rows, columns] += cols[:, i, j].transpose(1, 0, 2, 3)  # (N, C, Ho, Wo)
+    return x_pad[:, :, ph:ph + H, pw:pw + W]
+
+
+# ---------------------------------------------------------------- max pooling
+
+def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
+    """Max pooling that records its switches.
+
+    x        : (N, C, H, W)
+    y        : (N, C, Ho, Wo), the largest value in each window
+    switches : (N, C, Ho, Wo) int64, the flat index ``h*W + w`` of the winner
+               within its (H, W) plane; ties go to the first element in
+               row-major window order. Padding never wins (it is -inf).
+    """
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
+    Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
+    # ceil_mode windows may hang past the right edge: pad enough to hold them
+    pad_bottom = max(ph, (Ho - 1) * sh + kh - H - ph)
+    pad_right = max(pw, (Wo - 1) * sw + kw - W - pw)
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, pad_bottom), (pw, pad_right)),
+                   constant_values=-xp.inf)
+    ho = xp.arange(Ho).reshape(Ho, 1)
+    wo = xp.arange(Wo).reshape(1, Wo)
+    y = xp.full((N, C, Ho, Wo), -xp.inf, dtype=x.dtype)
+    switches = xp.zeros((N, C, Ho, Wo), dtype=xp.int64)
+    for i in range(kh):
+        for j in range(kw):
+            tap = x_pad[:, :, _window_slices(i, sh, Ho), _window_slices(j, sw, Wo)]
+            wins = tap > y  # strictly greater: an earlier tap keeps a tie
+            y = xp.where(wins, tap, y)
+            flat = (ho * sh - ph + i) * W + (wo * sw - pw + j)  # (Ho, Wo) index in the plane
+            switches = xp.where(wins, flat, switches)
+    return y, switches
+
+
+def maxpool_backward(dy, switches, x_shape):
+    """Put each value back at its switch (unpooling); also max pooling's backward.
+
+    dy, switches : (N, C, Ho, Wo)
+    dx           : x_shape = (N, C, H, W), zero except at the switches, where
+                   the values of all windows that chose that element are summed.
+    """
+    xp = get_array_module(dy)
+    N, C, H, W = x_shape
+    plane = xp.arange(N * C).reshape(N, C, 1, 1) * (H * W)  # where each (n, c) plane starts
+    flat = (plane + switches).ravel()
+    dx = xp.bincount(flat, weights=dy.ravel(), minlength=N * C * H * W)
+    return dx.astype(dy.dtype, copy=False).reshape(x_shape)
+
+
+# ---------------------------------------------------------------- local response normalisation
+
+def _channel_window_sum(a, before, after):
+    """s[:, c] = sum of a[:, c - before : c + after + 1] over channels, zero outside."""
+    xp = get_array_module(a)
+    C = a.shape[1]
+    padded = xp.pad(a, ((0, 0), (before, after), (0, 0), (0, 0)))
+    s = xp.zeros_like(a)
+    for offset in range(before + after + 1):
+        s += padded[:, offset:offset + C]
+    return s
+
+
+def lrn_forward(x, size, alpha, beta, k):
+    """Cross-channel local response normalisation (Caffe/PyTorch convention).
+
+    x, y, scale : (N, C, H, W)
+
+        scale_c = k + alpha/size * sum_{c' in window(c)} x_c'^2
+        y_c     = x_c * scale_c^(-beta)
+
+    window(c) = [c - size//2, c + (size-1)//2], channels outside are zero.
+    Returns ``(y, scale)``; the backward pass reuses ``scale``.
+    """
+    scale = _channel_window_sum(x * x, size // 2, (size - 1) // 2)
+    scale *= alpha / size
+    scale += k
+    y = x * scale ** -beta
+    return y, scale
+
+
+def lrn_backward(dy, x, y, scale, size, alpha, beta):
+    """Gradient of :func:`lrn_forward` with respect to x.
+
+        dx_i = dy_i * scale_i^(-beta)
+               - 2*alpha*beta/size * x_i * sum_{j : i in window(j)} dy_j * y_j / scale_j
+
+    ``i in window(j)`` is the mirrored window ``[i - (size-1)//2, i + size//2]``.
+    """
+    ratio = dy * y / scale
+    back = _channel_window_sum(ratio, (size - 1) // 2, size // 2)
+    return dy * scale ** -beta - (2.0 * alpha * beta / size) * x * back

@@ -1,0 +1,54 @@
+"""Up-front input checks shared by the ops: clear errors instead of deep tracebacks."""
+import numpy as np
+
+from ..backend import get_array_module
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def pair(value, what):
+    """``3 -> (3, 3)``; ``(3, 2) -> (3, 2)``; anything else is an error."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, (int, np.integer)) for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+
+
+def check_array(x, op, what="input", ndim=None, layout=None):
+    """Raise ValueError unless ``x`` is a float32/float64 array of rank ``ndim``."""
+    xp = get_array_module(x)
+    if not isinstance(x, xp.ndarray):
+        raise ValueError(f"{op}: {what} must be an array, got {type(x).__name__}")
+    if ndim is not None and x.ndim != ndim:
+        hint = f" {layout}" if layout else ""
+        raise ValueError(f"{op}: expected a {ndim}-D {what}{hint}, got shape {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{op}: {what} must be float32 or float64, got {x.dtype} "
+                         f"(shape {tuple(x.shape)}); convert with .astype(np.float32)")
+
+
+def check_same_dtype(op, **arrays):
+    """Raise ValueError unless all given arrays share one dtype (no silent casts)."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    dtypes = {a.dtype for a in present.values()}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{name} {a.dtype}" for name, a in present.items())
+        raise ValueError(f"{op}: dtypes differ ({listing}); use one dtype throughout")
+
+
+def check_shape(a, expected, op, what):
+    """Raise ValueError unless ``a.shape == expected``."""
+    if tuple(a.shape) != tuple(expected):
+        raise ValueError(f"{op}: {what} has shape {tuple(a.shape)}, expected {tuple(expected)}")
+
+
+def check_positive(values, op, what):
+    if any(v < 1 for v in values):
+        raise ValueError(f"{op}: {what} must be >= 1, got {values}")
+
+
+def check_nonnegative(values, op, what):
+    if any(v < 0 for v in values):
+        raise ValueError(f"{op}: {what} must be >= 0, got {values}")

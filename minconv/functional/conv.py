@@ -1,0 +1,311 @@
+"""Convolution as im2col + one matrix multiply, and its transpose C^T.
+
+A convolution is linear in its input: ``conv2d(x, W).ravel() == C @ x.ravel()``
+for a sparse matrix C built from the filters. im2col makes that product
+cheap: it unfolds every receptive field into a column, so that
+
+    Y[f, (n, ho, wo)] = sum_k W2[f, k] * cols[k, (n, ho, wo)]      (Y = W2 @ cols)
+
+with ``W2 = W.reshape(F, C*kh*kw)``. The backward pass is three products:
+
+    dW   = dY @ cols^T                      (F, C*kh*kw)
+    db   = sum of dY over (n, ho, wo)       (F,)
+    dx   = col2im(W2^T @ dY)                 = C^T dy
+
+``C^T dy`` is also the forward pass of the transposed convolution
+(``conv_transpose2d``), so both go through one function, :func:`_apply_conv_transpose`.
+
+Memory: the columns of a large batch are large (ZFNet conv1 at batch 128 is
+~0.9 GB), so every product runs over chunks of the batch whose columns fit in
+a workspace of ``workspace_limit()`` bytes (256 MB by default), reused from
+call to call. The result does not depend on the chunking.
+"""
+import numpy as np
+
+from .._kernels import kernels_for
+from .._kernels.reference import conv_output_size
+from ..backend import get_array_module
+from ._checks import (check_array, check_nonnegative, check_positive,
+                      check_same_dtype, check_shape, pair)
+
+_WORKSPACE_LIMIT = [256 * 2 ** 20]
+_scratch = {}
+
+
+def workspace_limit():
+    """Bytes that the im2col columns of one chunk may take."""
+    return _WORKSPACE_LIMIT[0]
+
+
+def set_workspace_limit(nbytes):
+    """Set the column workspace budget (bytes); returns the previous one."""
+    if int(nbytes) < 1:
+        raise ValueError(f"set_workspace_limit: expected a positive byte count, got {nbytes}")
+    previous = _WORKSPACE_LIMIT[0]
+    _WORKSPACE_LIMIT[0] = int(nbytes)
+    _scratch.clear()
+    return previous
+
+
+def _workspace(xp, dtype, shape):
+    """A reusable scratch array of ``shape``, shared by all convolutions (CPU only)."""
+    size = int(np.prod(shape))
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)  # CuPy's memory pool already reuses blocks
+    key = np.dtype(dtype)
+    buf = _scratch.get(key)
+    if buf is None or buf.size < size:
+        buf = _scratch[key] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def _chunks(N, rows, positions, itemsize, workspace):
+    """Slices of the batch whose columns (rows x n*positions) fit in the workspace."""
+    budget = workspace_limit() if workspace is None else int(workspace)
+    per_image = max(1, rows * positions * itemsize)
+    step = max(1, min(N, budget // per_image))
+    return [slice(n, min(n + step, N)) for n in range(0, N, step)]
+
+
+def _geometry(op, x_shape, W_shape, stride, padding, dilation):
+    """Normalise the hyper-parameters and check them against the shapes."""
+    stride, padding, dilation = (pair(stride, f"{op}: stride"), pair(padding, f"{op}: padding"),
+                                 pair(dilation, f"{op}: dilation"))
+    check_positive(stride, op, "stride")
+    check_nonnegative(padding, op, "padding")
+    check_positive(dilation, op, "dilation")
+    _, _, H, W = x_shape
+    kh, kw = W_shape[2:]
+    span_h, span_w = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    if span_h > H + 2 * padding[0] or span_w > W + 2 * padding[1]:
+        raise ValueError(
+            f"{op}: kernel {kh}x{kw} (dilation {dilation}, spanning {span_h}x{span_w}) is larger "
+            f"than the padded input {H + 2 * padding[0]}x{W + 2 * padding[1]} "
+            f"(input {tuple(x_shape)}, padding {padding})")
+    Ho = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
+    Wo = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
+    return stride, padding, dilation, Ho, Wo
+
+
+def _check_conv_args(op, x, W, b, channels_axis):
+    check_array(x, op, "input", 4, "(N, C, H, W)")
+    check_array(W, op, "weight", 4)
+    check_same_dtype(op, input=x, weight=W, bias=b)
+    if x.shape[1] != W.shape[channels_axis]:
+        raise ValueError(f"{op}: input has {x.shape[1]} channels but the weight {tuple(W.shape)} "
+                         f"expects {W.shape[channels_axis]} (input shape {tuple(x.shape)})")
+    if b is not None:
+        out_channels = W.shape[1 - channels_axis]
+        check_array(b, op, "bias", 1)
+        check_shape(b, (out_channels,), op, "bias")
+
+
+# ---------------------------------------------------------------- the three products
+
+def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
+    """y = conv(x, W) without bias: (N, C, H, W) -> (N, F, Ho, Wo)."""
+    xp = get_array_module(x)
+    kernels = kernels_for(x)
+    N = x.shape[0]
+    F, C, kh, kw = W.shape
+    L = Ho * Wo
+    W2 = W.reshape(F, C * kh * kw)
+    y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
+    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace):
+        n = part.stop - part.start
+        cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
+        kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
+        y2 = W2 @ cols                                           # (F, n*L)
+        y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)  # (n, F, Ho, Wo)
+    return y
+
+
+def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=None):
+    """dx = C^T dy = col2im(W2^T @ dY): (N, F, Ho, Wo) -> x_shape = (N, C, H, W)."""
+    xp = get_array_module(dy)
+    kernels = kernels_for(dy)
+    N, F, Ho, Wo = dy.shape
+    _, C, kh, kw = W.shape
+    L = Ho * Wo
+    W2 = W.reshape(F, C * kh * kw)
+    dx = xp.empty(x_shape, dtype=dy.dtype)
+    for part in _chunks(N, C * kh * kw, L, dy.dtype.itemsize, workspace):
+        n = part.stop - part.start
+        dY2 = dy[part].reshape(n, F, L).transpose(1, 0, 2).reshape(F, n * L)  # (F, n*L)
+        dcols = _workspace(xp, dy.dtype, (C * kh * kw, n * L))
+        xp.matmul(W2.T, dY2, out=dcols)                                      # (C*kh*kw, n*L)
+        dx[part] = kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw,
+                                  stride, padding, dilation)
+    return dx
+
+
+def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
+    """dW = dY @ cols^T, summed over the batch: (F, C, kh, kw)."""
+    xp = get_array_module(x)
+    kernels = kernels_for(x)
+    N, F, Ho, Wo = dy.shape
+    _, C, kh, kw = W_shape
+    L = Ho * Wo
+    dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace):
+        n = part.stop - part.start
+        cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
+        kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
+        dY2 = dy[part].reshape(n, F, L).transpose(1, 0, 2).reshape(F, n * L)
+        dW2 += dY2 @ cols.T
+    return dW2.reshape(W_shape)
+
+
+# ---------------------------------------------------------------- public ops
+
+def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, *, workspace=None):
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    x : (N, C, H, W)    W : (F, C, kh, kw)    b : (F,) or None
+    y : (N, F, Ho, Wo), Ho = floor((H + 2*ph - dh*(kh-1) - 1) / sh) + 1
+
+        y[n, f, ho, wo] = b[f] + sum_{c,i,j} W[f, c, i, j] * x[n, c, ho*sh - ph + i*dh, wo*sw - pw + j*dw]
+
+    ``workspace`` overrides the column budget in bytes for this call.
+    """
+    _check_conv_args("conv2d", x, W, b, channels_axis=1)
+    stride, padding, dilation, Ho, Wo = _geometry("conv2d", x.shape, W.shape,
+                                                  stride, padding, dilation)
+    y = _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace)
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, workspace=None,
+                    need_input_grad=True, need_weight_grad=True):
+    """Gradients of :func:`conv2d`: ``(dx, dW, db)``.
+
+    dy : (N, F, Ho, Wo)  ->  dx : (N, C, H, W) = C^T dy,  dW : (F, C, kh, kw),  db : (F,)
+    A gradient that is not needed comes back as None.
+    """
+    _check_conv_args("conv2d_backward", x, W, None, channels_axis=1)
+    stride, padding, dilation, Ho, Wo = _geometry("conv2d_backward", x.shape, W.shape,
+                                                  stride, padding, dilation)
+    check_array(dy, "conv2d_backward", "dy", 4)
+    check_shape(dy, (x.shape[0], W.shape[0], Ho, Wo), "conv2d_backward", "dy")
+    check_same_dtype("conv2d_backward", dy=dy, input=x)
+    dx = dW = db = None
+    if need_weight_grad:
+        dW = _weight_grad(dy, x, W.shape, stride, padding, dilation, workspace)
+        db = dy.sum(axis=(0, 2, 3))
+    if need_input_grad:
+        dx = _apply_conv_transpose(dy, W, x.shape, stride, padding, dilation, workspace)
+    return dx, dW, db
+
+
+def conv_transpose_output_size(n, k, s, p, d=1, output_padding=0):
+    """Output length of a transposed convolution: (n - 1)*s - 2p + d(k - 1) + 1 + output_padding."""
+    return (n - 1) * s - 2 * p + d * (k - 1) + 1 + output_padding
+
+
+def _transpose_geometry(op, x, W, stride, padding, dilation, output_padding):
+    stride, padding, dilation = (pair(stride, f"{op}: stride"), pair(padding, f"{op}: padding"),
+                                 pair(dilation, f"{op}: dilation"))
+    output_padding = pair(output_padding, f"{op}: output_padding")
+    check_positive(stride, op, "stride")
+    check_nonnegative(padding, op, "padding")
+    check_positive(dilation, op, "dilation")
+    if any(op_ >= max(s, d) for op_, s, d in zip(output_padding, stride, dilation)):
+        raise ValueError(f"{op}: output_padding {output_padding} must be smaller than "
+                         f"stride {stride} or dilation {dilation}")
+    N, _, Hi, Wi = x.shape
+    _, C_out, kh, kw = W.shape
+    H = conv_transpose_output_size(Hi, kh, stride[0], padding[0], dilation[0], output_padding[0])
+    Wd = conv_transpose_output_size(Wi, kw, stride[1], padding[1], dilation[1], output_padding[1])
+    if H < 1 or Wd < 1:
+        raise ValueError(f"{op}: input {tuple(x.shape)} with kernel {kh}x{kw}, stride {stride}, "
+                         f"padding {padding} gives an empty output ({H}x{Wd})")
+    return stride, padding, dilation, (N, C_out, H, Wd)
+
+
+def conv_transpose2d(x, W, b=None, stride=1, padding=0, dilation=1, *, output_padding=0,
+                     workspace=None):
+    """Transposed convolution: multiplication by C^T, the data-gradient of a convolution.
+
+    x : (N, C_in, Hi, Wi)    W : (C_in, C_out, kh, kw)    b : (C_out,) or None
+    y : (N, C_out, H, W),  H = (Hi - 1)*sh - 2*ph + dh*(kh - 1) + 1 + output_padding
+
+    ``conv_transpose2d(dy, W) == conv2d_backward(dy, x, W)[0]`` for the convolution
+    with the same W (seen as (F=C_in, C=C_out, kh, kw)) and an x of shape (N, C_out, H, W).
+    """
+    _check_conv_args("conv_transpose2d", x, W, b, channels_axis=0)
+    stride, padding, dilation, y_shape = _transpose_geometry(
+        "conv_transpose2d", x, W, stride, padding, dilation, output_padding)
+    y = _apply_conv_transpose(x, W, y_shape, stride, padding, dilation, workspace)
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv_transpose2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, output_padding=0,
+                              workspace=None, need_input_grad=True, need_weight_grad=True):
+    """Gradients of :func:`conv_transpose2d`: ``(dx, dW, db)``.
+
+    The duality runs both ways: the input-gradient of C^T is C, a plain convolution,
+    and the weight-gradient is that of the convolution with x and dy swapped.
+    """
+    _check_conv_args("conv_transpose2d_backward", x, W, None, channels_axis=0)
+    stride, padding, dilation, y_shape = _transpose_geometry(
+        "conv_transpose2d_backward", x, W, stride, padding, dilation, output_padding)
+    check_array(dy, "conv_transpose2d_backward", "dy", 4)
+    check_shape(dy, y_shape, "conv_transpose2d_backward", "dy")
+    dx = dW = db = None
+    if need_input_grad:
+        dx = _apply_conv(dy, W, stride, padding, dilation, x.shape[2], x.shape[3], workspace)
+    if need_weight_grad:
+        dW = _weight_grad(x, dy, W.shape, stride, padding, dilation, workspace)
+        db = dy.sum(axis=(0, 2, 3))
+    return dx, dW, db
+
+
+def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
+    """Unfold the receptive fields of x: (N, C, H, W) -> cols (C*kh*kw, N*Ho*Wo).
+
+    Row ``(c*kh + i)*kw + j`` is tap (i, j) of channel c; column ``(n*Ho + ho)*Wo + wo``.
+    """
+    check_array(x, "im2col", "input", 4, "(N, C, H, W)")
+    stride, padding, dilation, Ho, Wo = _geometry("im2col", x.shape, (0, 0, kh, kw),
+                                                  stride, padding, dilation)
+    return kernels_for(x).im2col(x, kh, kw, stride, padding, dilation)
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
+    """Fold columns (C*kh*kw, N*Ho*Wo) back onto an image of ``x_shape``, summing overlaps."""
+    check_array(cols, "col2im", "cols", 2)
+    x_shape = tuple(int(s) for s in x_shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"col2im: x_shape must be (N, C, H, W), got {x_shape}")
+    stride, padding, dilation, Ho, Wo = _geometry("col2im", x_shape, (0, 0, kh, kw),
+                                                  stride, padding, dilation)
+    N, C = x_shape[:2]
+    check_shape(cols, (C * kh * kw, N * Ho * Wo), "col2im", "cols")
+    return kernels_for(cols).col2im(cols, x_shape, kh, kw, stride, padding, dilation)
+
+
+def conv_matrix(W, input_shape, stride=1, padding=0, dilation=1):
+    """The dense matrix C of a convolution, for small inputs: ``conv2d(x, W) == C @ x.ravel()``.
+
+    W : (F, C, kh, kw), input_shape : (C, H, W) or (1, C, H, W)
+    C : (F*Ho*Wo, C*H*W); then ``conv_transpose2d(y, W) == C.T @ y.ravel()``.
+
+    Built column by column: column i is the convolution of the i-th unit image.
+    """
+    check_array(W, "conv_matrix", "weight", 4)
+    shape = tuple(input_shape)[-3:]
+    if len(shape) != 3 or shape[0] != W.shape[1]:
+        raise ValueError(f"conv_matrix: input_shape {tuple(input_shape)} does not match the "
+                         f"weight {tuple(W.shape)} (expected (C={W.shape[1]}, H, W))")
+    xp = get_array_module(W)
+    size = int(np.prod(shape))
+    if size > 4096:
+        raise ValueError(f"conv_matrix: input {shape} has {size} pixels; the dense matrix is "
+                         "meant for small examples (at most 4096 input values)")
+    units = xp.eye(size, dtype=W.dtype).reshape((size,) + shape)  # every unit image at once
+    columns = conv2d(units, W, None, stride, padding, dilation)    # (size, F, Ho, Wo)
+    return columns.reshape(size, -1).T.copy()

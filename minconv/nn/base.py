@@ -1,0 +1,83 @@
+"""The layer protocol shared by every stateful layer and by Sequential.
+
+A layer holds its parameters in ``params`` (name -> array) and, after
+``backward``, their gradients in ``grads`` (same keys, overwritten at each
+call). ``forward(x, train)`` keeps what the backward pass needs; ``backward``
+without a preceding ``forward`` is an error that names the layer.
+"""
+import numpy as np
+
+from ..backend import get_array_module, to_device
+
+_DEFAULT_RNG = [np.random.default_rng(0)]
+
+
+def set_seed(seed):
+    """Seed the generator that initialises weights and drives dropout by default."""
+    _DEFAULT_RNG[0] = np.random.default_rng(seed)
+
+
+def default_rng():
+    return _DEFAULT_RNG[0]
+
+
+class Layer:
+    """Base class: parameters, gradients, a name, and the forward/backward protocol."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.name = None
+        self._cache = None
+
+    # -- protocol ------------------------------------------------------------
+    def forward(self, x, train=False):
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, dy, rule="grad"):
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
+
+    def __call__(self, x, train=False):
+        return self.forward(x, train=train)
+
+    # -- helpers for subclasses ----------------------------------------------
+    def _label(self):
+        kind = type(self).__name__
+        return f"{self.name} ({kind})" if self.name else kind
+
+    def _saved(self):
+        """The forward cache, or a clear error when backward comes first."""
+        if self._cache is None:
+            raise ValueError(f"{self._label()}: backward called before forward")
+        return self._cache
+
+    def clear_cache(self):
+        """Forget what the last forward kept (frees its activations)."""
+        self._cache = None
+
+    # -- devices and dtypes ----------------------------------------------------
+    def to(self, device):
+        """Move parameters (and gradients) to ``device`` in place; returns self."""
+        self.params = to_device(self.params, device)
+        self.grads = to_device(self.grads, device)
+        self._cache = None
+        return self
+
+    def astype(self, dtype):
+        """Cast parameters to ``dtype`` in place (e.g. float64 for gradient checks); returns self."""
+        self.params = {k: v.astype(dtype) for k, v in self.params.items()}
+        self.grads = {}
+        self._cache = None
+        return self
+
+    @property
+    def device(self):
+        for value in self.params.values():
+            return "cuda" if get_array_module(value) is not np else "cpu"
+        return None
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,92 @@
+"""Convolution layers: Conv2D and ConvTranspose2D (thin state over functional.conv)."""
+from .. import functional as F
+from ..functional._checks import pair
+from .base import Layer, default_rng
+
+
+def normal_init(shape, std, rng, dtype):
+    """Weights drawn from N(0, std^2), as in the paper (std = 0.01)."""
+    rng = default_rng() if rng is None else rng
+    return (rng.standard_normal(shape) * std).astype(dtype)
+
+
+class _ConvBase(Layer):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                 weight_shape, init_std, rng, dtype):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = pair(kernel_size, f"{type(self).__name__}: kernel_size")
+        self.stride = pair(stride, f"{type(self).__name__}: stride")
+        self.padding = pair(padding, f"{type(self).__name__}: padding")
+        self.dilation = pair(dilation, f"{type(self).__name__}: dilation")
+        self.params["W"] = normal_init(weight_shape, init_std, rng, dtype)
+        if bias:
+            self.params["b"] = normal_init((out_channels,), 0.0, rng, dtype)
+
+    @property
+    def _geometry(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"bias={'b' in self.params}")
+
+
+class Conv2D(_ConvBase):
+    """2-D convolution layer; W : (F, C, kh, kw) ~ N(0, init_std^2), b : (F,) = 0.
+
+    (N, C, H, W) -> (N, F, Ho, Wo); see :func:`minconv.functional.conv2d`.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, init_std=0.01, rng=None, dtype="float32"):
+        kh, kw = pair(kernel_size, "Conv2D: kernel_size")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                         (out_channels, in_channels, kh, kw), init_std, rng, dtype)
+
+    def forward(self, x, train=False):
+        self._cache = x
+        return F.conv2d(x, self.params["W"], self.params.get("b"), **self._geometry)
+
+    def backward(self, dy, rule="grad"):
+        x = self._saved()
+        need_params = rule == "grad"
+        dx, dW, db = F.conv2d_backward(dy, x, self.params["W"], **self._geometry,
+                                       need_weight_grad=need_params)
+        if need_params:
+            self.grads["W"] = dW
+            if "b" in self.params:
+                self.grads["b"] = db
+        return dx
+
+
+class ConvTranspose2D(_ConvBase):
+    """Transposed convolution layer (multiplication by C^T); W : (C_in, C_out, kh, kw).
+
+    (N, C_in, Hi, Wi) -> (N, C_out, H, W); see :func:`minconv.functional.conv_transpose2d`.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, output_padding=0, init_std=0.01, rng=None, dtype="float32"):
+        kh, kw = pair(kernel_size, "ConvTranspose2D: kernel_size")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
+                         (in_channels, out_channels, kh, kw), init_std, rng, dtype)
+        self.output_padding = pair(output_padding, "ConvTranspose2D: output_padding")
+
+    def forward(self, x, train=False):
+        self._cache = x
+        return F.conv_transpose2d(x, self.params["W"], self.params.get("b"), **self._geometry,
+                                  output_padding=self.output_padding)
+
+    def backward(self, dy, rule="grad"):
+        x = self._saved()
+        need_params = rule == "grad"
+        dx, dW, db = F.conv_transpose2d_backward(dy, x, self.params["W"], **self._geometry,
+                                                 output_padding=self.output_padding,
+                                                 need_weight_grad=need_params)
+        if need_params:
+            self.grads["W"] = dW
+            if "b" in self.params:
+                self.grads["b"] = db
+        return dx
