@@ -18,6 +18,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
+from minconv._kernels._parallel cimport threads_for
+
 import numpy as np
 
 from .reference import conv_output_size
@@ -46,13 +48,14 @@ cdef inline Py_ssize_t _end_valid(Py_ssize_t offset, Py_ssize_t stride, Py_ssize
 cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                  Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+                  Py_ssize_t Ho, Py_ssize_t Wo) noexcept:
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = C * kh * kw
     cdef Py_ssize_t row, c, i, j, n, ho, wo, h, off, lo, hi
     cdef floating *dst
     cdef const floating *src
-    for row in prange(K, schedule="static"):
+    for row in prange(K, nogil=True, schedule="guided",
+                      num_threads=threads_for(K * N * Ho * Wo)):
         c = row // (kh * kw)
         i = (row // kw) % kh
         j = row % kw
@@ -71,6 +74,9 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
                     dst[wo] = 0
                 if sw == 1:                   # a contiguous run: copy it whole
                     memcpy(dst + lo, src + lo + off, (hi - lo) * sizeof(floating))
+                elif sw == 2:                 # a constant stride vectorises
+                    for wo in range(lo, hi):
+                        dst[wo] = src[2 * wo + off]
                 else:
                     for wo in range(lo, hi):
                         dst[wo] = src[wo * sw + off]
@@ -78,37 +84,101 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
                     dst[wo] = 0
 
 
+cdef extern from *:
+    """
+    /* restrict: a row of cols never overlaps the image, and saying so spares
+       the vectorised loop a run-time overlap check on every (short) row */
+    static inline void minconv_add_f(float *restrict dst, const float *restrict src,
+                                     Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) dst[i] += src[i];
+    }
+    static inline void minconv_add_d(double *restrict dst, const double *restrict src,
+                                     Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) dst[i] += src[i];
+    }
+    """
+    void _add_f "minconv_add_f"(float *dst, const float *src, Py_ssize_t n) noexcept nogil
+    void _add_d "minconv_add_d"(double *dst, const double *src, Py_ssize_t n) noexcept nogil
+
+
+cdef inline void _add_tap(const floating *src, floating *dst, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t sw, Py_ssize_t off) noexcept nogil:
+    """dst[o*sw + off] += src[o] for o in [lo, hi)."""
+    cdef Py_ssize_t o
+    if sw == 1:
+        if hi <= lo:
+            return
+        if floating is float:
+            _add_f(dst + lo + off, src + lo, hi - lo)
+        else:
+            _add_d(dst + lo + off, src + lo, hi - lo)
+    else:
+        for o in range(lo, hi):
+            dst[o * sw + off] += src[o]
+
+
+cdef inline void _add_tap_pair(const floating *a, const floating *b, floating *dst,
+                               Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t off) noexcept nogil:
+    """dst[2o + off] += a[o], dst[2o + off + 1] += b[o] for o in [lo, hi).
+
+    Taps j and j+1 of a stride-2, dilation-1 convolution fill the even and odd
+    pixels of one contiguous run: as a pair they vectorise, alone they scatter.
+    """
+    cdef Py_ssize_t o
+    for o in range(lo, hi):
+        dst[2 * o + off] += a[o]
+        dst[2 * o + off + 1] += b[o]
+
+
 cdef void _col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x,
                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                  Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+                  Py_ssize_t Ho, Py_ssize_t Wo) noexcept:
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t plane, n, c, i, j, row, ho, wo, h, off, lo, hi
+    cdef Py_ssize_t plane, n, c, i, j, row, ho, h, off, lo, hi, lo2, hi2, a, b
+    cdef bint paired
     cdef floating *dst
     cdef const floating *src
-    for plane in prange(N * C, schedule="static"):
-        n = plane // C
-        c = plane % C
+    cdef const floating *src2
+    for plane in prange(N * C, nogil=True, schedule="guided",
+                        num_threads=threads_for(C * kh * kw * N * Ho * Wo)):
+        c = plane // N                # channel-major: the threads read cols row by row
+        n = plane % N
         memset(&x[n, c, 0, 0], 0, H * W * sizeof(floating))
-        # taps in the reference's order (i, then j), so sums round the same way
+        # taps in the reference's order (i, then j): every pixel gets at most one
+        # term per tap, so its sum rounds exactly as the reference's does
         for i in range(kh):
-            for j in range(kw):
+            j = 0
+            while j < kw:
                 row = (c * kh + i) * kw + j
                 off = j * dw - pw
                 lo = _first_valid(off, sw, Wo)
                 hi = _end_valid(off, sw, W, Wo, lo)
+                paired = sw == 2 and dw == 1 and j + 1 < kw
+                lo2 = hi2 = a = b = 0
+                if paired:                     # tap j+1: one pixel to the right
+                    lo2 = _first_valid(off + 1, 2, Wo)
+                    hi2 = _end_valid(off + 1, 2, W, Wo, lo2)
+                    a = lo if lo > lo2 else lo2
+                    b = hi if hi < hi2 else hi2
+                    if b < a:
+                        b = a
                 for ho in range(Ho):
                     h = ho * sh - ph + i * dh
                     if h < 0 or h >= H:
                         continue
                     src = &cols[row, (n * Ho + ho) * Wo]
                     dst = &x[n, c, h, 0]
-                    if sw == 1:
-                        for wo in range(lo, hi):
-                            dst[wo + off] += src[wo]
-                    else:
-                        for wo in range(lo, hi):
-                            dst[wo * sw + off] += src[wo]
+                    if not paired:
+                        _add_tap(src, dst, lo, hi, sw, off)
+                        continue
+                    src2 = &cols[row + 1, (n * Ho + ho) * Wo]
+                    _add_tap(src, dst, lo, a, 2, off)          # the ragged edges alone
+                    _add_tap(src, dst, b, hi, 2, off)
+                    _add_tap(src2, dst, lo2, a, 2, off + 1)
+                    _add_tap(src2, dst, b, hi2, 2, off + 1)
+                    _add_tap_pair(src, src2, dst, a, b, off)
+                j = j + 2 if paired else j + 1
 
 
 def _geometry(shape, kh, kw, stride, padding, dilation):
@@ -116,7 +186,7 @@ def _geometry(shape, kh, kw, stride, padding, dilation):
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     Ho = conv_output_size(H, kh, sh, ph, dh)
     Wo = conv_output_size(W, kw, sw, pw, dw)
-    if Ho < 1 or Wo < 1 or min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+    if Ho < 1 or Wo < 1 or min(kh, kw, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
         raise ValueError(
             f"im2col/col2im: no output for input {tuple(shape)} with kernel ({kh}, {kw}), "
             f"stride {stride}, padding {padding}, dilation {dilation}")
@@ -142,7 +212,10 @@ def im2col(x, kh, kw, stride, padding, dilation, out=None):
     N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
         x.shape, kh, kw, stride, padding, dilation)
     shape = (C * kh * kw, N * Ho * Wo)
-    if (out is not None and isinstance(out, np.ndarray) and out.shape == shape
+    if out is not None and tuple(out.shape) != shape:
+        raise ValueError(f"im2col: out has shape {tuple(out.shape)}, expected {shape} "
+                         f"for input {x.shape}")
+    if (out is not None and isinstance(out, np.ndarray)
             and out.dtype == x.dtype and out.flags.c_contiguous and out.flags.writeable):
         cols = out
     else:

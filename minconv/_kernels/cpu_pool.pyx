@@ -16,65 +16,118 @@ from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
+from minconv._kernels._parallel cimport threads_for
+
 import numpy as np
 
 from .reference import pool_output_size
+
+cdef extern from *:
+    """
+    /* one C expression, which compilers turn into a vector max (Cython writes a
+       Python-level ternary as if/else, which blocks vectorisation) */
+    #define MINCONV_SELECT(cond, a, b) ((cond) ? (a) : (b))
+    """
+    float _select_f "MINCONV_SELECT"(bint cond, float a, float b) nogil
+    double _select_d "MINCONV_SELECT"(bint cond, double a, double b) nogil
+
+
+cdef enum:
+    BLOCK = 256     # outputs of one row handled at a time; their switches live on the stack
+
+
+cdef inline void _tap_row(const floating *xrow, floating *best, int *where,
+                          Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t sw, Py_ssize_t off,
+                          int base) noexcept nogil:
+    """One tap of a row of windows: best[o] = max(best[o], xrow[o*sw + off]) for o in [lo, hi).
+
+    The switch is picked with a bit mask rather than a branch, ``where`` is int32
+    (as wide as float32) and the usual strides get a constant: that lets the
+    compiler vectorise the float32 loop with the baseline instruction set.
+    """
+    cdef Py_ssize_t o
+    cdef floating v, m
+    cdef int mask
+    if sw == 2:
+        for o in range(lo, hi):
+            v = xrow[2 * o + off]
+            m = best[o]
+            mask = -<int> (v > m)                  # all ones where the tap wins
+            best[o] = _select_f(v > m, v, m) if floating is float else _select_d(v > m, v, m)
+            where[o] = ((base + 2 * <int> o) & mask) | (where[o] & ~mask)
+    elif sw == 1:
+        for o in range(lo, hi):
+            v = xrow[o + off]
+            m = best[o]
+            mask = -<int> (v > m)
+            best[o] = _select_f(v > m, v, m) if floating is float else _select_d(v > m, v, m)
+            where[o] = ((base + <int> o) & mask) | (where[o] & ~mask)
+    else:
+        for o in range(lo, hi):
+            v = xrow[sw * o + off]
+            m = best[o]
+            mask = -<int> (v > m)
+            best[o] = _select_f(v > m, v, m) if floating is float else _select_d(v > m, v, m)
+            where[o] = ((base + <int> (sw * o)) & mask) | (where[o] & ~mask)
+
+
+cdef void _pool_plane(const floating *x, floating *y, int64_t *switches,
+                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                      Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    cdef int where[BLOCK]
+    cdef Py_ssize_t ho, nb, wb, we, o, h, hs, he, j, off, lo, hi, w0
+    cdef floating *best
+    for ho in range(Ho):
+        hs = ho * sh - ph
+        he = hs + kh
+        if hs < 0:
+            hs = 0
+        if he > H:
+            he = H
+        for nb in range((Wo + BLOCK - 1) // BLOCK):
+            wb = nb * BLOCK
+            we = wb + BLOCK if wb + BLOCK < Wo else Wo
+            best = y + ho * Wo + wb
+            for o in range(we - wb):
+                w0 = (wb + o) * sw - pw
+                best[o] = -INFINITY
+                where[o] = hs * W + (w0 if w0 > 0 else 0)  # the window's first pixel
+            # rows, then columns within a row: row-major window order, so the
+            # strict > keeps the first of equal values
+            for h in range(hs, he):
+                for j in range(kw):
+                    off = j - pw + wb * sw        # w = o*sw + off for block-local o
+                    lo = 0
+                    if off < 0:
+                        lo = (-off + sw - 1) // sw
+                    hi = (W - 1 - off) // sw + 1 if W - 1 - off >= 0 else 0
+                    if hi > we - wb:
+                        hi = we - wb
+                    _tap_row(x + h * W, best, where, lo, hi, sw, off, <int> (h * W + off))
+            for o in range(we - wb):
+                switches[ho * Wo + wb + o] = where[o]
 
 
 cdef void _pool_forward(const floating[:, ::1] x, floating[:, ::1] y,
                         int64_t[:, ::1] switches, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho,
-                        Py_ssize_t Wo) noexcept nogil:
-    cdef Py_ssize_t planes = x.shape[0]
-    cdef Py_ssize_t p, ho, wo, h, hs, he, j, off, lo, hi, w0
-    cdef const floating *xrow
-    cdef floating *yrow
-    cdef int64_t *srow
-    cdef floating v, m
-    cdef int64_t here
-    for p in prange(planes, schedule="static"):
-        for ho in range(Ho):
-            hs = ho * sh - ph
-            he = hs + kh
-            if hs < 0:
-                hs = 0
-            if he > H:
-                he = H
-            yrow = &y[p, ho * Wo]
-            srow = &switches[p, ho * Wo]
-            for wo in range(Wo):
-                w0 = wo * sw - pw
-                yrow[wo] = -INFINITY
-                srow[wo] = hs * W + (w0 if w0 > 0 else 0)  # the window's first pixel
-            # rows, then columns within a row: row-major window order, so the
-            # strict > keeps the first of equal values
-            for h in range(hs, he):
-                xrow = &x[p, h * W]
-                for j in range(kw):
-                    off = j - pw                # w = wo*sw + off
-                    lo = 0
-                    if off < 0:
-                        lo = (-off + sw - 1) // sw
-                    hi = (W - 1 - off) // sw + 1 if W - 1 - off >= 0 else 0
-                    if hi > Wo:
-                        hi = Wo
-                    for wo in range(lo, hi):
-                        v = xrow[wo * sw + off]
-                        m = yrow[wo]
-                        here = h * W + wo * sw + off
-                        # branch-free select, so the loop can be vectorised
-                        yrow[wo] = v if v > m else m
-                        srow[wo] = here if v > m else srow[wo]
+                        Py_ssize_t Wo) noexcept:
+    cdef Py_ssize_t p
+    for p in prange(x.shape[0], nogil=True, schedule="guided",
+                    num_threads=threads_for(x.shape[0] * Ho * Wo * kh * kw)):
+        _pool_plane(&x[p, 0], &y[p, 0], &switches[p, 0], H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
 
 
 cdef Py_ssize_t _unpool(const floating[:, ::1] dy, const int64_t[:, ::1] switches,
-                        floating[:, ::1] dx) noexcept nogil:
+                        floating[:, ::1] dx) noexcept:
     """Scatter-add dy at the switches; returns how many switches were out of range."""
     cdef Py_ssize_t planes = dy.shape[0], L = dy.shape[1], HW = dx.shape[1]
     cdef Py_ssize_t p, o, bad = 0
     cdef int64_t s
-    for p in prange(planes, schedule="static"):
+    for p in prange(planes, nogil=True, schedule="guided",
+                    num_threads=threads_for(planes * HW)):
         memset(&dx[p, 0], 0, HW * sizeof(floating))
         for o in range(L):
             s = switches[p, o]
@@ -91,14 +144,18 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     x : (N, C, H, W) float32 or float64  ->  (y, switches), both (N, C, Ho, Wo)
     """
     x = np.ascontiguousarray(x)
-    if x.dtype != np.float32 and x.dtype != np.float64:
-        raise ValueError(f"maxpool_forward: input must be float32 or float64, got {x.dtype}")
+    if x.ndim != 4 or (x.dtype != np.float32 and x.dtype != np.float64):
+        raise ValueError(f"maxpool_forward: expected a float32/float64 (N, C, H, W) input, "
+                         f"got {x.dtype} {x.shape}")
     N, C, H, W = x.shape
     kh, kw = int(kh), int(kw)
     (sh, sw), (ph, pw) = stride, padding
     Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
     Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
-    if Ho < 1 or Wo < 1 or min(sh, sw) < 1 or min(ph, pw) < 0:
+    if H * W >= 2 ** 31:
+        raise ValueError(f"maxpool_forward: planes of {H}x{W} are too large "
+                         "(the switches are int32 inside the kernel)")
+    if Ho < 1 or Wo < 1 or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"maxpool_forward: no output for input {x.shape} with kernel "
                          f"({kh}, {kw}), stride {stride}, padding {padding}")
     y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
@@ -127,8 +184,8 @@ def maxpool_backward(dy, switches, x_shape):
         raise ValueError(f"maxpool_backward: dy {dy.shape} and switches {switches.shape} "
                          f"do not match x_shape {tuple(x_shape)}")
     dx = np.empty((N, C, H, W), dtype=dy.dtype)  # each plane is zeroed by its thread
-    dy2 = dy.reshape(N * C, -1)
-    s2 = switches.reshape(N * C, -1)
+    dy2 = dy.reshape(N * C, dy.shape[2] * dy.shape[3])
+    s2 = switches.reshape(N * C, dy.shape[2] * dy.shape[3])
     dx2 = dx.reshape(N * C, H * W)
     if dy.dtype == np.float32:
         bad = _unpool[float](dy2, s2, dx2)

@@ -122,7 +122,10 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     ho = xp.arange(Ho).reshape(Ho, 1)
     wo = xp.arange(Wo).reshape(1, Wo)
     y = xp.full((N, C, Ho, Wo), -xp.inf, dtype=x.dtype)
-    switches = xp.zeros((N, C, Ho, Wo), dtype=xp.int64)
+    # start at each window's first pixel, so a window of all -inf still points
+    # inside itself (as PyTorch's does)
+    first = xp.maximum(ho * sh - ph, 0) * W + xp.maximum(wo * sw - pw, 0)
+    switches = xp.broadcast_to(first, (N, C, Ho, Wo)).astype(xp.int64)
     for i in range(kh):
         for j in range(kw):
             tap = x_pad[:, :, _window_slices(i, sh, Ho), _window_slices(j, sw, Wo)]

@@ -34,7 +34,7 @@ def check_same_dtype(op, **arrays):
     present = {name: a for name, a in arrays.items() if a is not None}
     dtypes = {a.dtype for a in present.values()}
     if len(dtypes) > 1:
-        listing = ", ".join(f"{name} {a.dtype}" for name, a in present.items())
+        listing = ", ".join(f"{name} {a.dtype} {tuple(a.shape)}" for name, a in present.items())
         raise ValueError(f"{op}: dtypes differ ({listing}); use one dtype throughout")
 
 

@@ -57,4 +57,7 @@ def dropout(x, p=0.5, rng=None, train=True):
 
 def dropout_backward(dy, mask):
     """dx = dy * mask (the identity when there was no mask)."""
-    return dy if mask is None else dy * mask
+    if mask is None:
+        return dy
+    check_shape(dy, mask.shape, "dropout_backward", "dy")  # no silent broadcast
+    return dy * mask

@@ -224,6 +224,45 @@ def _transpose_geometry(op, x, W, stride, padding, dilation, output_padding):
     return stride, padding, dilation, (N, C_out, H, Wd)
 
 
+def _fits(x_shape, y_shape, W_shape, stride, padding, dilation):
+    """True when convolving a ``y_shape`` image gives back exactly x's (Hi, Wi).
+
+    It does not when output_padding >= stride (allowed when dilation > stride): the
+    extra rows then lie beyond what one symmetric padding can describe.
+    """
+    kh, kw = W_shape[2:]
+    return (conv_output_size(y_shape[2], kh, stride[0], padding[0], dilation[0]) == x_shape[2]
+            and conv_output_size(y_shape[3], kw, stride[1], padding[1], dilation[1]) == x_shape[3])
+
+
+def _uncropped_shape(x_shape, W_shape, stride, dilation):
+    """(N, C_out, Hf, Wf): the transposed convolution's output before padding crops it."""
+    N, _, Hi, Wi = x_shape
+    _, C_out, kh, kw = W_shape
+    return (N, C_out, conv_transpose_output_size(Hi, kh, stride[0], 0, dilation[0]),
+            conv_transpose_output_size(Wi, kw, stride[1], 0, dilation[1]))
+
+
+def _crop(full, y_shape, padding):
+    """full[:, :, ph:ph+H, pw:pw+W], zero where that window runs past full's edge."""
+    xp = get_array_module(full)
+    (ph, pw), (H, W) = padding, y_shape[2:]
+    h, w = min(H, full.shape[2] - ph), min(W, full.shape[3] - pw)
+    y = xp.zeros(y_shape, dtype=full.dtype)
+    y[:, :, :h, :w] = full[:, :, ph:ph + h, pw:pw + w]
+    return y
+
+
+def _uncrop(dy, full_shape, padding):
+    """The transpose of :func:`_crop`: dy placed at (ph, pw) in zeros of ``full_shape``."""
+    xp = get_array_module(dy)
+    (ph, pw), (H, W) = padding, dy.shape[2:]
+    h, w = min(H, full_shape[2] - ph), min(W, full_shape[3] - pw)
+    full = xp.zeros(full_shape, dtype=dy.dtype)
+    full[:, :, ph:ph + h, pw:pw + w] = dy[:, :, :h, :w]
+    return full
+
+
 def conv_transpose2d(x, W, b=None, stride=1, padding=0, dilation=1, *, output_padding=0,
                      workspace=None):
     """Transposed convolution: multiplication by C^T, the data-gradient of a convolution.
@@ -237,7 +276,12 @@ def conv_transpose2d(x, W, b=None, stride=1, padding=0, dilation=1, *, output_pa
     _check_conv_args("conv_transpose2d", x, W, b, channels_axis=0)
     stride, padding, dilation, y_shape = _transpose_geometry(
         "conv_transpose2d", x, W, stride, padding, dilation, output_padding)
-    y = _apply_conv_transpose(x, W, y_shape, stride, padding, dilation, workspace)
+    if _fits(x.shape, y_shape, W.shape, stride, padding, dilation):
+        y = _apply_conv_transpose(x, W, y_shape, stride, padding, dilation, workspace)
+    else:
+        full_shape = _uncropped_shape(x.shape, W.shape, stride, dilation)
+        full = _apply_conv_transpose(x, W, full_shape, stride, (0, 0), dilation, workspace)
+        y = _crop(full, y_shape, padding)
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     return y
@@ -255,12 +299,16 @@ def conv_transpose2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, outp
         "conv_transpose2d_backward", x, W, stride, padding, dilation, output_padding)
     check_array(dy, "conv_transpose2d_backward", "dy", 4)
     check_shape(dy, y_shape, "conv_transpose2d_backward", "dy")
+    check_same_dtype("conv_transpose2d_backward", dy=dy, input=x)
     dx = dW = db = None
+    db = dy.sum(axis=(0, 2, 3)) if need_weight_grad else None
+    if not _fits(x.shape, y_shape, W.shape, stride, padding, dilation):
+        dy = _uncrop(dy, _uncropped_shape(x.shape, W.shape, stride, dilation), padding)
+        padding = (0, 0)
     if need_input_grad:
         dx = _apply_conv(dy, W, stride, padding, dilation, x.shape[2], x.shape[3], workspace)
     if need_weight_grad:
         dW = _weight_grad(x, dy, W.shape, stride, padding, dilation, workspace)
-        db = dy.sum(axis=(0, 2, 3))
     return dx, dW, db
 
 

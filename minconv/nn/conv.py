@@ -1,4 +1,6 @@
 """Convolution layers: Conv2D and ConvTranspose2D (thin state over functional.conv)."""
+import numpy as np
+
 from .. import functional as F
 from ..functional._checks import pair
 from .base import Layer, default_rng
@@ -7,6 +9,11 @@ from .base import Layer, default_rng
 def normal_init(shape, std, rng, dtype):
     """Weights drawn from N(0, std^2), as in the paper (std = 0.01)."""
     rng = default_rng() if rng is None else rng
+    dtype = np.dtype(dtype)
+    if dtype in (np.float32, np.float64):  # drawn in place: no float64 temporaries
+        weights = rng.standard_normal(shape, dtype=dtype)
+        weights *= dtype.type(std)
+        return weights
     return (rng.standard_normal(shape) * std).astype(dtype)
 
 

@@ -8,7 +8,8 @@ import numpy as np
 from .. import functional as F
 from .._kernels import kernels_for
 from ..backend import get_array_module
-from ..functional._checks import check_array
+from ..functional._checks import check_shape
+from ..functional.lrn import _check_lrn
 from .base import Layer, default_rng
 from .conv import normal_init
 
@@ -52,6 +53,7 @@ class MaxPool2D(Layer):
 
     def backward(self, dy, rule="grad"):
         x_shape, switches = self._saved()
+        check_shape(dy, switches.shape, self._label(), "dy")
         return F.max_unpool2d(dy, switches, x_shape)
 
     def extra_repr(self):
@@ -71,7 +73,7 @@ class LRN(Layer):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x, train=False):
-        check_array(x, self._label(), "input", 4, "(N, C, H, W)")
+        _check_lrn(self._label(), x, self.size, self.k)
         y, scale = kernels_for(x).lrn_forward(x, int(self.size), self.alpha, self.beta, self.k)
         self._cache = (x, y, scale)
         return y
@@ -109,11 +111,12 @@ class Dropout(Layer):
 
     def forward(self, x, train=False):
         y, mask = F.dropout(x, self.p, self._generator_for(x), train)
-        self._cache = (mask,)
+        self._cache = (mask, x.shape)
         return y
 
     def backward(self, dy, rule="grad"):
-        (mask,) = self._saved()
+        mask, x_shape = self._saved()
+        check_shape(dy, x_shape, self._label(), "dy")
         return F.dropout_backward(dy, mask)
 
     def extra_repr(self):
@@ -128,7 +131,9 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy, rule="grad"):
-        return dy.reshape(self._saved())
+        x_shape = self._saved()
+        check_shape(dy, (x_shape[0], int(np.prod(x_shape[1:]))), self._label(), "dy")
+        return dy.reshape(x_shape)
 
 
 class Linear(Layer):

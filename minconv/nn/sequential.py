@@ -91,8 +91,8 @@ class Sequential(Layer):
 
     @grads.setter
     def grads(self, value):
-        if not value:
-            for layer in self._layers.values():
+        if not value:  # Layer.__init__ assigns {} before the layers exist
+            for layer in getattr(self, "_layers", {}).values():
                 layer.grads = {}
 
     def state_dict(self):
@@ -135,7 +135,7 @@ class Sequential(Layer):
             try:
                 x = layer.forward(x, train=train)
             except ValueError as error:
-                raise ValueError(f"layer {name!r} ({type(layer).__name__}): {error}") from None
+                raise _in_layer(name, layer, error) from None
             if name in record:
                 self.outputs[name] = x
         return x
@@ -149,7 +149,7 @@ class Sequential(Layer):
             try:
                 dy = layer.backward(dy, rule=rule)
             except ValueError as error:
-                raise ValueError(f"layer {name!r} ({type(layer).__name__}): {error}") from None
+                raise _in_layer(name, layer, error) from None
         return dy
 
     def clear_cache(self):
@@ -177,6 +177,14 @@ class Sequential(Layer):
     def __repr__(self):
         lines = [f"  ({name}): {layer!r}" for name, layer in self._layers.items()]
         return "Sequential(\n" + "\n".join(lines) + "\n)"
+
+
+def _in_layer(name, layer, error):
+    """The error, prefixed with the layer's name unless the layer already named itself."""
+    message = str(error)
+    if message.startswith(layer._label()):
+        return ValueError(message)
+    return ValueError(f"layer {name!r} ({type(layer).__name__}): {message}")
 
 
 def _like(value, reference):

@@ -1,0 +1,47 @@
+"""Shared timing helpers for the benchmarks: medians after a warm-up, GEMM peak, tables."""
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def median_ms(fn, repeats=5, warmup=1):
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def gemm_peak_gflops(n=2048, repeats=7):
+    """The float32 matrix-multiply rate of this machine's BLAS (GFLOP/s)."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = a.T.copy()
+    out = np.empty_like(a)
+    ms = median_ms(lambda: np.matmul(a, b, out=out), repeats, warmup=2)
+    return 2.0 * n ** 3 / (ms * 1e-3) / 1e9
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import os
+    return f"{cpu}, {os.cpu_count()} cores, NumPy {np.__version__}"
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""Time the Cython kernels against the NumPy reference and PyTorch at ZFNet's sizes.
+
+    python benchmarks/bench_kernels.py [--batch 8 32] [--repeat 7] [--no-reference]
+                                       [--only pool1] [--single-thread]
+
+Prints one markdown table per batch size: the median milliseconds of each
+kernel (Cython, reference, PyTorch CPU) and the ratio torch / Cython (above 1
+means minconv is faster). PyTorch equivalents: ``F.unfold``/``F.fold`` for
+im2col/col2im, ``max_pool2d(return_indices=True, ceil_mode=True)`` and its
+backward for pooling, ``local_response_norm`` and its autograd backward for
+LRN, and ``conv2d`` forward + backward against im2col + GEMM + col2im.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+if __name__ == "__main__" and "--single-thread" in sys.argv:
+    # before NumPy, OpenBLAS, libgomp or torch start their thread pools
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+
+import numpy as np
+
+from minconv._kernels import reference as ref
+from minconv._kernels import cpu_conv, cpu_pool, cpu_lrn
+
+try:
+    import torch
+    import torch.nn.functional as TF
+except ImportError:  # the table still shows Cython against the reference
+    torch = None
+
+# (name, C, H, F, k, stride, padding) of ZFNet's convolutions on 224x224 inputs
+CONVS = [("conv1", 3, 224, 96, 7, 2, 1), ("conv2", 96, 55, 256, 5, 2, 0),
+         ("conv3", 256, 13, 384, 3, 1, 1), ("conv4", 384, 13, 384, 3, 1, 1),
+         ("conv5", 384, 13, 256, 3, 1, 1)]
+POOLS = [("pool1", 96, 110), ("pool2", 256, 26), ("pool5", 256, 13)]  # 3x3/2, ceil
+LRNS = [("norm1", 96, 55), ("norm2", 256, 13)]                        # size 5
+LRN_ARGS = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+
+CLOCK = time.perf_counter
+
+
+def median_ms(fns, repeat):
+    """Median milliseconds of each function; the runs alternate, so a busy
+    neighbour on a shared machine slows all of them alike."""
+    fns = [fn for fn in fns if fn is not None]
+    times = [[] for _ in fns]
+    for fn in fns:
+        fn()  # warm up: page faults, thread pools
+    for _ in range(repeat):
+        for fn, t in zip(fns, times):
+            start = CLOCK()
+            fn()
+            t.append(CLOCK() - start)
+    return [1e3 * statistics.median(t) for t in times]
+
+
+def conv_cases(N, rng):
+    for name, C, H, F, k, s, p in CONVS:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        W = rng.standard_normal((F, C, k, k), dtype=np.float32) * 0.01
+        geo = ((s, s), (p, p), (1, 1))
+        cols = cpu_conv.im2col(x, k, k, *geo)
+        Ho = ref.conv_output_size(H, k, s, p)
+        dy = rng.standard_normal((N, F, Ho, Ho), dtype=np.float32)
+        buf = np.empty_like(cols)
+        W2 = W.reshape(F, -1)
+
+        def ours_conv():  # forward, then dW and dx: what a training step does
+            cpu_conv.im2col(x, k, k, *geo, out=buf)
+            y = (W2 @ buf).reshape(F, N, Ho, Ho).transpose(1, 0, 2, 3).copy()
+            dY = dy.reshape(N, F, -1).transpose(1, 0, 2).reshape(F, -1)
+            dW = dY @ buf.T
+            cpu_conv.col2im(W2.T @ dY, x.shape, k, k, *geo)
+            return y, dW
+
+        row = {"im2col": (lambda: cpu_conv.im2col(x, k, k, *geo, out=buf),
+                          lambda: ref.im2col(x, k, k, *geo)),
+               "col2im": (lambda: cpu_conv.col2im(cols, x.shape, k, k, *geo),
+                          lambda: ref.col2im(cols, x.shape, k, k, *geo)),
+               "conv fwd+bwd": (ours_conv, None)}
+        if torch is not None:
+            tx, tW = torch.from_numpy(x), torch.from_numpy(W)
+            tcols = torch.from_numpy(cols.reshape(-1, N, Ho * Ho).transpose(1, 0, 2).copy())
+            txg, tWg, tdy = tx.clone().requires_grad_(), tW.clone().requires_grad_(), torch.from_numpy(dy)
+
+            def torch_conv():
+                y = TF.conv2d(txg, tWg, stride=s, padding=p)
+                return torch.autograd.grad(y, (txg, tWg), tdy)
+
+            torch_fns = {"im2col": lambda: TF.unfold(tx, k, padding=p, stride=s),
+                         "col2im": lambda: TF.fold(tcols, H, k, padding=p, stride=s),
+                         "conv fwd+bwd": torch_conv}
+        for op, (ours, reference) in row.items():
+            yield f"{name} {op}", ours, reference, torch_fns[op] if torch else None
+
+
+def pool_cases(N, rng):
+    for name, C, H in POOLS:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        args = (3, 3, (2, 2), (0, 0), True)
+        y, sw = cpu_pool.maxpool_forward(x, *args)
+        dy = rng.standard_normal(y.shape, dtype=np.float32)
+        fwd = (lambda: cpu_pool.maxpool_forward(x, *args), lambda: ref.maxpool_forward(x, *args))
+        bwd = (lambda: cpu_pool.maxpool_backward(dy, sw, x.shape),
+               lambda: ref.maxpool_backward(dy, sw, x.shape))
+        tf = tb = None
+        if torch is not None:
+            tx, tdy, tsw = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(sw)
+            tf = lambda: TF.max_pool2d(tx, 3, 2, ceil_mode=True, return_indices=True)
+            tb = lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+                tdy, tx, [3, 3], [2, 2], [0, 0], [1, 1], True, tsw)
+        yield f"{name} fwd", *fwd, tf
+        yield f"{name} bwd", *bwd, tb
+
+
+def lrn_cases(N, rng):
+    a = LRN_ARGS
+    for name, C, H in LRNS:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32) * 10
+        y, scale = cpu_lrn.lrn_forward(x, a["size"], a["alpha"], a["beta"], a["k"])
+        dy = rng.standard_normal(x.shape, dtype=np.float32)
+        bwd_args = (dy, x, y, scale, a["size"], a["alpha"], a["beta"])
+        fwd = (lambda: cpu_lrn.lrn_forward(x, a["size"], a["alpha"], a["beta"], a["k"]),
+               lambda: ref.lrn_forward(x, a["size"], a["alpha"], a["beta"], a["k"]))
+        bwd = (lambda: cpu_lrn.lrn_backward(*bwd_args), lambda: ref.lrn_backward(*bwd_args))
+        tf = tb = None
+        if torch is not None:
+            tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+            txg = tx.clone().requires_grad_()
+            ty = TF.local_response_norm(txg, **a)
+            tf = lambda: TF.local_response_norm(tx, **a)
+            tb = lambda: torch.autograd.grad(ty, txg, tdy, retain_graph=True)
+        yield f"{name} fwd", *fwd, tf
+        yield f"{name} bwd", *bwd, tb
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--only", default="", help="run the cases whose name holds this")
+    parser.add_argument("--single-thread", action="store_true",
+                        help="one thread everywhere, timed in CPU time of this thread: "
+                             "steady on a machine shared with other jobs")
+    args = parser.parse_args()
+    global CLOCK
+    if args.single_thread:
+        CLOCK = time.thread_time
+        if torch is not None:
+            torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    for N in args.batch:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        threads = torch.get_num_threads() if torch is not None else "-"
+        clock = "CPU ms, one thread" if args.single_thread else "ms"
+        print(f"\n### batch {N}, float32, medians of {args.repeat} runs ({clock}); "
+              f"{os.cpu_count()} CPUs, load {load:.1f}, torch threads {threads}\n")
+        print("| kernel | minconv | reference | torch | torch / minconv |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for cases in (pool_cases, lrn_cases, conv_cases):
+            for name, ours, reference, theirs in cases(N, rng):
+                if args.only not in name:
+                    continue
+                t_ours, t_torch = (median_ms([ours, theirs], args.repeat) + [None])[:2]
+                t_ref = (median_ms([reference], max(1, args.repeat // 3))[0]
+                         if reference and not args.no_reference else None)
+                cell = lambda t: f"{t:.2f}" if t is not None else "-"
+                ratio = f"{t_torch / t_ours:.2f}x" if t_torch else "-"
+                print(f"| {name} | {cell(t_ours)} | {cell(t_ref)} | {cell(t_torch)} | {ratio} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

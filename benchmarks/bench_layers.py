@@ -1,0 +1,155 @@
+"""minconv vs PyTorch CPU vs a naive NumPy im2col on ZFNet's layers, in one run.
+
+    python benchmarks/bench_layers.py [--batches 8 32] [--repeats 5]
+
+For the five ZFNet convolutions (forward, and forward+backward with dx, dW, db),
+LRN and 3x3/2 ceil-mode max pooling at ZFNet's sizes, prints a markdown table:
+median milliseconds, GFLOP/s, share of the measured float32 GEMM peak, and the
+ratio minconv / PyTorch (below 1.0 means minconv is faster).
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _timing import gemm_peak_gflops, machine, markdown_table, median_ms  # noqa: E402
+
+import minconv as mc  # noqa: E402
+from minconv._kernels import CPU_BUILT  # noqa: E402
+
+# name, C_in, F, k, stride, pad, input size
+CONVS = [("conv1", 3, 96, 7, 2, 1, 224), ("conv2", 96, 256, 5, 2, 0, 55),
+         ("conv3", 256, 384, 3, 1, 1, 13), ("conv4", 384, 384, 3, 1, 1, 13),
+         ("conv5", 384, 256, 3, 1, 1, 13)]
+POOLS = [("pool1", 96, 110), ("pool2", 256, 26)]     # 3x3 stride 2, ceil_mode
+NORMS = [("norm1", 96, 55), ("norm2", 256, 13)]      # LRN size 5
+
+
+def naive_conv2d(x, W, stride, pad):
+    """The textbook NumPy convolution: a sliding-window view and one tensordot."""
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    k = W.shape[2]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    y = np.tensordot(win, W, axes=([1, 4, 5], [1, 2, 3]))   # (N, Ho, Wo, F)
+    return y.transpose(0, 3, 1, 2)
+
+
+def bench_conv(torch, name, C, F, k, s, p, size, N, repeats, rng):
+    x = rng.standard_normal((N, C, size, size)).astype(np.float32)
+    layer = mc.nn.Conv2D(C, F, k, stride=s, padding=p)
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    Ho = y.shape[2]
+    flops = 2.0 * N * F * Ho * Ho * C * k * k
+    tx = torch.tensor(x, requires_grad=True)
+    tW = torch.tensor(layer.params["W"], requires_grad=True)
+    tb = torch.zeros(F, requires_grad=True)
+    tdy = torch.tensor(dy)
+    conv = torch.nn.functional.conv2d
+
+    def torch_fwd():
+        with torch.no_grad():
+            conv(tx, tW, tb, stride=s, padding=p)
+
+    def torch_fwd_bwd():
+        out = conv(tx, tW, tb, stride=s, padding=p)
+        torch.autograd.grad(out, (tx, tW, tb), tdy)
+
+    def mc_fwd_bwd():
+        layer.forward(x)
+        layer.backward(dy)
+
+    rows = []
+    for what, fn_mc, fn_torch, fn_naive, mult in [
+            ("fwd", lambda: layer.forward(x), torch_fwd, lambda: naive_conv2d(x, layer.params["W"], s, p), 1),
+            ("fwd+bwd", mc_fwd_bwd, torch_fwd_bwd, None, 3)]:
+        t_mc = median_ms(fn_mc, repeats)
+        t_torch = median_ms(fn_torch, repeats)
+        t_naive = median_ms(fn_naive, max(1, repeats // 2)) if fn_naive else None
+        rows.append((name, N, what, t_mc, t_torch, t_naive, mult * flops))
+    return rows
+
+
+def bench_pool_lrn(torch, N, repeats, rng):
+    rows = []
+    tf = torch.nn.functional
+    for name, C, size in POOLS:
+        x = rng.standard_normal((N, C, size, size)).astype(np.float32)
+        layer = mc.nn.MaxPool2D(3, 2, ceil_mode=True)
+        y = layer.forward(x)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        tx = torch.tensor(x, requires_grad=True)
+        tdy = torch.tensor(dy)
+
+        def torch_fwd():
+            with torch.no_grad():
+                tf.max_pool2d(tx, 3, 2, ceil_mode=True, return_indices=True)
+
+        def torch_fwd_bwd():
+            torch.autograd.grad(tf.max_pool2d(tx, 3, 2, ceil_mode=True), tx, tdy)
+
+        rows.append((name, N, "fwd", median_ms(lambda: layer.forward(x), repeats),
+                     median_ms(torch_fwd, repeats), None, None))
+        rows.append((name, N, "fwd+bwd", median_ms(lambda: (layer.forward(x), layer.backward(dy)), repeats),
+                     median_ms(torch_fwd_bwd, repeats), None, None))
+    for name, C, size in NORMS:
+        x = rng.standard_normal((N, C, size, size)).astype(np.float32)
+        layer = mc.nn.LRN(5, 1e-4, 0.75, 2.0)
+        dy = rng.standard_normal(x.shape).astype(np.float32)
+        tx = torch.tensor(x, requires_grad=True)
+        tdy = torch.tensor(dy)
+
+        def torch_fwd():
+            with torch.no_grad():
+                tf.local_response_norm(tx, 5, 1e-4, 0.75, 2.0)
+
+        def torch_fwd_bwd():
+            torch.autograd.grad(tf.local_response_norm(tx, 5, 1e-4, 0.75, 2.0), tx, tdy)
+
+        rows.append((name, N, "fwd", median_ms(lambda: layer.forward(x), repeats),
+                     median_ms(torch_fwd, repeats), None, None))
+        rows.append((name, N, "fwd+bwd", median_ms(lambda: (layer.forward(x), layer.backward(dy)), repeats),
+                     median_ms(torch_fwd_bwd, repeats), None, None))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        sys.exit("bench_layers: PyTorch is needed for the comparison: pip install torch==2.13.0")
+    rng = np.random.default_rng(0)
+    peak = gemm_peak_gflops()
+    print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+          f"Cython kernels built: {CPU_BUILT}")
+    print(f"float32 GEMM peak (NumPy, 2048^3): {peak:.0f} GFLOP/s\n")
+    rows = []
+    for N in args.batches:
+        for spec in CONVS:
+            rows += bench_conv(torch, *spec, N, args.repeats, rng)
+        rows += bench_pool_lrn(torch, N, args.repeats, rng)
+    table = []
+    totals = {}
+    for name, N, what, t_mc, t_torch, t_naive, flops in rows:
+        gflops = f"{flops / (t_mc * 1e-3) / 1e9:.0f}" if flops else "-"
+        share = f"{flops / (t_mc * 1e-3) / 1e9 / peak:.0%}" if flops else "-"
+        table.append((name, N, what, f"{t_mc:.1f}", f"{t_torch:.1f}",
+                      f"{t_naive:.1f}" if t_naive else "-", gflops, share, f"{t_mc / t_torch:.2f}"))
+        if name.startswith("conv"):
+            key = (N, what)
+            a, b = totals.get(key, (0.0, 0.0))
+            totals[key] = (a + t_mc, b + t_torch)
+    for (N, what), (a, b) in sorted(totals.items()):
+        table.append(("**5 convs**", N, what, f"{a:.1f}", f"{b:.1f}", "-", "-", "-", f"**{a / b:.2f}**"))
+    print(markdown_table(["layer", "batch", "pass", "minconv ms", "PyTorch ms", "naive NumPy ms",
+                          "minconv GFLOP/s", "of GEMM peak", "minconv/PyTorch"], table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+# How many OpenMP threads a kernel asks for: shared by the Cython kernels.
+# Without OpenMP (a compiler that lacks it) every kernel runs on one thread.
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define MINCONV_MAX_THREADS() omp_get_max_threads()
+    #else
+    #define MINCONV_MAX_THREADS() 1
+    #endif
+    """
+    int max_threads "MINCONV_MAX_THREADS"() noexcept nogil
+
+
+cdef inline int threads_for(Py_ssize_t work) noexcept nogil:
+    """One thread for small jobs (waking a team costs more than it saves), else all.
+
+    ``work`` counts the elements a kernel reads or writes.
+    """
+    return 1 if work < 65536 else max_threads()

@@ -1,0 +1,267 @@
+"""The training loop of the paper: mini-batch SGD, annealing, checkpoints, logs.
+
+One step on a batch (x, y):
+
+    z = net(x)                        forward with dropout on
+    L = -1/B sum_b log softmax(z_b)[y_b]
+    dz = dL/dz, backward through the net down to the lowest trainable layer
+    SGD update (and the conv filters' RMS renormalisation)
+
+After each epoch the validation set is evaluated, the schedule hears its
+top-1 error, a row goes to ``log.csv``/``log.json``, the curves are drawn to
+``curves.png``, and the checkpoint ``last.npz`` is written (and copied to
+``best.npz`` when the validation error is the lowest so far). A NaN or
+infinite loss stops training at once with :class:`TrainingDiverged`, before
+anything is written, so the last good checkpoint stays as it was.
+"""
+import csv
+import json
+import math
+import os
+import shutil
+import time
+
+from .. import functional as F
+from ..backend import get_array_module, to_device
+from ..data import DataError
+from ..nn import Conv2D, SoftmaxCrossEntropy
+from .checkpoint import load_checkpoint, save_checkpoint
+from .metrics import evaluate
+from .schedule import Constant
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _weight_grads_only(layer, dy):
+    """Backward of the lowest Conv2D: its weight gradients, without the unused input gradient."""
+    _, dW, db = F.conv2d_backward(dy, layer._saved(), layer.params["W"], stride=layer.stride,
+                                  padding=layer.padding, dilation=layer.dilation,
+                                  need_input_grad=False)
+    layer.grads["W"] = dW
+    if "b" in layer.params:
+        layer.grads["b"] = db
+
+
+class Trainer:
+    """Train ``net`` with ``optimizer`` on batches of ``train_loader``.
+
+    net          : a Sequential (e.g. from :mod:`minconv.models`)
+    optimizer    : :class:`minconv.train.SGD` over the same net
+    train_loader : iterable of (x (B, C, H, W) float32, y (B,) int64) with ``.rng`` and ``len``
+    val_loader   : evaluated after every epoch (None: no validation)
+    schedule     : learning-rate schedule (default: constant at ``optimizer.lr``)
+    out_dir      : where checkpoints, logs and the plot go (None: nowhere)
+    progress     : show a tqdm bar per epoch; verbose: print one line per epoch
+    extra/arrays : settings and arrays kept in every checkpoint (data preprocessing, ...)
+    """
+
+    def __init__(self, net, optimizer, train_loader, val_loader=None, schedule=None,
+                 out_dir=None, progress=True, verbose=True, device=None, extra=None,
+                 arrays=None):
+        self.net, self.optimizer = net, optimizer
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.schedule = schedule or Constant(optimizer.lr)
+        self.out_dir, self.progress, self.verbose = out_dir, progress, verbose
+        self.device = device or net.device or "cpu"
+        self.extra, self.arrays = dict(extra or {}), dict(arrays or {})
+        self.loss = SoftmaxCrossEntropy()
+        self.epoch = 0                # epochs completed
+        self.history = []
+        self.best_val_error = None
+
+    # -- one step -----------------------------------------------------------------
+    def _backward(self, dz, lowest):
+        layers = self.net.layers
+        for position in range(len(layers) - 1, lowest - 1, -1):
+            layer = layers[position]
+            if position == lowest and isinstance(layer, Conv2D):
+                _weight_grads_only(layer, dz)
+            else:
+                try:
+                    dz = layer.backward(dz)
+                except ValueError as error:
+                    raise ValueError(f"layer {layer.name!r}: {error}") from None
+
+    def train_step(self, x, y, lr=None):
+        """One SGD step on the batch (x, y); returns (loss, number of correct predictions)."""
+        if lr is not None:
+            self.optimizer.lr = lr
+        x, y = to_device(x, self.device), to_device(y, self.device)
+        logits = self.net.forward(x, train=True)
+        loss = self.loss.forward(logits, y)
+        if not math.isfinite(loss):
+            self.net.clear_cache()
+            raise TrainingDiverged(f"loss is {loss}")
+        xp = get_array_module(logits)
+        correct = int((xp.argmax(logits, axis=1) == y).sum())
+        lowest = self.optimizer.lowest_trainable_layer()
+        if lowest is not None:
+            self._backward(self.loss.backward(), lowest)
+        self.net.clear_cache()  # the activations go before the update allocates anything
+        self.loss.clear_cache()
+        if lowest is not None:
+            self.optimizer.step()
+        return loss, correct
+
+    # -- one epoch ----------------------------------------------------------------
+    def train_epoch(self, epochs=None):
+        """Run one epoch over the training loader; returns its statistics."""
+        epoch = self.epoch
+        batches = len(self.train_loader)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            total = f"/{epochs}" if epochs else ""
+            bar = tqdm(total=batches, desc=f"epoch {epoch + 1}{total}", unit="batch",
+                       leave=True, dynamic_ncols=True)
+        loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+        lr = self.optimizer.lr
+        try:
+            for step, (x, y) in enumerate(self.train_loader):
+                lr = self.schedule.lr(epoch + step / batches)
+                try:
+                    loss, right = self.train_step(x, y, lr)
+                except TrainingDiverged as error:
+                    kept = self._last_path()
+                    where = f"; the last good checkpoint {kept} is unchanged" if kept and \
+                        os.path.exists(kept) else ""
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch + 1}, step {step + 1}/{batches}: "
+                        f"{error} (learning rate {lr:.3g}){where}. Lower the learning rate "
+                        "or check the data.") from None
+                loss_sum += loss * len(y)
+                correct += right
+                seen += len(y)
+                if bar is not None:
+                    rate = seen / max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                    lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
+                    bar.update(1)
+        except DataError as error:
+            raise DataError(f"epoch {epoch + 1}: {error}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - start
+        if seen == 0:
+            raise ValueError("the training loader produced no batches")
+        return {"train_loss": loss_sum / seen, "train_error": 1.0 - correct / seen, "lr": lr,
+                "train_seconds": elapsed, "images_per_second": seen / elapsed}
+
+    # -- the whole run ----------------------------------------------------------
+    def fit(self, epochs):
+        """Train until ``epochs`` epochs are done in all (a resumed run continues the count)."""
+        while self.epoch < epochs:
+            record = {"epoch": self.epoch + 1}
+            record.update(self.train_epoch(epochs))
+            if self.val_loader is not None:
+                start = time.perf_counter()
+                val = evaluate(self.net, self.val_loader, device=self.device)
+                record.update(val_loss=val["loss"], val_top1_error=val["top1_error"],
+                              val_top5_error=val["top5_error"],
+                              eval_seconds=time.perf_counter() - start)
+            current = record.get("val_top1_error", record["train_error"])
+            record["lr_lowered"] = bool(self.schedule.end_epoch(self.epoch, current))
+            record["renormalized_filters"] = self.optimizer.renormalized
+            skipped = self._skipped()
+            if skipped:
+                record["skipped_files"] = skipped
+            improved = self.best_val_error is None or current < self.best_val_error
+            if improved:
+                self.best_val_error = current
+            self.epoch += 1
+            self.history.append(record)
+            if self.out_dir:
+                self._write(improved)
+            if self.verbose:
+                print(self.describe(record), flush=True)
+        return self.history
+
+    @staticmethod
+    def describe(record):
+        parts = [f"epoch {record['epoch']}", f"train loss {record['train_loss']:.4f}",
+                 f"train err {record['train_error']:.4f}"]
+        if "val_top1_error" in record:
+            parts += [f"val loss {record['val_loss']:.4f}",
+                      f"val top-1 err {record['val_top1_error']:.4f}",
+                      f"top-5 err {record['val_top5_error']:.4f}"]
+        parts += [f"lr {record['lr']:.3g}", f"{record['images_per_second']:.0f} img/s"]
+        if record.get("skipped_files"):
+            parts.append(f"skipped {record['skipped_files']} bad files")
+        return " | ".join(parts)
+
+    def _skipped(self):
+        total = 0
+        for loader in (self.train_loader, self.val_loader):
+            folder = getattr(loader, "folder", None)
+            total += len(getattr(folder, "skipped", ()))
+        return total
+
+    # -- files ------------------------------------------------------------------
+    def _last_path(self):
+        return os.path.join(self.out_dir, "last.npz") if self.out_dir else None
+
+    def save(self, path):
+        """Write a checkpoint of the current state to ``path``."""
+        return save_checkpoint(path, self.net, self.optimizer, self.schedule, epoch=self.epoch,
+                               best_val_error=self.best_val_error,
+                               generators={"data": self.train_loader.rng},
+                               history=self.history, extra=self.extra, arrays=self.arrays)
+
+    def resume(self, path):
+        """Continue from a checkpoint: parameters, optimiser, schedule, random states, history."""
+        checkpoint = load_checkpoint(path, net=self.net)
+        checkpoint.restore(self.optimizer, self.schedule, {"data": self.train_loader.rng})
+        self.epoch = checkpoint.epoch
+        self.history = list(checkpoint.history)
+        self.best_val_error = checkpoint.best_val_error
+        return checkpoint
+
+    def _write(self, improved):
+        os.makedirs(self.out_dir, exist_ok=True)
+        last = self.save(self._last_path())
+        if improved:  # copy, then rename: best.npz is never half-written either
+            best = os.path.join(self.out_dir, "best.npz")
+            tmp = os.path.join(self.out_dir, f".best.npz.tmp{os.getpid()}")
+            shutil.copyfile(last, tmp)
+            os.replace(tmp, best)
+        write_logs(self.history, self.out_dir)
+
+
+def write_logs(history, out_dir):
+    """log.json (all records), log.csv (one row per epoch) and curves.png."""
+    with open(os.path.join(out_dir, "log.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    keys = []
+    for record in history:
+        keys += [k for k in record if k not in keys]
+    with open(os.path.join(out_dir, "log.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    plot_curves(history, os.path.join(out_dir, "curves.png"))
+
+
+def plot_curves(history, path):
+    """Loss and top-1 error per epoch, training and validation, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    epochs = [r["epoch"] for r in history]
+    figure = Figure(figsize=(9, 3.6))
+    FigureCanvasAgg(figure)
+    for axis, (key, title) in zip(figure.subplots(1, 2),
+                                  (("loss", "loss"), ("error", "top-1 error"))):
+        axis.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label="train")
+        val_key = "val_loss" if key == "loss" else "val_top1_error"
+        if all(val_key in r for r in history):
+            axis.plot(epochs, [r[val_key] for r in history], "s-", label="validation")
+        if key == "error":
+            axis.set_yscale("log")
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)

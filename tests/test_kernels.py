@@ -1,0 +1,238 @@
+"""The Cython kernels against the NumPy reference (the readable specification).
+
+im2col and the pooling switches must match exactly; sums (col2im, unpooling,
+LRN) may round differently, so they are compared with a tolerance fit for the dtype.
+"""
+import numpy as np
+import pytest
+
+from minconv._kernels import reference as ref
+
+REASON = "the Cython kernels are not built (run `pip install -e .` or " \
+         "`python setup.py build_ext --inplace`)"
+cpu_conv = pytest.importorskip("minconv._kernels.cpu_conv", reason=REASON)
+cpu_pool = pytest.importorskip("minconv._kernels.cpu_pool", reason=REASON)
+cpu_lrn = pytest.importorskip("minconv._kernels.cpu_lrn", reason=REASON)
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def random(shape, dtype, seed=0, ties=False):
+    rng = np.random.default_rng(seed)
+    if ties:  # few distinct values: many windows hold equal maxima
+        return rng.integers(0, 4, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def non_contiguous(x):
+    """The same values as ``x`` in a strided view (every other column of a wider array)."""
+    wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype)
+    wide[..., ::2] = x
+    view = wide[..., ::2]
+    assert not view.flags.c_contiguous
+    return view
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+# (x_shape, kh, kw, stride, padding, dilation)
+CONV_CASES = [
+    ((2, 3, 7, 9), 3, 3, (1, 1), (0, 0), (1, 1)),
+    ((2, 3, 8, 7), 3, 2, (2, 1), (1, 2), (1, 1)),     # non-square kernel and stride
+    ((1, 2, 9, 11), 2, 3, (2, 2), (1, 1), (2, 1)),    # dilation
+    ((3, 2, 10, 10), 5, 5, (2, 2), (0, 0), (1, 1)),
+    ((2, 3, 11, 10), 4, 4, (2, 2), (1, 1), (1, 1)),   # even kernel: paired taps with ragged edges
+    ((2, 2, 12, 12), 3, 3, (2, 2), (2, 2), (1, 1)),
+    ((2, 4, 6, 13), 3, 4, (3, 2), (2, 1), (1, 2)),
+    ((1, 2, 9, 9), 3, 3, (3, 3), (1, 1), (2, 2)),
+    ((1, 1, 5, 5), 5, 5, (1, 1), (0, 0), (1, 1)),     # kernel as large as the input
+    ((2, 2, 4, 5), 3, 3, (1, 1), (3, 3), (1, 1)),     # padding wider than a tap row reaches
+    ((1, 3, 224, 224), 7, 7, (2, 2), (1, 1), (1, 1)),  # ZFNet conv1: 224 -> 110
+    ((1, 96, 55, 55), 5, 5, (2, 2), (0, 0), (1, 1)),   # ZFNet conv2: 55 -> 26
+    ((1, 256, 13, 13), 3, 3, (1, 1), (1, 1), (1, 1)),  # ZFNet conv3
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_im2col_col2im_match_reference(case, dtype):
+    shape, kh, kw, stride, padding, dilation = case
+    x = random(shape, dtype)
+    cols = cpu_conv.im2col(x, kh, kw, stride, padding, dilation)
+    expected = ref.im2col(x, kh, kw, stride, padding, dilation)
+    assert cols.dtype == dtype and cols.flags.c_contiguous
+    np.testing.assert_array_equal(cols, expected)
+
+    c = random(cols.shape, dtype, seed=1)
+    dx = cpu_conv.col2im(c, shape, kh, kw, stride, padding, dilation)
+    assert dx.dtype == dtype and dx.shape == shape
+    np.testing.assert_allclose(dx, ref.col2im(c, shape, kh, kw, stride, padding, dilation),
+                               **TOL[dtype])
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:10], ids=str)
+def test_col2im_is_the_adjoint_of_im2col(case):
+    shape, kh, kw, stride, padding, dilation = case
+    x = random(shape, np.float64)
+    cols = cpu_conv.im2col(x, kh, kw, stride, padding, dilation)
+    c = random(cols.shape, np.float64, seed=1)
+    back = cpu_conv.col2im(c, shape, kh, kw, stride, padding, dilation)
+    np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, back), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_writes_into_out(dtype):
+    shape, kh, kw, stride, padding, dilation = CONV_CASES[1]
+    x = random(shape, dtype)
+    expected = ref.im2col(x, kh, kw, stride, padding, dilation)
+    buf = np.full(expected.shape, np.nan, dtype=dtype)
+    result = cpu_conv.im2col(x, kh, kw, stride, padding, dilation, out=buf)
+    assert result is buf
+    np.testing.assert_array_equal(buf, expected)
+    strided = np.full((expected.shape[0], 2 * expected.shape[1]), np.nan, dtype=dtype)[:, ::2]
+    assert cpu_conv.im2col(x, kh, kw, stride, padding, dilation, out=strided) is strided
+    np.testing.assert_array_equal(strided, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_kernels_accept_non_contiguous_input(dtype):
+    shape, kh, kw, stride, padding, dilation = CONV_CASES[4]
+    x = random(shape, dtype)
+    np.testing.assert_array_equal(
+        cpu_conv.im2col(non_contiguous(x), kh, kw, stride, padding, dilation),
+        ref.im2col(x, kh, kw, stride, padding, dilation))
+    c = random(ref.im2col(x, kh, kw, stride, padding, dilation).shape, dtype, seed=1)
+    c_view = np.asfortranarray(c)
+    np.testing.assert_allclose(cpu_conv.col2im(c_view, shape, kh, kw, stride, padding, dilation),
+                               ref.col2im(c, shape, kh, kw, stride, padding, dilation),
+                               **TOL[dtype])
+
+
+def test_conv_kernels_reject_impossible_geometry():
+    x = random((1, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="no output"):
+        cpu_conv.im2col(x, 5, 5, (1, 1), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        cpu_conv.im2col(x.astype(np.int32), 3, 3, (1, 1), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match="out has shape"):
+        cpu_conv.im2col(x, 3, 3, (1, 1), (0, 0), (1, 1), out=np.empty((9, 5), np.float32))
+    with pytest.raises(ValueError, match="expected"):
+        cpu_conv.col2im(np.zeros((9, 5), np.float32), (1, 1, 4, 4), 3, 3,
+                        (1, 1), (0, 0), (1, 1))
+
+
+# ---------------------------------------------------------------- max pooling
+
+# (x_shape, kh, kw, stride, padding, ceil_mode)
+POOL_CASES = [
+    ((2, 3, 9, 9), 3, 3, (2, 2), (0, 0), True),
+    ((2, 3, 10, 10), 3, 3, (2, 2), (0, 0), True),     # ceil adds a window hanging past the edge
+    ((2, 3, 10, 10), 3, 3, (2, 2), (0, 0), False),
+    ((1, 2, 11, 8), 3, 3, (2, 2), (1, 1), True),
+    ((2, 2, 7, 9), 2, 3, (1, 2), (1, 0), False),      # non-square kernel, stride and input
+    ((2, 2, 8, 8), 2, 2, (2, 2), (0, 0), False),
+    ((1, 3, 6, 7), 3, 2, (3, 1), (1, 1), True),
+    ((1, 2, 9, 10), 4, 3, (3, 3), (2, 1), True),
+    ((1, 1, 3, 600), 2, 3, (1, 2), (1, 1), True),     # rows wider than one block of outputs
+    ((1, 96, 110, 110), 3, 3, (2, 2), (0, 0), True),  # ZFNet pool1: 110 -> 55
+    ((1, 256, 26, 26), 3, 3, (2, 2), (0, 0), True),   # ZFNet pool2: 26 -> 13
+    ((1, 256, 13, 13), 3, 3, (2, 2), (0, 0), True),   # ZFNet pool5: 13 -> 6
+]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_maxpool_matches_reference(case, dtype, ties):
+    shape, kh, kw, stride, padding, ceil_mode = case
+    x = random(shape, dtype, ties=ties)
+    y, switches = cpu_pool.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
+    y_ref, switches_ref = ref.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
+    assert y.dtype == dtype and switches.dtype == np.int64
+    np.testing.assert_array_equal(switches, switches_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+    dy = random(y.shape, dtype, seed=1)
+    np.testing.assert_allclose(cpu_pool.maxpool_backward(dy, switches, shape),
+                               ref.maxpool_backward(dy, switches, shape), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool_accepts_non_contiguous_input(dtype):
+    shape, kh, kw, stride, padding, ceil_mode = POOL_CASES[3]
+    x = random(shape, dtype, ties=True)
+    y, switches = cpu_pool.maxpool_forward(non_contiguous(x), kh, kw, stride, padding, ceil_mode)
+    y_ref, switches_ref = ref.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(switches, switches_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = random(y.shape, dtype, seed=1)
+    dx = cpu_pool.maxpool_backward(non_contiguous(dy), non_contiguous(switches), shape)
+    np.testing.assert_allclose(dx, ref.maxpool_backward(dy, switches, shape), **TOL[dtype])
+
+
+def test_maxpool_switch_of_an_all_minus_inf_window_stays_inside_it():
+    x = np.full((1, 1, 5, 5), -np.inf, dtype=np.float32)
+    _, switches = cpu_pool.maxpool_forward(x, 3, 3, (2, 2), (1, 1), True)
+    _, switches_ref = ref.maxpool_forward(x, 3, 3, (2, 2), (1, 1), True)
+    np.testing.assert_array_equal(switches, switches_ref)
+    np.testing.assert_array_equal(switches[0, 0], [[0, 1, 3], [5, 6, 8], [15, 16, 18]])
+
+
+def test_maxpool_backward_rejects_switches_outside_the_plane():
+    dy = np.ones((1, 1, 2, 2), np.float32)
+    switches = np.array([[[[0, 1], [2, 9]]]])
+    with pytest.raises(ValueError, match="outside"):
+        cpu_pool.maxpool_backward(dy, switches, (1, 1, 3, 3))
+
+
+# ---------------------------------------------------------------- LRN
+
+# (x_shape, size, alpha, beta, k); alpha is large enough for the sum to matter
+LRN_CASES = [
+    ((2, 7, 5, 6), 5, 1e-2, 0.75, 2.0),
+    ((1, 3, 4, 4), 5, 1e-2, 0.75, 1.0),    # window wider than the channels
+    ((2, 8, 3, 3), 4, 1e-2, 0.6, 2.0),     # even size: the window leans back; general beta
+    ((1, 6, 40, 40), 3, 1e-2, 0.5, 1.0),   # spatial chunks with a ragged last one
+    ((2, 5, 2, 3), 1, 1e-1, 1.0, 1.0),
+    ((1, 96, 55, 55), 5, 1e-4, 0.75, 2.0),  # ZFNet norm1
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", LRN_CASES, ids=str)
+def test_lrn_matches_reference(case, dtype):
+    shape, size, alpha, beta, k = case
+    x = 10 * random(shape, dtype)
+    y, scale = cpu_lrn.lrn_forward(x, size, alpha, beta, k)
+    y_ref, scale_ref = ref.lrn_forward(x, size, alpha, beta, k)
+    assert y.dtype == dtype and scale.dtype == dtype
+    np.testing.assert_allclose(scale, scale_ref, **TOL[dtype])
+    np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+
+    dy = random(shape, dtype, seed=1)
+    dx = cpu_lrn.lrn_backward(dy, x, y, scale, size, alpha, beta)
+    assert dx.dtype == dtype
+    np.testing.assert_allclose(dx, ref.lrn_backward(dy, x, y_ref, scale_ref, size, alpha, beta),
+                               **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lrn_accepts_non_contiguous_input(dtype):
+    shape, size, alpha, beta, k = LRN_CASES[0]
+    x = 10 * random(shape, dtype)
+    y, scale = cpu_lrn.lrn_forward(non_contiguous(x), size, alpha, beta, k)
+    y_ref, scale_ref = ref.lrn_forward(x, size, alpha, beta, k)
+    np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+    dy = random(shape, dtype, seed=1)
+    dx = cpu_lrn.lrn_backward(non_contiguous(dy), non_contiguous(x), non_contiguous(y),
+                              non_contiguous(scale), size, alpha, beta)
+    np.testing.assert_allclose(dx, ref.lrn_backward(dy, x, y_ref, scale_ref, size, alpha, beta),
+                               **TOL[dtype])
+
+
+def test_lrn_backward_rejects_mismatched_arrays():
+    x = random((1, 4, 3, 3), np.float32)
+    y, scale = cpu_lrn.lrn_forward(x, 5, 1e-4, 0.75, 2.0)
+    with pytest.raises(ValueError, match="differ"):
+        cpu_lrn.lrn_backward(x[:, :3], x, y, scale, 5, 1e-4, 0.75)
