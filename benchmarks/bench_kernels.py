@@ -69,14 +69,24 @@ def conv_cases(N, rng):
         dy = rng.standard_normal((N, F, Ho, Ho), dtype=np.float32)
         buf = np.empty_like(cols)
         W2 = W.reshape(F, -1)
+        L = Ho * Ho
+        y, y2 = np.empty((N, F, Ho, Ho), np.float32), np.empty((F, N * L), np.float32)
+        dY, dcols = np.empty((F, N, L), np.float32), np.empty_like(cols)
 
-        def ours_conv():  # forward, then dW and dx: what a training step does
+        def ours_conv():
+            """Forward, dW and dx as a training step does them, with buffers kept
+            across steps: im2col, GEMM, layout change, GEMMs, col2im."""
             cpu_conv.im2col(x, k, k, *geo, out=buf)
-            y = (W2 @ buf).reshape(F, N, Ho, Ho).transpose(1, 0, 2, 3).copy()
-            dY = dy.reshape(N, F, -1).transpose(1, 0, 2).reshape(F, -1)
-            dW = dY @ buf.T
-            cpu_conv.col2im(W2.T @ dY, x.shape, k, k, *geo)
-            return y, dW
+            if L >= 2048:  # one GEMM per image writes y in place: no transpose
+                for n in range(N):
+                    np.matmul(W2, buf[:, n * L:(n + 1) * L], out=y[n].reshape(F, L))
+            else:
+                np.matmul(W2, buf, out=y2)
+                np.copyto(y, y2.reshape(F, N, Ho, Ho).transpose(1, 0, 2, 3))
+            np.copyto(dY, dy.reshape(N, F, L).transpose(1, 0, 2))   # (F, N, L)
+            dW = dY.reshape(F, -1) @ buf.T
+            np.matmul(W2.T, dY.reshape(F, -1), out=dcols)
+            return y, dW, cpu_conv.col2im(dcols, x.shape, k, k, *geo)
 
         row = {"im2col": (lambda: cpu_conv.im2col(x, k, k, *geo, out=buf),
                           lambda: ref.im2col(x, k, k, *geo)),

@@ -110,7 +110,7 @@ def main():
                 print(f"{n:>3}/class draw {draw + 1}: {mode:<8} accuracy {accuracy:.4f}",
                       flush=True)
 
-    head = f"| Fashion-MNIST classes 5-9, accuracy % | " + \
+    head = "| Fashion-MNIST classes 5-9, accuracy % | " + \
         " | ".join(f"{n}/class" for n in args.shots) + " |"
     lines = [head, "| --- |" + " ---: |" * len(args.shots)]
     for mode, title in modes:

@@ -1,6 +1,7 @@
 """The ``minconv`` command.
 
-    minconv train --model zfnet-mini --data /usr/share/datasets/fashion-mnist --epochs 15 --out runs/fm
+    minconv train --model zfnet-mini --data /usr/share/datasets/fashion-mnist \
+        --epochs 15 --out runs/fm
     minconv evaluate --checkpoint runs/fm/last.npz
     minconv summary --model zfnet
 

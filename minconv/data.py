@@ -266,6 +266,7 @@ class ImageFolder:
         path = self.samples[i][0]
         try:
             with Image.open(path) as image:
+                image.draft("RGB", (self.size, self.size))  # JPEG: decode at >= 1/8 scale
                 image = image.convert("RGB")
                 w, h = image.size
                 scale = self.size / min(w, h)
@@ -312,10 +313,12 @@ class FolderLoader:
 
     ``train=True``: random ``crop`` x ``crop`` crops with random flips, (B, 3, crop, crop).
     Otherwise ``views`` = "ten" gives (B, 10, 3, crop, crop) and "center" (B, 3, crop, crop).
+    Up to ``prefetch`` batches are decoded ahead in a background thread (Pillow decodes
+    without holding the GIL), so reading overlaps the training step.
     """
 
     def __init__(self, folder, mean_image, batch_size=128, train=False, crop=224, views="ten",
-                 seed=0, shuffle=None):
+                 seed=0, shuffle=None, prefetch=2):
         if views not in ("ten", "center"):
             raise ValueError(f"FolderLoader: views must be 'ten' or 'center', got {views!r}")
         self.folder, self.train, self.crop, self.views = folder, train, int(crop), views
@@ -325,6 +328,7 @@ class FolderLoader:
                              f"expected {(3, folder.size, folder.size)}")
         self.batch_size = int(batch_size)
         self.shuffle = train if shuffle is None else shuffle
+        self.prefetch = int(prefetch)
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -350,6 +354,9 @@ class FolderLoader:
         return ten_crops(x, c)
 
     def __iter__(self):
+        return prefetch(self._batches(), self.prefetch) if self.prefetch else self._batches()
+
+    def _batches(self):
         n = len(self.folder)
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
@@ -362,3 +369,46 @@ class FolderLoader:
                 labels.append(self.folder.samples[i][1])
             if views:
                 yield np.ascontiguousarray(np.stack(views)), np.array(labels, np.int64)
+
+
+def prefetch(batches, depth):
+    """Iterate over ``batches`` produced ``depth`` ahead by a background thread.
+
+    The producer's exceptions (a DataError, say) are raised in the consumer, at
+    the batch where they happened. Stopping early stops the producer.
+    """
+    import queue
+    import threading
+    slots, done, stop = queue.Queue(maxsize=depth), object(), threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(done)
+        except BaseException as error:  # handed to the consumer
+            put(error)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()

@@ -41,7 +41,7 @@ def _check_init(init):
         raise ValueError(f"init must be 'paper' (N(0, 0.01^2)) or 'he', got {init!r}")
 
 
-def _zf_body(name, in_channels, widths, kernels, strides, pads, lrn, fc, num_classes,
+def _zf_body(in_channels, widths, kernels, strides, pads, lrn, fc, num_classes,
              dropout, init, inplace, rng, head_kernel=3):
     """conv1-relu1-pool1-norm1, conv2-relu2-pool2-norm2, conv3..conv5-pool5, fc6-fc7-fc8.
 
@@ -81,7 +81,7 @@ def zfnet(num_classes=1000, in_channels=3, init="paper", dropout=0.5, inplace=Tr
     fc6 4096 + dropout, fc7 4096 + dropout, fc8 ``num_classes``: 62,357,608 parameters
     for 1000 classes. Weights ~ N(0, 0.01^2) and zero biases, as in the paper.
     """
-    net = _zf_body("zfnet", in_channels, (96, 256, 384, 384, 256), (7, 5, 3, 3, 3),
+    net = _zf_body(in_channels, (96, 256, 384, 384, 256), (7, 5, 3, 3, 3),
                    (2, 2, 1, 1, 1), (1, 0, 1, 1, 1), _LRN, (4096, 6 * 6 * 256), num_classes,
                    dropout, init, inplace, rng)
     net.config = {"model": "zfnet", "kwargs": dict(num_classes=num_classes,
@@ -96,7 +96,7 @@ def alexnet(num_classes=1000, in_channels=3, init="paper", dropout=0.5, inplace=
     -> LRN; conv3 384, conv4 384, conv5 256 (3x3 pad 1) -> pool 6x6x256; fc6, fc7 4096; fc8.
     62,378,344 parameters for 1000 classes. The layer names are those of :func:`zfnet`.
     """
-    net = _zf_body("alexnet", in_channels, (96, 256, 384, 384, 256), (11, 5, 3, 3, 3),
+    net = _zf_body(in_channels, (96, 256, 384, 384, 256), (11, 5, 3, 3, 3),
                    (4, 1, 1, 1, 1), (2, 2, 1, 1, 1), _LRN, (4096, 6 * 6 * 256), num_classes,
                    dropout, init, inplace, rng)
     net.config = {"model": "alexnet", "kwargs": dict(num_classes=num_classes,
@@ -128,7 +128,7 @@ def zfnet_mini(num_classes=10, in_channels=1, widths=MINI_WIDTHS, fc_width=512, 
     side = pool_output_size(side, 3, 2, 0, ceil_mode=True)
     if side < 1:
         raise ValueError(f"zfnet_mini: input size {size} is too small (needs at least 11)")
-    net = _zf_body("zfnet_mini", in_channels, widths, (5, 5, 3, 3, 3), (1, 1, 1, 1, 1),
+    net = _zf_body(in_channels, widths, (5, 5, 3, 3, 3), (1, 1, 1, 1, 1),
                    (2, 2, 1, 1, 1), _LRN, (int(fc_width), side * side * widths[-1]),
                    num_classes, dropout, init, inplace, rng)
     net.config = {"model": "zfnet_mini", "kwargs": dict(
@@ -240,7 +240,7 @@ def _next_shape(layer, shape):
     return tuple(layer.forward(np.zeros((1,) + tuple(shape), dtype=dtype)).shape[1:])
 
 
-def _macs(layer, shape_in, shape_out):
+def _macs(layer, shape_out):
     """Multiply-adds per image: Ho*Wo*F * C*kh*kw for a conv, in*out for a linear layer."""
     if isinstance(layer, nn.Conv2D):
         kh, kw = layer.kernel_size
@@ -287,7 +287,7 @@ def summary(net, input_shape, file=_STDOUT):
             rf = None
         params = int(sum(v.size for v in layer.params.values()))
         rows.append(dict(name=name, type=type(layer).__name__, output_shape=out, params=params,
-                         macs=_macs(layer, shape, out),
+                         macs=_macs(layer, out),
                          rf_size=None if rf is None else rf[0][0],
                          rf_jump=None if rf is None else rf[0][1],
                          rf_start=None if rf is None else rf[0][2]))

@@ -228,3 +228,19 @@ def test_workspace_reuse_across_shapes(rng, kernels):
 def test_set_workspace_limit_rejects_nonpositive():
     with pytest.raises(ValueError, match="set_workspace_limit"):
         F.set_workspace_limit(0)
+
+
+@pytest.mark.parametrize("workspace", [None, 1])
+def test_per_image_gemms_on_large_maps_equal_the_chunk_gemm(rng, kernels, monkeypatch, workspace):
+    # maps of >= 2048 positions take one GEMM per image; the result must not change
+    x = rng.standard_normal((3, 2, 50, 46))
+    W = rng.standard_normal((4, 2, 3, 3))
+    conv = mc.functional.conv
+    assert 50 * 46 >= conv._PER_IMAGE_MIN_POSITIONS
+    y = F.conv2d(x, W, None, 1, 1, workspace=workspace)
+    dy = rng.standard_normal(y.shape)
+    grads = F.conv2d_backward(dy, x, W, 1, 1, workspace=workspace)
+    monkeypatch.setattr(conv, "_PER_IMAGE_MIN_POSITIONS", 10 ** 9)
+    assert rel_error(y, F.conv2d(x, W, None, 1, 1, workspace=workspace)) <= 1e-12
+    for got, want in zip(grads, F.conv2d_backward(dy, x, W, 1, 1, workspace=workspace)):
+        assert rel_error(got, want) <= 1e-12

@@ -229,3 +229,21 @@ def test_ten_crops_positions():
     assert crops.shape == (10, 1, 4, 4)
     assert [c[0, 0, 0] for c in crops[:5]] == [0, 2, 12, 14, 7]
     np.testing.assert_array_equal(crops[5:], crops[:5][..., ::-1])
+
+
+def test_folder_loader_reports_a_bad_file_from_its_reader_thread(tmp_path):
+    make_folder(tmp_path, per_class=6, size=(120, 90))
+    path = tmp_path / "dog" / "4.jpg"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) * 3 // 5])
+    folder = data.ImageFolder(tmp_path, size=32)
+    loader = data.FolderLoader(folder, np.zeros((3, 32, 32), np.float32), batch_size=2,
+                               crop=28, views="center", prefetch=2)
+    seen = []
+    with pytest.raises(DataError, match=r"dog/4\.jpg"):
+        for x, y in loader:
+            seen.append(len(y))
+    assert seen == [2, 2, 2, 2, 2]  # the five batches before the bad one
+    early = iter(loader)
+    next(early)
+    early.close()  # stopping early ends the reader thread

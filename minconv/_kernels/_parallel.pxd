@@ -14,8 +14,10 @@ cdef extern from *:
 
 
 cdef inline int threads_for(Py_ssize_t work) noexcept nogil:
-    """One thread for small jobs (waking a team costs more than it saves), else all.
+    """One thread for jobs under ~1M elements (well under a millisecond), else all.
 
-    ``work`` counts the elements a kernel reads or writes.
+    ``work`` counts the elements a kernel reads, writes or compares. Small jobs
+    gain little from a second thread, and on a machine shared with other work
+    a preempted team member can stall the whole team for a scheduler tick.
     """
-    return 1 if work < 65536 else max_threads()
+    return 1 if work < 1048576 else max_threads()

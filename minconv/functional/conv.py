@@ -101,6 +101,25 @@ def _check_conv_args(op, x, W, b, channels_axis):
 
 
 # ---------------------------------------------------------------- the three products
+#
+# Two ways to multiply by the columns of a chunk of n images. On large maps
+# (conv1: 110x110 = 12100 positions) one GEMM per image reads dy[i] and writes
+# y[i] where they lie in NCHW, and skips two layout transposes; on small maps
+# (13x13) one GEMM over the whole chunk keeps BLAS efficient.
+
+_PER_IMAGE_MIN_POSITIONS = 2048
+
+
+def _image_columns(cols, i, L):
+    """The columns of image i of a chunk: (C*kh*kw, L), a strided view."""
+    return cols[:, i * L:(i + 1) * L]
+
+
+def _chunk_rows(dy_part, F, L):
+    """dy of a chunk as the GEMM operand dY: (n, F, Ho, Wo) -> (F, n*L)."""
+    n = dy_part.shape[0]
+    return dy_part.reshape(n, F, L).transpose(1, 0, 2).reshape(F, n * L)
+
 
 def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
     """y = conv(x, W) without bias: (N, C, H, W) -> (N, F, Ho, Wo)."""
@@ -115,8 +134,13 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
         n = part.stop - part.start
         cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
         kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
-        y2 = W2 @ cols                                           # (F, n*L)
-        y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)  # (n, F, Ho, Wo)
+        if L >= _PER_IMAGE_MIN_POSITIONS:
+            y3 = y[part].reshape(n, F, L)                                # a view of y
+            for i in range(n):
+                xp.matmul(W2, _image_columns(cols, i, L), out=y3[i])     # (F, L)
+        else:
+            y2 = W2 @ cols                                               # (F, n*L)
+            y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)     # (n, F, Ho, Wo)
     return y
 
 
@@ -128,14 +152,22 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     _, C, kh, kw = W.shape
     L = Ho * Wo
     W2 = W.reshape(F, C * kh * kw)
-    dx = xp.empty(x_shape, dtype=dy.dtype)
-    for part in _chunks(N, C * kh * kw, L, dy.dtype.itemsize, workspace):
+    parts = _chunks(N, C * kh * kw, L, dy.dtype.itemsize, workspace)
+    dx = None if len(parts) == 1 else xp.empty(x_shape, dtype=dy.dtype)
+    for part in parts:
         n = part.stop - part.start
-        dY2 = dy[part].reshape(n, F, L).transpose(1, 0, 2).reshape(F, n * L)  # (F, n*L)
         dcols = _workspace(xp, dy.dtype, (C * kh * kw, n * L))
-        xp.matmul(W2.T, dY2, out=dcols)                                      # (C*kh*kw, n*L)
-        dx[part] = kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw,
-                                  stride, padding, dilation)
+        if L >= _PER_IMAGE_MIN_POSITIONS:
+            dy3 = dy[part].reshape(n, F, L)
+            for i in range(n):
+                xp.matmul(W2.T, dy3[i], out=_image_columns(dcols, i, L))  # (C*kh*kw, L)
+        else:
+            xp.matmul(W2.T, _chunk_rows(dy[part], F, L), out=dcols)       # (C*kh*kw, n*L)
+        folded = kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw,
+                                stride, padding, dilation)
+        if dx is None:
+            return folded  # one chunk: no copy
+        dx[part] = folded
     return dx
 
 
@@ -151,8 +183,12 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
         n = part.stop - part.start
         cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
         kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
-        dY2 = dy[part].reshape(n, F, L).transpose(1, 0, 2).reshape(F, n * L)
-        dW2 += dY2 @ cols.T
+        if L >= _PER_IMAGE_MIN_POSITIONS:
+            dy3 = dy[part].reshape(n, F, L)
+            for i in range(n):
+                dW2 += dy3[i] @ _image_columns(cols, i, L).T                 # (F, C*kh*kw)
+        else:
+            dW2 += _chunk_rows(dy[part], F, L) @ cols.T
     return dW2.reshape(W_shape)
 
 

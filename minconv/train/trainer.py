@@ -73,6 +73,8 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------
     def _backward(self, dz, lowest):
+        """Backward from the top down to layer ``lowest``, freeing each layer's cached
+        activations as soon as it is done (ZFNet's peak memory is reached on the way down)."""
         layers = self.net.layers
         for position in range(len(layers) - 1, lowest - 1, -1):
             layer = layers[position]
@@ -83,6 +85,7 @@ class Trainer:
                     dz = layer.backward(dz)
                 except ValueError as error:
                     raise ValueError(f"layer {layer.name!r}: {error}") from None
+            layer.clear_cache()
 
     def train_step(self, x, y, lr=None):
         """One SGD step on the batch (x, y); returns (loss, number of correct predictions)."""

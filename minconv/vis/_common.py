@@ -96,6 +96,36 @@ def to_numpy(a):
     return a if xp is np else xp.asnumpy(a)
 
 
+def take(images, index):
+    """Rows ``index`` of a dataset: one fancy-indexing gather for arrays (NumPy or CuPy),
+    item by item for other sequences (e.g. images decoded on demand)."""
+    index = np.asarray(index, dtype=np.int64)
+    xp = get_array_module(images)
+    if isinstance(images, xp.ndarray):
+        return images[xp.asarray(index)]
+    try:
+        rows = images[index]
+        if isinstance(rows, np.ndarray):
+            return rows
+    except (TypeError, IndexError, KeyError):
+        pass
+    return np.stack([to_numpy(images[int(i)]) for i in index])
+
+
+def pick_examples(labels, n):
+    """Indices of up to n images, one per class first (the first of each), then in order."""
+    labels = np.asarray(labels)
+    picked, seen = [], set()
+    for i, y in enumerate(labels):
+        if int(y) not in seen:
+            picked.append(i)
+            seen.add(int(y))
+        if len(picked) == n:
+            return np.array(picked)
+    rest = [i for i in range(len(labels)) if i not in picked]
+    return np.array(picked + rest[:n - len(picked)])
+
+
 def progress(iterable, total=None, desc=None, enabled=True):
     """A tqdm bar over ``iterable`` when enabled, the iterable itself otherwise."""
     if not enabled:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import render
 from ._common import to_numpy
-from .data import FASHION_MNIST_CLASSES, load_data, parse_steps
+from .datasets import FASHION_MNIST_CLASSES, load_data, parse_steps
 
 # ------------------------------------------------------------------ shared arguments
 
@@ -193,9 +193,9 @@ def add_invariance_arguments(p):
 
 def run_invariance(args):
     from .invariance import TRANSFORMS, invariance, plot_invariance
-    from .report import _pick_examples
+    from ._common import pick_examples
     checkpoint, data = _load(args)
-    pick = np.array(args.indices) if args.indices else _pick_examples(data.labels, 5)
+    pick = np.array(args.indices) if args.indices else pick_examples(data.labels, 5)
     for i in pick:
         _index(data, int(i))
     transforms = TRANSFORMS if args.transform == "all" else (args.transform,)

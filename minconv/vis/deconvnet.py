@@ -190,9 +190,10 @@ def _one_hot(a, channels, position, keep_value, op, layer):
         flat = maps.argmax(axis=1)                                   # first maximum
     else:
         h, w = position[:, 0], position[:, 1]
-        if (h < 0).any() or (h >= H).any() or (w < 0).any() or (w >= W).any():
+        bad = (h < 0) | (h >= H) | (w < 0) | (w >= W)
+        if bad.any():
             raise ValueError(f"{op}: position out of range for layer {layer!r}, whose maps "
-                             f"are {H}x{W}: got {position[(h < 0) | (h >= H) | (w < 0) | (w >= W)][0].tolist()}")
+                             f"are {H}x{W}: got {position[bad][0].tolist()}")
         flat = xp.asarray(h * W + w)
     value = maps[idx, flat]                                          # (n,)
     seed.reshape(n, a.shape[1], H * W)[idx, ch, flat] = value if keep_value else 1

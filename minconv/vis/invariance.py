@@ -51,10 +51,10 @@ def _inverse_maps(transform, s, H, W):
         if s <= 0:
             raise ValueError(f"invariance: scale factors must be positive, got {s}")
         return cy + (yy - cy) / s, cx + (xx - cx) / s
-    if transform == "rotate":  # counter-clockwise by s degrees on screen
+    if transform == "rotate":  # counter-clockwise on screen: 90 degrees is np.rot90
         t = np.deg2rad(s)
         dy, dx = yy - cy, xx - cx
-        return cy + np.cos(t) * dy - np.sin(t) * dx, cx + np.sin(t) * dy + np.cos(t) * dx
+        return cy + np.cos(t) * dy + np.sin(t) * dx, cx - np.sin(t) * dy + np.cos(t) * dx
     raise ValueError(f"unknown transform {transform!r}; choose from {', '.join(TRANSFORMS)}")
 
 
@@ -72,6 +72,9 @@ def transform_images(x, transform, steps, fill=0.0):
     out = xp.empty((N, len(steps), C, H, W), dtype=x.dtype)
     for i, s in enumerate(steps):
         sy, sx = _inverse_maps(transform, float(s), H, W)
+        if transform == "scale" and s * min(H, W) < 1:
+            raise ValueError(f"invariance: scale by {s:g} shrinks the {H}x{W} image below one "
+                             "pixel; choose a smaller range")
         inside = (sy > -0.5) & (sy < H - 0.5) & (sx > -0.5) & (sx < W - 0.5)
         if not inside.any():
             raise ValueError(f"invariance: {transform} by {s:g} leaves nothing of the {H}x{W} "

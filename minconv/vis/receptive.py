@@ -50,6 +50,11 @@ class ReceptiveField:
     def box(self, position=(0, 0), image_shape=None):
         """(top, left, bottom, right), half-open, of the unit at ``position``; clipped
         to an image of ``image_shape`` (..., H, W) when given."""
+        if self.size is None:  # a fully connected layer of a net seen without input shape
+            if image_shape is None:
+                raise ValueError(f"the field of {self.layer!r} is the whole input: give "
+                                 "image_shape (or the input shape to receptive_fields)")
+            return (0, 0) + tuple(image_shape[-2:])
         h, w = (0, 0) if position is None else (int(position[0]), int(position[1]))
         top = self.start[0] + h * self.jump[0]
         left = self.start[1] + w * self.jump[1]

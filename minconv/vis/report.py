@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ._common import (check_net, conv_layer_names, default_feature_layer, like_net, net_dtype,
-                      to_numpy)
+                      pick_examples, take, to_numpy)
 from . import render
 from .deconvnet import DeconvNet
 from .evolution import evolution_figure, feature_evolution, first_filters
@@ -77,20 +77,6 @@ class _Page:
         return path
 
 
-def _pick_examples(labels, n):
-    """Indices of up to n images, one per class first (the first of each), then in order."""
-    labels = np.asarray(labels)
-    picked, seen = [], set()
-    for i, y in enumerate(labels):
-        if int(y) not in seen:
-            picked.append(i)
-            seen.add(int(y))
-        if len(picked) == n:
-            return np.array(picked)
-    rest = [i for i in range(len(labels)) if i not in picked]
-    return np.array(picked + rest[:n - len(picked)])
-
-
 def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_images=4,
                  preprocess=None, fill=0.0, snapshots=None, max_scan=None, maps_per_layer=16,
                  occlusion_size=None, occlusion_stride=None, synthesis_steps=150,
@@ -144,7 +130,8 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
                  "For each feature map: the 9 strongest activations over the scanned images, "
                  "projected to pixel space with the deconvnet (left, each contrast-normalised) "
                  "and the receptive-field patches of the images (right).")
-    lo, hi = float(np.min(images[:256])), float(np.max(images[:256]))
+    head = to_numpy(images[:256])
+    lo, hi = float(head.min()), float(head.max())
     for layer in layers:
         result = best[layer]
         maps = np.argsort(-result.values[:, 0], kind="stable")[:maps_per_layer]
@@ -163,15 +150,16 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
         page.section("Feature evolution during training (Fig. 4)",
                      "For a few feature maps (rows), the strongest activation over a sample "
                      "of images, projected down, at each snapshot (columns).")
-        sample = scan[:min(len(scan), 2000)]
-        for layer in layers:
-            evo = feature_evolution(snapshots, sample, layer, maps=np.arange(min(
-                8, len(best[layer]))), preprocess=prep)
-            page.image(f"evolution_{layer}", evolution_figure(evo), caption=layer)
+        log(f"feature evolution over {len(snapshots)} snapshots")
+        sample = scan[:min(len(scan), 1000)]
+        evolutions = feature_evolution(snapshots, sample, layers, maps=8, preprocess=prep)
+        page.image("evolution", evolution_figure(evolutions),
+                   caption=f"{', '.join(layers)}: the first 8 feature maps of each, over "
+                           f"{len(sample)} test images")
 
     # per-image experiments ---------------------------------------------------------
-    pick = _pick_examples(labels, n_images)
-    raw = np.asarray(images[pick])
+    pick = pick_examples(labels, n_images)
+    raw = to_numpy(take(images, pick))
     x = like_net(prep(raw), net)
     y = labels[pick]
     probs = predict(net, x)
@@ -242,11 +230,12 @@ def _synthesis_sections(page, net, x, y, names, shape, feat_layer, steps, log):
     log("class models")
     K = len(names)
     page.section("Class models",
-                 "Gradient ascent on the input for each class score with an L2 penalty: "
-                 "argmax_x S_c(x) - lambda ||x||^2, from a blank image.")
+                 "Gradient ascent on the input for each class score with L2 and total-"
+                 "variation penalties: argmax_x S_c(x) - lambda ||x||^2 - mu TV(x), from "
+                 "faint noise.")
     shown = list(range(min(K, 10)))
-    models = to_numpy(class_model(net, shown, shape, steps=steps, lr=0.05 * (xh - xl), l2=1e-3,
-                                  clip=clip))
+    models = to_numpy(class_model(net, shown, shape, steps=steps, lr=0.01 * (xh - xl), l2=1e-3,
+                                  tv=0.01, clip=clip))
     fig, axes = render.figure(1, len(shown), (1.5, 1.7))
     for c in shown:
         render.show_image(axes[0, c], models[c], names[c])
@@ -262,8 +251,8 @@ def _synthesis_sections(page, net, x, y, names, shape, feat_layer, steps, log):
     fig, axes = render.figure(1, len(inv_layers) + 1, (1.8, 2.0))
     render.show_image(axes[0, 0], to_numpy(x[0]), "original", xl, xh)
     for c, layer in enumerate(inv_layers):
-        rec = invert_features(net, x[:1], layer, steps=steps * 2, lr=0.05 * (xh - xl),
-                              tv=1e-2, clip=clip)
+        rec = invert_features(net, x[:1], layer, steps=steps * 2, lr=0.01 * (xh - xl),
+                              tv=1e-3, clip=clip)
         render.show_image(axes[0, c + 1], to_numpy(rec[0]), f"from {layer}")
     fig.tight_layout()
     page.image("inversion", fig=fig)
@@ -280,14 +269,19 @@ def _synthesis_sections(page, net, x, y, names, shape, feat_layer, steps, log):
     page.image("deep_dream", fig=fig)
 
     log("adversarial example")
-    target = (int(y[0]) + 1) % len(names)
-    adv = adversarial(net, x[:1], target, steps=200, lr=0.05 * (xh - xl))
+    probs = to_numpy(predict(net, x[:1]))[0]
+    target = int(np.argsort(-probs, kind="stable")[1])      # the runner-up: the nearest class
+    adv = adversarial(net, x[:1], target, steps=500)
+    outcome = (f"the net now says '{names[adv.label]}' with probability {adv.prob:.3f}"
+               if adv.success else f"after {adv.steps} steps the net still says "
+               f"'{names[adv.label]}'")
     page.section("Adversarial example",
-                 f"Small normalised gradient steps towards the class '{names[target]}'. The "
-                 f"image looks unchanged (largest pixel change {adv.max_change:.3f} in input "
-                 f"units, range {xh - xl:.2f}), yet the net now says '{names[adv.label]}' with "
-                 f"probability {adv.prob:.3f} (it said '{names[adv.original_label]}' with "
-                 f"{adv.original_prob:.3f}).")
+                 f"Small L2-normalised gradient steps on log p('{names[target]}'), the "
+                 f"runner-up class, from the first test image (the net said "
+                 f"'{names[adv.original_label]}' with probability {adv.original_prob:.3f}). "
+                 f"After {adv.steps} steps {outcome}; the image changed by "
+                 f"{100 * adv.relative_change:.1f}% in L2 norm (largest pixel change "
+                 f"{adv.max_change:.3f}; the image spans {xh - xl:.2f}).")
     fig, axes = render.figure(1, 3, (2.2, 2.4))
     render.show_image(axes[0, 0], to_numpy(x[0]), f"original: {names[adv.original_label]}",
                       xl, xh)

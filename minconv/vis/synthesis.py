@@ -19,7 +19,7 @@ import numpy as np
 from ..backend import get_array_module
 from ..functional import softmax
 from ._common import (backward_to_input, check_images, check_layer, check_net, like_net,
-                      net_dtype, to_numpy)
+                      to_numpy)
 
 
 def _grad(net, x, layer, seed_fn):
@@ -87,29 +87,33 @@ def _clip(x, clip):
     return xp.clip(x, clip[0], clip[1])
 
 
-def class_model(net, target, shape, steps=200, lr=0.1, l2=1e-3, jitter=1, clip=None, init=None,
-                seed=0):
+def class_model(net, target, shape, steps=200, lr=0.1, l2=1e-3, tv=0.0, jitter=1, clip=None,
+                init=None, init_std=0.1, seed=0):
     """Images that maximise class scores, one per entry of ``target`` (an int or a list):
 
-        x*_k = argmax_x  S_k(x) - l2 * ||x||^2
+        x*_k = argmax_x  S_k(x) - l2 * ||x||^2 - tv * R_TV(x)      (R_TV: total_variation)
 
-    by Adam ascent from ``init`` (default zeros), all classes in one batch, with random
-    jitter of the images between steps and optional clipping to ``clip=(lo, hi)``.
+    by Adam ascent from ``init`` (default: N(0, init_std^2) noise; an all-zero image
+    would sit where every ReLU is off and get no gradient), all classes in one batch,
+    with random jitter between steps and optional clipping to ``clip=(lo, hi)``.
     Returns (len(target), C, H, W) (or (1, C, H, W) for an int).
     """
     check_net(net, "class_model")
     last = net.names[-1]
     targets = np.atleast_1d(np.asarray(target, dtype=np.int64))
     shape = tuple(int(s) for s in shape)[-3:]
-    xp = get_array_module(next(iter(net.params.values())))
-    x = xp.zeros((len(targets),) + shape, dtype=net_dtype(net)) if init is None else \
-        like_net(check_images(init, "class_model"), net).copy()
     rng = np.random.default_rng(seed)
+    if init is None:
+        x = like_net(rng.standard_normal((len(targets),) + shape) * init_std, net)
+    else:
+        x = like_net(check_images(init, "class_model"), net).copy()
     opt = _Adam(lr)
     for _ in range(int(steps)):
         xj, off = _jitter(x, rng, jitter)
         _, g = _grad(net, xj, last, lambda a: _class_seed(a, targets))
         g = _unjitter(g, off) - 2 * l2 * x
+        if tv:
+            g = g - tv * total_variation(x)[1]
         x = _clip(opt.step(x, -g), clip)                # Adam descends: give it -dL/dx
     net.clear_cache()
     return x
@@ -127,7 +131,7 @@ def _class_seed(a, targets):
     return seed
 
 
-def invert_features(net, x, layer, steps=200, lr=0.05, l2=1e-4, tv=1e-2, tv_beta=2.0,
+def invert_features(net, x, layer, steps=200, lr=0.05, l2=1e-4, tv=1e-3, tv_beta=2.0,
                     clip=None, init=None, seed=0):
     """Reconstruct an image (1, C, H, W) from the features phi_layer(x) of one image x
     (1, C, H, W) by minimising the loss in the module docstring with Adam."""
@@ -181,8 +185,9 @@ def deep_dream(net, x, layer, steps=20, lr=0.02, jitter=1, channel=None, clip=No
 
 @dataclass
 class Adversarial:
-    """image (1, C, H, W); original and new label with their probabilities; the number
-    of steps taken; the largest pixel change |x_adv - x|."""
+    """image (1, C, H, W); original and new label with their probabilities; the number of
+    steps taken; the largest pixel change max |x_adv - x| and the relative change
+    ||x_adv - x||_2 / ||x||_2; whether the net now says ``target``."""
     image: np.ndarray
     original_label: int
     original_prob: float
@@ -190,14 +195,18 @@ class Adversarial:
     prob: float
     steps: int
     max_change: float
+    relative_change: float
     success: bool
 
 
-def adversarial(net, x, target, steps=100, lr=0.5, max_norm=None):
-    """A targeted adversarial example: from the image x (1, C, H, W), gradient steps
-    x <- x + lr * g / ||g||_2 with g = d log p_target / dx, until the net predicts
-    ``target`` (and a few more steps for margin) or ``steps`` run out. ``max_norm``
-    caps ||x_adv - x||_2."""
+def adversarial(net, x, target, steps=300, lr=None, margin=1, max_norm=None):
+    """A targeted adversarial example from the image x (1, C, H, W):
+
+        x <- x + lr * g / ||g||_2,   g = d log softmax(net(x))[target] / dx
+
+    until the net predicts ``target`` (then ``margin`` more steps, so that the label
+    does not sit on the decision boundary) or ``steps`` run out. ``lr`` defaults to
+    0.5% of ||x||_2; ``max_norm`` caps ||x_adv - x||_2."""
     check_net(net, "adversarial")
     x0 = like_net(check_images(x, "adversarial"), net)[:1]
     xp = get_array_module(x0)
@@ -207,20 +216,23 @@ def adversarial(net, x, target, steps=100, lr=0.5, max_norm=None):
         raise ValueError(f"adversarial: target {target} is out of range for {p0.shape[0]} "
                          "classes")
     target = int(target)
-    x = x0.copy()
-    taken, extra = 0, 0
-    for taken in range(1, int(steps) + 1):
-        def seed_fn(a):  # d log softmax(a)[target] / da = onehot - softmax(a)
-            s = -softmax(a)
-            s[:, target] += 1
-            return s
+    size = float(xp.sqrt((x0 * x0).sum())) or 1.0
+    lr = 0.005 * size if lr is None else float(lr)
+
+    def seed_fn(a):  # d log softmax(a)[target] / da = onehot - softmax(a)
+        s = -softmax(a)
+        s[:, target] += 1
+        return s
+
+    x, taken, hits = x0.copy(), 0, 0
+    while taken < int(steps):
         a, g = _grad(net, x, last, seed_fn)
         if int(to_numpy(a.argmax(axis=1))[0]) == target:
-            extra += 1
-            if extra > 2:
+            hits += 1
+            if hits > margin:
                 break
-        norm = float(xp.sqrt((g * g).sum())) + 1e-12
-        x = x + (lr / norm) * g
+        x = x + (lr / (float(xp.sqrt((g * g).sum())) + 1e-12)) * g
+        taken += 1
         if max_norm is not None:
             delta = x - x0
             dn = float(xp.sqrt((delta * delta).sum()))
@@ -228,9 +240,10 @@ def adversarial(net, x, target, steps=100, lr=0.5, max_norm=None):
                 x = x0 + delta * (max_norm / dn)
     p = to_numpy(softmax(net.forward(x, train=False)))[0]
     net.clear_cache()
+    delta = to_numpy(x - x0)
     return Adversarial(to_numpy(x), int(p0.argmax()), float(p0.max()), int(p.argmax()),
-                       float(p[target]), taken, float(to_numpy(abs(x - x0)).max()),
-                       int(p.argmax()) == target)
+                       float(p[target]), taken, float(np.abs(delta).max()),
+                       float(np.sqrt((delta ** 2).sum())) / size, int(p.argmax()) == target)
 
 
 __all__ = ["Adversarial", "adversarial", "class_model", "deep_dream", "invert_features",

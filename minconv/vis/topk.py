@@ -16,7 +16,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ._common import (check_layer, check_net, chunks, conv_layer_names, like_net, progress,
-                      to_numpy)
+                      take, to_numpy)
 from .deconvnet import DeconvNet
 from .receptive import receptive_field
 
@@ -184,7 +184,7 @@ def project_top_k(net, images, result, rule="deconv", preprocess=None, batch_siz
     out = None
     parts = chunks(len(f_idx), batch_size)
     for part in progress(parts, len(parts), f"project {result.layer}", show_progress):
-        xb = np.stack([np.asarray(images[int(i)]) for i in img_idx[part]])
+        xb = take(images, img_idx[part])
         if preprocess is not None:
             xb = preprocess(xb)
         xb = like_net(xb, net)
@@ -200,7 +200,7 @@ def top_k_patches(net, images, result, maps=None, pad=True, fill=None, projectio
     """Crops of the receptive field of every top-k entry: from the images, and from the
     projections when given. Lists indexed [map][rank] of (C, h, w) arrays (None if empty)."""
     maps = np.arange(len(result)) if maps is None else np.asarray(maps, dtype=np.int64)
-    sample = np.asarray(images[0])
+    sample = to_numpy(take(images, [0])[0])
     field = receptive_field(net, result.layer, sample.shape)
     fill = float(np.min(sample)) if fill is None else fill
     patches, crops = [], []
@@ -214,8 +214,9 @@ def top_k_patches(net, images, result, maps=None, pad=True, fill=None, projectio
                 continue
             pos = tuple(result.positions[f, r])
             pos = None if pos[0] < 0 else pos
-            p_row.append(field.crop(np.asarray(images[i]), pos, pad=pad, fill=fill)
-                         if field.size is not None else np.asarray(images[i]))
+            image = to_numpy(take(images, [i])[0])
+            p_row.append(field.crop(image, pos, pad=pad, fill=fill)
+                         if field.size is not None else image)
             if projections is not None:
                 proj = projections[row, r]
                 c_row.append(field.crop(proj, pos, pad=pad, fill=0.0)
