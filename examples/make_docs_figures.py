@@ -44,8 +44,8 @@ def main():
         patches, crops = mc.vis.top_k_patches(net, images, best[layer], maps=maps,
                                               projections=proj)
         sheets.append(mc.vis.top_k_sheet(crops, patches, [f"{layer} #{m}" for m in maps],
-                                         columns=3, zoom=2))
-    mc.vis.grid(sheets, 1, pad=4, background=255, mode="RGB").save(out("top9.png"))
+                                         columns=3, min_tile=30))
+    render.stack(sheets).save(out("top9.png"))
 
     pick = [int(np.flatnonzero(labels == k)[0]) for k in (9, 0, 8)]   # boot, T-shirt, bag
     x = prep(images[pick])
@@ -60,7 +60,7 @@ def main():
         render.show_image(axes[r, 0], x[r], names[labels[pick[r]]])
         for c, rule in enumerate(("deconv", "guided", "grad")):
             render.show_signed(axes[r, c + 1], dn.project(x[r:r + 1], "conv5", m, rule=rule)[0],
-                               f"conv5 #{m} {rule}" if r == 0 else None)
+                               f"conv5 #{m}, {rule}")
     fig.tight_layout()
     fig.savefig(out("projections.png"), dpi=90)
 

@@ -81,3 +81,15 @@ def test_visualize_writes_a_self_contained_page(checkpoint, tmp_path, capsys):
     page = (embedded / "index.html").read_text()
     assert page.count("src='data:image/png;base64,") >= 8
     assert os.listdir(embedded) == ["index.html"]
+
+
+def test_demo_trains_then_reports(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--epoch-images", "256",
+                 "--scan", "300", "--steps", "2", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert f"open the report: {out / 'report' / 'index.html'}" in text
+    assert (out / "run" / "epoch0.npz").exists() and (out / "run" / "epoch1.npz").exists()
+    page = (out / "report" / "index.html").read_text()
+    assert "Feature evolution" in page
+    assert (out / "report" / "evolution.png").exists()

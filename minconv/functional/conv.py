@@ -59,9 +59,18 @@ def _workspace(xp, dtype, shape):
     return buf[:size].reshape(shape)
 
 
-def _chunks(N, rows, positions, itemsize, workspace):
-    """Slices of the batch whose columns (rows x n*positions) fit in the workspace."""
+# Columns written by im2col are read back at once by the GEMM: chunks of about
+# this size are still in cache then, which measures 5-20% faster on the large
+# layers than one batch-sized chunk. The workspace limit stays the hard bound.
+_CACHE_CHUNK_BYTES = 8 * 2 ** 20
+
+
+def _chunks(N, rows, positions, itemsize, workspace, xp=np):
+    """Slices of the batch whose columns (rows x n*positions) fit in the workspace
+    (and on the CPU, where the workspace allows, in about ``_CACHE_CHUNK_BYTES``)."""
     budget = workspace_limit() if workspace is None else int(workspace)
+    if xp is np:
+        budget = min(budget, _CACHE_CHUNK_BYTES)
     per_image = max(1, rows * positions * itemsize)
     step = max(1, min(N, budget // per_image))
     return [slice(n, min(n + step, N)) for n in range(0, N, step)]
@@ -130,7 +139,7 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
     L = Ho * Wo
     W2 = W.reshape(F, C * kh * kw)
     y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace):
+    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
         n = part.stop - part.start
         cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
         kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
@@ -152,7 +161,7 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     _, C, kh, kw = W.shape
     L = Ho * Wo
     W2 = W.reshape(F, C * kh * kw)
-    parts = _chunks(N, C * kh * kw, L, dy.dtype.itemsize, workspace)
+    parts = _chunks(N, C * kh * kw, L, dy.dtype.itemsize, workspace, xp)
     dx = None if len(parts) == 1 else xp.empty(x_shape, dtype=dy.dtype)
     for part in parts:
         n = part.stop - part.start
@@ -179,7 +188,7 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
     _, C, kh, kw = W_shape
     L = Ho * Wo
     dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace):
+    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
         n = part.stop - part.start
         cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
         kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)

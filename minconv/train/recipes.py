@@ -13,7 +13,8 @@ decay 5e-4, batch 128, a one-epoch linear warm-up to the peak rate and a
 cosine decay to zero, random crops (zero padding 2) and horizontal flips,
 dropout 0.5 in fc6/fc7, no filter renormalisation (He-initialised filters
 start above RMS 0.1), and evaluation averaging the softmax over each image and
-its mirror.
+its mirror. Fifteen epochs of about 100 s (2 cores) and their evaluations fit
+in half an hour; on a slower machine, lower ``--epochs`` to fit the budget.
 """
 
 PAPER = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=128, schedule="plateau",

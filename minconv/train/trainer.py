@@ -251,6 +251,7 @@ def plot_curves(history, path):
     """Loss and top-1 error per epoch, training and validation, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
     epochs = [r["epoch"] for r in history]
     figure = Figure(figsize=(9, 3.6))
     FigureCanvasAgg(figure)
@@ -262,6 +263,9 @@ def plot_curves(history, path):
             axis.plot(epochs, [r[val_key] for r in history], "s-", label="validation")
         if key == "error":
             axis.set_yscale("log")
+            axis.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            axis.yaxis.set_minor_formatter(PercentFormatter(1.0, decimals=0))
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.set_title(title)
         axis.grid(True, alpha=0.3)

@@ -16,8 +16,8 @@ from .invariance import (InvarianceResult, default_steps, invariance, plot_invar
                          transform_images)
 from .occlusion import OcclusionResult, occluded_copies, occluder_positions, occlusion
 from .receptive import ReceptiveField, crop, receptive_field, receptive_fields
-from .render import (contrast, data_uri, filters_image, grid, occlusion_figure, stretch,
-                     to_pil, top_k_sheet)
+from .render import (contrast, data_uri, filters_image, grid, occlusion_figure, stack,
+                     stretch, to_pil, top_k_sheet)
 from .saliency import guided_backprop, input_gradient, predict, saliency
 from .synthesis import (Adversarial, adversarial, class_model, deep_dream, invert_features,
                         total_variation)
@@ -31,6 +31,6 @@ __all__ = [
     "first_filters", "grid", "guided_backprop", "input_gradient", "invariance",
     "invert_features", "occluded_copies", "occluder_positions", "occlusion", "occlusion_figure",
     "plot_invariance", "predict", "project", "project_top_k", "receptive_field",
-    "receptive_fields", "saliency", "stretch", "to_pil", "top9", "top_k", "top_k_patches",
+    "receptive_fields", "saliency", "stack", "stretch", "to_pil", "top9", "top_k", "top_k_patches",
     "top_k_sheet", "total_variation", "transform_images", "write_report",
 ]

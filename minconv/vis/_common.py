@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import functional as F
-from ..backend import get_array_module
+from ..backend import get_array_module, to_device
 from ..functional.activation import check_rule
 from ..nn import Conv2D, Linear, ReLU, Sequential
 
@@ -33,8 +33,8 @@ def net_dtype(net):
 
 
 def like_net(x, net):
-    """``x`` on the net's device and in its dtype (the ops never cast silently)."""
-    from ..backend import to_device
+    """``x`` on the net's device and in its dtype: the ops refuse mixed dtypes, so the
+    visualisations convert their inputs once, here."""
     if get_array_module(x) is np:
         x = np.asarray(x)
     x = to_device(x, net.device or "cpu")
@@ -140,17 +140,18 @@ def backward_to_input(net, dy, rule="grad", start=None):
     The visualisations only need the signal that reaches the pixels; under "grad"
     every Conv2D and Linear layer would also compute dW (as much work again as the
     data gradient) and overwrite the net's ``grads``. Here those layers go down by
-    C^T dy and dy W only; every other layer runs its own backward under ``rule``.
+    C^T dy and dy W only (subclasses, which may change the math, keep their own
+    backward); every other layer runs its own backward under ``rule``.
     """
     check_rule(rule)
     first = net.index(start) if start is not None else len(net) - 1
     for name, layer in reversed(list(net.items())[:first + 1]):
         try:
-            if isinstance(layer, Conv2D):
+            if type(layer) is Conv2D:
                 dy = F.conv2d_backward(dy, layer._saved(), layer.params["W"],
                                        stride=layer.stride, padding=layer.padding,
                                        dilation=layer.dilation, need_weight_grad=False)[0]
-            elif isinstance(layer, Linear):
+            elif type(layer) is Linear:
                 layer._saved()  # the same "backward before forward" error as the layer's
                 dy = dy @ layer.params["W"]                              # (N, in)
             else:

@@ -224,9 +224,12 @@ def add_demo_arguments(p):
     from ..data import FASHION_MNIST
     p.add_argument("--out", default="demo", help="folder for the run and the report")
     p.add_argument("--data", default=FASHION_MNIST, help="Fashion-MNIST IDX folder")
+    p.add_argument("--minutes", type=float, default=3.0,
+                   help="training time to aim for: the epochs are sized to fill it")
     p.add_argument("--epochs", type=int, default=4, help="short epochs to train")
-    p.add_argument("--epoch-images", type=int, default=12000,
-                   help="training images per epoch (a random draw of the 60,000)")
+    p.add_argument("--epoch-images", type=int,
+                   help="training images per epoch, a random draw of the 60,000 "
+                        "(default: as many as fit in --minutes)")
     p.add_argument("--scan", type=int, default=10000, help="test images scanned for top-9")
     p.add_argument("--steps", type=int, default=150, help="gradient steps for synthesis")
     p.add_argument("--seed", type=int, default=0)
@@ -236,7 +239,7 @@ def add_demo_arguments(p):
 
 def run_demo(args):
     from .demo import demo
-    path = demo(args.out, data_root=args.data, epochs=args.epochs,
+    path = demo(args.out, data_root=args.data, minutes=args.minutes, epochs=args.epochs,
                 epoch_images=args.epoch_images, scan=args.scan, steps=args.steps,
                 seed=args.seed, device=args.device, progress=not args.no_progress)
     print(f"\nopen the report: {os.path.abspath(path)}")

@@ -2,9 +2,11 @@
 
 The run is short: ``epochs`` epochs of ``epoch_images`` training images each (a fresh
 random draw from the 60,000 every epoch), the zfnet_mini recipe otherwise (SGD with
-momentum, warm-up and cosine decay, random crops and flips). A checkpoint is kept
-before training and after every epoch, for the feature-evolution figure; then the
-whole report is written for the last one.
+momentum, warm-up and cosine decay, random crops and flips). Without
+``epoch_images``, a few timed steps measure this machine's speed and the epochs are
+sized to fill ``minutes`` of training. A checkpoint is kept before training and
+after every epoch, for the feature-evolution figure; then the whole report is
+written for the last one.
 """
 import os
 import time
@@ -40,8 +42,27 @@ class _Draw:
         return iter(self.loader)
 
 
-def demo(out, data_root=None, epochs=4, epoch_images=12000, scan=10000, steps=150, seed=0,
-         device="cpu", progress=True, log=print):
+def _images_per_second(trainer, loader, schedule, warmup=2, batches=4):
+    """Training speed from a few steps at the warm-up's first, small rate (real steps: they
+    count as training); the first ``warmup``, which allocate the buffers, are not timed."""
+    batches_iter = iter(loader)
+    lr = schedule.lr(0.0)
+    for _ in range(warmup):
+        trainer.train_step(*next(batches_iter), lr=lr)
+    start, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        x, y = next(batches_iter)
+        trainer.train_step(x, y, lr=lr)
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+def _epochs(n):
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+def demo(out, data_root=None, minutes=3.0, epochs=4, epoch_images=None, scan=10000, steps=150,
+         seed=0, device="cpu", progress=True, log=print):
     """Train, keep snapshots, write ``out/report/index.html``; returns its path."""
     from .. import data, models, nn, train
     from ..train.recipes import recipe
@@ -53,7 +74,7 @@ def demo(out, data_root=None, epochs=4, epoch_images=12000, scan=10000, steps=15
     settings = recipe("zfnet_mini")
     images, labels = data.load_idx(data_root, "train")
     test_images, test_labels = data.load_idx(data_root, "test")
-    loader = _Draw(images, labels, epoch_images, seed, settings)
+    loader = _Draw(images, labels, epoch_images or 4096, seed, settings)
     val = data.ArrayLoader(test_images[:2000], test_labels[:2000], 500)
     net = models.zfnet_mini(num_classes=int(labels.max()) + 1).to(device)
     optimizer = train.SGD(net, lr=settings["lr"], momentum=settings["momentum"],
@@ -64,7 +85,12 @@ def demo(out, data_root=None, epochs=4, epoch_images=12000, scan=10000, steps=15
                             progress=progress, device=device,
                             extra={"data": spec, "settings": settings, "seed": seed,
                                    "model": "zfnet_mini", "val": "test[:2000]"})
-    log(f"demo: training zfnet_mini ({net.num_params():,} parameters) for {epochs} epochs of "
+    if epoch_images is None:
+        rate = _images_per_second(trainer, loader, schedule)
+        loader.count = int(min(len(labels), max(2048, rate * minutes * 60 / epochs)))
+        log(f"demo: {rate:.0f} training images/s here: {_epochs(epochs)} of {loader.count} "
+            f"images take about {epochs * loader.count / rate / 60:.1f} minutes")
+    log(f"demo: training zfnet_mini ({net.num_params():,} parameters) for {_epochs(epochs)} of "
         f"{loader.count} Fashion-MNIST images")
     snapshots = [trainer.save(os.path.join(run, "epoch0.npz"))]
     start = time.perf_counter()

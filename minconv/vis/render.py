@@ -78,6 +78,24 @@ def grid(tiles, columns, pad=1, background=255, mode=None):
     return canvas
 
 
+def stack(images, vertical=True, pad=6, background=255):
+    """PIL images one under the other (or side by side), each at its own size."""
+    from PIL import Image
+    fill = (background,) * 3
+    if vertical:
+        size = (max(i.width for i in images) + 2 * pad,
+                sum(i.height for i in images) + pad * (len(images) + 1))
+    else:
+        size = (sum(i.width for i in images) + pad * (len(images) + 1),
+                max(i.height for i in images) + 2 * pad)
+    canvas = Image.new("RGB", size, fill)
+    offset = pad
+    for img in images:
+        canvas.paste(img.convert("RGB"), (pad, offset) if vertical else (offset, pad))
+        offset += (img.height if vertical else img.width) + pad
+    return canvas
+
+
 def filters_image(W, columns=None, zoom=4):
     """First-layer filters W (F, C, kh, kw) as a grid, each contrast-normalised."""
     W = np.asarray(to_numpy(W))
@@ -89,19 +107,24 @@ def filters_image(W, columns=None, zoom=4):
     return grid(tiles, columns, pad=2, background=255)
 
 
-def top_k_sheet(projections, patches, labels=None, columns=4, zoom=3, lo=None, hi=None):
+def top_k_sheet(projections, patches, labels=None, columns=4, zoom=None, lo=None, hi=None,
+                min_tile=40):
     """The paper's Fig. 2 layout: for each feature map a 3x3 grid (k tiles) of
     projections beside a grid of the image patches, many maps per sheet.
 
     projections, patches : lists [map][rank] of (C, h, w) arrays or None; projections are
     contrast-normalised one by one, patches stretched by a shared [lo, hi].
     labels : one caption per map (drawn above its block).
+    zoom : enlargement of every tile (default: the smallest that makes tiles at least
+    ``min_tile`` pixels wide).
     """
     from PIL import ImageDraw
+    vals = [p for row in patches for p in row if p is not None]
     if lo is None or hi is None:
-        vals = [p for row in patches for p in row if p is not None]
         lo = min(float(np.min(p)) for p in vals) if lo is None else lo
         hi = max(float(np.max(p)) for p in vals) if hi is None else hi
+    if zoom is None:
+        zoom = max(1, -(-min_tile // max(p.shape[-1] for p in vals)))
     blocks = []
     for m, (prow, irow) in enumerate(zip(projections, patches)):
         k = len(prow)

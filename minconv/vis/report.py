@@ -139,7 +139,7 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
         patches, crops = top_k_patches(net, scan, result, maps=maps, projections=proj,
                                        fill=lo)
         sheet = render.top_k_sheet(crops, patches, [f"{layer} #{m}" for m in maps], columns=4,
-                                   zoom=3 if shape[-1] <= 64 else 1, lo=lo, hi=hi)
+                                   lo=lo, hi=hi)
         f = fields[layer]
         page.image(f"top9_{layer}", sheet, caption=f"{layer}: {len(maps)} of {len(result)} maps "
                    f"(the strongest first); receptive field {f.size[0]}x{f.size[1]} pixels"
@@ -271,7 +271,7 @@ def _synthesis_sections(page, net, x, y, names, shape, feat_layer, steps, log):
     log("adversarial example")
     probs = to_numpy(predict(net, x[:1]))[0]
     target = int(np.argsort(-probs, kind="stable")[1])      # the runner-up: the nearest class
-    adv = adversarial(net, x[:1], target, steps=500)
+    adv = adversarial(net, x[:1], target, steps=3 * steps + 50)
     outcome = (f"the net now says '{names[adv.label]}' with probability {adv.prob:.3f}"
                if adv.success else f"after {adv.steps} steps the net still says "
                f"'{names[adv.label]}'")
