@@ -5,7 +5,15 @@
     net = mc.models.zfnet_mini()      # a Sequential of mc.nn layers
     dn = mc.vis.DeconvNet(net)        # the paper's visualisations
 """
-from . import backend, functional, nn
+import os
+
+# The Cython kernels (OpenMP) and NumPy's BLAS (its own threads) take turns on
+# the same cores. OpenMP's default is to spin after each parallel region,
+# which starves the BLAS threads: a zfnet_mini step then takes 3.6x longer.
+# Idle OpenMP threads must sleep. Set before the kernels load libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import backend, functional, nn  # noqa: E402
 from .backend import get_array_module, to_device
 
 __version__ = "0.1.0"

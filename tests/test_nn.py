@@ -268,3 +268,23 @@ def test_softmax_cross_entropy_layer_value():
     np.testing.assert_allclose(loss.probs.sum(axis=1), 1.0)
     np.testing.assert_allclose(loss.backward(), [[0.125, -0.125], [0.4, -0.4]], atol=1e-15)
 
+
+
+def test_backward_without_param_grads_leaves_grads_alone():
+    rng = np.random.default_rng(3)
+    net = mc.nn.Sequential(mc.nn.Conv2D(2, 3, 3, padding=1), mc.nn.ReLU(), mc.nn.Flatten(),
+                           mc.nn.Linear(3 * 5 * 5, 4)).astype(np.float64)
+    x = rng.standard_normal((2, 2, 5, 5))
+    dz = rng.standard_normal((2, 4))
+    net.forward(x)
+    dx_full = net.backward(dz)
+    grads = {k: v.copy() for k, v in net.grads.items()}
+    net.forward(x + 1.0)  # different activations: fresh gradients would differ
+    dx = net.backward(dz, param_grads=False)
+    assert dx.shape == x.shape and not np.allclose(dx, dx_full)
+    for key, value in grads.items():
+        np.testing.assert_array_equal(net.grads[key], value)
+    net.forward(x)
+    np.testing.assert_allclose(net.backward(dz, param_grads=False), dx_full, rtol=1e-12)
+    with pytest.raises(ValueError, match="stop layer"):
+        net.backward(dz, start="conv1", stop="fc1")

@@ -191,15 +191,16 @@ def test_first_conv_skips_only_the_input_gradient():
     net = tiny_net()
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     dz = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
-    trainer = Trainer(net, SGD(net), [], progress=False, verbose=False)
     net.forward(x, train=False)
-    net.backward(dz)
+    assert net.backward(dz) is not None
     full = {k: v.copy() for k, v in net.grads.items()}
     net.grads = {}
     net.forward(x, train=False)
-    trainer._backward(dz, 0)
+    assert net.backward(dz, stop=net.names[0], release=True) is None  # no input gradient
     for key, value in full.items():
         np.testing.assert_allclose(net.grads[key], value, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="before forward"):  # release freed every cache
+        net[net.names[-1]].backward(dz)
 
 
 @has_fashion

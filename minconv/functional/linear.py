@@ -23,8 +23,14 @@ def linear(x, W, b=None):
     return y
 
 
-def linear_backward(dy, x, W):
-    """Gradients of :func:`linear`: dx = dy W (N, in), dW = dy^T x (out, in), db = sum dy (out,)."""
+def linear_backward(dy, x, W, *, need_input_grad=True, need_weight_grad=True):
+    """Gradients of :func:`linear`: dx = dy W (N, in), dW = dy^T x (out, in), db = sum dy (out,).
+
+    A gradient that is not needed comes back as None.
+    """
     _check_linear("linear_backward", x, W, None)
     check_shape(dy, (x.shape[0], W.shape[0]), "linear_backward", "dy")
-    return dy @ W, dy.T @ x, dy.sum(axis=0)
+    dx = dy @ W if need_input_grad else None
+    if not need_weight_grad:
+        return dx, None, None
+    return dx, dy.T @ x, dy.sum(axis=0)

@@ -2,9 +2,13 @@
 
 A layer holds its parameters in ``params`` (name -> array) and, after
 ``backward``, their gradients in ``grads`` (same keys, overwritten at each
-call). ``forward(x, train)`` keeps what the backward pass needs; ``backward``
+call). ``backward(dy, rule, param_grads, input_grad)`` can skip either
+gradient: the visualisations need only dx, a training step's lowest layer
+only its parameter gradients. ``forward(x, train)`` keeps what the backward pass needs; ``backward``
 without a preceding ``forward`` is an error that names the layer.
 """
+import abc
+
 import numpy as np
 
 from ..backend import get_array_module, to_device
@@ -21,7 +25,7 @@ def default_rng():
     return _DEFAULT_RNG[0]
 
 
-class Layer:
+class Layer(abc.ABC):
     """Base class: parameters, gradients, a name, and the forward/backward protocol."""
 
     def __init__(self):
@@ -31,11 +35,17 @@ class Layer:
         self._cache = None
 
     # -- protocol ------------------------------------------------------------
+    @abc.abstractmethod
     def forward(self, x, train=False):
-        raise NotImplementedError(f"{type(self).__name__} must define forward")
+        """y = layer(x); keeps what ``backward`` needs."""
 
-    def backward(self, dy, rule="grad"):
-        raise NotImplementedError(f"{type(self).__name__} must define backward")
+    @abc.abstractmethod
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
+        """dx from dy under ``rule``.
+
+        param_grads : fill ``grads`` too (default: only under rule "grad")
+        input_grad  : False skips dx and returns None (the lowest layer of a training step)
+        """
 
     def __call__(self, x, train=False):
         return self.forward(x, train=train)
@@ -50,6 +60,9 @@ class Layer:
         if self._cache is None:
             raise ValueError(f"{self._label()}: backward called before forward")
         return self._cache
+
+    def _wants_param_grads(self, rule, param_grads):
+        return rule == "grad" if param_grads is None else bool(param_grads)
 
     def clear_cache(self):
         """Forget what the last forward kept (frees its activations)."""

@@ -56,11 +56,12 @@ class Conv2D(_ConvBase):
         self._cache = x
         return F.conv2d(x, self.params["W"], self.params.get("b"), **self._geometry)
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x = self._saved()
-        need_params = rule == "grad"
+        need_params = self._wants_param_grads(rule, param_grads)
         dx, dW, db = F.conv2d_backward(dy, x, self.params["W"], **self._geometry,
-                                       need_weight_grad=need_params)
+                                       need_weight_grad=need_params,
+                                       need_input_grad=input_grad)
         if need_params:
             self.grads["W"] = dW
             if "b" in self.params:
@@ -86,12 +87,13 @@ class ConvTranspose2D(_ConvBase):
         return F.conv_transpose2d(x, self.params["W"], self.params.get("b"), **self._geometry,
                                   output_padding=self.output_padding)
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x = self._saved()
-        need_params = rule == "grad"
+        need_params = self._wants_param_grads(rule, param_grads)
         dx, dW, db = F.conv_transpose2d_backward(dy, x, self.params["W"], **self._geometry,
                                                  output_padding=self.output_padding,
-                                                 need_weight_grad=need_params)
+                                                 need_weight_grad=need_params,
+                                                 need_input_grad=input_grad)
         if need_params:
             self.grads["W"] = dW
             if "b" in self.params:

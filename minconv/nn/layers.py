@@ -1,7 +1,8 @@
 """Parameter-free layers and the fully connected layer.
 
 Every backward pass takes ``rule`` ("grad", "deconv" or "guided", DESIGN.md);
-only ReLU and LRN behave differently under the visualisation rules.
+only ReLU and LRN behave differently under the visualisation rules. Layers
+without parameters ignore ``param_grads`` and ``input_grad``: dx is all they make.
 """
 import numpy as np
 
@@ -26,7 +27,7 @@ class ReLU(Layer):
         self._cache = y  # y > 0 exactly where x > 0
         return y
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         return F.relu_backward(dy, self._saved(), rule)
 
     def extra_repr(self):
@@ -51,7 +52,7 @@ class MaxPool2D(Layer):
         """Flat index of each maximum from the last forward pass, (N, C, Ho, Wo)."""
         return self._saved()[1]
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x_shape, switches = self._saved()
         check_shape(dy, switches.shape, self._label(), "dy")
         return F.max_unpool2d(dy, switches, x_shape)
@@ -78,7 +79,7 @@ class LRN(Layer):
         self._cache = (x, y, scale)
         return y
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x, y, scale = self._saved()
         if rule != "grad":
             F.activation.check_rule(rule)
@@ -114,7 +115,7 @@ class Dropout(Layer):
         self._cache = (mask, x.shape)
         return y
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         mask, x_shape = self._saved()
         check_shape(dy, x_shape, self._label(), "dy")
         return F.dropout_backward(dy, mask)
@@ -130,7 +131,7 @@ class Flatten(Layer):
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x_shape = self._saved()
         check_shape(dy, (x_shape[0], int(np.prod(x_shape[1:]))), self._label(), "dy")
         return dy.reshape(x_shape)
@@ -151,10 +152,12 @@ class Linear(Layer):
         self._cache = x
         return F.linear(x, self.params["W"], self.params.get("b"))
 
-    def backward(self, dy, rule="grad"):
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x = self._saved()
-        dx, dW, db = F.linear_backward(dy, x, self.params["W"])
-        if rule == "grad":
+        dx, dW, db = F.linear_backward(dy, x, self.params["W"],
+                                       need_input_grad=input_grad,
+                                       need_weight_grad=self._wants_param_grads(rule, param_grads))
+        if dW is not None:
             self.grads["W"] = dW
             if "b" in self.params:
                 self.grads["b"] = db

@@ -16,7 +16,7 @@ class SoftmaxCrossEntropy(Layer):
         self.probs = probs
         return float(loss)
 
-    def backward(self, dy=None, rule="grad"):
+    def backward(self, dy=None, rule="grad", param_grads=None, input_grad=True):
         probs, labels = self._saved()
         dz = F.softmax_cross_entropy_backward(probs, labels)
         return dz if dy is None else dz * dy

@@ -140,17 +140,33 @@ class Sequential(Layer):
                 self.outputs[name] = x
         return x
 
-    def backward(self, dy, rule="grad", start=None):
-        """Send ``dy`` (the gradient of the output of ``start``, default the last layer)
-        down to the input under ``rule``; parameter gradients are filled under "grad"."""
+    def backward(self, dy, rule="grad", start=None, stop=None, param_grads=None, release=False):
+        """Send ``dy`` down the net under ``rule`` and return the gradient at the bottom.
+
+        start       : the layer whose output ``dy`` is the gradient of (default: the last)
+        stop        : the lowest layer to reach (default: the first). It computes only its
+                      parameter gradients, and None is returned: a training step has no
+                      use for the gradient below its lowest trainable layer.
+        param_grads : fill the layers' ``grads`` (default: only under rule "grad"); the
+                      visualisations go down with False and leave ``grads`` alone
+        release     : free each layer's forward cache once it is done (lower peak memory)
+        """
         check_rule(rule)
         first = self.index(start) if start is not None else len(self) - 1
-        for name, layer in reversed(list(self._layers.items())[:first + 1]):
+        last = self.index(stop) if stop is not None else 0
+        if last > first:
+            raise ValueError(f"backward: stop layer {stop!r} lies above start layer {start!r}")
+        layers = list(self._layers.items())
+        for position in range(first, last - 1, -1):
+            name, layer = layers[position]
             try:
-                dy = layer.backward(dy, rule=rule)
+                dy = layer.backward(dy, rule=rule, param_grads=param_grads,
+                                    input_grad=stop is None or position > last)
             except ValueError as error:
                 raise _in_layer(name, layer, error) from None
-        return dy
+            if release:
+                layer.clear_cache()
+        return None if stop is not None else dy
 
     def clear_cache(self):
         for layer in self._layers.values():

@@ -21,10 +21,9 @@ import os
 import shutil
 import time
 
-from .. import functional as F
 from ..backend import get_array_module, to_device
 from ..data import DataError
-from ..nn import Conv2D, SoftmaxCrossEntropy
+from ..nn import SoftmaxCrossEntropy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import evaluate
 from .schedule import Constant
@@ -32,16 +31,6 @@ from .schedule import Constant
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def _weight_grads_only(layer, dy):
-    """Backward of the lowest Conv2D: its weight gradients, without the unused input gradient."""
-    _, dW, db = F.conv2d_backward(dy, layer._saved(), layer.params["W"], stride=layer.stride,
-                                  padding=layer.padding, dilation=layer.dilation,
-                                  need_input_grad=False)
-    layer.grads["W"] = dW
-    if "b" in layer.params:
-        layer.grads["b"] = db
 
 
 class Trainer:
@@ -72,21 +61,6 @@ class Trainer:
         self.best_val_error = None
 
     # -- one step -----------------------------------------------------------------
-    def _backward(self, dz, lowest):
-        """Backward from the top down to layer ``lowest``, freeing each layer's cached
-        activations as soon as it is done (ZFNet's peak memory is reached on the way down)."""
-        layers = self.net.layers
-        for position in range(len(layers) - 1, lowest - 1, -1):
-            layer = layers[position]
-            if position == lowest and isinstance(layer, Conv2D):
-                _weight_grads_only(layer, dz)
-            else:
-                try:
-                    dz = layer.backward(dz)
-                except ValueError as error:
-                    raise ValueError(f"layer {layer.name!r}: {error}") from None
-            layer.clear_cache()
-
     def train_step(self, x, y, lr=None):
         """One SGD step on the batch (x, y); returns (loss, number of correct predictions)."""
         if lr is not None:
@@ -101,7 +75,9 @@ class Trainer:
         correct = int((xp.argmax(logits, axis=1) == y).sum())
         lowest = self.optimizer.lowest_trainable_layer()
         if lowest is not None:
-            self._backward(self.loss.backward(), lowest)
+            # down to the lowest trainable layer only, freeing each layer's activations
+            # as soon as it is done (ZFNet's peak memory is reached on the way down)
+            self.net.backward(self.loss.backward(), stop=self.net.names[lowest], release=True)
         self.net.clear_cache()  # the activations go before the update allocates anything
         self.loss.clear_cache()
         if lowest is not None:

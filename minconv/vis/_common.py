@@ -1,9 +1,7 @@
 """Helpers shared by the visualisations: argument checks, layer lookup, batching."""
 import numpy as np
 
-from .. import functional as F
 from ..backend import get_array_module, to_device
-from ..functional.activation import check_rule
 from ..nn import Conv2D, Linear, ReLU, Sequential
 
 
@@ -139,23 +137,6 @@ def backward_to_input(net, dy, rule="grad", start=None):
 
     The visualisations only need the signal that reaches the pixels; under "grad"
     every Conv2D and Linear layer would also compute dW (as much work again as the
-    data gradient) and overwrite the net's ``grads``. Here those layers go down by
-    C^T dy and dy W only (subclasses, which may change the math, keep their own
-    backward); every other layer runs its own backward under ``rule``.
+    data gradient) and overwrite the net's ``grads``.
     """
-    check_rule(rule)
-    first = net.index(start) if start is not None else len(net) - 1
-    for name, layer in reversed(list(net.items())[:first + 1]):
-        try:
-            if type(layer) is Conv2D:
-                dy = F.conv2d_backward(dy, layer._saved(), layer.params["W"],
-                                       stride=layer.stride, padding=layer.padding,
-                                       dilation=layer.dilation, need_weight_grad=False)[0]
-            elif type(layer) is Linear:
-                layer._saved()  # the same "backward before forward" error as the layer's
-                dy = dy @ layer.params["W"]                              # (N, in)
-            else:
-                dy = layer.backward(dy, rule=rule)
-        except ValueError as error:
-            raise ValueError(f"layer {name!r} ({type(layer).__name__}): {error}") from None
-    return dy
+    return net.backward(dy, rule=rule, start=start, param_grads=False)
