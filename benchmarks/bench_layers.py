@@ -6,6 +6,11 @@ For the five ZFNet convolutions (forward, and forward+backward with dx, dW, db),
 LRN and 3x3/2 ceil-mode max pooling at ZFNet's sizes, prints a markdown table:
 median milliseconds, GFLOP/s, share of the measured float32 GEMM peak, and the
 ratio minconv / PyTorch (below 1.0 means minconv is faster).
+
+Both run in this one process and so share one OpenMP runtime, which minconv
+sets to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``, see
+``minconv/__init__.py``). ``benchmarks/bench_train.py`` runs each framework in
+its own process with its own settings.
 """
 import argparse
 import os

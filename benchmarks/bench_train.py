@@ -62,6 +62,8 @@ def torch_net(name, config):
 
 def child(args):
     """Time ``args.steps`` SGD steps of one framework; print a JSON line."""
+    if args.framework == "torch":
+        import torch  # noqa: F401  first: PyTorch keeps its own OpenMP settings, not minconv's
     import minconv as mc
     from minconv import data, models, train
     mc.nn.set_seed(0)

@@ -30,6 +30,11 @@ class _ConvBase(Layer):
         if bias:
             self.params["b"] = normal_init((out_channels,), 0.0, rng, dtype)
 
+    def _store_grads(self, dW, db):
+        self.grads["W"] = dW
+        if "b" in self.params:
+            self.grads["b"] = db
+
     @property
     def _geometry(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
@@ -63,9 +68,7 @@ class Conv2D(_ConvBase):
                                        need_weight_grad=need_params,
                                        need_input_grad=input_grad)
         if need_params:
-            self.grads["W"] = dW
-            if "b" in self.params:
-                self.grads["b"] = db
+            self._store_grads(dW, db)
         return dx
 
 
@@ -95,7 +98,5 @@ class ConvTranspose2D(_ConvBase):
                                                  need_weight_grad=need_params,
                                                  need_input_grad=input_grad)
         if need_params:
-            self.grads["W"] = dW
-            if "b" in self.params:
-                self.grads["b"] = db
+            self._store_grads(dW, db)
         return dx

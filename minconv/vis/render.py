@@ -193,9 +193,8 @@ def figure(rows, cols, size=(3.0, 3.0)):
     return fig, axes
 
 
-def show_image(ax, image, title=None, lo=None, hi=None):
-    """Draw (C, H, W) on a matplotlib axis (grey or RGB), stretched to [lo, hi]."""
-    u8 = stretch(image, lo, hi)
+def _draw(ax, u8, title):
+    """Put a (C, H, W) uint8 image on an axis without ticks."""
     if u8.shape[0] == 3:
         ax.imshow(u8.transpose(1, 2, 0))
     else:
@@ -204,19 +203,16 @@ def show_image(ax, image, title=None, lo=None, hi=None):
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=8)
+
+
+def show_image(ax, image, title=None, lo=None, hi=None):
+    """Draw (C, H, W) on a matplotlib axis (grey or RGB), stretched to [lo, hi]."""
+    _draw(ax, stretch(image, lo, hi), title)
 
 
 def show_signed(ax, a, title=None):
     """Draw a signed (C, H, W) signal contrast-normalised (grey = 0)."""
-    u8 = contrast(a)
-    if u8.shape[0] == 3:
-        ax.imshow(u8.transpose(1, 2, 0))
-    else:
-        ax.imshow(u8.mean(axis=0), cmap="gray", vmin=0, vmax=255)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+    _draw(ax, contrast(a), title)
 
 
 def occlusion_figure(image, result, class_names=None, path=None, lo=None, hi=None):
