@@ -57,7 +57,7 @@ def add_visualize_arguments(p):
     _common_arguments(p, "report")
     p.add_argument("--layers", type=lambda s: s.split(","), help="layers for the top-9 "
                    "sheets, e.g. conv1,conv2 (default: every conv layer)")
-    p.add_argument("--images", type=int, default=4, help="test images for the per-image "
+    p.add_argument("--images", type=int, default=6, help="test images for the per-image "
                    "experiments")
     p.add_argument("--scan", type=int, help="top-9 over the first N images (default: all)")
     p.add_argument("--maps", type=int, default=16, help="feature maps per top-9 sheet")

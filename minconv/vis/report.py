@@ -77,7 +77,7 @@ class _Page:
         return path
 
 
-def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_images=4,
+def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_images=6,
                  preprocess=None, fill=0.0, snapshots=None, max_scan=None, maps_per_layer=16,
                  occlusion_size=None, occlusion_stride=None, synthesis_steps=150,
                  title="minconv: visualizing and understanding a convnet", embed=False,
