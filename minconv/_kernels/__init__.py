@@ -19,11 +19,13 @@ from ..backend import get_array_module
 
 NAMES = ("im2col", "col2im", "maxpool_forward", "maxpool_backward",
          "lrn_forward", "lrn_backward")
+# the Cython kernels' OpenMP controls (absent from the reference and CUDA namespaces)
+THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads")
 
 
 def _namespace(*modules):
     functions = {}
-    for name in NAMES:
+    for name in NAMES + THREAD_CONTROLS:
         for module in modules:
             if hasattr(module, name):
                 functions[name] = getattr(module, name)

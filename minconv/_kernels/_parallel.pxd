@@ -6,11 +6,14 @@ cdef extern from *:
     #ifdef _OPENMP
     #include <omp.h>
     #define MINCONV_MAX_THREADS() omp_get_max_threads()
+    #define MINCONV_SET_THREADS(n) omp_set_num_threads(n)
     #else
     #define MINCONV_MAX_THREADS() 1
+    #define MINCONV_SET_THREADS(n) ((void)(n))
     #endif
     """
     int max_threads "MINCONV_MAX_THREADS"() noexcept nogil
+    void set_max_threads "MINCONV_SET_THREADS"(int n) noexcept nogil
 
 
 cdef inline int threads_for(Py_ssize_t work) noexcept nogil:

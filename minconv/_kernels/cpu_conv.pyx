@@ -18,7 +18,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
-from minconv._kernels._parallel cimport threads_for
+from minconv._kernels._parallel cimport max_threads, set_max_threads, threads_for
 
 import numpy as np
 
@@ -179,6 +179,19 @@ cdef void _col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x,
                     _add_tap(src2, dst, b, hi2, 2, off + 1)
                     _add_tap_pair(src, src2, dst, a, b, off)
                 j = j + 2 if paired else j + 1
+
+
+def kernel_threads():
+    """How many OpenMP threads a large kernel called from this thread may use."""
+    return max_threads()
+
+
+def set_kernel_threads(int n):
+    """Cap the OpenMP threads of kernels called from *this* thread (OpenMP keeps
+    the setting per thread): the batch-parallel workers run each kernel on one."""
+    if n < 1:
+        raise ValueError(f"set_kernel_threads: expected a positive count, got {n}")
+    set_max_threads(n)
 
 
 def _geometry(shape, kh, kw, stride, padding, dilation):

@@ -20,8 +20,11 @@ Memory: the columns of a large batch are large (ZFNet conv1 at batch 128 is
 a workspace of ``workspace_limit()`` bytes (256 MB by default), reused from
 call to call. The result does not depend on the chunking.
 """
+import threading
+
 import numpy as np
 
+from . import _parallel
 from .._kernels import kernels_for
 from .._kernels.reference import conv_output_size
 from ..backend import get_array_module
@@ -48,11 +51,12 @@ def set_workspace_limit(nbytes):
 
 
 def _workspace(xp, dtype, shape):
-    """A reusable scratch array of ``shape``, shared by all convolutions (CPU only)."""
+    """A reusable scratch array of ``shape``, one per thread, shared by all convolutions
+    on that thread (CPU only)."""
     size = int(np.prod(shape))
     if xp is not np:
         return xp.empty(shape, dtype=dtype)  # CuPy's memory pool already reuses blocks
-    key = np.dtype(dtype)
+    key = (threading.get_ident(), np.dtype(dtype))
     buf = _scratch.get(key)
     if buf is None or buf.size < size:
         buf = _scratch[key] = np.empty(size, dtype=dtype)
@@ -65,15 +69,18 @@ def _workspace(xp, dtype, shape):
 _CACHE_CHUNK_BYTES = 8 * 2 ** 20
 
 
-def _chunks(N, rows, positions, itemsize, workspace, xp=np):
-    """Slices of the batch whose columns (rows x n*positions) fit in the workspace
-    (and on the CPU, where the workspace allows, in about ``_CACHE_CHUNK_BYTES``)."""
+def _chunks(part, rows, positions, itemsize, workspace, xp=np):
+    """Sub-slices of the batch slice ``part`` whose columns (rows x n*positions) fit in
+    the workspace (and on the CPU, where the workspace allows, in about
+    ``_CACHE_CHUNK_BYTES``); the budget is shared by the cores working at once."""
     budget = workspace_limit() if workspace is None else int(workspace)
     if xp is np:
-        budget = min(budget, _CACHE_CHUNK_BYTES)
+        budget = min(budget, _CACHE_CHUNK_BYTES) // (_parallel.cpu_threads()
+                                                     if _parallel.in_worker() else 1)
     per_image = max(1, rows * positions * itemsize)
-    step = max(1, min(N, budget // per_image))
-    return [slice(n, min(n + step, N)) for n in range(0, N, step)]
+    n_images = part.stop - part.start
+    step = max(1, min(n_images, budget // per_image))
+    return [slice(n, min(n + step, part.stop)) for n in range(part.start, part.stop, step)]
 
 
 def _geometry(op, x_shape, W_shape, stride, padding, dilation):
@@ -116,7 +123,7 @@ def _check_conv_args(op, x, W, b, channels_axis):
 # y[i] where they lie in NCHW, and skips two layout transposes; on small maps
 # (13x13) one GEMM over the whole chunk keeps BLAS efficient.
 
-_PER_IMAGE_MIN_POSITIONS = 2048
+_PER_IMAGE_MIN_POSITIONS = 512
 
 
 def _image_columns(cols, i, L):
@@ -134,22 +141,25 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
     """y = conv(x, W) without bias: (N, C, H, W) -> (N, F, Ho, Wo)."""
     xp = get_array_module(x)
     kernels = kernels_for(x)
-    N = x.shape[0]
     F, C, kh, kw = W.shape
     L = Ho * Wo
     W2 = W.reshape(F, C * kh * kw)
-    y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
-        n = part.stop - part.start
-        cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
-        kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
-        if L >= _PER_IMAGE_MIN_POSITIONS:
-            y3 = y[part].reshape(n, F, L)                                # a view of y
-            for i in range(n):
-                xp.matmul(W2, _image_columns(cols, i, L), out=y3[i])     # (F, L)
-        else:
-            y2 = W2 @ cols                                               # (F, n*L)
-            y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)     # (n, F, Ho, Wo)
+    y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
+
+    def convolve(share):
+        for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
+            n = part.stop - part.start
+            cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
+            kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
+            if L >= _PER_IMAGE_MIN_POSITIONS:
+                y3 = y[part].reshape(n, F, L)                                # a view of y
+                for i in range(n):
+                    xp.matmul(W2, _image_columns(cols, i, L), out=y3[i])     # (F, L)
+            else:
+                y2 = W2 @ cols                                               # (F, n*L)
+                y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)     # (n, F, Ho, Wo)
+
+    _parallel.map_shares(convolve, x.shape[0], xp)
     return y
 
 
@@ -161,23 +171,30 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     _, C, kh, kw = W.shape
     L = Ho * Wo
     W2 = W.reshape(F, C * kh * kw)
-    parts = _chunks(N, C * kh * kw, L, dy.dtype.itemsize, workspace, xp)
-    dx = None if len(parts) == 1 else xp.empty(x_shape, dtype=dy.dtype)
-    for part in parts:
-        n = part.stop - part.start
-        dcols = _workspace(xp, dy.dtype, (C * kh * kw, n * L))
-        if L >= _PER_IMAGE_MIN_POSITIONS:
-            dy3 = dy[part].reshape(n, F, L)
-            for i in range(n):
-                xp.matmul(W2.T, dy3[i], out=_image_columns(dcols, i, L))  # (C*kh*kw, L)
-        else:
-            xp.matmul(W2.T, _chunk_rows(dy[part], F, L), out=dcols)       # (C*kh*kw, n*L)
-        folded = kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw,
-                                stride, padding, dilation)
-        if dx is None:
-            return folded  # one chunk: no copy
-        dx[part] = folded
-    return dx
+    dx = []  # the whole result when it comes from a single chunk, else filled in place
+
+    def fold(share):
+        parts = _chunks(share, C * kh * kw, L, dy.dtype.itemsize, workspace, xp)
+        for part in parts:
+            n = part.stop - part.start
+            dcols = _workspace(xp, dy.dtype, (C * kh * kw, n * L))
+            if L >= _PER_IMAGE_MIN_POSITIONS:
+                dy3 = dy[part].reshape(n, F, L)
+                for i in range(n):
+                    xp.matmul(W2.T, dy3[i], out=_image_columns(dcols, i, L))  # (C*kh*kw, L)
+            else:
+                xp.matmul(W2.T, _chunk_rows(dy[part], F, L), out=dcols)       # (C*kh*kw, n*L)
+            folded = kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw,
+                                    stride, padding, dilation)
+            if n == N:
+                dx.append(folded)  # one chunk: no copy
+            else:
+                dx[0][part] = folded
+
+    if N > 1:
+        dx.append(xp.empty(x_shape, dtype=dy.dtype))
+    _parallel.map_shares(fold, N, xp)
+    return dx[-1]
 
 
 def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
@@ -187,17 +204,25 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
     N, F, Ho, Wo = dy.shape
     _, C, kh, kw = W_shape
     L = Ho * Wo
-    dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-    for part in _chunks(N, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
-        n = part.stop - part.start
-        cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
-        kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
-        if L >= _PER_IMAGE_MIN_POSITIONS:
-            dy3 = dy[part].reshape(n, F, L)
-            for i in range(n):
-                dW2 += dy3[i] @ _image_columns(cols, i, L).T                 # (F, C*kh*kw)
-        else:
-            dW2 += _chunk_rows(dy[part], F, L) @ cols.T
+
+    def correlate(share):
+        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+        for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
+            n = part.stop - part.start
+            cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
+            kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
+            if L >= _PER_IMAGE_MIN_POSITIONS:
+                dy3 = dy[part].reshape(n, F, L)
+                for i in range(n):
+                    dW2 += dy3[i] @ _image_columns(cols, i, L).T                 # (F, C*kh*kw)
+            else:
+                dW2 += _chunk_rows(dy[part], F, L) @ cols.T
+        return dW2
+
+    partial = _parallel.map_shares(correlate, N, xp)
+    dW2 = partial[0]
+    for term in partial[1:]:  # in share order: the same sum on every call
+        dW2 += term
     return dW2.reshape(W_shape)
 
 

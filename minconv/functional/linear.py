@@ -1,4 +1,5 @@
 """The fully connected layer: y = x W^T + b."""
+from ._parallel import matmul
 from ._checks import check_array, check_same_dtype, check_shape
 
 
@@ -17,7 +18,7 @@ def _check_linear(op, x, W, b):
 def linear(x, W, b=None):
     """x : (N, in), W : (out, in), b : (out,) -> y : (N, out) = x @ W.T + b."""
     _check_linear("linear", x, W, b)
-    y = x @ W.T
+    y = matmul(x, W.T)
     if b is not None:
         y += b
     return y
@@ -30,7 +31,7 @@ def linear_backward(dy, x, W, *, need_input_grad=True, need_weight_grad=True):
     """
     _check_linear("linear_backward", x, W, None)
     check_shape(dy, (x.shape[0], W.shape[0]), "linear_backward", "dy")
-    dx = dy @ W if need_input_grad else None
+    dx = matmul(dy, W) if need_input_grad else None
     if not need_weight_grad:
         return dx, None, None
-    return dx, dy.T @ x, dy.sum(axis=0)
+    return dx, matmul(dy.T, x), dy.sum(axis=0)
