@@ -14,6 +14,6 @@ fi
 
 PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check \
-  "numpy>=1.24" "cython>=3.0" "setuptools>=64" wheel pillow tqdm matplotlib pytest "torch==2.13.0"
+  "numpy>=1.24" "cython>=3.0" "setuptools>=64" wheel pillow tqdm matplotlib threadpoolctl pytest "torch==2.13.0"
 $PY -m pip install -q --disable-pip-version-check --no-build-isolation -e .
 $PY -c "import minconv._kernels as k; assert k.CPU_BUILT, 'Cython kernels failed to build'; print('minconv installed; Cython kernels built')"

@@ -20,8 +20,7 @@ sums are added in share order, the same on every call.
 """
 import os
 import threading
-from contextlib import nullcontext
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -30,6 +29,17 @@ from .. import _kernels
 _state = {"pool": None, "threads": None, "blas": None}
 _region = threading.Lock()      # one batch-parallel region at a time: BLAS's limit is global
 _local = threading.local()
+
+
+def _forget_pool_in_child():
+    """A forked child has none of the parent's worker threads: it starts its own."""
+    global _region
+    _state["pool"] = None
+    _region = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def cpu_threads():
@@ -42,12 +52,12 @@ def cpu_threads():
 
 
 def _blas_controller():
-    """threadpoolctl's handle on the BLAS that NumPy loaded (None if there is none)."""
+    """threadpoolctl's handle on the BLAS libraries loaded (None without threadpoolctl)."""
     if _state["blas"] is None:
         try:
             from threadpoolctl import ThreadpoolController
             _state["blas"] = ThreadpoolController().select(user_api="blas")
-        except ImportError:  # without it the split still works, only less efficiently
+        except ImportError:  # no way to hold BLAS to one thread: the split would oversubscribe
             _state["blas"] = False
     return _state["blas"] or None
 
@@ -75,21 +85,21 @@ def map_shares(work, N, xp=np):
     """``[work(part) for part in shares of range(N)]``, one share per core.
 
     Runs on the caller's thread alone for CuPy arrays (the GPU is parallel by
-    itself), on a one-core machine, for a batch of one, and when called from a
-    worker; otherwise one share per core, each with a single BLAS thread.
+    itself), on a one-core machine, for a batch of one, when called from a
+    worker, and without threadpoolctl; otherwise one share per core, each with
+    a single BLAS thread. An exception in a share is raised here once every
+    share has finished.
     """
     threads = cpu_threads()
-    if xp is not np or threads < 2 or N < 2 or in_worker():
+    if xp is not np or threads < 2 or N < 2 or in_worker() or _blas_controller() is None:
         return [work(slice(0, N))]
-    with _region:
+    with _region, _blas_controller().limit(limits=1):
         if _state["pool"] is None:
             _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="minconv",
                                                 initializer=_one_thread_each)
-        blas = _blas_controller()
-        limit = blas.limit(limits=1) if blas is not None else nullcontext()
-        with limit:
-            futures = [_state["pool"].submit(work, part) for part in shares(N, threads)]
-            return [future.result() for future in futures]
+        futures = [_state["pool"].submit(work, part) for part in shares(N, threads)]
+        wait(futures)
+        return [future.result() for future in futures]
 
 
 

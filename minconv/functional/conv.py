@@ -119,9 +119,9 @@ def _check_conv_args(op, x, W, b, channels_axis):
 # ---------------------------------------------------------------- the three products
 #
 # Two ways to multiply by the columns of a chunk of n images. On large maps
-# (conv1: 110x110 = 12100 positions) one GEMM per image reads dy[i] and writes
+# (ZFNet conv1: 110x110 = 12100 positions; zfnet_mini conv1: 28x28) one GEMM per image reads dy[i] and writes
 # y[i] where they lie in NCHW, and skips two layout transposes; on small maps
-# (13x13) one GEMM over the whole chunk keeps BLAS efficient.
+# (13x13, 7x7) one GEMM over the whole chunk keeps BLAS efficient.
 
 _PER_IMAGE_MIN_POSITIONS = 512
 
@@ -171,11 +171,11 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     _, C, kh, kw = W.shape
     L = Ho * Wo
     W2 = W.reshape(F, C * kh * kw)
-    dx = []  # the whole result when it comes from a single chunk, else filled in place
+    dx = xp.empty(x_shape, dtype=dy.dtype) if N > 1 else None  # filled chunk by chunk
+    whole = []                                                   # ... unless one chunk is all
 
     def fold(share):
-        parts = _chunks(share, C * kh * kw, L, dy.dtype.itemsize, workspace, xp)
-        for part in parts:
+        for part in _chunks(share, C * kh * kw, L, dy.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
             dcols = _workspace(xp, dy.dtype, (C * kh * kw, n * L))
             if L >= _PER_IMAGE_MIN_POSITIONS:
@@ -187,14 +187,12 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
             folded = kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw,
                                     stride, padding, dilation)
             if n == N:
-                dx.append(folded)  # one chunk: no copy
+                whole.append(folded)  # the batch in one chunk: no copy
             else:
-                dx[0][part] = folded
+                dx[part] = folded
 
-    if N > 1:
-        dx.append(xp.empty(x_shape, dtype=dy.dtype))
     _parallel.map_shares(fold, N, xp)
-    return dx[-1]
+    return whole[0] if whole else dx
 
 
 def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
