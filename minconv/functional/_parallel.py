@@ -102,7 +102,6 @@ def map_shares(work, N, xp=np):
         return [future.result() for future in futures]
 
 
-
 # Below about this many multiply-adds OpenBLAS runs a product on one thread anyway.
 _SMALL_PRODUCT = 1 << 18
 

@@ -32,7 +32,7 @@ from ._checks import (check_array, check_nonnegative, check_positive,
                       check_same_dtype, check_shape, pair)
 
 _WORKSPACE_LIMIT = [256 * 2 ** 20]
-_scratch = {}
+_scratch = threading.local()  # each thread's buffers, freed with the thread
 
 
 def workspace_limit():
@@ -46,7 +46,7 @@ def set_workspace_limit(nbytes):
         raise ValueError(f"set_workspace_limit: expected a positive byte count, got {nbytes}")
     previous = _WORKSPACE_LIMIT[0]
     _WORKSPACE_LIMIT[0] = int(nbytes)
-    _scratch.clear()
+    _scratch.__dict__.clear()  # the caller's; a worker's are at most one cache chunk
     return previous
 
 
@@ -56,10 +56,11 @@ def _workspace(xp, dtype, shape):
     size = int(np.prod(shape))
     if xp is not np:
         return xp.empty(shape, dtype=dtype)  # CuPy's memory pool already reuses blocks
-    key = (threading.get_ident(), np.dtype(dtype))
-    buf = _scratch.get(key)
+    key = np.dtype(dtype).name
+    buf = getattr(_scratch, key, None)
     if buf is None or buf.size < size:
-        buf = _scratch[key] = np.empty(size, dtype=dtype)
+        buf = np.empty(size, dtype=dtype)
+        setattr(_scratch, key, buf)
     return buf[:size].reshape(shape)
 
 
@@ -119,9 +120,10 @@ def _check_conv_args(op, x, W, b, channels_axis):
 # ---------------------------------------------------------------- the three products
 #
 # Two ways to multiply by the columns of a chunk of n images. On large maps
-# (ZFNet conv1: 110x110 = 12100 positions; zfnet_mini conv1: 28x28) one GEMM per image reads dy[i] and writes
-# y[i] where they lie in NCHW, and skips two layout transposes; on small maps
-# (13x13, 7x7) one GEMM over the whole chunk keeps BLAS efficient.
+# (ZFNet conv1: 110x110 = 12100 positions; zfnet_mini conv1: 28x28 = 784) one
+# GEMM per image reads dy[i] and writes y[i] where they lie in NCHW, and skips
+# two layout transposes; on small maps (13x13, 7x7) one GEMM over the whole
+# chunk keeps BLAS efficient.
 
 _PER_IMAGE_MIN_POSITIONS = 512
 
