@@ -244,3 +244,22 @@ def test_per_image_gemms_on_large_maps_equal_the_chunk_gemm(rng, kernels, monkey
     assert rel_error(y, F.conv2d(x, W, None, 1, 1, workspace=workspace)) <= 1e-12
     for got, want in zip(grads, F.conv2d_backward(dy, x, W, 1, 1, workspace=workspace)):
         assert rel_error(got, want) <= 1e-12
+
+
+@pytest.mark.parametrize("geometry", [(1, 1, 1), (2, 0, 1), (1, 2, 2)], ids=str)
+def test_channels_last_rows_equal_the_columns_layout(rng, kernels, monkeypatch, geometry):
+    # small maps on the CPU go through im2row (channels last); the GPU's im2col
+    # layout must give the same convolution and gradients
+    stride, padding, dilation = geometry
+    conv = mc.functional.conv
+    x = rng.standard_normal((5, 3, 9, 8))
+    W = rng.standard_normal((4, 3, 3, 2))
+    assert conv._layout(np, 9 * 8) == "rows"
+    y = F.conv2d(x, W, None, stride, padding, dilation, workspace=2 * 3 * 6 * 72 * 8)
+    dy = rng.standard_normal(y.shape)
+    grads = F.conv2d_backward(dy, x, W, stride, padding, dilation, workspace=2 * 3 * 6 * 72 * 8)
+    monkeypatch.setattr(conv, "_ROWS_ON_CPU", False)
+    assert conv._layout(np, 9 * 8) == "columns"
+    assert rel_error(y, F.conv2d(x, W, None, stride, padding, dilation)) <= 1e-12
+    for got, want in zip(grads, F.conv2d_backward(dy, x, W, stride, padding, dilation)):
+        assert rel_error(got, want) <= 1e-12

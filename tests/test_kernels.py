@@ -95,6 +95,57 @@ def test_im2col_writes_into_out(dtype):
     np.testing.assert_array_equal(strided, expected)
 
 
+@pytest.mark.parametrize("case", CONV_CASES[:10], ids=str)
+def test_im2row_holds_the_columns_of_im2col_channels_last(case):
+    shape, kh, kw, stride, padding, dilation = case
+    x = random(shape, np.float64)
+    cols = ref.im2col(x, kh, kw, stride, padding, dilation)        # (C*kh*kw, N*L), (c, i, j)
+    rows = ref.im2row(x, kh, kw, stride, padding, dilation)        # (N*L, kh*kw*C), (i, j, c)
+    C = shape[1]
+    reordered = cols.reshape(C, kh, kw, -1).transpose(3, 1, 2, 0).reshape(rows.shape)
+    np.testing.assert_array_equal(rows, reordered)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_im2row_row2im_match_reference(case, dtype):
+    shape, kh, kw, stride, padding, dilation = case
+    x = random(shape, dtype)
+    rows = cpu_conv.im2row(x, kh, kw, stride, padding, dilation)
+    assert rows.dtype == dtype and rows.flags.c_contiguous
+    np.testing.assert_array_equal(rows, ref.im2row(x, kh, kw, stride, padding, dilation))
+
+    r = random(rows.shape, dtype, seed=1)
+    dx = cpu_conv.row2im(r, shape, kh, kw, stride, padding, dilation)
+    assert dx.dtype == dtype and dx.shape == shape and dx.flags.c_contiguous
+    np.testing.assert_allclose(dx, ref.row2im(r, shape, kh, kw, stride, padding, dilation),
+                               **TOL[dtype])
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:10], ids=str)
+def test_row2im_is_the_adjoint_of_im2row(case):
+    shape, kh, kw, stride, padding, dilation = case
+    x = random(shape, np.float64)
+    rows = cpu_conv.im2row(x, kh, kw, stride, padding, dilation)
+    r = random(rows.shape, np.float64, seed=1)
+    back = cpu_conv.row2im(r, shape, kh, kw, stride, padding, dilation)
+    np.testing.assert_allclose(np.vdot(rows, r), np.vdot(x, back), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2row_writes_into_out_and_takes_strided_input(dtype):
+    shape, kh, kw, stride, padding, dilation = CONV_CASES[1]
+    x = random(shape, dtype)
+    expected = ref.im2row(x, kh, kw, stride, padding, dilation)
+    buf = np.full(expected.shape, np.nan, dtype=dtype)
+    assert cpu_conv.im2row(non_contiguous(x), kh, kw, stride, padding, dilation, out=buf) is buf
+    np.testing.assert_array_equal(buf, expected)
+    with pytest.raises(ValueError, match=r"im2row: out has shape"):
+        cpu_conv.im2row(x, kh, kw, stride, padding, dilation, out=buf[:-1])
+    with pytest.raises(ValueError, match=r"row2im: rows has shape"):
+        cpu_conv.row2im(buf[:-1], shape, kh, kw, stride, padding, dilation)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_kernels_accept_non_contiguous_input(dtype):
     shape, kh, kw, stride, padding, dilation = CONV_CASES[4]

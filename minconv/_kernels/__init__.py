@@ -1,7 +1,7 @@
 """Kernel dispatch: the compiled twin of each reference kernel where there is one.
 
 ``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
-``maxpool_forward``, ``maxpool_backward``, ``lrn_forward`` and
+``im2row``, ``row2im``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward`` and
 ``lrn_backward`` for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`;
@@ -17,7 +17,7 @@ import numpy as np
 from . import reference
 from ..backend import get_array_module
 
-NAMES = ("im2col", "col2im", "maxpool_forward", "maxpool_backward",
+NAMES = ("im2col", "col2im", "im2row", "row2im", "maxpool_forward", "maxpool_backward",
          "lrn_forward", "lrn_backward")
 # the Cython kernels' OpenMP controls (absent from the reference and CUDA namespaces)
 THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads")

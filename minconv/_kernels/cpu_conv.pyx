@@ -5,6 +5,11 @@
     cols : (C*kh*kw, N*Ho*Wo), row ``(c*kh + i)*kw + j`` holds tap (i, j) of
            channel c, column ``(n*Ho + ho)*Wo + wo`` is one output position.
 
+im2row and row2im are the channels-last twins, for small maps:
+
+    rows : (N*Ho*Wo, kh*kw*C), row ``(n*Ho + ho)*Wo + wo`` is one output
+           position, column ``(i*kw + j)*C + c`` holds tap (i, j) of channel c.
+
 Tap (i, j) of output (ho, wo) reads input pixel
 
     h = ho*sh - ph + i*dh,    w = wo*sw - pw + j*dw
@@ -12,13 +17,15 @@ Tap (i, j) of output (ho, wo) reads input pixel
 and reads zero where (h, w) falls in the padding. im2col runs in parallel
 over the rows of ``cols`` (each thread writes whole rows), col2im over the
 (n, c) planes of ``x`` (each thread sums into its own planes), so no two
-threads ever write the same element.
+threads ever write the same element. im2row and row2im work on a zero-padded
+channels-last copy of the image and run in parallel over the images.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
 from minconv._kernels._parallel cimport max_threads, set_max_threads, threads_for
+from minconv._kernels._rows cimport add_row_d, add_row_f, copy_row_d, copy_row_f
 
 import numpy as np
 
@@ -73,7 +80,10 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
                 for wo in range(lo):
                     dst[wo] = 0
                 if sw == 1:                   # a contiguous run: copy it whole
-                    memcpy(dst + lo, src + lo + off, (hi - lo) * sizeof(floating))
+                    if floating is float:
+                        copy_row_f(dst + lo, src + lo + off, hi - lo)
+                    else:
+                        copy_row_d(dst + lo, src + lo + off, hi - lo)
                 elif sw == 2:                 # a constant stride vectorises
                     for wo in range(lo, hi):
                         dst[wo] = src[2 * wo + off]
@@ -84,23 +94,6 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
                     dst[wo] = 0
 
 
-cdef extern from *:
-    """
-    /* restrict: a row of cols never overlaps the image, and saying so spares
-       the vectorised loop a run-time overlap check on every (short) row */
-    static inline void minconv_add_f(float *restrict dst, const float *restrict src,
-                                     Py_ssize_t n) {
-        for (Py_ssize_t i = 0; i < n; i++) dst[i] += src[i];
-    }
-    static inline void minconv_add_d(double *restrict dst, const double *restrict src,
-                                     Py_ssize_t n) {
-        for (Py_ssize_t i = 0; i < n; i++) dst[i] += src[i];
-    }
-    """
-    void _add_f "minconv_add_f"(float *dst, const float *src, Py_ssize_t n) noexcept nogil
-    void _add_d "minconv_add_d"(double *dst, const double *src, Py_ssize_t n) noexcept nogil
-
-
 cdef inline void _add_tap(const floating *src, floating *dst, Py_ssize_t lo, Py_ssize_t hi,
                           Py_ssize_t sw, Py_ssize_t off) noexcept nogil:
     """dst[o*sw + off] += src[o] for o in [lo, hi)."""
@@ -109,9 +102,9 @@ cdef inline void _add_tap(const floating *src, floating *dst, Py_ssize_t lo, Py_
         if hi <= lo:
             return
         if floating is float:
-            _add_f(dst + lo + off, src + lo, hi - lo)
+            add_row_f(dst + lo + off, src + lo, hi - lo)
         else:
-            _add_d(dst + lo + off, src + lo, hi - lo)
+            add_row_d(dst + lo + off, src + lo, hi - lo)
     else:
         for o in range(lo, hi):
             dst[o * sw + off] += src[o]
@@ -179,6 +172,71 @@ cdef void _col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] x,
                     _add_tap(src2, dst, b, hi2, 2, off + 1)
                     _add_tap_pair(src, src2, dst, a, b, off)
                 j = j + 2 if paired else j + 1
+
+
+# ---------------------------------------------------------------- channels last
+#
+# In a zero-padded (N, Hp, Wp, C) image the taps (i, 0..kw-1) of one output
+# position are kw*C consecutive values (dilation 1), where in (N, C, H, W) they
+# are kw values in each of C rows: im2row copies and row2im adds a few long runs
+# per position instead of many rows of 7 or 14 values.
+
+cdef inline void _copy_run(floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
+    if n >= 64:
+        memcpy(dst, src, n * sizeof(floating))
+    elif floating is float:
+        copy_row_f(dst, src, n)
+    else:
+        copy_row_d(dst, src, n)
+
+
+cdef inline void _add_run(floating *dst, const floating *src, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        add_row_f(dst, src, n)
+    else:
+        add_row_d(dst, src, n)
+
+
+cdef void _im2row(const floating[:, :, :, ::1] xt, floating[:, ::1] rows,
+                  Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo) noexcept:
+    """rows[(n, ho, wo), (i, j, c)] = xt[n, ho*sh + i*dh, wo*sw + j*dw, c], xt padded NHWC."""
+    cdef Py_ssize_t N = xt.shape[0], C = xt.shape[3]
+    cdef Py_ssize_t n, ho, wo, i, j, h
+    cdef floating *dst
+    for n in prange(N, nogil=True, schedule="static",
+                    num_threads=threads_for(rows.shape[0] * rows.shape[1])):
+        for ho in range(Ho):
+            for wo in range(Wo):
+                dst = &rows[(n * Ho + ho) * Wo + wo, 0]
+                for i in range(kh):
+                    h = ho * sh + i * dh
+                    if dw == 1:                   # taps (i, 0..kw-1): one run
+                        _copy_run(dst + i * kw * C, &xt[n, h, wo * sw, 0], kw * C)
+                    else:
+                        for j in range(kw):
+                            _copy_run(dst + (i * kw + j) * C, &xt[n, h, wo * sw + j * dw, 0], C)
+
+
+cdef void _row2im(const floating[:, ::1] rows, floating[:, :, :, ::1] xt,
+                  Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo) noexcept:
+    """xt[n, ho*sh + i*dh, wo*sw + j*dw, c] += rows[(n, ho, wo), (i, j, c)], xt zeroed NHWC."""
+    cdef Py_ssize_t N = xt.shape[0], C = xt.shape[3]
+    cdef Py_ssize_t n, ho, wo, i, j, h
+    cdef const floating *src
+    for n in prange(N, nogil=True, schedule="static",
+                    num_threads=threads_for(rows.shape[0] * rows.shape[1])):
+        for ho in range(Ho):
+            for wo in range(Wo):
+                src = &rows[(n * Ho + ho) * Wo + wo, 0]
+                for i in range(kh):
+                    h = ho * sh + i * dh
+                    if dw == 1:
+                        _add_run(&xt[n, h, wo * sw, 0], src + i * kw * C, kw * C)
+                    else:
+                        for j in range(kw):
+                            _add_run(&xt[n, h, wo * sw + j * dw, 0], src + (i * kw + j) * C, C)
 
 
 def kernel_threads():
@@ -264,3 +322,58 @@ def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
     else:
         _col2im[double](cols, x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     return x
+
+
+def im2row(x, kh, kw, stride, padding, dilation, out=None):
+    """Unfold every receptive field of ``x`` into a row (channels last).
+
+    x    : (N, C, H, W) float32 or float64
+    out  : optional (N*Ho*Wo, kh*kw*C) buffer to write into
+    rows : (N*Ho*Wo, kh*kw*C), ``out`` when given
+    """
+    x = _float_array(x, "im2row: input")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x.shape, kh, kw, stride, padding, dilation)
+    shape = (N * Ho * Wo, kh * kw * C)
+    if out is not None and tuple(out.shape) != shape:
+        raise ValueError(f"im2row: out has shape {tuple(out.shape)}, expected {shape} "
+                         f"for input {x.shape}")
+    if (out is not None and isinstance(out, np.ndarray)
+            and out.dtype == x.dtype and out.flags.c_contiguous and out.flags.writeable):
+        rows = out
+    else:
+        rows = np.empty(shape, dtype=x.dtype)  # every element gets written
+    xt = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)  # padded, channels last
+    xt[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+    if x.dtype == np.float32:
+        _im2row[float](xt, rows, kh, kw, sh, sw, dh, dw, Ho, Wo)
+    else:
+        _im2row[double](xt, rows, kh, kw, sh, sw, dh, dw, Ho, Wo)
+    if out is not None and rows is not out:
+        out[...] = rows
+        return out
+    return rows
+
+
+def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
+    """Fold rows back onto the image, summing where receptive fields overlap.
+
+    rows : (N*Ho*Wo, kh*kw*C) float32 or float64, the layout of :func:`im2row`
+    x    : x_shape = (N, C, H, W), C-contiguous, the dtype of ``rows``
+    """
+    rows = _float_array(rows, "row2im: rows")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x_shape, kh, kw, stride, padding, dilation)
+    shape = (N * Ho * Wo, kh * kw * C)
+    if rows.size != shape[0] * shape[1]:
+        raise ValueError(f"row2im: rows has shape {rows.shape}, expected {shape} "
+                         f"for x_shape {tuple(x_shape)}")
+    rows = rows.reshape(shape)
+    xt = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=rows.dtype)
+    if rows.dtype == np.float32:
+        _row2im[float](rows, xt, kh, kw, sh, sw, dh, dw, Ho, Wo)
+    else:
+        _row2im[double](rows, xt, kh, kw, sh, sw, dh, dw, Ho, Wo)
+    return np.ascontiguousarray(xt[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2))

@@ -98,6 +98,59 @@ def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
     return x_pad[:, :, ph:ph + H, pw:pw + W]
 
 
+def im2row(x, kh, kw, stride, padding, dilation, out=None):
+    """im2col with channels last: every receptive field becomes a row.
+
+    x    : (N, C, H, W)
+    rows : (N*Ho*Wo, kh*kw*C), row ``(n*Ho + ho)*Wo + wo`` is one output position,
+           column ``(i*kw + j)*C + c`` holds tap (i, j) of channel c.
+
+    The same numbers as ``im2col(x).T`` with the columns in another order; then
+    a convolution is ``rows @ W.transpose(0, 2, 3, 1).reshape(F, -1).T``. In the
+    padded channels-last image the taps (i, 0..kw-1) of a position are one
+    contiguous run of kw*C values, which makes this layout the cheaper one to
+    unfold and fold on small maps (see the Cython twin).
+    """
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho = conv_output_size(H, kh, sh, ph, dh)
+    Wo = conv_output_size(W, kw, sw, pw, dw)
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).transpose(0, 2, 3, 1)  # NHWC
+    rows = xp.empty((N, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows[:, :, :, i, j] = x_pad[:, _window_slices(i * dh, sh, Ho),
+                                        _window_slices(j * dw, sw, Wo)]     # (N, Ho, Wo, C)
+    rows = rows.reshape(N * Ho * Wo, kh * kw * C)
+    if out is not None:
+        out[...] = rows
+        return out
+    return rows
+
+
+def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
+    """Fold rows back onto the image, summing where receptive fields overlap.
+
+    rows : (N*Ho*Wo, kh*kw*C), the layout of :func:`im2row`
+    x    : (N, C, H, W)
+
+    The transpose of im2row: ``<im2row(x), rows> == <x, row2im(rows)>``.
+    """
+    xp = get_array_module(rows)
+    N, C, H, W = x_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho = conv_output_size(H, kh, sh, ph, dh)
+    Wo = conv_output_size(W, kw, sw, pw, dw)
+    rows = rows.reshape(N, Ho, Wo, kh, kw, C)
+    x_pad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=rows.dtype)           # NHWC
+    for i in range(kh):
+        for j in range(kw):
+            x_pad[:, _window_slices(i * dh, sh, Ho),
+                  _window_slices(j * dw, sw, Wo)] += rows[:, :, :, i, j]
+    return x_pad[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
+
+
 # ---------------------------------------------------------------- max pooling
 
 def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
