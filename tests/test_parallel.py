@@ -130,3 +130,36 @@ def test_split_linear_layer_equals_one_thread(one_thread):
     assert rel_error(y, y1) < 1e-6
     for g, g1 in zip(grads, grads1):
         assert rel_error(g, g1) < 1e-6
+
+
+@needs_two_cores
+def test_elementwise_shares_the_first_axis_and_equals_one_call(rng):
+    x = rng.standard_normal((33, 8, 32, 32)).astype(np.float32)   # 270,336 elements
+    assert x.size >= _parallel._SMALL_ELEMENTWISE
+    rows = []
+
+    def negate(a, out):
+        rows.append((a.shape[0], threading.current_thread() is threading.main_thread()))
+        return np.negative(a, out=out)
+
+    out = np.empty_like(x)
+    assert _parallel.elementwise(negate, out, x) is out
+    np.testing.assert_array_equal(out, -x)
+    assert sorted(rows) == [(16, False), (17, False)]
+    rows.clear()                                                  # small: one call, here
+    _parallel.elementwise(negate, np.empty_like(x[:2]), x[:2])
+    assert rows == [(2, True)]
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 28, 28), (5, 7)])
+def test_relu_and_its_gradient_split_equal_the_serial_ones(shape, rng, one_thread):
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, dx = F.relu(x), F.relu_backward(dy, x)
+    in_place = x.copy()
+    assert F.relu(in_place, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, y)
+    one_thread()
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, dy * (x > 0))
+    np.testing.assert_array_equal(F.relu_backward(dy, x), dx)

@@ -121,3 +121,25 @@ def matmul(a, b):
 
     map_shares(rows, a.shape[0])
     return out
+
+
+# Below about this many elements an elementwise pass takes well under a millisecond.
+_SMALL_ELEMENTWISE = 1 << 18
+
+
+def elementwise(ufunc, out, *operands):
+    """``ufunc(*operands, out=out)``, each core taking its share of the first axis.
+
+    NumPy lets go of the GIL inside a ufunc's loop, so the shares run at once;
+    each element is computed as one call would compute it. CuPy arrays and small
+    arrays take one call.
+    """
+    if not isinstance(out, np.ndarray) or out.size < _SMALL_ELEMENTWISE or out.ndim == 0:
+        return ufunc(*operands, out=out)
+
+    def share(part):
+        ufunc(*(a[part] if getattr(a, "ndim", 0) == out.ndim else a for a in operands),
+              out=out[part])
+
+    map_shares(share, out.shape[0])
+    return out

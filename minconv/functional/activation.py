@@ -9,6 +9,7 @@ The deconvnet differs from backpropagation only at the ReLU (DESIGN.md):
 """
 from ..backend import get_array_module
 from ._checks import check_array, check_shape
+from ._parallel import elementwise
 
 RULES = ("grad", "deconv", "guided")
 
@@ -22,7 +23,9 @@ def relu(x, out=None):
     """max(x, 0), elementwise; ``out=x`` makes it in place."""
     check_array(x, "relu", "input")
     xp = get_array_module(x)
-    return xp.maximum(x, 0, out=out)
+    if out is None:
+        out = xp.empty_like(x)
+    return elementwise(xp.maximum, out, x, x.dtype.type(0))
 
 
 def relu_backward(dy, x, rule="grad"):
@@ -36,7 +39,13 @@ def relu_backward(dy, x, rule="grad"):
         return xp.maximum(dy, 0)
     if rule == "guided":
         return xp.maximum(dy, 0) * (x > 0)
-    return dy * (x > 0)
+    return elementwise(_pass_where_positive, xp.empty_like(dy), dy, x)
+
+
+def _pass_where_positive(dy, x, out):
+    """out = dy * (x > 0): the ReLU's true gradient, on one share of the batch."""
+    xp = get_array_module(dy)
+    return xp.multiply(dy, x > 0, out=out)
 
 
 def dropout(x, p=0.5, rng=None, train=True):

@@ -167,8 +167,9 @@ def _weights_channels_last(W):
     return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
 
 
-def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
-    """y = conv(x, W) without bias: (N, C, H, W) -> (N, F, Ho, Wo)."""
+def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None):
+    """y = conv(x, W) + b: (N, C, H, W) -> (N, F, Ho, Wo). The bias is added by the
+    core that computed each block, while the block is still in its cache."""
     xp = get_array_module(x)
     kernels = kernels_for(x)
     F, C, kh, kw = W.shape
@@ -184,6 +185,8 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
                 rows = _workspace(xp, x.dtype, (n * L, C * kh * kw))
                 kernels.im2row(x[part], kh, kw, stride, padding, dilation, out=rows)
                 y_rows = rows @ W2.T                                         # (n*L, F)
+                if b is not None:
+                    y_rows += b
                 y[part] = y_rows.reshape(n, Ho, Wo, F).transpose(0, 3, 1, 2)
                 continue
             cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
@@ -192,8 +195,12 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None):
                 y3 = y[part].reshape(n, F, L)                                # a view of y
                 for i in range(n):
                     xp.matmul(W2, _image_columns(cols, i, L), out=y3[i])     # (F, L)
+                    if b is not None:
+                        y3[i] += b[:, None]
             else:
                 y2 = W2 @ cols                                               # (F, n*L)
+                if b is not None:
+                    y2 += b[:, None]
                 y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)     # (n, F, Ho, Wo)
 
     _parallel.map_shares(convolve, x.shape[0], xp)
@@ -290,10 +297,7 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, *, workspace=None):
     _check_conv_args("conv2d", x, W, b, channels_axis=1)
     stride, padding, dilation, Ho, Wo = _geometry("conv2d", x.shape, W.shape,
                                                   stride, padding, dilation)
-    y = _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace)
-    if b is not None:
-        y += b.reshape(1, -1, 1, 1)
-    return y
+    return _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace, b)
 
 
 def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, workspace=None,
