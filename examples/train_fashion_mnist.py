@@ -6,15 +6,15 @@
 The same run from the command line:
 
     minconv train --model zfnet-mini --data /usr/share/datasets/fashion-mnist \\
-        --epochs 20 --model-kwargs '{"dropout": 0.2}' --out runs/fashion_mnist
+        --out runs/fashion_mnist
 
 The recipe (minconv/train/recipes.py): He-normal initialisation; SGD with
 momentum 0.9, weight decay 5e-4, batch 128; the learning rate rises linearly
 to 0.05 over the first epoch and then follows a half cosine to zero at the
-last; every training image is zero-padded by 2 pixels, cropped back to 28x28
-at a random offset and mirrored with probability 1/2; dropout 0.2 in fc6 and
-fc7; the test images are classified by averaging the softmax of each image and
-its mirror. The test set is only evaluated, never used to choose anything:
+27th; every training image is zero-padded by 1 pixel, cropped back to 28x28
+at a random offset and mirrored with probability 1/2; no dropout; the test
+images are classified by averaging the softmax of each image and its mirror.
+The test set is only evaluated, never used to choose anything:
 the figure reported is the last epoch's.
 """
 import argparse
@@ -37,7 +37,8 @@ def main():
     p.add_argument("--lr", type=float, default=settings["lr"])
     p.add_argument("--subset", type=int, help="train on the first N images only (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dropout", type=float, default=0.2, help="in fc6 and fc7")
+    p.add_argument("--dropout", type=float, default=settings["model_kwargs"]["dropout"],
+                   help="in fc6 and fc7")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     args = p.parse_args()
 

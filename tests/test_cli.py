@@ -132,3 +132,20 @@ def test_subcommand_registry_skips_missing_modules(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ["minconv.nothing_here"])
     parser, runners = cli.build_parser()
     assert {"train", "evaluate", "summary"} <= set(runners)
+
+
+@has_fashion
+@pytest.mark.parametrize("given,dropout", [({}, None), ({"dropout": 0.3}, 0.3)])
+def test_train_builds_the_model_with_the_recipes_arguments(tmp_path, capsys, given, dropout):
+    from minconv.train import load_checkpoint
+    from minconv.train.recipes import recipe
+    out_dir = str(tmp_path / "run")
+    kwargs = dict({"widths": [4, 6, 8, 8, 6], "fc_width": 16}, **given)
+    status, out, err = run(["train", "--model", "zfnet-mini", "--data", FASHION, "--out", out_dir,
+                            "--subset", "64", "--val-subset", "50", "--batch-size", "64",
+                            "--epochs", "1", "--no-progress", "--model-kwargs",
+                            json.dumps(kwargs)], capsys)
+    assert status == 0, err
+    built = load_checkpoint(os.path.join(out_dir, "last.npz")).net.config["kwargs"]
+    expected = recipe("zfnet_mini")["model_kwargs"]["dropout"] if dropout is None else dropout
+    assert built["dropout"] == expected and built["widths"] == [4, 6, 8, 8, 6]

@@ -163,3 +163,21 @@ def test_relu_and_its_gradient_split_equal_the_serial_ones(shape, rng, one_threa
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     np.testing.assert_array_equal(dx, dy * (x > 0))
     np.testing.assert_array_equal(F.relu_backward(dy, x), dx)
+
+
+def test_sgd_update_shared_among_cores_equals_the_formula(rng):
+    from minconv import nn, train
+    from minconv.train import optim
+    net = nn.Sequential([("fc", nn.Linear(1000, 700))])    # 700,000 weights: 3 chunks
+    assert net["fc"].params["W"].size > 2 * optim.CHUNK
+    opt = train.SGD(net, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    w0 = net["fc"].params["W"].copy()
+    v = np.zeros_like(w0)
+    for _ in range(2):
+        g = rng.standard_normal(w0.shape).astype(np.float32)
+        net["fc"].grads = {"W": g, "b": np.zeros(700, np.float32)}
+        opt.step()
+        v = np.float32(0.9) * v + (g + w0 * np.float32(1e-3))
+        w0 = w0 - v * np.float32(0.1)
+        np.testing.assert_array_equal(opt.velocity["fc.W"], v)
+        np.testing.assert_array_equal(net["fc"].params["W"], w0)

@@ -72,7 +72,8 @@ def add_train_arguments(p):
                    help="layers kept fixed, e.g. conv1,conv2,conv3,conv4,conv5,fc6,fc7")
     p.add_argument("--lr-mult", nargs="*", help="per-layer rate factors, e.g. fc8=10")
     p.add_argument("--model-kwargs", type=json.loads, default={},
-                   help='extra model arguments as JSON, e.g. \'{"widths": [32,64,96,96,64]}\'')
+                   help='model arguments as JSON, over the recipe\'s own (zfnet-mini: dropout '
+                   '0), e.g. \'{"widths": [32,64,96,96,64]}\'')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", nargs="?", const="last", help="continue from OUT/last.npz "
                    "(or the checkpoint given)")
@@ -164,7 +165,8 @@ def run_train(args):
     else:
         raise FileNotFoundError(f"--data {args.data}: expected IDX files (train-images-idx3-"
                                 "ubyte.gz, ...) or train/ and val/ image folders")
-    kwargs = dict(num_classes=num_classes, in_channels=shape[0], **args.model_kwargs)
+    settings["model_kwargs"] = dict(settings["model_kwargs"], **args.model_kwargs)
+    kwargs = dict(num_classes=num_classes, in_channels=shape[0], **settings["model_kwargs"])
     if model == "zfnet_mini":
         kwargs.setdefault("size", shape[-1])
     net = models.build(model, **kwargs)

@@ -17,6 +17,7 @@ the parameter's device.
 import numpy as np
 
 from ..backend import get_array_module
+from ..functional._parallel import map_shares
 from ..nn import Conv2D
 
 CHUNK = 1 << 18  # elements per in-place update step: 1 MB of float32, stays in cache
@@ -140,7 +141,9 @@ class SGD:
 
 
 def _update(w, g, v, lr, mu, wd):
-    """w, v updated in place from g (see the module docstring), chunk by chunk."""
+    """w, v updated in place from g (see the module docstring), chunk by chunk; on
+    the CPU the chunks are shared among the cores (each element is updated by
+    one core, exactly as one pass would update it)."""
     xp = get_array_module(w)
     if not w.flags.c_contiguous:  # reshape(-1) must be a view to update w in place
         raise ValueError("SGD: parameters must be C-contiguous arrays")
@@ -148,20 +151,30 @@ def _update(w, g, v, lr, mu, wd):
     vf = None if v is None else v.reshape(-1)
     n = wf.size
     step = CHUNK if xp is np else n  # one pass on the GPU: no cache to fit
-    scratch = xp.empty(min(step, n), dtype=w.dtype)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        wc, gc, s = wf[start:stop], gf[start:stop], scratch[:stop - start]
-        if wd:
-            xp.multiply(wc, wd, out=s)
-            s += gc
-            d = s                                  # g + wd*w
-        else:
-            d = gc
-        if vf is not None:
-            vc = vf[start:stop]
-            vc *= mu
-            vc += d
-            d = vc                                 # v = mu*v + g + wd*w
-        xp.multiply(d, lr, out=s)
-        wc -= s
+    starts = range(0, n, step)
+
+    def update_chunks(part):
+        scratch = xp.empty(min(step, n), dtype=w.dtype)
+        for start in starts[part]:
+            stop = min(start + step, n)
+            _update_chunk(wf[start:stop], gf[start:stop],
+                          None if vf is None else vf[start:stop],
+                          scratch[:stop - start], lr, mu, wd, xp)
+
+    map_shares(update_chunks, len(starts), xp)
+
+
+def _update_chunk(wc, gc, vc, s, lr, mu, wd, xp):
+    """One chunk of the update, in place; ``s`` is scratch of the chunk's size."""
+    if wd:
+        xp.multiply(wc, wd, out=s)
+        s += gc
+        d = s                                  # g + wd*w
+    else:
+        d = gc
+    if vc is not None:
+        vc *= mu
+        vc += d
+        d = vc                                 # v = mu*v + g + wd*w
+    xp.multiply(d, lr, out=s)
+    wc -= s

@@ -76,7 +76,8 @@ def demo(out, data_root=None, minutes=3.0, epochs=4, epoch_images=None, scan=100
     test_images, test_labels = data.load_idx(data_root, "test")
     loader = _Draw(images, labels, epoch_images or 4096, seed, settings)
     val = data.ArrayLoader(test_images[:2000], test_labels[:2000], 500)
-    net = models.zfnet_mini(num_classes=int(labels.max()) + 1).to(device)
+    net = models.zfnet_mini(num_classes=int(labels.max()) + 1,
+                            **settings["model_kwargs"]).to(device)
     optimizer = train.SGD(net, lr=settings["lr"], momentum=settings["momentum"],
                           weight_decay=settings["weight_decay"])
     schedule = train.Cosine(settings["lr"], epochs=epochs, warmup=min(0.5, epochs / 2))
