@@ -54,45 +54,63 @@ CONV_CASES = [
 ]
 
 
+# each unfolding with its fold (the transpose): columns (im2col) and channels-last rows (im2row)
+UNFOLDINGS = [("im2col", "col2im"), ("im2row", "row2im")]
+
+
+@pytest.mark.parametrize("unfold,fold", UNFOLDINGS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
-def test_im2col_col2im_match_reference(case, dtype):
+def test_unfold_and_fold_match_reference(case, dtype, unfold, fold):
     shape, kh, kw, stride, padding, dilation = case
     x = random(shape, dtype)
-    cols = cpu_conv.im2col(x, kh, kw, stride, padding, dilation)
-    expected = ref.im2col(x, kh, kw, stride, padding, dilation)
-    assert cols.dtype == dtype and cols.flags.c_contiguous
-    np.testing.assert_array_equal(cols, expected)
+    unfolded = getattr(cpu_conv, unfold)(x, kh, kw, stride, padding, dilation)
+    assert unfolded.dtype == dtype and unfolded.flags.c_contiguous
+    np.testing.assert_array_equal(unfolded,
+                                  getattr(ref, unfold)(x, kh, kw, stride, padding, dilation))
 
-    c = random(cols.shape, dtype, seed=1)
-    dx = cpu_conv.col2im(c, shape, kh, kw, stride, padding, dilation)
-    assert dx.dtype == dtype and dx.shape == shape
-    np.testing.assert_allclose(dx, ref.col2im(c, shape, kh, kw, stride, padding, dilation),
+    c = random(unfolded.shape, dtype, seed=1)
+    dx = getattr(cpu_conv, fold)(c, shape, kh, kw, stride, padding, dilation)
+    assert dx.dtype == dtype and dx.shape == shape and dx.flags.c_contiguous
+    np.testing.assert_allclose(dx, getattr(ref, fold)(c, shape, kh, kw, stride, padding, dilation),
                                **TOL[dtype])
 
 
+@pytest.mark.parametrize("unfold,fold", UNFOLDINGS)
 @pytest.mark.parametrize("case", CONV_CASES[:10], ids=str)
-def test_col2im_is_the_adjoint_of_im2col(case):
+def test_fold_is_the_adjoint_of_unfold(case, unfold, fold):
     shape, kh, kw, stride, padding, dilation = case
     x = random(shape, np.float64)
-    cols = cpu_conv.im2col(x, kh, kw, stride, padding, dilation)
-    c = random(cols.shape, np.float64, seed=1)
-    back = cpu_conv.col2im(c, shape, kh, kw, stride, padding, dilation)
-    np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, back), rtol=1e-12)
+    unfolded = getattr(cpu_conv, unfold)(x, kh, kw, stride, padding, dilation)
+    c = random(unfolded.shape, np.float64, seed=1)
+    back = getattr(cpu_conv, fold)(c, shape, kh, kw, stride, padding, dilation)
+    np.testing.assert_allclose(np.vdot(unfolded, c), np.vdot(x, back), rtol=1e-12)
 
 
+@pytest.mark.parametrize("unfold", ["im2col", "im2row"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_im2col_writes_into_out(dtype):
+def test_unfold_writes_into_out(dtype, unfold):
     shape, kh, kw, stride, padding, dilation = CONV_CASES[1]
     x = random(shape, dtype)
-    expected = ref.im2col(x, kh, kw, stride, padding, dilation)
+    expected = getattr(ref, unfold)(x, kh, kw, stride, padding, dilation)
+    run = getattr(cpu_conv, unfold)
     buf = np.full(expected.shape, np.nan, dtype=dtype)
-    result = cpu_conv.im2col(x, kh, kw, stride, padding, dilation, out=buf)
-    assert result is buf
+    assert run(non_contiguous(x), kh, kw, stride, padding, dilation, out=buf) is buf
     np.testing.assert_array_equal(buf, expected)
     strided = np.full((expected.shape[0], 2 * expected.shape[1]), np.nan, dtype=dtype)[:, ::2]
-    assert cpu_conv.im2col(x, kh, kw, stride, padding, dilation, out=strided) is strided
+    assert run(x, kh, kw, stride, padding, dilation, out=strided) is strided
     np.testing.assert_array_equal(strided, expected)
+
+
+@pytest.mark.parametrize("unfold,fold", UNFOLDINGS)
+def test_unfold_and_fold_name_a_wrong_shape(unfold, fold):
+    shape, kh, kw, stride, padding, dilation = CONV_CASES[1]
+    x = random(shape, np.float32)
+    unfolded = getattr(cpu_conv, unfold)(x, kh, kw, stride, padding, dilation)
+    with pytest.raises(ValueError, match=rf"{unfold}: out has shape"):
+        getattr(cpu_conv, unfold)(x, kh, kw, stride, padding, dilation, out=unfolded[:-1])
+    with pytest.raises(ValueError, match=rf"{fold}: \w+ has shape"):
+        getattr(cpu_conv, fold)(unfolded[:-1], shape, kh, kw, stride, padding, dilation)
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:10], ids=str)
@@ -104,46 +122,6 @@ def test_im2row_holds_the_columns_of_im2col_channels_last(case):
     C = shape[1]
     reordered = cols.reshape(C, kh, kw, -1).transpose(3, 1, 2, 0).reshape(rows.shape)
     np.testing.assert_array_equal(rows, reordered)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=str)
-def test_im2row_row2im_match_reference(case, dtype):
-    shape, kh, kw, stride, padding, dilation = case
-    x = random(shape, dtype)
-    rows = cpu_conv.im2row(x, kh, kw, stride, padding, dilation)
-    assert rows.dtype == dtype and rows.flags.c_contiguous
-    np.testing.assert_array_equal(rows, ref.im2row(x, kh, kw, stride, padding, dilation))
-
-    r = random(rows.shape, dtype, seed=1)
-    dx = cpu_conv.row2im(r, shape, kh, kw, stride, padding, dilation)
-    assert dx.dtype == dtype and dx.shape == shape and dx.flags.c_contiguous
-    np.testing.assert_allclose(dx, ref.row2im(r, shape, kh, kw, stride, padding, dilation),
-                               **TOL[dtype])
-
-
-@pytest.mark.parametrize("case", CONV_CASES[:10], ids=str)
-def test_row2im_is_the_adjoint_of_im2row(case):
-    shape, kh, kw, stride, padding, dilation = case
-    x = random(shape, np.float64)
-    rows = cpu_conv.im2row(x, kh, kw, stride, padding, dilation)
-    r = random(rows.shape, np.float64, seed=1)
-    back = cpu_conv.row2im(r, shape, kh, kw, stride, padding, dilation)
-    np.testing.assert_allclose(np.vdot(rows, r), np.vdot(x, back), rtol=1e-12)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_im2row_writes_into_out_and_takes_strided_input(dtype):
-    shape, kh, kw, stride, padding, dilation = CONV_CASES[1]
-    x = random(shape, dtype)
-    expected = ref.im2row(x, kh, kw, stride, padding, dilation)
-    buf = np.full(expected.shape, np.nan, dtype=dtype)
-    assert cpu_conv.im2row(non_contiguous(x), kh, kw, stride, padding, dilation, out=buf) is buf
-    np.testing.assert_array_equal(buf, expected)
-    with pytest.raises(ValueError, match=r"im2row: out has shape"):
-        cpu_conv.im2row(x, kh, kw, stride, padding, dilation, out=buf[:-1])
-    with pytest.raises(ValueError, match=r"row2im: rows has shape"):
-        cpu_conv.row2im(buf[:-1], shape, kh, kw, stride, padding, dilation)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -271,6 +271,37 @@ def _float_array(a, what):
     return a
 
 
+def _unfold_target(out, shape, x, op):
+    """The array an unfolding writes into: ``out`` itself when it is a writable,
+    C-contiguous array of x's dtype, else a new one (copied into ``out`` after)."""
+    if out is None:
+        return np.empty(shape, dtype=x.dtype)  # every element gets written
+    if tuple(out.shape) != shape:
+        raise ValueError(f"{op}: out has shape {tuple(out.shape)}, expected {shape} "
+                         f"for input {x.shape}")
+    if (isinstance(out, np.ndarray) and out.dtype == x.dtype and out.flags.c_contiguous
+            and out.flags.writeable):
+        return out
+    return np.empty(shape, dtype=x.dtype)
+
+
+def _written_into(result, out):
+    """``out`` holding ``result`` (when one was given), else ``result``."""
+    if out is not None and result is not out:
+        out[...] = result
+        return out
+    return result
+
+
+def _unfolded(a, shape, x_shape, op, what):
+    """The unfolded array ``a`` checked against and reshaped to ``shape``."""
+    a = _float_array(a, f"{op}: {what}")
+    if a.size != shape[0] * shape[1]:
+        raise ValueError(f"{op}: {what} has shape {a.shape}, expected {shape} "
+                         f"for x_shape {tuple(x_shape)}")
+    return a.reshape(shape)
+
+
 def im2col(x, kh, kw, stride, padding, dilation, out=None):
     """Unfold every receptive field of ``x`` into a column.
 
@@ -282,23 +313,12 @@ def im2col(x, kh, kw, stride, padding, dilation, out=None):
     kh, kw = int(kh), int(kw)
     N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
         x.shape, kh, kw, stride, padding, dilation)
-    shape = (C * kh * kw, N * Ho * Wo)
-    if out is not None and tuple(out.shape) != shape:
-        raise ValueError(f"im2col: out has shape {tuple(out.shape)}, expected {shape} "
-                         f"for input {x.shape}")
-    if (out is not None and isinstance(out, np.ndarray)
-            and out.dtype == x.dtype and out.flags.c_contiguous and out.flags.writeable):
-        cols = out
-    else:
-        cols = np.empty(shape, dtype=x.dtype)  # every element gets written
+    cols = _unfold_target(out, (C * kh * kw, N * Ho * Wo), x, "im2col")
     if x.dtype == np.float32:
         _im2col[float](x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     else:
         _im2col[double](x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
-    if out is not None and cols is not out:
-        out[...] = cols
-        return out
-    return cols
+    return _written_into(cols, out)
 
 
 def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
@@ -307,15 +327,10 @@ def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
     cols : (C*kh*kw, N*Ho*Wo) float32 or float64, the layout of :func:`im2col`
     x    : x_shape = (N, C, H, W), C-contiguous, the dtype of ``cols``
     """
-    cols = _float_array(cols, "col2im: cols")
     kh, kw = int(kh), int(kw)
     N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
         x_shape, kh, kw, stride, padding, dilation)
-    shape = (C * kh * kw, N * Ho * Wo)
-    if cols.size != shape[0] * shape[1]:
-        raise ValueError(f"col2im: cols has shape {cols.shape}, expected {shape} "
-                         f"for x_shape {tuple(x_shape)}")
-    cols = cols.reshape(shape)
+    cols = _unfolded(cols, (C * kh * kw, N * Ho * Wo), x_shape, "col2im", "cols")
     x = np.empty((N, C, H, W), dtype=cols.dtype)  # each plane is zeroed by its thread
     if cols.dtype == np.float32:
         _col2im[float](cols, x, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
@@ -335,25 +350,14 @@ def im2row(x, kh, kw, stride, padding, dilation, out=None):
     kh, kw = int(kh), int(kw)
     N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
         x.shape, kh, kw, stride, padding, dilation)
-    shape = (N * Ho * Wo, kh * kw * C)
-    if out is not None and tuple(out.shape) != shape:
-        raise ValueError(f"im2row: out has shape {tuple(out.shape)}, expected {shape} "
-                         f"for input {x.shape}")
-    if (out is not None and isinstance(out, np.ndarray)
-            and out.dtype == x.dtype and out.flags.c_contiguous and out.flags.writeable):
-        rows = out
-    else:
-        rows = np.empty(shape, dtype=x.dtype)  # every element gets written
+    rows = _unfold_target(out, (N * Ho * Wo, kh * kw * C), x, "im2row")
     xt = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)  # padded, channels last
     xt[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
     if x.dtype == np.float32:
         _im2row[float](xt, rows, kh, kw, sh, sw, dh, dw, Ho, Wo)
     else:
         _im2row[double](xt, rows, kh, kw, sh, sw, dh, dw, Ho, Wo)
-    if out is not None and rows is not out:
-        out[...] = rows
-        return out
-    return rows
+    return _written_into(rows, out)
 
 
 def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
@@ -362,15 +366,10 @@ def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
     rows : (N*Ho*Wo, kh*kw*C) float32 or float64, the layout of :func:`im2row`
     x    : x_shape = (N, C, H, W), C-contiguous, the dtype of ``rows``
     """
-    rows = _float_array(rows, "row2im: rows")
     kh, kw = int(kh), int(kw)
     N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
         x_shape, kh, kw, stride, padding, dilation)
-    shape = (N * Ho * Wo, kh * kw * C)
-    if rows.size != shape[0] * shape[1]:
-        raise ValueError(f"row2im: rows has shape {rows.shape}, expected {shape} "
-                         f"for x_shape {tuple(x_shape)}")
-    rows = rows.reshape(shape)
+    rows = _unfolded(rows, (N * Ho * Wo, kh * kw * C), x_shape, "row2im", "rows")
     xt = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=rows.dtype)
     if rows.dtype == np.float32:
         _row2im[float](rows, xt, kh, kw, sh, sw, dh, dw, Ho, Wo)

@@ -42,6 +42,20 @@ def pool_output_size(n, k, s, p, ceil_mode=False):
 
 # ---------------------------------------------------------------- im2col / col2im
 
+def _output_size(H, W, kh, kw, stride, padding, dilation):
+    """(Ho, Wo): the output positions of a kh x kw window over an H x W image."""
+    return (conv_output_size(H, kh, stride[0], padding[0], dilation[0]),
+            conv_output_size(W, kw, stride[1], padding[1], dilation[1]))
+
+
+def _written_into(result, out):
+    """``out`` holding ``result`` when one was given, else ``result``."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
 def _window_slices(offset, stride, count):
     """The slice that picks, for every output position, the tap at ``offset``."""
     return slice(offset, offset + stride * (count - 1) + 1, stride)
@@ -59,8 +73,7 @@ def im2col(x, kh, kw, stride, padding, dilation, out=None):
     xp = get_array_module(x)
     N, C, H, W = x.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    Ho = conv_output_size(H, kh, sh, ph, dh)
-    Wo = conv_output_size(W, kw, sw, pw, dw)
+    Ho, Wo = _output_size(H, W, kh, kw, stride, padding, dilation)
     x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = xp.empty((C, kh, kw, N, Ho, Wo), dtype=x.dtype)
     for i in range(kh):
@@ -69,10 +82,7 @@ def im2col(x, kh, kw, stride, padding, dilation, out=None):
             columns = _window_slices(j * dw, sw, Wo)
             cols[:, i, j] = x_pad[:, :, rows, columns].transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
     cols = cols.reshape(C * kh * kw, N * Ho * Wo)
-    if out is not None:
-        out[...] = cols
-        return out
-    return cols
+    return _written_into(cols, out)
 
 
 def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
@@ -86,8 +96,7 @@ def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
     xp = get_array_module(cols)
     N, C, H, W = x_shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    Ho = conv_output_size(H, kh, sh, ph, dh)
-    Wo = conv_output_size(W, kw, sw, pw, dw)
+    Ho, Wo = _output_size(H, W, kh, kw, stride, padding, dilation)
     cols = cols.reshape(C, kh, kw, N, Ho, Wo)
     x_pad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
@@ -114,8 +123,7 @@ def im2row(x, kh, kw, stride, padding, dilation, out=None):
     xp = get_array_module(x)
     N, C, H, W = x.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    Ho = conv_output_size(H, kh, sh, ph, dh)
-    Wo = conv_output_size(W, kw, sw, pw, dw)
+    Ho, Wo = _output_size(H, W, kh, kw, stride, padding, dilation)
     x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).transpose(0, 2, 3, 1)  # NHWC
     rows = xp.empty((N, Ho, Wo, kh, kw, C), dtype=x.dtype)
     for i in range(kh):
@@ -123,10 +131,7 @@ def im2row(x, kh, kw, stride, padding, dilation, out=None):
             rows[:, :, :, i, j] = x_pad[:, _window_slices(i * dh, sh, Ho),
                                         _window_slices(j * dw, sw, Wo)]     # (N, Ho, Wo, C)
     rows = rows.reshape(N * Ho * Wo, kh * kw * C)
-    if out is not None:
-        out[...] = rows
-        return out
-    return rows
+    return _written_into(rows, out)
 
 
 def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
@@ -140,8 +145,7 @@ def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
     xp = get_array_module(rows)
     N, C, H, W = x_shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    Ho = conv_output_size(H, kh, sh, ph, dh)
-    Wo = conv_output_size(W, kw, sw, pw, dw)
+    Ho, Wo = _output_size(H, W, kh, kw, stride, padding, dilation)
     rows = rows.reshape(N, Ho, Wo, kh, kw, C)
     x_pad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=rows.dtype)           # NHWC
     for i in range(kh):
