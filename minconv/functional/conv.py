@@ -135,14 +135,13 @@ def _check_conv_args(op, x, W, b, channels_axis):
 # reordered from (c, i, j) to (i, j, c), and so the weights are reordered too.
 
 _PER_IMAGE_MIN_POSITIONS = 512
-_ROWS_ON_CPU = True  # False: the CPU takes the GPU's layout (the tests compare the two)
 
 
 def _layout(xp, L):
     """'image' (one GEMM per image), 'rows' (channels last) or 'columns'."""
     if L >= _PER_IMAGE_MIN_POSITIONS:
         return "image"
-    return "rows" if xp is np and _ROWS_ON_CPU else "columns"
+    return "rows" if xp is np else "columns"
 
 
 def _image_columns(cols, i, L):
@@ -158,13 +157,23 @@ def _chunk_rows(dy_part, F, L):
 
 def _position_rows(dy_part):
     """dy of a chunk with one row per position: (n, F, Ho, Wo) -> (n*Ho*Wo, F)."""
-    n, F = dy_part.shape[:2]
-    return dy_part.transpose(0, 2, 3, 1).reshape(-1, F)
+    return dy_part.transpose(0, 2, 3, 1).reshape(-1, dy_part.shape[1])
 
 
-def _weights_channels_last(W):
-    """W (F, C, kh, kw) as the (F, kh*kw*C) matrix whose columns follow im2row's taps."""
-    return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+def _weight_matrix(W, layout):
+    """W (F, C, kh, kw) as the GEMM's (F, C*kh*kw) matrix: taps (c, i, j) for im2col's
+    columns, (i, j, c) for im2row's rows."""
+    if layout == "rows":
+        return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+    return W.reshape(W.shape[0], -1)
+
+
+def _weights_from_matrix(W2, W_shape, layout):
+    """The inverse of :func:`_weight_matrix`: (F, C*kh*kw) -> W_shape = (F, C, kh, kw)."""
+    if layout == "rows":
+        F, C, kh, kw = W_shape
+        return W2.reshape(F, kh, kw, C).transpose(0, 3, 1, 2).copy()
+    return W2.reshape(W_shape)
 
 
 def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None):
@@ -175,7 +184,7 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None)
     F, C, kh, kw = W.shape
     L = Ho * Wo
     layout = _layout(xp, L)
-    W2 = _weights_channels_last(W) if layout == "rows" else W.reshape(F, C * kh * kw)
+    W2 = _weight_matrix(W, layout)
     y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
 
     def convolve(share):
@@ -215,7 +224,7 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     _, C, kh, kw = W.shape
     L = Ho * Wo
     layout = _layout(xp, L)
-    W2 = _weights_channels_last(W) if layout == "rows" else W.reshape(F, C * kh * kw)
+    W2 = _weight_matrix(W, layout)
     dx = xp.empty(x_shape, dtype=dy.dtype) if N > 1 else None  # filled chunk by chunk
     whole = []                                                   # ... unless one chunk is all
 
@@ -277,9 +286,7 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
     dW2 = partial[0]
     for term in partial[1:]:  # in share order: the same sum on every call
         dW2 += term
-    if layout == "rows":   # taps (i, j, c) back to the weights' (c, i, j)
-        return xp.ascontiguousarray(dW2.reshape(F, kh, kw, C).transpose(0, 3, 1, 2))
-    return dW2.reshape(W_shape)
+    return _weights_from_matrix(dW2, W_shape, layout)
 
 
 # ---------------------------------------------------------------- public ops
