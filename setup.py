@@ -3,7 +3,9 @@
 OpenMP is used where the compiler has it: a tiny OpenMP program is compiled and
 linked first, and without it the kernels build serially (``prange`` then runs
 as a plain loop). Only portable flags: no ``-march=native``, so a wheel built
-here runs on any CPU of its architecture.
+here runs on any CPU of its architecture. The AVX-512 tiles of
+``_im2row_matmul.h`` are compiled for that instruction set function by function
+and run only where the CPU reports it.
 """
 import os
 import sys
@@ -68,7 +70,8 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension(f"minconv._kernels.{name}", [f"minconv/_kernels/{name}.pyx"],
-              include_dirs=[np.get_include()],
+              include_dirs=[np.get_include(), "minconv/_kernels"],
+              depends=["minconv/_kernels/_im2row_matmul.h"] if name == "cpu_conv" else [],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNELS
 ]

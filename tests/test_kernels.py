@@ -3,6 +3,9 @@
 im2col and the pooling switches must match exactly; sums (col2im, unpooling,
 LRN) may round differently, so they are compared with a tolerance fit for the dtype.
 """
+import platform
+import sys
+
 import numpy as np
 import pytest
 
@@ -122,6 +125,82 @@ def test_im2row_holds_the_columns_of_im2col_channels_last(case):
     C = shape[1]
     reordered = cols.reshape(C, kh, kw, -1).transpose(3, 1, 2, 0).reshape(rows.shape)
     np.testing.assert_array_equal(rows, reordered)
+
+
+# ---------------------------------------------------------------- products of the rows
+
+# the AVX-512 tiles hold 16 channels a vector, up to 4 vectors a tile: partial
+# vectors (1, 10, 17), whole ones (16, 64), 96 as 3 + 3 vectors and 130 as 4 + 4 + 1
+CHANNELS = [1, 10, 16, 17, 64, 96, 130]
+# the weight gradient sweeps positions in blocks of 256: 4 * 20 * 20 crosses six
+PRODUCT_CASES = CONV_CASES[:10] + [CONV_CASES[12], ((4, 3, 20, 20), 3, 3, (1, 1), (1, 1), (1, 1))]
+
+
+def assert_close_to(got, want, dtype):
+    """Equal up to the rounding of sums of many products: relative to the largest value."""
+    assert got.dtype == dtype and got.shape == want.shape
+    scale = max(np.abs(want).max(), 1.0)
+    assert np.abs(got - want).max() <= scale * (1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("F", CHANNELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PRODUCT_CASES, ids=str)
+def test_im2row_products_match_reference(case, dtype, F):
+    shape, kh, kw, stride, padding, dilation = case
+    x = random(shape, dtype)
+    w_rows = random((kh * kw * shape[1], F), dtype, seed=1)
+    bias = random((F,), dtype, seed=2)
+    geometry = (kh, kw, stride, padding, dilation)
+    y = cpu_conv.im2row_matmul(x, w_rows, *geometry, bias=bias)
+    assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry, bias=bias), dtype)
+    assert_close_to(cpu_conv.im2row_matmul(x, w_rows, *geometry),
+                    ref.im2row_matmul(x, w_rows, *geometry), dtype)
+
+    dy_rows = random(y.shape, dtype, seed=3)
+    assert_close_to(cpu_conv.im2row_t_matmul(x, dy_rows, *geometry),
+                    ref.im2row_t_matmul(x, dy_rows, *geometry), dtype)
+
+
+def test_im2row_products_are_fused_where_the_cpu_has_avx512():
+    flags = open("/proc/cpuinfo").read() if sys.platform == "linux" else ""
+    if platform.machine() != "x86_64" or not flags:
+        pytest.skip("the fused products are for x86-64; their absence is checked on Linux")
+    has_avx512 = " avx512f" in flags and " fma" in flags
+    assert cpu_conv.fused_im2row(np.float32) == has_avx512
+    assert not cpu_conv.fused_im2row(np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2row_products_write_into_out(dtype):
+    shape, kh, kw, stride, padding, dilation = CONV_CASES[1]
+    geometry = (kh, kw, stride, padding, dilation)
+    x = random(shape, dtype)
+    w_rows = random((kh * kw * shape[1], 20), dtype, seed=1)
+    want = ref.im2row_matmul(x, w_rows, *geometry)
+    out = np.full(want.shape, np.nan, dtype=dtype)
+    assert cpu_conv.im2row_matmul(non_contiguous(x), w_rows, *geometry, out=out) is out
+    assert_close_to(out, want, dtype)
+    dy_rows = random(want.shape, dtype, seed=3)
+    out = np.full(w_rows.shape, np.nan, dtype=dtype)
+    assert cpu_conv.im2row_t_matmul(x, dy_rows, *geometry, out=out) is out
+    assert_close_to(out, ref.im2row_t_matmul(x, dy_rows, *geometry), dtype)
+
+
+def test_im2row_products_name_wrong_operands():
+    shape, kh, kw, stride, padding, dilation = CONV_CASES[1]
+    geometry = (kh, kw, stride, padding, dilation)
+    x = random(shape, np.float32)
+    w_rows = random((kh * kw * shape[1], 8), np.float32)
+    with pytest.raises(ValueError, match=r"im2row_matmul: w_rows must be a float32 matrix with 18"):
+        cpu_conv.im2row_matmul(x, w_rows[:-1], *geometry)
+    with pytest.raises(ValueError, match=r"im2row_matmul: w_rows must be a float32"):
+        cpu_conv.im2row_matmul(x, w_rows.astype(np.float64), *geometry)
+    with pytest.raises(ValueError, match=r"im2row_matmul: bias must be float32 \(8,\)"):
+        cpu_conv.im2row_matmul(x, w_rows, *geometry, bias=np.zeros(7, np.float32))
+    y = cpu_conv.im2row_matmul(x, w_rows, *geometry)
+    with pytest.raises(ValueError, match=r"im2row_t_matmul: dy_rows must be a float32 matrix"):
+        cpu_conv.im2row_t_matmul(x, y[:-1], *geometry)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -19,6 +19,11 @@ over the rows of ``cols`` (each thread writes whole rows), col2im over the
 (n, c) planes of ``x`` (each thread sums into its own planes), so no two
 threads ever write the same element. im2row and row2im work on a zero-padded
 channels-last copy of the image and run in parallel over the images.
+
+im2row_matmul and im2row_t_matmul are the two products a convolution takes of
+those rows, ``rows @ w`` and ``rows.T @ dy``. In float32 on CPUs with AVX-512
+they never form the rows: the C tiles of ``_im2row_matmul.h`` read the taps
+from the padded image as they multiply. They run on the calling thread alone.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -26,6 +31,17 @@ from libc.string cimport memcpy, memset
 
 from minconv._kernels._parallel cimport max_threads, set_max_threads, threads_for
 from minconv._kernels._rows cimport add_row_d, add_row_f, copy_row_d, copy_row_f
+
+cdef extern from "_im2row_matmul.h" nogil:
+    int mc_fused_available()
+    void mc_im2row_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                          Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                          Py_ssize_t Ho, Py_ssize_t Wo, const float *w, Py_ssize_t F,
+                          const float *bias, float *y)
+    int mc_im2row_t_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                           Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                           Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
+                           float *dwt)
 
 import numpy as np
 
@@ -339,6 +355,14 @@ def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
     return x
 
 
+def _padded_channels_last(x, ph, pw):
+    """x (N, C, H, W) -> (N, H + 2*ph, W + 2*pw, C), zero in the padding."""
+    N, C, H, W = x.shape
+    xt = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+    xt[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+    return xt
+
+
 def im2row(x, kh, kw, stride, padding, dilation, out=None):
     """Unfold every receptive field of ``x`` into a row (channels last).
 
@@ -351,8 +375,7 @@ def im2row(x, kh, kw, stride, padding, dilation, out=None):
     N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
         x.shape, kh, kw, stride, padding, dilation)
     rows = _unfold_target(out, (N * Ho * Wo, kh * kw * C), x, "im2row")
-    xt = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)  # padded, channels last
-    xt[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+    xt = _padded_channels_last(x, ph, pw)
     if x.dtype == np.float32:
         _im2row[float](xt, rows, kh, kw, sh, sw, dh, dw, Ho, Wo)
     else:
@@ -376,3 +399,101 @@ def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
     else:
         _row2im[double](rows, xt, kh, kw, sh, sw, dh, dw, Ho, Wo)
     return np.ascontiguousarray(xt[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2))
+
+
+# ---------------------------------------------------------------- products of the rows
+
+_FUSED_FLOAT32 = bool(mc_fused_available())
+
+
+def fused_im2row(dtype):
+    """True when :func:`im2row_matmul` and :func:`im2row_t_matmul` on ``dtype``
+    never form the rows (float32 on a CPU with AVX-512)."""
+    return _FUSED_FLOAT32 and np.dtype(dtype) == np.float32
+
+
+def _matrix(a, rows, dtype, op, what):
+    """``a`` as a C-contiguous 2-D array of ``dtype`` with ``rows`` rows."""
+    a = np.ascontiguousarray(a)
+    if a.ndim != 2 or a.shape[0] != rows or a.dtype != dtype:
+        raise ValueError(f"{op}: {what} must be a {np.dtype(dtype).name} matrix with {rows} "
+                         f"rows, got {a.dtype} {a.shape}")
+    return a
+
+
+cdef void _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
+                        const float[::1] bias, float[:, ::1] y, int kh, int kw, int sh, int sw,
+                        int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo) noexcept:
+    cdef const float *b = NULL
+    if bias is not None:
+        b = &bias[0]
+    with nogil:
+        mc_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2], xt.shape[3],
+                         kh, kw, sh, sw, dh, dw, Ho, Wo, &w[0, 0], w.shape[1], b, &y[0, 0])
+
+
+cdef int _fused_t_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] dy, float[:, ::1] dwt,
+                         int kh, int kw, int sh, int sw, int dh, int dw, Py_ssize_t Ho,
+                         Py_ssize_t Wo) noexcept:
+    cdef int status
+    with nogil:
+        status = mc_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
+                                    xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &dy[0, 0],
+                                    dy.shape[1], &dwt[0, 0])
+    return status
+
+
+def im2row_matmul(x, w_rows, kh, kw, stride, padding, dilation, bias=None, out=None):
+    """``im2row(x) @ w_rows + bias``: a convolution, output channels last.
+
+    x      : (N, C, H, W) float32 or float64
+    w_rows : (kh*kw*C, F), row ``(i*kw + j)*C + c`` the weights of tap (i, j) of channel c
+    bias   : (F,) or None
+    y      : (N*Ho*Wo, F), ``out`` when given
+    """
+    x = _float_array(x, "im2row_matmul: input")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x.shape, kh, kw, stride, padding, dilation)
+    w_rows = _matrix(w_rows, kh * kw * C, x.dtype, "im2row_matmul", "w_rows")
+    F = w_rows.shape[1]
+    if bias is not None:
+        bias = np.ascontiguousarray(bias)
+        if bias.shape != (F,) or bias.dtype != x.dtype:
+            raise ValueError(f"im2row_matmul: bias must be {x.dtype} ({F},), got "
+                             f"{bias.dtype} {bias.shape}")
+    y = _unfold_target(out, (N * Ho * Wo, F), x, "im2row_matmul")
+    if y.size == 0:
+        return _written_into(y, out)
+    if fused_im2row(x.dtype):
+        _fused_matmul(_padded_channels_last(x, ph, pw), w_rows, bias, y,
+                      kh, kw, sh, sw, dh, dw, Ho, Wo)
+    else:
+        np.matmul(im2row(x, kh, kw, stride, padding, dilation), w_rows, out=y)
+        if bias is not None:
+            y += bias
+    return _written_into(y, out)
+
+
+def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
+    """``im2row(x).T @ dy_rows``: a convolution's weight gradient, channels last.
+
+    x       : (N, C, H, W) float32 or float64
+    dy_rows : (N*Ho*Wo, F), one row per output position
+    dw_rows : (kh*kw*C, F), the layout of im2row_matmul's ``w_rows``; ``out`` when given
+    """
+    x = _float_array(x, "im2row_t_matmul: input")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x.shape, kh, kw, stride, padding, dilation)
+    dy_rows = _matrix(dy_rows, N * Ho * Wo, x.dtype, "im2row_t_matmul", "dy_rows")
+    dw_rows = _unfold_target(out, (kh * kw * C, dy_rows.shape[1]), x, "im2row_t_matmul")
+    if dw_rows.size == 0 or dy_rows.size == 0:
+        dw_rows[...] = 0
+    elif fused_im2row(x.dtype):
+        if _fused_t_matmul(_padded_channels_last(x, ph, pw), dy_rows, dw_rows,
+                           kh, kw, sh, sw, dh, dw, Ho, Wo) != 0:
+            raise MemoryError("im2row_t_matmul: out of memory for the tap offsets")
+    else:
+        np.matmul(im2row(x, kh, kw, stride, padding, dilation).T, dy_rows, out=dw_rows)
+    return _written_into(dw_rows, out)

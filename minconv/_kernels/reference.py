@@ -155,6 +155,34 @@ def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
     return x_pad[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
 
 
+def im2row_matmul(x, w_rows, kh, kw, stride, padding, dilation, bias=None, out=None):
+    """A convolution with its output channels last: ``im2row(x) @ w_rows + bias``.
+
+    x      : (N, C, H, W)
+    w_rows : (kh*kw*C, F), row ``(i*kw + j)*C + c`` the weights of tap (i, j) of channel c
+    bias   : (F,) or None
+    y      : (N*Ho*Wo, F),
+
+        y[(n, ho, wo), f] = bias[f] + sum_{i,j,c} x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw] * w_rows[(i*kw + j)*C + c, f]
+
+    The compiled twin computes this without forming the rows.
+    """
+    y = im2row(x, kh, kw, stride, padding, dilation) @ w_rows
+    if bias is not None:
+        y += bias
+    return _written_into(y, out)
+
+
+def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
+    """A convolution's weight gradient, channels last: ``im2row(x).T @ dy_rows``.
+
+    x       : (N, C, H, W)
+    dy_rows : (N*Ho*Wo, F), one row per output position
+    dw_rows : (kh*kw*C, F), the layout of :func:`im2row_matmul`'s ``w_rows``
+    """
+    return _written_into(im2row(x, kh, kw, stride, padding, dilation).T @ dy_rows, out)
+
+
 # ---------------------------------------------------------------- max pooling
 
 def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):

@@ -125,14 +125,19 @@ def _check_conv_args(op, x, W, b, channels_axis):
 #   28x28 = 784): one GEMM per image reads dy[i] and writes y[i] where they
 #   lie in NCHW, and skips two layout transposes;
 # - small maps (13x13, 7x7) on the CPU: the columns channels-last, as rows
-#   (im2row: one row per position, taps (i, j, c)), and one GEMM over the
-#   chunk. im2row copies runs of kw*C values where im2col copies rows of Wo
-#   values, which on 14- and 7-wide maps is 2-5x faster, and the GEMM with the
-#   positions as its long side runs as fast as the other way round;
+#   (im2row: one row per position, taps (i, j, c)), through the kernels
+#   ``im2row_matmul`` (rows @ w) and ``im2row_t_matmul`` (rows^T @ dy). In
+#   float32 with AVX-512 those never form the rows; elsewhere they are im2row
+#   and a GEMM, im2row copying runs of kw*C values where im2col copies rows of
+#   Wo values (2-5x faster on 14- and 7-wide maps);
 # - small maps on the GPU: one GEMM over the chunk's columns (im2col).
 #
 # Both layouts hold the same numbers: rows == im2col(x).T with the columns
 # reordered from (c, i, j) to (i, j, c), and so the weights are reordered too.
+#
+# On the rows path dx = C^T dy is, for stride 1, itself a convolution: of dy,
+# padded by d(k-1) - p, with the filters flipped in space and their in/out
+# channels swapped, so it goes through the same fused product.
 
 _PER_IMAGE_MIN_POSITIONS = 512
 
@@ -160,20 +165,47 @@ def _position_rows(dy_part):
     return dy_part.transpose(0, 2, 3, 1).reshape(-1, dy_part.shape[1])
 
 
-def _weight_matrix(W, layout):
-    """W (F, C, kh, kw) as the GEMM's (F, C*kh*kw) matrix: taps (c, i, j) for im2col's
-    columns, (i, j, c) for im2row's rows."""
-    if layout == "rows":
-        return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+def _channels_first(rows, n, Ho, Wo):
+    """(n*Ho*Wo, F) with one row per position -> (n, F, Ho, Wo), a view."""
+    return rows.reshape(n, Ho, Wo, -1).transpose(0, 3, 1, 2)
+
+
+def _weight_matrix(W):
+    """W (F, C, kh, kw) as im2col's GEMM operand: (F, C*kh*kw), taps (c, i, j)."""
     return W.reshape(W.shape[0], -1)
 
 
-def _weights_from_matrix(W2, W_shape, layout):
-    """The inverse of :func:`_weight_matrix`: (F, C*kh*kw) -> W_shape = (F, C, kh, kw)."""
-    if layout == "rows":
-        F, C, kh, kw = W_shape
-        return W2.reshape(F, kh, kw, C).transpose(0, 3, 1, 2).copy()
-    return W2.reshape(W_shape)
+def _weight_rows(W):
+    """W (F, C, kh, kw) as im2row's operand: (kh*kw*C, F), row (i*kw + j)*C + c."""
+    F, C, kh, kw = W.shape
+    return W.transpose(2, 3, 1, 0).reshape(kh * kw * C, F)
+
+
+def _weights_from_rows(w_rows, W_shape):
+    """The inverse of :func:`_weight_rows`: (kh*kw*C, F) -> W_shape = (F, C, kh, kw)."""
+    F, C, kh, kw = W_shape
+    return w_rows.reshape(kh, kw, C, F).transpose(3, 2, 0, 1).copy()
+
+
+def _flipped_weight_rows(W):
+    """The filters of C^T as a convolution: W[f, c, kh-1-i, kw-1-j] at row (i*kw + j)*F + f,
+    column c, so (kh*kw*F, C)."""
+    F, C, kh, kw = W.shape
+    return W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * F, C)
+
+
+def _transpose_padding(W_shape, stride, padding, dilation):
+    """The padding of dy under which C^T dy is a plain convolution, or None.
+
+    With stride 1, dx[h] = sum_i dy[h + p - i*d] W[i] = sum_i dy[h - p' + i*d] W[k-1-i],
+    p' = d(k-1) - p: a convolution of dy with the flipped filters. Larger strides
+    (and p > d(k-1)) need row2im.
+    """
+    kh, kw = W_shape[2:]
+    full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    if tuple(stride) != (1, 1) or min(full) < 0:
+        return None
+    return full
 
 
 def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None):
@@ -184,19 +216,16 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None)
     F, C, kh, kw = W.shape
     L = Ho * Wo
     layout = _layout(xp, L)
-    W2 = _weight_matrix(W, layout)
+    W2 = xp.ascontiguousarray(_weight_rows(W)) if layout == "rows" else _weight_matrix(W)
     y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
 
     def convolve(share):
         for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
             if layout == "rows":
-                rows = _workspace(xp, x.dtype, (n * L, C * kh * kw))
-                kernels.im2row(x[part], kh, kw, stride, padding, dilation, out=rows)
-                y_rows = rows @ W2.T                                         # (n*L, F)
-                if b is not None:
-                    y_rows += b
-                y[part] = y_rows.reshape(n, Ho, Wo, F).transpose(0, 3, 1, 2)
+                y_rows = kernels.im2row_matmul(x[part], W2, kh, kw, stride, padding, dilation,
+                                               bias=b, out=_workspace(xp, x.dtype, (n * L, F)))
+                y[part] = _channels_first(y_rows, n, Ho, Wo)
                 continue
             cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
             kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
@@ -224,7 +253,11 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     _, C, kh, kw = W.shape
     L = Ho * Wo
     layout = _layout(xp, L)
-    W2 = _weight_matrix(W, layout)
+    full_padding = _transpose_padding(W.shape, stride, padding, dilation)
+    if layout == "rows" and full_padding is not None:
+        W2 = xp.ascontiguousarray(_flipped_weight_rows(W))                  # (kh*kw*F, C)
+    else:
+        W2 = _weight_rows(W).T if layout == "rows" else _weight_matrix(W)
     dx = xp.empty(x_shape, dtype=dy.dtype) if N > 1 else None  # filled chunk by chunk
     whole = []                                                   # ... unless one chunk is all
 
@@ -232,7 +265,15 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
         for part in _chunks(share, C * kh * kw, L, dy.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
             chunk_shape = (n,) + tuple(x_shape[1:])
-            if layout == "rows":
+            if layout == "rows" and full_padding is not None:
+                H, Wd = x_shape[2:]
+                dx_rows = kernels.im2row_matmul(dy[part], W2, kh, kw, (1, 1), full_padding,
+                                                dilation, out=_workspace(xp, dy.dtype,
+                                                                         (n * H * Wd, C)))
+                folded = _channels_first(dx_rows, n, H, Wd)   # a view of the workspace
+                if n == N:
+                    folded = folded.copy()                     # ... which the next call reuses
+            elif layout == "rows":
                 drows = _workspace(xp, dy.dtype, (n * L, C * kh * kw))
                 xp.matmul(_position_rows(dy[part]), W2, out=drows)          # (n*L, kh*kw*C)
                 folded = kernels.row2im(drows, chunk_shape, kh, kw, stride, padding, dilation)
@@ -264,14 +305,14 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
     layout = _layout(xp, L)
 
     def correlate(share):
+        if layout == "rows":  # (kh*kw*C, F), summed chunk by chunk
+            return sum(kernels.im2row_t_matmul(x[part], _position_rows(dy[part]), kh, kw,
+                                               stride, padding, dilation)
+                       for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize,
+                                           workspace, xp))
         dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
         for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
-            if layout == "rows":
-                rows = _workspace(xp, x.dtype, (n * L, C * kh * kw))
-                kernels.im2row(x[part], kh, kw, stride, padding, dilation, out=rows)
-                dW2 += _position_rows(dy[part]).T @ rows                     # (F, kh*kw*C)
-                continue
             cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
             kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
             if layout == "image":
@@ -286,7 +327,9 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
     dW2 = partial[0]
     for term in partial[1:]:  # in share order: the same sum on every call
         dW2 += term
-    return _weights_from_matrix(dW2, W_shape, layout)
+    if layout == "rows":
+        return _weights_from_rows(dW2, W_shape)
+    return dW2.reshape(W_shape)
 
 
 # ---------------------------------------------------------------- public ops
