@@ -264,3 +264,23 @@ def test_channels_last_rows_equal_the_columns_layout(rng, kernels, monkeypatch, 
     assert rel_error(y, F.conv2d(x, W, None, stride, padding, dilation)) <= 1e-12
     for got, want in zip(grads, F.conv2d_backward(dy, x, W, stride, padding, dilation)):
         assert rel_error(got, want) <= 1e-12
+
+
+@pytest.mark.parametrize("channels", [1, 3, 24])
+@pytest.mark.parametrize("geometry", [(1, 1, 1), (2, 0, 1), (1, 2, 2), ((2, 1), 1, 1)], ids=str)
+def test_float32_fused_paths_equal_the_columns_layout(rng, monkeypatch, geometry, channels):
+    # float32 on CPUs with AVX-512: few channels go through conv2d_direct, more
+    # through the im2row products (dx, at stride 1, as a convolution of dy)
+    stride, padding, dilation = geometry
+    conv = mc.functional.conv
+    x = rng.standard_normal((5, channels, 12, 11)).astype(np.float32)
+    W = rng.standard_normal((20, channels, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    y = F.conv2d(x, W, b, stride, padding, dilation)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    grads = F.conv2d_backward(dy, x, W, stride, padding, dilation)
+    monkeypatch.setattr(conv, "_layout", lambda xp, L: "columns")
+    monkeypatch.setattr(conv, "_DIRECT_MAX_CHANNELS", 0)
+    assert rel_error(y, F.conv2d(x, W, b, stride, padding, dilation)) <= 1e-5
+    for got, want in zip(grads, F.conv2d_backward(dy, x, W, stride, padding, dilation)):
+        assert got.dtype == np.float32 and rel_error(got, want) <= 1e-5

@@ -167,8 +167,8 @@ def test_im2row_products_are_fused_where_the_cpu_has_avx512():
     if platform.machine() != "x86_64" or not flags:
         pytest.skip("the fused products are for x86-64; their absence is checked on Linux")
     has_avx512 = " avx512f" in flags and " fma" in flags
-    assert cpu_conv.fused_im2row(np.float32) == has_avx512
-    assert not cpu_conv.fused_im2row(np.float64)
+    assert cpu_conv.fused_kernels(np.float32) == has_avx512
+    assert not cpu_conv.fused_kernels(np.float64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -201,6 +201,63 @@ def test_im2row_products_name_wrong_operands():
     y = cpu_conv.im2row_matmul(x, w_rows, *geometry)
     with pytest.raises(ValueError, match=r"im2row_t_matmul: dy_rows must be a float32 matrix"):
         cpu_conv.im2row_t_matmul(x, y[:-1], *geometry)
+
+
+# (x_shape, F, k, stride, padding, dilation): outputs one vector wide, two, and more
+# than two; filters a partial tile; height stride, dilation; a width stride of 2,
+# which the compiled tiles leave to the reference
+DIRECT_CASES = [
+    ((3, 1, 28, 28), 32, 5, (1, 1), (2, 2), (1, 1)),      # zfnet_mini conv1
+    ((2, 3, 20, 37), 13, 3, (2, 1), (1, 1), (1, 2)),
+    ((2, 2, 9, 9), 9, 7, (1, 1), (3, 3), (1, 1)),
+    ((1, 4, 5, 50), 40, 3, (1, 1), (0, 0), (1, 1)),
+    ((2, 3, 11, 10), 5, 4, (1, 2), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=str)
+def test_direct_convolution_matches_reference(case, dtype):
+    shape, F, k, stride, padding, dilation = case
+    x = random(shape, dtype)
+    W = random((F, shape[1], k, k), dtype, seed=1)
+    bias = random((F,), dtype, seed=2)
+    y = cpu_conv.conv2d_direct(x, W, bias, stride, padding, dilation)
+    assert_close_to(y, ref.conv2d_direct(x, W, bias, stride, padding, dilation), dtype)
+    assert_close_to(cpu_conv.conv2d_direct(x, W, None, stride, padding, dilation),
+                    ref.conv2d_direct(x, W, None, stride, padding, dilation), dtype)
+    dy = random(y.shape, dtype, seed=3)
+    assert_close_to(cpu_conv.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
+                    ref.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
+                    dtype)
+
+
+def test_direct_convolution_is_the_im2col_convolution():
+    shape, F, k, stride, padding, dilation = DIRECT_CASES[1]
+    x = random(shape, np.float64)
+    W = random((F, shape[1], k, k), np.float64, seed=1)
+    cols = ref.im2col(x, k, k, stride, padding, dilation)
+    y = ref.conv2d_direct(x, W, None, stride, padding, dilation)
+    want = (W.reshape(F, -1) @ cols).reshape(F, shape[0], *y.shape[2:]).transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    dy = random(y.shape, np.float64, seed=3)
+    dy_cols = dy.transpose(1, 0, 2, 3).reshape(F, -1)
+    np.testing.assert_allclose(
+        ref.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
+        (dy_cols @ cols.T).reshape(W.shape), rtol=1e-12, atol=1e-12)
+
+
+def test_direct_convolution_names_wrong_operands():
+    shape, F, k, stride, padding, dilation = DIRECT_CASES[0]
+    x = random(shape, np.float32)
+    W = random((F, shape[1], k, k), np.float32)
+    with pytest.raises(ValueError, match=r"conv2d_direct: input \(3, 1, 28, 28\) does not match"):
+        cpu_conv.conv2d_direct(x, W[:, :0], None, stride, padding, dilation)
+    with pytest.raises(ValueError, match=r"conv2d_direct: weight and bias must be float32"):
+        cpu_conv.conv2d_direct(x, W.astype(np.float64), None, stride, padding, dilation)
+    with pytest.raises(ValueError, match=r"conv2d_direct_weight_grad: dy must be float32"):
+        cpu_conv.conv2d_direct_weight_grad(np.zeros((3, F, 27, 28), np.float32), x, W.shape,
+                                           stride, padding, dilation)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,9 +1,9 @@
 """Kernel dispatch: the compiled twin of each reference kernel where there is one.
 
 ``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
-``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``maxpool_forward``,
-``maxpool_backward``, ``lrn_forward`` and ``lrn_backward`` for the device and dtype of
-``x``:
+``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``conv2d_direct``,
+``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``
+and ``lrn_backward`` for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`;
 - float32/float64 NumPy arrays get the Cython kernels when the extension is
@@ -19,10 +19,11 @@ from . import reference
 from ..backend import get_array_module
 
 NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matmul",
-         "maxpool_forward", "maxpool_backward", "lrn_forward", "lrn_backward")
-# the Cython kernels' OpenMP controls and whether their im2row products skip the
-# rows (absent from the reference and CUDA namespaces)
-THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_im2row")
+         "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_backward",
+         "lrn_forward", "lrn_backward")
+# the Cython kernels' OpenMP controls and whether their AVX-512 tiles run
+# (absent from the reference and CUDA namespaces)
+THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels")
 
 
 def _namespace(*modules):

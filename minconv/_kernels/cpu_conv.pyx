@@ -23,7 +23,9 @@ channels-last copy of the image and run in parallel over the images.
 im2row_matmul and im2row_t_matmul are the two products a convolution takes of
 those rows, ``rows @ w`` and ``rows.T @ dy``. In float32 on CPUs with AVX-512
 they never form the rows: the C tiles of ``_im2row_matmul.h`` read the taps
-from the padded image as they multiply. They run on the calling thread alone.
+from the padded image as they multiply. conv2d_direct and its weight gradient
+do the same channels first, for inputs of few channels. All four run on the
+calling thread alone.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -42,9 +44,18 @@ cdef extern from "_im2row_matmul.h" nogil:
                            Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
                            Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
                            float *dwt)
+    void mc_conv2d_direct(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
+                          Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw, Py_ssize_t Ho,
+                          Py_ssize_t Wo, const float *wt, Py_ssize_t F, const float *bias,
+                          float *y)
+    void mc_conv2d_direct_wgrad(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
+                                Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw,
+                                Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
+                                float *dwt)
 
 import numpy as np
 
+from . import reference
 from .reference import conv_output_size
 
 
@@ -406,9 +417,10 @@ def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
 _FUSED_FLOAT32 = bool(mc_fused_available())
 
 
-def fused_im2row(dtype):
-    """True when :func:`im2row_matmul` and :func:`im2row_t_matmul` on ``dtype``
-    never form the rows (float32 on a CPU with AVX-512)."""
+def fused_kernels(dtype):
+    """True when the AVX-512 tiles serve ``dtype`` (float32 on a CPU with AVX-512):
+    then :func:`im2row_matmul` and :func:`im2row_t_matmul` never form the rows, and
+    :func:`conv2d_direct` runs compiled for width stride 1."""
     return _FUSED_FLOAT32 and np.dtype(dtype) == np.float32
 
 
@@ -465,7 +477,7 @@ def im2row_matmul(x, w_rows, kh, kw, stride, padding, dilation, bias=None, out=N
     y = _unfold_target(out, (N * Ho * Wo, F), x, "im2row_matmul")
     if y.size == 0:
         return _written_into(y, out)
-    if fused_im2row(x.dtype):
+    if fused_kernels(x.dtype):
         _fused_matmul(_padded_channels_last(x, ph, pw), w_rows, bias, y,
                       kh, kw, sh, sw, dh, dw, Ho, Wo)
     else:
@@ -490,10 +502,82 @@ def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
     dw_rows = _unfold_target(out, (kh * kw * C, dy_rows.shape[1]), x, "im2row_t_matmul")
     if dw_rows.size == 0 or dy_rows.size == 0:
         dw_rows[...] = 0
-    elif fused_im2row(x.dtype):
+    elif fused_kernels(x.dtype):
         if _fused_t_matmul(_padded_channels_last(x, ph, pw), dy_rows, dw_rows,
                            kh, kw, sh, sw, dh, dw, Ho, Wo) != 0:
             raise MemoryError("im2row_t_matmul: out of memory for the tap offsets")
     else:
         np.matmul(im2row(x, kh, kw, stride, padding, dilation).T, dy_rows, out=dw_rows)
     return _written_into(dw_rows, out)
+
+
+# ---------------------------------------------------------------- few input channels
+
+def _direct_operands(op, x, W_shape, stride, padding, dilation):
+    x = _float_array(x, f"{op}: input")
+    F, C, kh, kw = (int(v) for v in W_shape)
+    if x.ndim != 4 or x.shape[1] != C:
+        raise ValueError(f"{op}: input {x.shape} does not match the weight shape {tuple(W_shape)}")
+    geometry = _geometry(x.shape, kh, kw, stride, padding, dilation)
+    return x, F, C, kh, kw, geometry
+
+
+def conv2d_direct(x, W, bias, stride, padding, dilation, out=None):
+    """A convolution summed tap by tap, channels first (the reference's twin).
+
+    x : (N, C, H, W), W : (F, C, kh, kw), bias : (F,) or None -> y : (N, F, Ho, Wo),
+    ``out`` when given. Compiled for float32 with width stride 1 where the AVX-512
+    tiles run; otherwise the reference computes it.
+    """
+    x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct", x, np.shape(W), stride,
+                                                 padding, dilation)
+    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
+    W = np.ascontiguousarray(W)
+    if W.dtype != x.dtype or (bias is not None and np.asarray(bias).dtype != x.dtype):
+        raise ValueError(f"conv2d_direct: weight and bias must be {x.dtype}")
+    if not fused_kernels(x.dtype) or sw != 1:
+        return reference.conv2d_direct(x, W, bias, stride, padding, dilation, out=out)
+    y = _unfold_target(out, (N, F, Ho, Wo), x, "conv2d_direct")
+    wt = np.ascontiguousarray(W.reshape(F, -1).T)                        # (C*kh*kw, F)
+    b = None if bias is None else np.ascontiguousarray(bias)
+    if y.size:
+        _direct(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), wt, b, y, kh, kw, sh, dh, dw)
+    return _written_into(y, out)
+
+
+def conv2d_direct_weight_grad(dy, x, W_shape, stride, padding, dilation):
+    """The weight gradient of :func:`conv2d_direct`: dy (N, F, Ho, Wo), x -> (F, C, kh, kw)."""
+    x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct_weight_grad", x, W_shape,
+                                                 stride, padding, dilation)
+    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
+    dy = np.ascontiguousarray(dy)
+    if dy.shape != (N, F, Ho, Wo) or dy.dtype != x.dtype:
+        raise ValueError(f"conv2d_direct_weight_grad: dy must be {x.dtype} {(N, F, Ho, Wo)}, "
+                         f"got {dy.dtype} {dy.shape}")
+    if not fused_kernels(x.dtype) or sw != 1:
+        return reference.conv2d_direct_weight_grad(dy, x, (F, C, kh, kw), stride, padding,
+                                                   dilation)
+    dwt = np.zeros((C * kh * kw, F), dtype=x.dtype)
+    if dy.size:
+        _direct_wgrad(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), dy, dwt,
+                      kh, kw, sh, dh, dw)
+    return np.ascontiguousarray(dwt.T).reshape(F, C, kh, kw)
+
+
+cdef void _direct(const float[:, :, :, ::1] xp, const float[:, ::1] wt, const float[::1] bias,
+                  float[:, :, :, ::1] y, int kh, int kw, int sh, int dh, int dw) noexcept:
+    cdef const float *b = NULL
+    if bias is not None:
+        b = &bias[0]
+    with nogil:
+        mc_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2], xp.shape[3],
+                         kh, kw, sh, dh, dw, y.shape[2], y.shape[3], &wt[0, 0], wt.shape[1], b,
+                         &y[0, 0, 0, 0])
+
+
+cdef void _direct_wgrad(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
+                        float[:, ::1] dwt, int kh, int kw, int sh, int dh, int dw) noexcept:
+    with nogil:
+        mc_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                               xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2], dy.shape[3],
+                               &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])

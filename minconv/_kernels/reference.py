@@ -183,6 +183,51 @@ def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
     return _written_into(im2row(x, kh, kw, stride, padding, dilation).T @ dy_rows, out)
 
 
+def conv2d_direct(x, W, bias, stride, padding, dilation, out=None):
+    """A convolution summed tap by tap, channels first: for every tap (i, j)
+
+        y[n, f, ho, wo] += sum_c W[f, c, i, j] * x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]
+
+    x : (N, C, H, W), W : (F, C, kh, kw), bias : (F,) or None  ->  y : (N, F, Ho, Wo).
+    The compiled twin serves inputs of few channels (first layers), where the
+    rows of im2row are too short to multiply well.
+    """
+    xp = get_array_module(x)
+    N, C, H, Wd = x.shape
+    F, _, kh, kw = W.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho, Wo = _output_size(H, Wd, kh, kw, stride, padding, dilation)
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    y = xp.zeros((N, F, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = x_pad[:, :, _window_slices(i * dh, sh, Ho), _window_slices(j * dw, sw, Wo)]
+            y += xp.einsum("fc,nchw->nfhw", W[:, :, i, j], window)
+    if bias is not None:
+        y += bias[:, None, None]
+    return _written_into(y, out)
+
+
+def conv2d_direct_weight_grad(dy, x, W_shape, stride, padding, dilation):
+    """The weight gradient of :func:`conv2d_direct`, tap by tap:
+
+        dW[f, c, i, j] = sum_{n,ho,wo} dy[n, f, ho, wo] * x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]
+
+    dy : (N, F, Ho, Wo), x : (N, C, H, W)  ->  dW : W_shape = (F, C, kh, kw).
+    """
+    xp = get_array_module(x)
+    F, C, kh, kw = W_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho, Wo = dy.shape[2:]
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dW = xp.empty(W_shape, dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = x_pad[:, :, _window_slices(i * dh, sh, Ho), _window_slices(j * dw, sw, Wo)]
+            dW[:, :, i, j] = xp.einsum("nfhw,nchw->fc", dy, window)
+    return dW
+
+
 # ---------------------------------------------------------------- max pooling
 
 def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):

@@ -140,6 +140,9 @@ def _check_conv_args(op, x, W, b, channels_axis):
 # channels swapped, so it goes through the same fused product.
 
 _PER_IMAGE_MIN_POSITIONS = 512
+# Inputs of at most this many channels (first layers) convolve channels first,
+# 16 outputs of a row to a vector, where the AVX-512 tiles run (conv2d_direct).
+_DIRECT_MAX_CHANNELS = 4
 
 
 def _layout(xp, L):
@@ -147,6 +150,14 @@ def _layout(xp, L):
     if L >= _PER_IMAGE_MIN_POSITIONS:
         return "image"
     return "rows" if xp is np else "columns"
+
+
+def _direct(x, C, stride):
+    """True when the forward pass and weight gradient go through conv2d_direct: few
+    input channels, width stride 1, and the compiled tiles serving x's dtype."""
+    fused = getattr(kernels_for(x), "fused_kernels", None)
+    return (C <= _DIRECT_MAX_CHANNELS and stride[1] == 1 and fused is not None
+            and get_array_module(x) is np and fused(x.dtype))
 
 
 def _image_columns(cols, i, L):
@@ -220,6 +231,9 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None)
     y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
 
     def convolve(share):
+        if _direct(x, C, stride):
+            kernels.conv2d_direct(x[share], W, b, stride, padding, dilation, out=y[share])
+            return
         for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
             if layout == "rows":
@@ -295,8 +309,9 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     return whole[0] if whole else dx
 
 
-def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
-    """dW = dY @ cols^T, summed over the batch: (F, C, kh, kw)."""
+def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None, with_bias=False):
+    """dW = dY @ cols^T, summed over the batch: (F, C, kh, kw); with ``with_bias`` also
+    db = dy summed over (n, ho, wo), taken by each core from its share while in cache."""
     xp = get_array_module(x)
     kernels = kernels_for(x)
     N, F, Ho, Wo = dy.shape
@@ -304,32 +319,55 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None):
     L = Ho * Wo
     layout = _layout(xp, L)
 
+    direct = _direct(x, C, stride)
+
     def correlate(share):
-        if layout == "rows":  # (kh*kw*C, F), summed chunk by chunk
-            return sum(kernels.im2row_t_matmul(x[part], _position_rows(dy[part]), kh, kw,
-                                               stride, padding, dilation)
-                       for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize,
-                                           workspace, xp))
-        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+        if direct:
+            dW = kernels.conv2d_direct_weight_grad(dy[share], x[share], W_shape, stride,
+                                                   padding, dilation)
+            return dW, dy[share].sum(axis=(0, 2, 3)) if with_bias else None
+        dW2, db = None, xp.zeros(F, dtype=dy.dtype) if with_bias else None
         for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
+            if layout == "rows":
+                dy_rows = _position_rows(dy[part])                              # (n*L, F)
+                term = kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, stride, padding,
+                                               dilation)                        # (kh*kw*C, F)
+                if dW2 is None:
+                    dW2 = term
+                else:
+                    dW2 += term
+                if with_bias:
+                    db += dy_rows.sum(axis=0)
+                continue
+            if dW2 is None:
+                dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
             cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
             kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
             if layout == "image":
                 dy3 = dy[part].reshape(n, F, L)
                 for i in range(n):
                     dW2 += dy3[i] @ _image_columns(cols, i, L).T                 # (F, C*kh*kw)
+                    if with_bias:
+                        db += dy3[i].sum(axis=1)
             else:
-                dW2 += _chunk_rows(dy[part], F, L) @ cols.T
-        return dW2
+                dY = _chunk_rows(dy[part], F, L)
+                dW2 += dY @ cols.T
+                if with_bias:
+                    db += dY.sum(axis=1)
+        return dW2, db
 
     partial = _parallel.map_shares(correlate, N, xp)
-    dW2 = partial[0]
-    for term in partial[1:]:  # in share order: the same sum on every call
+    dW2, db = partial[0]
+    for term, db_term in partial[1:]:  # in share order: the same sum on every call
         dW2 += term
-    if layout == "rows":
-        return _weights_from_rows(dW2, W_shape)
-    return dW2.reshape(W_shape)
+        if with_bias:
+            db += db_term
+    if direct:
+        dW = dW2
+    else:
+        dW = _weights_from_rows(dW2, W_shape) if layout == "rows" else dW2.reshape(W_shape)
+    return (dW, db) if with_bias else dW
 
 
 # ---------------------------------------------------------------- public ops
@@ -365,8 +403,8 @@ def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, workspace=None
     check_same_dtype("conv2d_backward", dy=dy, input=x)
     dx = dW = db = None
     if need_weight_grad:
-        dW = _weight_grad(dy, x, W.shape, stride, padding, dilation, workspace)
-        db = dy.sum(axis=(0, 2, 3))
+        dW, db = _weight_grad(dy, x, W.shape, stride, padding, dilation, workspace,
+                              with_bias=True)
     if need_input_grad:
         dx = _apply_conv_transpose(dy, W, x.shape, stride, padding, dilation, workspace)
     return dx, dW, db
