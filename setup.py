@@ -16,7 +16,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ("cpu_conv", "cpu_pool", "cpu_lrn")
+KERNELS = ("cpu_conv", "cpu_pool", "cpu_lrn", "cpu_activation")
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
               "cdivision": True, "initializedcheck": False}
 

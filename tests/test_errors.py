@@ -118,7 +118,7 @@ def test_bad_pool_padding_in_a_net(x):
 
 def test_unpool_bad_switches(x):
     y, switches = F.max_pool2d(x, 2)
-    with pytest.raises(ValueError, match=r"max_unpool2d.*switches must lie in \[0, 64\)"):
+    with pytest.raises(ValueError, match=r"switches must lie in \[0, 64\) for planes of 8x8"):
         F.max_unpool2d(y, switches + 64, x.shape)
     with pytest.raises(ValueError, match="max_unpool2d.*switches must be integers"):
         F.max_unpool2d(y, switches.astype(np.float32), x.shape)

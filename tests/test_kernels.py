@@ -344,11 +344,40 @@ def test_maxpool_switch_of_an_all_minus_inf_window_stays_inside_it():
     np.testing.assert_array_equal(switches[0, 0], [[0, 1, 3], [5, 6, 8], [15, 16, 18]])
 
 
-def test_maxpool_backward_rejects_switches_outside_the_plane():
+@pytest.mark.parametrize("kernels", [cpu_pool, ref], ids=["cython", "reference"])
+def test_maxpool_backward_rejects_switches_outside_the_plane(kernels):
     dy = np.ones((1, 1, 2, 2), np.float32)
     switches = np.array([[[[0, 1], [2, 9]]]])
-    with pytest.raises(ValueError, match="outside"):
-        cpu_pool.maxpool_backward(dy, switches, (1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"switches must lie in \[0, 9\) for planes of 3x3.*1 do"):
+        kernels.maxpool_backward(dy, switches, (1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"2 do not"):
+        kernels.maxpool_backward(dy, switches * 5, (1, 1, 3, 3))
+
+
+# ---------------------------------------------------------------- the ReLU's gradient
+
+cpu_activation = pytest.importorskip("minconv._kernels.cpu_activation", reason=REASON)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (7,), (3, 5, 40000)], ids=str)
+def test_relu_backward_matches_reference(shape, dtype):
+    # more elements than one thread's block, and x exactly zero in places
+    x = np.round(random(shape, dtype), 1)
+    dy = random(shape, dtype, seed=1)
+    dy.flat[:3] = np.nan                 # where x <= 0 the gradient is 0, not dy * 0
+    dx = cpu_activation.relu_backward(dy, x)
+    want = ref.relu_backward(dy, x)
+    assert dx.dtype == dtype and dx.shape == shape
+    np.testing.assert_array_equal(dx, want)
+    np.testing.assert_array_equal(want, np.where(x > 0, dy, 0))
+
+
+def test_relu_backward_names_mismatched_operands():
+    with pytest.raises(ValueError, match=r"relu_backward: .* float32 \(2, 3\) and float32 \(3, 2\)"):
+        cpu_activation.relu_backward(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"relu_backward: .* int64"):
+        cpu_activation.relu_backward(np.zeros(3, np.int64), np.zeros(3, np.int64))
 
 
 # ---------------------------------------------------------------- LRN

@@ -2,8 +2,8 @@
 
 ``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
 ``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``conv2d_direct``,
-``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``
-and ``lrn_backward`` for the device and dtype of ``x``:
+``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``,
+``lrn_backward`` and ``relu_backward`` for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`;
 - float32/float64 NumPy arrays get the Cython kernels when the extension is
@@ -20,7 +20,7 @@ from ..backend import get_array_module
 
 NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matmul",
          "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_backward",
-         "lrn_forward", "lrn_backward")
+         "lrn_forward", "lrn_backward", "relu_backward")
 # the Cython kernels' OpenMP controls and whether their AVX-512 tiles run
 # (absent from the reference and CUDA namespaces)
 THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels")
@@ -37,9 +37,9 @@ def _namespace(*modules):
 
 
 try:
-    from . import cpu_conv, cpu_pool, cpu_lrn
+    from . import cpu_activation, cpu_conv, cpu_lrn, cpu_pool
     CPU_BUILT = True
-    cpu = _namespace(cpu_conv, cpu_pool, cpu_lrn)
+    cpu = _namespace(cpu_conv, cpu_pool, cpu_lrn, cpu_activation)
 except ImportError as error:  # not compiled: stay usable, but say so once
     CPU_BUILT = False
     cpu = _namespace(reference)

@@ -192,6 +192,6 @@ def maxpool_backward(dy, switches, x_shape):
     else:
         bad = _unpool[double](dy2, s2, dx2)
     if bad:
-        raise ValueError(f"maxpool_backward: {bad} switches lie outside the "
-                         f"{H}x{W} plane of x_shape {tuple(x_shape)}")
+        raise ValueError(f"maxpool_backward: switches must lie in [0, {H * W}) for planes of "
+                         f"{H}x{W} (x_shape {tuple(x_shape)}); {bad} do not")
     return dx

@@ -23,6 +23,7 @@ import functools
 import numpy as np
 
 from .. import backend
+from . import reference
 from .reference import conv_output_size, pool_output_size
 
 BLOCK = 256          # threads per block
@@ -348,6 +349,7 @@ def maxpool_backward(dy, switches, x_shape):
     if dy.ndim != 4 or switches.shape != dy.shape or dy.shape[:2] != (N, C):
         raise ValueError(f"maxpool_backward: dy {tuple(dy.shape)} and switches "
                          f"{tuple(switches.shape)} do not match x_shape {tuple(x_shape)}")
+    reference._check_switches(switches, H, W, x_shape)
     dx = cp.zeros((N, C, H, W), dtype=dy.dtype)
     _launch("maxpool_backward", dy.dtype, dy.size, (dy, switches, dx),
             (N * C, dy.shape[2] * dy.shape[3], H * W))

@@ -266,6 +266,14 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     return y, switches
 
 
+def _check_switches(switches, H, W, x_shape):
+    """Every switch must index its (H, W) plane."""
+    bad = int(((switches < 0) | (switches >= H * W)).sum()) if switches.size else 0
+    if bad:
+        raise ValueError(f"maxpool_backward: switches must lie in [0, {H * W}) for planes of "
+                         f"{H}x{W} (x_shape {tuple(x_shape)}); {bad} do not")
+
+
 def maxpool_backward(dy, switches, x_shape):
     """Put each value back at its switch (unpooling); also max pooling's backward.
 
@@ -275,6 +283,7 @@ def maxpool_backward(dy, switches, x_shape):
     """
     xp = get_array_module(dy)
     N, C, H, W = x_shape
+    _check_switches(switches, H, W, x_shape)
     plane = xp.arange(N * C).reshape(N, C, 1, 1) * (H * W)  # where each (n, c) plane starts
     flat = (plane + switches).ravel()
     dx = xp.bincount(flat, weights=dy.ravel(), minlength=N * C * H * W)
@@ -323,3 +332,11 @@ def lrn_backward(dy, x, y, scale, size, alpha, beta):
     ratio = dy * y / scale
     back = _channel_window_sum(ratio, (size - 1) // 2, size // 2)
     return dy * scale ** -beta - (2.0 * alpha * beta / size) * x * back
+
+
+# ---------------------------------------------------------------- the ReLU's gradient
+
+def relu_backward(dy, x):
+    """The ReLU's true gradient: dx = dy where x > 0, else 0 (x its input or output)."""
+    xp = get_array_module(dy)
+    return xp.where(x > 0, dy, xp.zeros((), dtype=dy.dtype))

@@ -7,6 +7,7 @@ The deconvnet differs from backpropagation only at the ReLU (DESIGN.md):
     deconv    relu(dy)                  Zeiler & Fergus's relu*: the input's sign is ignored
     guided    relu(dy) * (x > 0)        guided backpropagation: both
 """
+from .._kernels import kernels_for
 from ..backend import get_array_module
 from ._checks import check_array, check_shape
 from ._parallel import elementwise
@@ -39,13 +40,7 @@ def relu_backward(dy, x, rule="grad"):
         return xp.maximum(dy, 0)
     if rule == "guided":
         return xp.maximum(dy, 0) * (x > 0)
-    return elementwise(_pass_where_positive, xp.empty_like(dy), dy, x)
-
-
-def _pass_where_positive(dy, x, out):
-    """out = dy * (x > 0): the ReLU's true gradient, on one share of the batch."""
-    xp = get_array_module(dy)
-    return xp.multiply(dy, x > 0, out=out)
+    return kernels_for(dy).relu_backward(dy, x)
 
 
 def dropout(x, p=0.5, rng=None, train=True):
