@@ -169,6 +169,10 @@ def test_im2row_products_are_fused_where_the_cpu_has_avx512():
     has_avx512 = " avx512f" in flags and " fma" in flags
     assert cpu_conv.fused_kernels(np.float32) == has_avx512
     assert not cpu_conv.fused_kernels(np.float64)
+    # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) not
+    assert cpu_conv.fuses_im2row(np.float32, 864, 96) == has_avx512
+    assert not cpu_conv.fuses_im2row(np.float32, 3456, 256)
+    assert not cpu_conv.fuses_im2row(np.float64, 864, 96)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -23,7 +23,7 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "lrn_forward", "lrn_backward", "relu_backward")
 # the Cython kernels' OpenMP controls and whether their AVX-512 tiles run
 # (absent from the reference and CUDA namespaces)
-THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels")
+THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fuses_im2row")
 
 
 def _namespace(*modules):

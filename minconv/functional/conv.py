@@ -127,9 +127,10 @@ def _check_conv_args(op, x, W, b, channels_axis):
 # - small maps (13x13, 7x7) on the CPU: the columns channels-last, as rows
 #   (im2row: one row per position, taps (i, j, c)), through the kernels
 #   ``im2row_matmul`` (rows @ w) and ``im2row_t_matmul`` (rows^T @ dy). In
-#   float32 with AVX-512 those never form the rows; elsewhere they are im2row
-#   and a GEMM, im2row copying runs of kw*C values where im2col copies rows of
-#   Wo values (2-5x faster on 14- and 7-wide maps);
+#   float32 with AVX-512, for weights that fit in cache, those never form the
+#   rows; elsewhere they are im2row and a GEMM, im2row copying runs of kw*C
+#   values where im2col copies rows of Wo values (2-5x faster on 14- and 7-wide
+#   maps);
 # - small maps on the GPU: one GEMM over the chunk's columns (im2col).
 #
 # Both layouts hold the same numbers: rows == im2col(x).T with the columns
@@ -137,7 +138,7 @@ def _check_conv_args(op, x, W, b, channels_axis):
 #
 # On the rows path dx = C^T dy is, for stride 1, itself a convolution: of dy,
 # padded by d(k-1) - p, with the filters flipped in space and their in/out
-# channels swapped, so it goes through the same fused product.
+# channels swapped, so where the product is fused it goes through it too.
 
 _PER_IMAGE_MIN_POSITIONS = 512
 # Inputs of at most this many channels (first layers) convolve channels first,
@@ -192,6 +193,12 @@ def _weight_rows(W):
     return W.transpose(2, 3, 1, 0).reshape(kh * kw * C, F)
 
 
+def _fuses(kernels, dtype, taps, channels):
+    """True when the kernels' im2row products run fused for these weights (taps x channels)."""
+    fuses = getattr(kernels, "fuses_im2row", None)
+    return fuses is not None and fuses(dtype, taps, channels)
+
+
 def _weights_from_rows(w_rows, W_shape):
     """The inverse of :func:`_weight_rows`: (kh*kw*C, F) -> W_shape = (F, C, kh, kw)."""
     F, C, kh, kw = W_shape
@@ -205,16 +212,17 @@ def _flipped_weight_rows(W):
     return W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * F, C)
 
 
-def _transpose_padding(W_shape, stride, padding, dilation):
-    """The padding of dy under which C^T dy is a plain convolution, or None.
+def _transpose_padding(kernels, dy, W_shape, stride, padding, dilation):
+    """The padding of dy under which C^T dy is taken as a convolution, or None.
 
     With stride 1, dx[h] = sum_i dy[h + p - i*d] W[i] = sum_i dy[h - p' + i*d] W[k-1-i],
-    p' = d(k-1) - p: a convolution of dy with the flipped filters. Larger strides
-    (and p > d(k-1)) need row2im.
+    p' = d(k-1) - p: a convolution of dy with the flipped filters. It is taken so
+    where the fused im2row product runs it; larger strides (and p > d(k-1)), and
+    everything else, go through row2im.
     """
-    kh, kw = W_shape[2:]
+    F, C, kh, kw = W_shape
     full = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
-    if tuple(stride) != (1, 1) or min(full) < 0:
+    if tuple(stride) != (1, 1) or min(full) < 0 or not _fuses(kernels, dy.dtype, kh * kw * F, C):
         return None
     return full
 
@@ -227,7 +235,11 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None)
     F, C, kh, kw = W.shape
     L = Ho * Wo
     layout = _layout(xp, L)
-    W2 = xp.ascontiguousarray(_weight_rows(W)) if layout == "rows" else _weight_matrix(W)
+    fused = layout == "rows" and _fuses(kernels, x.dtype, C * kh * kw, F)
+    if layout == "rows":  # (kh*kw*C, F) for the fused product, (F, kh*kw*C) for the GEMM
+        W2 = xp.ascontiguousarray(_weight_rows(W) if fused else _weight_rows(W).T)
+    else:
+        W2 = _weight_matrix(W)
     y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
 
     def convolve(share):
@@ -236,9 +248,17 @@ def _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace=None, b=None)
             return
         for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
-            if layout == "rows":
+            if fused:
                 y_rows = kernels.im2row_matmul(x[part], W2, kh, kw, stride, padding, dilation,
                                                bias=b, out=_workspace(xp, x.dtype, (n * L, F)))
+                y[part] = _channels_first(y_rows, n, Ho, Wo)
+                continue
+            if layout == "rows":
+                rows = _workspace(xp, x.dtype, (n * L, C * kh * kw))
+                kernels.im2row(x[part], kh, kw, stride, padding, dilation, out=rows)
+                y_rows = rows @ W2.T                                         # (n*L, F)
+                if b is not None:
+                    y_rows += b
                 y[part] = _channels_first(y_rows, n, Ho, Wo)
                 continue
             cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
@@ -267,11 +287,11 @@ def _apply_conv_transpose(dy, W, x_shape, stride, padding, dilation, workspace=N
     _, C, kh, kw = W.shape
     L = Ho * Wo
     layout = _layout(xp, L)
-    full_padding = _transpose_padding(W.shape, stride, padding, dilation)
+    full_padding = _transpose_padding(kernels, dy, W.shape, stride, padding, dilation)
     if layout == "rows" and full_padding is not None:
         W2 = xp.ascontiguousarray(_flipped_weight_rows(W))                  # (kh*kw*F, C)
     else:
-        W2 = _weight_rows(W).T if layout == "rows" else _weight_matrix(W)
+        W2 = xp.ascontiguousarray(_weight_rows(W).T) if layout == "rows" else _weight_matrix(W)
     dx = xp.empty(x_shape, dtype=dy.dtype) if N > 1 else None  # filled chunk by chunk
     whole = []                                                   # ... unless one chunk is all
 
@@ -320,6 +340,7 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None, with
     layout = _layout(xp, L)
 
     direct = _direct(x, C, stride)
+    fused = layout == "rows" and _fuses(kernels, x.dtype, C * kh * kw, F)
 
     def correlate(share):
         if direct:
@@ -329,19 +350,20 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None, with
         dW2, db = None, xp.zeros(F, dtype=dy.dtype) if with_bias else None
         for part in _chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
+            if dW2 is None:
+                dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
             if layout == "rows":
                 dy_rows = _position_rows(dy[part])                              # (n*L, F)
-                term = kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, stride, padding,
-                                               dilation)                        # (kh*kw*C, F)
-                if dW2 is None:
-                    dW2 = term
+                if fused:
+                    dW2 += kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, stride, padding,
+                                                   dilation).T                  # (F, kh*kw*C)
                 else:
-                    dW2 += term
+                    rows = _workspace(xp, x.dtype, (n * L, C * kh * kw))
+                    kernels.im2row(x[part], kh, kw, stride, padding, dilation, out=rows)
+                    dW2 += dy_rows.T @ rows
                 if with_bias:
                     db += dy_rows.sum(axis=0)
                 continue
-            if dW2 is None:
-                dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
             cols = _workspace(xp, x.dtype, (C * kh * kw, n * L))
             kernels.im2col(x[part], kh, kw, stride, padding, dilation, out=cols)
             if layout == "image":
@@ -366,7 +388,7 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None, with
     if direct:
         dW = dW2
     else:
-        dW = _weights_from_rows(dW2, W_shape) if layout == "rows" else dW2.reshape(W_shape)
+        dW = _weights_from_rows(dW2.T, W_shape) if layout == "rows" else dW2.reshape(W_shape)
     return (dW, db) if with_bias else dW
 
 
