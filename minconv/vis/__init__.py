@@ -11,6 +11,9 @@
 Everything runs on the arrays' own device (NumPy or CuPy).
 """
 from .deconvnet import DeconvNet, project
+from .gradcam import grad_cam, guided_grad_cam, layer_gradient, upsample
+from .integrated import input_x_gradient, integrated_gradients, quadrature
+from .smoothgrad import smoothgrad
 from .evolution import Evolution, evolution_figure, feature_evolution, first_filters
 from .invariance import (InvarianceResult, default_steps, invariance, plot_invariance,
                          transform_images)
@@ -28,7 +31,8 @@ __all__ = [
     "Adversarial", "DeconvNet", "Evolution", "InvarianceResult", "OcclusionResult",
     "ReceptiveField", "TopK", "adversarial", "class_model", "contrast", "crop", "data_uri",
     "deep_dream", "default_steps", "evolution_figure", "feature_evolution", "filters_image",
-    "first_filters", "grid", "guided_backprop", "input_gradient", "invariance",
+    "first_filters", "grad_cam", "grid", "guided_grad_cam", "input_x_gradient",
+    "integrated_gradients", "layer_gradient", "quadrature", "smoothgrad", "upsample", "guided_backprop", "input_gradient", "invariance",
     "invert_features", "occluded_copies", "occluder_positions", "occlusion", "occlusion_figure",
     "plot_invariance", "predict", "project", "project_top_k", "receptive_field",
     "receptive_fields", "saliency", "stack", "stretch", "to_pil", "top9", "top_k", "top_k_patches",

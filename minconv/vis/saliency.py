@@ -44,10 +44,18 @@ def input_gradient(net, x, target=None, layer=None, channel=None, position=None,
     return DeconvNet(net).project(x, layer, channel, position, rule=rule, keep_value=False)
 
 
-def saliency(net, x, target=None, layer=None, channel=None):
-    """Vanilla-gradient saliency: max over colour channels of |d S / d x|, (N, H, W)."""
-    g = input_gradient(net, x, target, layer, channel, rule="grad")
-    return abs(g).max(axis=1)
+def saliency(net, x, target=None, layer=None, channel=None, reduce="max"):
+    """Vanilla-gradient saliency |d S / d x| reduced over colour channels.
+
+    reduce : "max" (Simonyan et al.) or "mean" give (N, H, W); None keeps every channel,
+             (N, C, H, W) (Captum's ``Saliency(abs=True)``).
+    """
+    if reduce not in ("max", "mean", None):
+        raise ValueError(f"saliency: reduce must be 'max', 'mean' or None, got {reduce!r}")
+    g = abs(input_gradient(net, x, target, layer, channel, rule="grad"))
+    if reduce is None:
+        return g
+    return g.max(axis=1) if reduce == "max" else g.mean(axis=1)
 
 
 def guided_backprop(net, x, target=None, layer=None, channel=None, position=None):
