@@ -68,6 +68,48 @@ def test_conv_transpose2d(case, rng):
     assert_grad_close(db, numerical_gradient(f, b, dy), what="conv_transpose2d db")
 
 
+# grouped convolution: (N, C, H, W, F, k, stride, padding, dilation, groups)
+GROUPED_GRID = [
+    (2, 4, 6, 5, 6, 3, 1, 1, 1, 2),    # groups=2, batch > 1, non-square input
+    (1, 4, 7, 7, 4, 3, 2, 1, 1, 4),    # depthwise (groups == C), stride 2
+    (2, 3, 7, 6, 6, 2, 1, 0, 2, 3),    # depthwise with a channel multiplier of 2, dilation
+]
+GROUPED_IDS = [f"N{c[0]}C{c[1]}F{c[4]}g{c[9]}s{c[6]}d{c[8]}" for c in GROUPED_GRID]
+
+
+@pytest.mark.parametrize("case", GROUPED_GRID, ids=GROUPED_IDS)
+def test_conv2d_grouped(case, rng):
+    N, C, H, W_, F_, k, s, p, d, g = case
+    x = rng.standard_normal((N, C, H, W_))
+    W = rng.standard_normal((F_, C // g, k, k))
+    b = rng.standard_normal(F_)
+
+    def f():
+        return F.conv2d(x, W, b, s, p, d, groups=g)
+    dy = rng.standard_normal(f().shape)
+    dx, dW, db = F.conv2d_backward(dy, x, W, s, p, d, groups=g)
+    assert_grad_close(dx, numerical_gradient(f, x, dy), what="grouped conv2d dx")
+    assert_grad_close(dW, numerical_gradient(f, W, dy), what="grouped conv2d dW")
+    assert_grad_close(db, numerical_gradient(f, b, dy), what="grouped conv2d db")
+
+
+@pytest.mark.parametrize("case", GROUPED_GRID, ids=GROUPED_IDS)
+def test_conv_transpose2d_grouped(case, rng):
+    N, Ci, Hi, Wi, Co, k, s, p, d, g = case
+    x = rng.standard_normal((N, Ci, Hi - 2, Wi - 2))
+    W = rng.standard_normal((Ci, Co // g, k, k))
+    b = rng.standard_normal(Co)
+    op = 1 if s > 1 else 0
+
+    def f():
+        return F.conv_transpose2d(x, W, b, s, p, d, groups=g, output_padding=op)
+    dy = rng.standard_normal(f().shape)
+    dx, dW, db = F.conv_transpose2d_backward(dy, x, W, s, p, d, groups=g, output_padding=op)
+    assert_grad_close(dx, numerical_gradient(f, x, dy), what="grouped conv_transpose2d dx")
+    assert_grad_close(dW, numerical_gradient(f, W, dy), what="grouped conv_transpose2d dW")
+    assert_grad_close(db, numerical_gradient(f, b, dy), what="grouped conv_transpose2d db")
+
+
 # (N, C, H, W, kernel, stride, padding, ceil_mode)
 POOL_GRID = [
     (1, 1, 4, 4, 2, 2, 0, False),
@@ -220,6 +262,21 @@ def _float64(layer, std=0.5):
 def test_conv2d_layer(N, rng):
     layer = _float64(mc.nn.Conv2D(2, 3, (3, 2), stride=2, padding=1, dilation=(1, 2)))
     check_layer(layer, rng.standard_normal((N, 2, 7, 8)), rng)
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_grouped_conv2d_layer(groups, rng):
+    layer = _float64(mc.nn.Conv2D(4, 4, 3, padding="same", groups=groups))
+    assert layer.params["W"].shape == (4, 4 // groups, 3, 3)
+    check_layer(layer, rng.standard_normal((2, 4, 5, 6)), rng)
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_grouped_conv_transpose2d_layer(groups, rng):
+    layer = _float64(mc.nn.ConvTranspose2D(4, 4, 3, stride=2, padding=1, output_padding=1,
+                                           groups=groups))
+    assert layer.params["W"].shape == (4, 4 // groups, 3, 3)
+    check_layer(layer, rng.standard_normal((2, 4, 3, 4)), rng)
 
 
 @pytest.mark.parametrize("N", [1, 2])

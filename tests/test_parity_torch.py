@@ -91,6 +91,58 @@ def test_conv_transpose2d(case, rng):
     assert_close(db, bt.grad, "convT db")
 
 
+# grouped: (N, C, H, W, F, k, stride, padding, dilation, groups)
+GROUPED_GRID = [
+    (2, 8, 13, 11, 6, 3, 1, 1, 1, 2),      # groups=2
+    (1, 96, 27, 27, 256, 5, 1, 2, 1, 2),    # AlexNet's two-tower conv2
+    (2, 16, 14, 14, 16, 3, 2, 1, 1, 16),    # depthwise, stride 2
+    (2, 8, 9, 10, 16, 3, 1, 2, 2, 8),       # depthwise with a channel multiplier, dilation
+]
+
+
+@pytest.mark.parametrize("case", GROUPED_GRID)
+def test_conv2d_grouped(case, rng):
+    N, C, H, W_, F_, k, s, p, d, g = case
+    x, W, b = randn(rng, N, C, H, W_), randn(rng, F_, C // g, k, k), randn(rng, F_)
+    xt, Wt, bt = leaf(x), leaf(W), leaf(b)
+    yt = TF.conv2d(xt, Wt, bt, s, p, d, g)
+    dy = randn(rng, *yt.shape)
+    yt.backward(torch.from_numpy(dy))
+    assert_close(F.conv2d(x, W, b, s, p, d, g), yt, "grouped conv2d y")
+    dx, dW, db = F.conv2d_backward(dy, x, W, s, p, d, g)
+    assert_close(dx, xt.grad, "grouped conv2d dx")
+    assert_close(dW, Wt.grad, "grouped conv2d dW")
+    assert_close(db, bt.grad, "grouped conv2d db")
+
+
+@pytest.mark.parametrize("case", GROUPED_GRID)
+def test_conv_transpose2d_grouped(case, rng):
+    N, Ci, Hi, Wi, Co, k, s, p, d, g = case
+    op = 1 if s > 1 else 0
+    x, W, b = randn(rng, N, Ci, Hi, Wi), randn(rng, Ci, Co // g, k, k), randn(rng, Co)
+    xt, Wt, bt = leaf(x), leaf(W), leaf(b)
+    yt = TF.conv_transpose2d(xt, Wt, bt, s, p, op, g, d)
+    dy = randn(rng, *yt.shape)
+    yt.backward(torch.from_numpy(dy))
+    assert_close(F.conv_transpose2d(x, W, b, s, p, d, g, output_padding=op), yt,
+                 "grouped convT y")
+    dx, dW, db = F.conv_transpose2d_backward(dy, x, W, s, p, d, g, output_padding=op)
+    assert_close(dx, xt.grad, "grouped convT dx")
+    assert_close(dW, Wt.grad, "grouped convT dW")
+    assert_close(db, bt.grad, "grouped convT db")
+
+
+def test_grouped_layer_matches_torch(rng):
+    layer = mc.nn.Conv2D(6, 9, 3, padding="same", groups=3)
+    torch_layer = torch.nn.Conv2d(6, 9, 3, padding="same", groups=3)
+    with torch.no_grad():
+        torch_layer.weight.copy_(torch.from_numpy(layer.params["W"]))
+        torch_layer.bias.copy_(torch.from_numpy(randn(rng, 9)))
+    layer.params["b"] = torch_layer.bias.detach().numpy().copy()
+    x = randn(rng, 2, 6, 7, 8)
+    assert_close(layer.forward(x), torch_layer(torch.from_numpy(x)), "Conv2D(groups=3) y")
+
+
 # (N, C, H, W, kernel, stride, padding, ceil_mode)
 POOL_GRID = [
     (1, 1, 4, 4, 2, 2, 0, False),

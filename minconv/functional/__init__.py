@@ -1,17 +1,16 @@
 """Pure forward/backward functions: the math of every layer, with no state.
 
-Shapes follow NCHW and PyTorch's weight layouts (DESIGN.md). Every function
+Shapes follow NCHW and PyTorch's weight layouts (docs/architecture.md). Every function
 checks its inputs and raises ``ValueError`` naming the op and the shapes.
 """
 from .activation import RULES, dropout, dropout_backward, relu, relu_backward
 from .conv import (col2im, conv2d, conv2d_backward, conv_matrix, conv_transpose2d,
-                   conv_transpose2d_backward, conv_transpose_output_size, im2col,
-                   set_workspace_limit, workspace_limit)
+                   conv_transpose2d_backward, im2col, set_workspace_limit, workspace_limit)
 from .linear import linear, linear_backward
 from .loss import log_softmax, softmax, softmax_cross_entropy, softmax_cross_entropy_backward
 from .lrn import lrn, lrn_backward
 from .pool import max_pool2d, max_unpool2d
-from .._kernels.reference import conv_output_size, pool_output_size
+from ..geometry import conv_output_size, conv_transpose_output_size, pool_output_size
 
 __all__ = [
     "RULES", "col2im", "conv2d", "conv2d_backward", "conv_matrix", "conv_output_size",

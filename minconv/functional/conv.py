@@ -26,10 +26,10 @@ import numpy as np
 
 from . import _parallel
 from .._kernels import kernels_for
-from .._kernels.reference import conv_output_size
+from ..geometry import (check_groups, conv_geometry, conv_output_size, conv_transpose_geometry,
+                        conv_transpose_output_size)
 from ..backend import get_array_module
-from ._checks import (check_array, check_nonnegative, check_positive,
-                      check_same_dtype, check_shape, pair)
+from ._checks import check_array, check_same_dtype, check_shape
 
 _WORKSPACE_LIMIT = [256 * 2 ** 20]
 _scratch = threading.local()  # each thread's buffers, freed with the thread
@@ -86,35 +86,29 @@ def _chunks(part, rows, positions, itemsize, workspace, xp=np):
 
 def _geometry(op, x_shape, W_shape, stride, padding, dilation):
     """Normalise the hyper-parameters and check them against the shapes."""
-    stride, padding, dilation = (pair(stride, f"{op}: stride"), pair(padding, f"{op}: padding"),
-                                 pair(dilation, f"{op}: dilation"))
-    check_positive(stride, op, "stride")
-    check_nonnegative(padding, op, "padding")
-    check_positive(dilation, op, "dilation")
-    _, _, H, W = x_shape
-    kh, kw = W_shape[2:]
-    span_h, span_w = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    if span_h > H + 2 * padding[0] or span_w > W + 2 * padding[1]:
-        raise ValueError(
-            f"{op}: kernel {kh}x{kw} (dilation {dilation}, spanning {span_h}x{span_w}) is larger "
-            f"than the padded input {H + 2 * padding[0]}x{W + 2 * padding[1]} "
-            f"(input {tuple(x_shape)}, padding {padding})")
-    Ho = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
-    Wo = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
-    return stride, padding, dilation, Ho, Wo
+    return conv_geometry(op, x_shape, W_shape[2:], stride, padding, dilation)
 
 
-def _check_conv_args(op, x, W, b, channels_axis):
+def _check_conv_args(op, x, W, b, channels_axis, groups=1):
+    """Check the operands of a (transposed, ``channels_axis=0``) convolution; returns groups."""
     check_array(x, op, "input", 4, "(N, C, H, W)")
     check_array(W, op, "weight", 4)
     check_same_dtype(op, input=x, weight=W, bias=b)
-    if x.shape[1] != W.shape[channels_axis]:
+    if channels_axis == 1:   # W : (F, C/groups, kh, kw)
+        in_channels, out_channels = W.shape[1] * groups if isinstance(groups, int) else None, \
+            W.shape[0]
+    else:                    # W : (C_in, C_out/groups, kh, kw)
+        in_channels, out_channels = W.shape[0], W.shape[1] * groups \
+            if isinstance(groups, int) else None
+    groups = check_groups(op, groups, x.shape[1], out_channels)
+    if x.shape[1] != in_channels:
         raise ValueError(f"{op}: input has {x.shape[1]} channels but the weight {tuple(W.shape)} "
-                         f"expects {W.shape[channels_axis]} (input shape {tuple(x.shape)})")
+                         f"with groups={groups} expects {in_channels} "
+                         f"(input shape {tuple(x.shape)})")
     if b is not None:
-        out_channels = W.shape[1 - channels_axis]
         check_array(b, op, "bias", 1)
         check_shape(b, (out_channels,), op, "bias")
+    return groups
 
 
 # ---------------------------------------------------------------- the three products
@@ -399,35 +393,54 @@ def _weight_grad(dy, x, W_shape, stride, padding, dilation, workspace=None, with
 
 # ---------------------------------------------------------------- public ops
 
-def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, *, workspace=None):
+def _group_slices(groups, channels):
+    """The channel slices of ``groups`` equal groups of ``channels``."""
+    size = channels // groups
+    return [slice(g * size, (g + 1) * size) for g in range(groups)]
+
+
+def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, workspace=None):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
-    x : (N, C, H, W)    W : (F, C, kh, kw)    b : (F,) or None
+    x : (N, C, H, W)    W : (F, C/groups, kh, kw)    b : (F,) or None
     y : (N, F, Ho, Wo), Ho = floor((H + 2*ph - dh*(kh-1) - 1) / sh) + 1
 
         y[n, f, ho, wo] = b[f] + sum_{c,i,j} W[f, c, i, j] * x[n, c, ho*sh - ph + i*dh, wo*sw - pw + j*dw]
 
-    ``workspace`` overrides the column budget in bytes for this call.
+    With ``groups`` g the channels split into g groups: output group k (F/g filters)
+    sees only input group k (C/g channels); depthwise when g == C.
+    ``padding`` may be "same" or "valid". ``workspace`` overrides the column budget
+    in bytes for this call.
     """
-    _check_conv_args("conv2d", x, W, b, channels_axis=1)
+    groups = _check_conv_args("conv2d", x, W, b, channels_axis=1, groups=groups)
     stride, padding, dilation, Ho, Wo = _geometry("conv2d", x.shape, W.shape,
                                                   stride, padding, dilation)
-    return _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace, b)
+    if groups == 1:
+        return _apply_conv(x, W, stride, padding, dilation, Ho, Wo, workspace, b)
+    xp = get_array_module(x)
+    y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype)
+    for cs, fs in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, W.shape[0])):
+        y[:, fs] = _apply_conv(xp.ascontiguousarray(x[:, cs]), W[fs], stride, padding, dilation,
+                               Ho, Wo, workspace, None if b is None else b[fs])
+    return y
 
 
-def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, workspace=None,
+def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *, workspace=None,
                     need_input_grad=True, need_weight_grad=True):
     """Gradients of :func:`conv2d`: ``(dx, dW, db)``.
 
-    dy : (N, F, Ho, Wo)  ->  dx : (N, C, H, W) = C^T dy,  dW : (F, C, kh, kw),  db : (F,)
+    dy : (N, F, Ho, Wo)  ->  dx : (N, C, H, W) = C^T dy,  dW : (F, C/groups, kh, kw),  db : (F,)
     A gradient that is not needed comes back as None.
     """
-    _check_conv_args("conv2d_backward", x, W, None, channels_axis=1)
+    groups = _check_conv_args("conv2d_backward", x, W, None, channels_axis=1, groups=groups)
     stride, padding, dilation, Ho, Wo = _geometry("conv2d_backward", x.shape, W.shape,
                                                   stride, padding, dilation)
     check_array(dy, "conv2d_backward", "dy", 4)
     check_shape(dy, (x.shape[0], W.shape[0], Ho, Wo), "conv2d_backward", "dy")
     check_same_dtype("conv2d_backward", dy=dy, input=x)
+    if groups > 1:
+        return _grouped_conv2d_backward(dy, x, W, stride, padding, dilation, groups, workspace,
+                                        need_input_grad, need_weight_grad)
     dx = dW = db = None
     if need_weight_grad:
         dW, db = _weight_grad(dy, x, W.shape, stride, padding, dilation, workspace,
@@ -437,29 +450,29 @@ def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, workspace=None
     return dx, dW, db
 
 
-def conv_transpose_output_size(n, k, s, p, d=1, output_padding=0):
-    """Output length of a transposed convolution: (n - 1)*s - 2p + d(k - 1) + 1 + output_padding."""
-    return (n - 1) * s - 2 * p + d * (k - 1) + 1 + output_padding
+def _grouped_conv2d_backward(dy, x, W, stride, padding, dilation, groups, workspace,
+                             need_input_grad, need_weight_grad):
+    """:func:`conv2d_backward` one group at a time, on the group's channel slices."""
+    xp = get_array_module(x)
+    dx = xp.empty_like(x) if need_input_grad else None
+    dW = xp.empty_like(W) if need_weight_grad else None
+    db = dy.sum(axis=(0, 2, 3)) if need_weight_grad else None
+    for cs, fs in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, W.shape[0])):
+        dy_g = xp.ascontiguousarray(dy[:, fs])
+        if need_weight_grad:
+            dW[fs] = _weight_grad(dy_g, xp.ascontiguousarray(x[:, cs]), W[fs].shape, stride,
+                                  padding, dilation, workspace)
+        if need_input_grad:
+            dx[:, cs] = _apply_conv_transpose(dy_g, W[fs], (x.shape[0],) + W[fs].shape[1:2]
+                                              + x.shape[2:], stride, padding, dilation,
+                                              workspace)
+    return dx, dW, db
 
 
-def _transpose_geometry(op, x, W, stride, padding, dilation, output_padding):
-    stride, padding, dilation = (pair(stride, f"{op}: stride"), pair(padding, f"{op}: padding"),
-                                 pair(dilation, f"{op}: dilation"))
-    output_padding = pair(output_padding, f"{op}: output_padding")
-    check_positive(stride, op, "stride")
-    check_nonnegative(padding, op, "padding")
-    check_positive(dilation, op, "dilation")
-    if any(op_ >= max(s, d) for op_, s, d in zip(output_padding, stride, dilation)):
-        raise ValueError(f"{op}: output_padding {output_padding} must be smaller than "
-                         f"stride {stride} or dilation {dilation}")
-    N, _, Hi, Wi = x.shape
-    _, C_out, kh, kw = W.shape
-    H = conv_transpose_output_size(Hi, kh, stride[0], padding[0], dilation[0], output_padding[0])
-    Wd = conv_transpose_output_size(Wi, kw, stride[1], padding[1], dilation[1], output_padding[1])
-    if H < 1 or Wd < 1:
-        raise ValueError(f"{op}: input {tuple(x.shape)} with kernel {kh}x{kw}, stride {stride}, "
-                         f"padding {padding} gives an empty output ({H}x{Wd})")
-    return stride, padding, dilation, (N, C_out, H, Wd)
+def _transpose_geometry(op, x, W, stride, padding, dilation, output_padding, groups=1):
+    stride, padding, dilation, _, y_shape = conv_transpose_geometry(
+        op, x.shape, W.shape[2:], W.shape[1] * groups, stride, padding, dilation, output_padding)
+    return stride, padding, dilation, y_shape
 
 
 def _fits(x_shape, y_shape, W_shape, stride, padding, dilation):
@@ -501,45 +514,82 @@ def _uncrop(dy, full_shape, padding):
     return full
 
 
-def conv_transpose2d(x, W, b=None, stride=1, padding=0, dilation=1, *, output_padding=0,
-                     workspace=None):
+def conv_transpose2d(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *,
+                     output_padding=0, workspace=None):
     """Transposed convolution: multiplication by C^T, the data-gradient of a convolution.
 
-    x : (N, C_in, Hi, Wi)    W : (C_in, C_out, kh, kw)    b : (C_out,) or None
+    x : (N, C_in, Hi, Wi)    W : (C_in, C_out/groups, kh, kw)    b : (C_out,) or None
     y : (N, C_out, H, W),  H = (Hi - 1)*sh - 2*ph + dh*(kh - 1) + 1 + output_padding
 
     ``conv_transpose2d(dy, W) == conv2d_backward(dy, x, W)[0]`` for the convolution
-    with the same W (seen as (F=C_in, C=C_out, kh, kw)) and an x of shape (N, C_out, H, W).
+    with the same W (seen as (F=C_in, C=C_out/groups, kh, kw)) and an x of shape
+    (N, C_out, H, W), with the same ``groups``.
     """
-    _check_conv_args("conv_transpose2d", x, W, b, channels_axis=0)
+    groups = _check_conv_args("conv_transpose2d", x, W, b, channels_axis=0, groups=groups)
     stride, padding, dilation, y_shape = _transpose_geometry(
-        "conv_transpose2d", x, W, stride, padding, dilation, output_padding)
-    if _fits(x.shape, y_shape, W.shape, stride, padding, dilation):
-        y = _apply_conv_transpose(x, W, y_shape, stride, padding, dilation, workspace)
+        "conv_transpose2d", x, W, stride, padding, dilation, output_padding, groups)
+    xp = get_array_module(x)
+    if groups == 1:
+        y = _transpose_one(x, W, y_shape, stride, padding, dilation, workspace)
     else:
-        full_shape = _uncropped_shape(x.shape, W.shape, stride, dilation)
-        full = _apply_conv_transpose(x, W, full_shape, stride, (0, 0), dilation, workspace)
-        y = _crop(full, y_shape, padding)
+        y = xp.empty(y_shape, dtype=x.dtype)
+        group_shape = (y_shape[0], W.shape[1]) + tuple(y_shape[2:])
+        for cs, os_ in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, y_shape[1])):
+            y[:, os_] = _transpose_one(xp.ascontiguousarray(x[:, cs]), W[cs], group_shape,
+                                       stride, padding, dilation, workspace)
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     return y
 
 
-def conv_transpose2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, output_padding=0,
-                              workspace=None, need_input_grad=True, need_weight_grad=True):
+def _transpose_one(x, W, y_shape, stride, padding, dilation, workspace):
+    """C^T x for one group, cropping where output_padding reaches past one padding."""
+    if _fits(x.shape, y_shape, W.shape, stride, padding, dilation):
+        return _apply_conv_transpose(x, W, y_shape, stride, padding, dilation, workspace)
+    full_shape = _uncropped_shape(x.shape, W.shape, stride, dilation)
+    full = _apply_conv_transpose(x, W, full_shape, stride, (0, 0), dilation, workspace)
+    return _crop(full, y_shape, padding)
+
+
+def conv_transpose2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *,
+                              output_padding=0, workspace=None, need_input_grad=True,
+                              need_weight_grad=True):
     """Gradients of :func:`conv_transpose2d`: ``(dx, dW, db)``.
 
     The duality runs both ways: the input-gradient of C^T is C, a plain convolution,
     and the weight-gradient is that of the convolution with x and dy swapped.
     """
-    _check_conv_args("conv_transpose2d_backward", x, W, None, channels_axis=0)
+    op = "conv_transpose2d_backward"
+    groups = _check_conv_args(op, x, W, None, channels_axis=0, groups=groups)
     stride, padding, dilation, y_shape = _transpose_geometry(
-        "conv_transpose2d_backward", x, W, stride, padding, dilation, output_padding)
-    check_array(dy, "conv_transpose2d_backward", "dy", 4)
-    check_shape(dy, y_shape, "conv_transpose2d_backward", "dy")
-    check_same_dtype("conv_transpose2d_backward", dy=dy, input=x)
-    dx = dW = db = None
+        op, x, W, stride, padding, dilation, output_padding, groups)
+    check_array(dy, op, "dy", 4)
+    check_shape(dy, y_shape, op, "dy")
+    check_same_dtype(op, dy=dy, input=x)
+    xp = get_array_module(x)
     db = dy.sum(axis=(0, 2, 3)) if need_weight_grad else None
+    if groups == 1:
+        dx, dW = _transpose_backward_one(dy, x, W, stride, padding, dilation, workspace,
+                                         need_input_grad, need_weight_grad)
+        return dx, dW, db
+    dx = xp.empty_like(x) if need_input_grad else None
+    dW = xp.empty_like(W) if need_weight_grad else None
+    for cs, os_ in zip(_group_slices(groups, x.shape[1]), _group_slices(groups, y_shape[1])):
+        dx_g, dW_g = _transpose_backward_one(
+            xp.ascontiguousarray(dy[:, os_]), xp.ascontiguousarray(x[:, cs]), W[cs], stride,
+            padding, dilation, workspace, need_input_grad, need_weight_grad)
+        if need_input_grad:
+            dx[:, cs] = dx_g
+        if need_weight_grad:
+            dW[cs] = dW_g
+    return dx, dW, db
+
+
+def _transpose_backward_one(dy, x, W, stride, padding, dilation, workspace, need_input_grad,
+                            need_weight_grad):
+    """(dx, dW) of C^T x for one group: dx = C dy, dW the convolution's with x, dy swapped."""
+    y_shape = dy.shape
+    dx = dW = None
     if not _fits(x.shape, y_shape, W.shape, stride, padding, dilation):
         dy = _uncrop(dy, _uncropped_shape(x.shape, W.shape, stride, dilation), padding)
         padding = (0, 0)
@@ -547,7 +597,7 @@ def conv_transpose2d_backward(dy, x, W, stride=1, padding=0, dilation=1, *, outp
         dx = _apply_conv(dy, W, stride, padding, dilation, x.shape[2], x.shape[3], workspace)
     if need_weight_grad:
         dW = _weight_grad(x, dy, W.shape, stride, padding, dilation, workspace)
-    return dx, dW, db
+    return dx, dW
 
 
 def im2col(x, kh, kw, stride=1, padding=0, dilation=1):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import functional as F
-from ..functional._checks import pair
+from ..geometry import check_groups, pair, resolve_padding
 from .base import Layer, default_rng
 
 
@@ -19,13 +19,15 @@ def normal_init(shape, std, rng, dtype):
 
 class _ConvBase(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                 weight_shape, init_std, rng, dtype):
+                 groups, weight_shape, init_std, rng, dtype):
         super().__init__()
+        kind = type(self).__name__
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = pair(kernel_size, f"{type(self).__name__}: kernel_size")
-        self.stride = pair(stride, f"{type(self).__name__}: stride")
-        self.padding = pair(padding, f"{type(self).__name__}: padding")
-        self.dilation = pair(dilation, f"{type(self).__name__}: dilation")
+        self.kernel_size = pair(kernel_size, f"{kind}: kernel_size")
+        self.stride = pair(stride, f"{kind}: stride")
+        self.dilation = pair(dilation, f"{kind}: dilation")
+        self.padding = resolve_padding(padding, self.kernel_size, self.stride, self.dilation, kind)
+        self.groups = check_groups(kind, groups, self.in_channels, self.out_channels)
         self.params["W"] = normal_init(weight_shape, init_std, rng, dtype)
         if bias:
             self.params["b"] = normal_init((out_channels,), 0.0, rng, dtype)
@@ -37,25 +39,30 @@ class _ConvBase(Layer):
 
     @property
     def _geometry(self):
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
 
     def extra_repr(self):
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"bias={'b' in self.params}")
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+                f"{groups}, bias={'b' in self.params}")
 
 
 class Conv2D(_ConvBase):
-    """2-D convolution layer; W : (F, C, kh, kw) ~ N(0, init_std^2), b : (F,) = 0.
+    """2-D convolution layer; W : (F, C/groups, kh, kw) ~ N(0, init_std^2), b : (F,) = 0.
 
-    (N, C, H, W) -> (N, F, Ho, Wo); see :func:`minconv.functional.conv2d`.
+    (N, C, H, W) -> (N, F, Ho, Wo); see :func:`minconv.functional.conv2d`. ``padding``
+    may be "same" or "valid"; ``groups`` splits the channels (depthwise when == C).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, init_std=0.01, rng=None, dtype="float32"):
+                 bias=True, groups=1, init_std=0.01, rng=None, dtype="float32"):
         kh, kw = pair(kernel_size, "Conv2D: kernel_size")
+        g = groups if isinstance(groups, int) and groups > 0 else 1  # checked in the base
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                         (out_channels, in_channels, kh, kw), init_std, rng, dtype)
+                         groups, (out_channels, int(in_channels) // g, kh, kw), init_std, rng,
+                         dtype)
 
     def forward(self, x, train=False):
         self._cache = x
@@ -73,16 +80,19 @@ class Conv2D(_ConvBase):
 
 
 class ConvTranspose2D(_ConvBase):
-    """Transposed convolution layer (multiplication by C^T); W : (C_in, C_out, kh, kw).
+    """Transposed convolution layer (multiplication by C^T); W : (C_in, C_out/groups, kh, kw).
 
     (N, C_in, Hi, Wi) -> (N, C_out, H, W); see :func:`minconv.functional.conv_transpose2d`.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, output_padding=0, init_std=0.01, rng=None, dtype="float32"):
+                 bias=True, output_padding=0, groups=1, init_std=0.01, rng=None,
+                 dtype="float32"):
         kh, kw = pair(kernel_size, "ConvTranspose2D: kernel_size")
+        g = groups if isinstance(groups, int) and groups > 0 else 1  # checked in the base
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                         (in_channels, out_channels, kh, kw), init_std, rng, dtype)
+                         groups, (in_channels, int(out_channels) // g, kh, kw), init_std, rng,
+                         dtype)
         self.output_padding = pair(output_padding, "ConvTranspose2D: output_padding")
 
     def forward(self, x, train=False):
