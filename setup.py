@@ -3,9 +3,9 @@
 OpenMP is used where the compiler has it: a tiny OpenMP program is compiled and
 linked first, and without it the kernels build serially (``prange`` then runs
 as a plain loop). Only portable flags: no ``-march=native``, so a wheel built
-here runs on any CPU of its architecture. The AVX-512 tiles of
-``_im2row_matmul.h`` are compiled for that instruction set function by function
-and run only where the CPU reports it.
+here runs on any CPU of its architecture. The tiles of ``_im2row_matmul.h``
+(AVX-512) and ``_im2row_matmul_avx2.h`` (AVX2+FMA) are compiled for their
+instruction set function by function, and each runs only where the CPU reports it.
 """
 import os
 import sys
@@ -17,6 +17,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ("cpu_conv", "cpu_pool", "cpu_lrn", "cpu_activation")
+TILE_HEADERS = [f"minconv/_kernels/{name}.h"
+                for name in ("_im2row_matmul", "_im2row_matmul_avx2", "_direct_avx2")]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
               "cdivision": True, "initializedcheck": False}
 
@@ -71,7 +73,7 @@ class BuildExt(build_ext):
 extensions = [
     Extension(f"minconv._kernels.{name}", [f"minconv/_kernels/{name}.pyx"],
               include_dirs=[np.get_include(), "minconv/_kernels"],
-              depends=["minconv/_kernels/_im2row_matmul.h"] if name == "cpu_conv" else [],
+              depends=TILE_HEADERS if name == "cpu_conv" else [],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNELS
 ]

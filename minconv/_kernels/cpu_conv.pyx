@@ -21,9 +21,11 @@ threads ever write the same element. im2row and row2im work on a zero-padded
 channels-last copy of the image and run in parallel over the images.
 
 im2row_matmul and im2row_t_matmul are the two products a convolution takes of
-those rows, ``rows @ w`` and ``rows.T @ dy``. In float32 on CPUs with AVX-512,
-for weights that fit in a core's cache, they never form the rows: the C tiles
-of ``_im2row_matmul.h`` read the taps from the padded image as they multiply. conv2d_direct and its weight gradient
+those rows, ``rows @ w`` and ``rows.T @ dy``. In float32 on CPUs with AVX-512
+or AVX2+FMA, for weights that fit in a core's cache, they never form the rows:
+the C tiles of ``_im2row_matmul.h`` (AVX-512) and ``_im2row_matmul_avx2.h``
+read the taps from the padded image as they multiply; :func:`isa` names the
+set in use and :func:`set_isa_cap` or ``MINCONV_ISA`` can hold it lower. conv2d_direct and its weight gradient
 do the same channels first, for inputs of few channels. All four run on the
 calling thread alone.
 """
@@ -52,6 +54,27 @@ cdef extern from "_im2row_matmul.h" nogil:
                                 Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw,
                                 Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
                                 float *dwt)
+
+cdef extern from "_im2row_matmul_avx2.h" nogil:
+    int mc_avx2_available()
+    int mc_avx2_im2row_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                              Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                              Py_ssize_t Ho, Py_ssize_t Wo, const float *w, Py_ssize_t F,
+                              const float *bias, float *y)
+    int mc_avx2_im2row_t_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                                Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                                Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
+                                float *dwt)
+    void mc_avx2_conv2d_direct(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
+                               Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw,
+                               Py_ssize_t Ho, Py_ssize_t Wo, const float *wt, Py_ssize_t F,
+                               const float *bias, float *y)
+    void mc_avx2_conv2d_direct_wgrad(const float *xp, Py_ssize_t N, Py_ssize_t C,
+                                     Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh,
+                                     int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
+                                     const float *dy, Py_ssize_t F, float *dwt)
+
+import os
 
 import numpy as np
 
@@ -414,26 +437,67 @@ def row2im(rows, x_shape, kh, kw, stride, padding, dilation):
 
 # ---------------------------------------------------------------- products of the rows
 
-_FUSED_FLOAT32 = bool(mc_fused_available())
-
+# The instruction sets of the tiles, by level: the CPU's best is chosen when the
+# module loads, and a cap (MINCONV_ISA, or set_isa_cap) can hold it lower, so
+# that any machine can run and measure the AVX2 tiles or none.
+ISA_NAMES = ("none", "avx2", "avx512")
+cdef int _ISA_SUPPORTED = 2 if mc_fused_available() else (1 if mc_avx2_available() else 0)
+cdef int _isa_cap = 2
+cdef int _isa = _ISA_SUPPORTED
 
 # The tiles stream the whole (kh*kw*C, F) weight matrix once per few positions:
 # they beat im2row + GEMM while it stays in the core's L2 cache (1 MB here, of
 # 2 MB). ZFNet's 13x13 layers (3.5-5.3 MB of weights) measured 2-4x slower fused.
-_FUSED_MAX_WEIGHTS = 2 ** 18
+_FUSED_MAX_WEIGHTS = {"avx512": 2 ** 18, "avx2": 2 ** 18}
+
+
+def _isa_level(name, what):
+    if name not in ISA_NAMES:
+        raise ValueError(f"{what}: expected one of {ISA_NAMES}, got {name!r}")
+    return ISA_NAMES.index(name)
+
+
+def isa():
+    """The instruction set the tiles run with now: 'avx512', 'avx2' or 'none'
+    (im2row + GEMM and the reference's direct convolution)."""
+    return ISA_NAMES[_isa]
+
+
+def set_isa_cap(name):
+    """Let the tiles use at most instruction set ``name`` ('avx512', 'avx2' or
+    'none'; the CPU's best when it lacks the one named). Returns the previous cap."""
+    global _isa_cap, _isa
+    level = _isa_level(name, "set_isa_cap")
+    previous = ISA_NAMES[_isa_cap]
+    _isa_cap = level
+    _isa = min(level, _ISA_SUPPORTED)
+    return previous
+
+
+if os.environ.get("MINCONV_ISA"):
+    set_isa_cap(os.environ["MINCONV_ISA"].strip().lower())
 
 
 def fused_kernels(dtype):
-    """True when the AVX-512 tiles serve ``dtype`` (float32 on a CPU with AVX-512):
-    then :func:`conv2d_direct` runs compiled for width stride 1, and the im2row
-    products of small enough weights never form the rows (:func:`fuses_im2row`)."""
-    return _FUSED_FLOAT32 and np.dtype(dtype) == np.float32
+    """True when the tiles serve ``dtype`` (float32 on a CPU with AVX-512 or AVX2+FMA,
+    see :func:`isa`): then :func:`conv2d_direct` runs compiled for width stride 1, and
+    the im2row products of small enough weights never form the rows (:func:`fuses_im2row`)."""
+    return _fusing_level(dtype) > 0
 
 
 def fuses_im2row(dtype, taps, channels):
     """True when :func:`im2row_matmul` and :func:`im2row_t_matmul` with a weight
     matrix of ``taps`` x ``channels`` (kh*kw*C x F) run without forming the rows."""
-    return fused_kernels(dtype) and taps * channels <= _FUSED_MAX_WEIGHTS
+    return _fusing_level(dtype, taps, channels) > 0
+
+
+def _fusing_level(dtype, taps=0, channels=0):
+    """The level of the tiles that serve ``dtype`` and these weights now, 0 for none;
+    read once per call, so a cap set meanwhile never splits one product across two."""
+    level = _isa
+    if level == 0 or np.dtype(dtype) != np.float32:
+        return 0
+    return level if taps * channels <= _FUSED_MAX_WEIGHTS[ISA_NAMES[level]] else 0
 
 
 def _matrix(a, rows, dtype, op, what):
@@ -445,25 +509,38 @@ def _matrix(a, rows, dtype, op, what):
     return a
 
 
-cdef void _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
-                        const float[::1] bias, float[:, ::1] y, int kh, int kw, int sh, int sw,
-                        int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo) noexcept:
+cdef int _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
+                       const float[::1] bias, float[:, ::1] y, int kh, int kw, int sh, int sw,
+                       int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, int level) noexcept:
     cdef const float *b = NULL
+    cdef int status = 0
     if bias is not None:
         b = &bias[0]
     with nogil:
-        mc_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2], xt.shape[3],
-                         kh, kw, sh, sw, dh, dw, Ho, Wo, &w[0, 0], w.shape[1], b, &y[0, 0])
+        if level == 2:
+            mc_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
+                             xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &w[0, 0], w.shape[1],
+                             b, &y[0, 0])
+        else:
+            status = mc_avx2_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
+                                           xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw,
+                                           Ho, Wo, &w[0, 0], w.shape[1], b, &y[0, 0])
+    return status
 
 
 cdef int _fused_t_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] dy, float[:, ::1] dwt,
                          int kh, int kw, int sh, int sw, int dh, int dw, Py_ssize_t Ho,
-                         Py_ssize_t Wo) noexcept:
+                         Py_ssize_t Wo, int level) noexcept:
     cdef int status
     with nogil:
-        status = mc_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
-                                    xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &dy[0, 0],
-                                    dy.shape[1], &dwt[0, 0])
+        if level == 2:
+            status = mc_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
+                                        xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &dy[0, 0],
+                                        dy.shape[1], &dwt[0, 0])
+        else:
+            status = mc_avx2_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
+                                             xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw,
+                                             Ho, Wo, &dy[0, 0], dy.shape[1], &dwt[0, 0])
     return status
 
 
@@ -489,9 +566,11 @@ def im2row_matmul(x, w_rows, kh, kw, stride, padding, dilation, bias=None, out=N
     y = _unfold_target(out, (N * Ho * Wo, F), x, "im2row_matmul")
     if y.size == 0:
         return _written_into(y, out)
-    if fuses_im2row(x.dtype, kh * kw * C, F):
-        _fused_matmul(_padded_channels_last(x, ph, pw), w_rows, bias, y,
-                      kh, kw, sh, sw, dh, dw, Ho, Wo)
+    level = _fusing_level(x.dtype, kh * kw * C, F)
+    if level:
+        if _fused_matmul(_padded_channels_last(x, ph, pw), w_rows, bias, y,
+                         kh, kw, sh, sw, dh, dw, Ho, Wo, level) != 0:
+            raise MemoryError("im2row_matmul: out of memory for the padded weights")
     else:
         np.matmul(im2row(x, kh, kw, stride, padding, dilation), w_rows, out=y)
         if bias is not None:
@@ -512,12 +591,13 @@ def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
         x.shape, kh, kw, stride, padding, dilation)
     dy_rows = _matrix(dy_rows, N * Ho * Wo, x.dtype, "im2row_t_matmul", "dy_rows")
     dw_rows = _unfold_target(out, (kh * kw * C, dy_rows.shape[1]), x, "im2row_t_matmul")
+    level = _fusing_level(x.dtype, kh * kw * C, dy_rows.shape[1])
     if dw_rows.size == 0 or dy_rows.size == 0:
         dw_rows[...] = 0
-    elif fuses_im2row(x.dtype, kh * kw * C, dy_rows.shape[1]):
+    elif level:
         if _fused_t_matmul(_padded_channels_last(x, ph, pw), dy_rows, dw_rows,
-                           kh, kw, sh, sw, dh, dw, Ho, Wo) != 0:
-            raise MemoryError("im2row_t_matmul: out of memory for the tap offsets")
+                           kh, kw, sh, sw, dh, dw, Ho, Wo, level) != 0:
+            raise MemoryError("im2row_t_matmul: out of memory for its scratch arrays")
     else:
         np.matmul(im2row(x, kh, kw, stride, padding, dilation).T, dy_rows, out=dw_rows)
     return _written_into(dw_rows, out)
@@ -538,8 +618,8 @@ def conv2d_direct(x, W, bias, stride, padding, dilation, out=None):
     """A convolution summed tap by tap, channels first (the reference's twin).
 
     x : (N, C, H, W), W : (F, C, kh, kw), bias : (F,) or None -> y : (N, F, Ho, Wo),
-    ``out`` when given. Compiled for float32 with width stride 1 where the AVX-512
-    tiles run; otherwise the reference computes it.
+    ``out`` when given. Compiled for float32 with width stride 1 where the
+    tiles run (:func:`fused_kernels`); otherwise the reference computes it.
     """
     x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct", x, np.shape(W), stride,
                                                  padding, dilation)
@@ -547,13 +627,15 @@ def conv2d_direct(x, W, bias, stride, padding, dilation, out=None):
     W = np.ascontiguousarray(W)
     if W.dtype != x.dtype or (bias is not None and np.asarray(bias).dtype != x.dtype):
         raise ValueError(f"conv2d_direct: weight and bias must be {x.dtype}")
-    if not fused_kernels(x.dtype) or sw != 1:
+    level = _fusing_level(x.dtype)
+    if level == 0 or sw != 1:
         return reference.conv2d_direct(x, W, bias, stride, padding, dilation, out=out)
     y = _unfold_target(out, (N, F, Ho, Wo), x, "conv2d_direct")
     wt = np.ascontiguousarray(W.reshape(F, -1).T)                        # (C*kh*kw, F)
     b = None if bias is None else np.ascontiguousarray(bias)
     if y.size:
-        _direct(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), wt, b, y, kh, kw, sh, dh, dw)
+        _direct(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), wt, b, y, kh, kw, sh, dh, dw,
+                level)
     return _written_into(y, out)
 
 
@@ -566,30 +648,44 @@ def conv2d_direct_weight_grad(dy, x, W_shape, stride, padding, dilation):
     if dy.shape != (N, F, Ho, Wo) or dy.dtype != x.dtype:
         raise ValueError(f"conv2d_direct_weight_grad: dy must be {x.dtype} {(N, F, Ho, Wo)}, "
                          f"got {dy.dtype} {dy.shape}")
-    if not fused_kernels(x.dtype) or sw != 1:
+    level = _fusing_level(x.dtype)
+    if level == 0 or sw != 1:
         return reference.conv2d_direct_weight_grad(dy, x, (F, C, kh, kw), stride, padding,
                                                    dilation)
     dwt = np.zeros((C * kh * kw, F), dtype=x.dtype)
     if dy.size:
         _direct_wgrad(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), dy, dwt,
-                      kh, kw, sh, dh, dw)
+                      kh, kw, sh, dh, dw, level)
     return np.ascontiguousarray(dwt.T).reshape(F, C, kh, kw)
 
 
 cdef void _direct(const float[:, :, :, ::1] xp, const float[:, ::1] wt, const float[::1] bias,
-                  float[:, :, :, ::1] y, int kh, int kw, int sh, int dh, int dw) noexcept:
+                  float[:, :, :, ::1] y, int kh, int kw, int sh, int dh, int dw,
+                  int level) noexcept:
     cdef const float *b = NULL
     if bias is not None:
         b = &bias[0]
     with nogil:
-        mc_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2], xp.shape[3],
-                         kh, kw, sh, dh, dw, y.shape[2], y.shape[3], &wt[0, 0], wt.shape[1], b,
-                         &y[0, 0, 0, 0])
+        if level == 2:
+            mc_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                             xp.shape[3], kh, kw, sh, dh, dw, y.shape[2], y.shape[3], &wt[0, 0],
+                             wt.shape[1], b, &y[0, 0, 0, 0])
+        else:
+            mc_avx2_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                                  xp.shape[3], kh, kw, sh, dh, dw, y.shape[2], y.shape[3],
+                                  &wt[0, 0], wt.shape[1], b, &y[0, 0, 0, 0])
 
 
 cdef void _direct_wgrad(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
-                        float[:, ::1] dwt, int kh, int kw, int sh, int dh, int dw) noexcept:
+                        float[:, ::1] dwt, int kh, int kw, int sh, int dh, int dw,
+                        int level) noexcept:
     with nogil:
-        mc_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
-                               xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2], dy.shape[3],
-                               &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])
+        if level == 2:
+            mc_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                                   xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2], dy.shape[3],
+                                   &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])
+        else:
+            mc_avx2_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1],
+                                        xp.shape[2], xp.shape[3], kh, kw, sh, dh, dw,
+                                        dy.shape[2], dy.shape[3], &dy[0, 0, 0, 0],
+                                        dy.shape[1], &dwt[0, 0])

@@ -1,0 +1,178 @@
+/* The few-input-channel convolution of _im2row_matmul.h in AVX2+FMA.
+
+       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xp[n, c, ho*sh + i*dh, wo + j*dw]
+
+   channels first, 8 neighbouring outputs of a row to a vector, width stride 1;
+   xp is the zero-padded input (N, C, Hp, Wp), wt the weights (C*kh*kw, F).
+   Included by _im2row_matmul_avx2.h, which defines the helpers used here. */
+#ifndef MINCONV_DIRECT_AVX2_H
+#define MINCONV_DIRECT_AVX2_H
+
+#define MC2_DIRECT_FILTERS 6   /* filters of a tile; with 2 vectors of positions, 12 accumulators */
+#define MC2_WG_FILTERS 3       /* a weight-gradient tile: 3 filters x 4 taps, 12 accumulators */
+#define MC2_WG_TAPS 4
+
+/* FR filters x WV vectors of 8 positions of one output row; the last vector
+   holds `last` positions (1..8), read and written masked when it is partial. */
+MC2_TILE void mc2_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, const int FR,
+                              const int WV, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh,
+                              int kw, int dh, int dw, const float *bias, float *y,
+                              ptrdiff_t yplane, int last)
+{
+    __m256 acc[MC2_DIRECT_FILTERS][2];
+    const __m256i mask = mc2_mask(last);
+    const int partial = last < 8;
+    #pragma GCC unroll 8
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 2
+        for (int v = 0; v < WV; v++) acc[f][v] = bias ? _mm256_set1_ps(bias[f]) : _mm256_setzero_ps();
+    }
+    const float *wk = wt;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        for (int i = 0; i < kh; i++) {
+            const float *row = x + c * plane + (ptrdiff_t)i * dh * Wp;
+            for (int j = 0; j < kw; j++, wk += F) {
+                __m256 xv[2];
+                #pragma GCC unroll 2
+                for (int v = 0; v < WV; v++) {
+                    const float *p = row + j * dw + 8 * v;
+                    xv[v] = v == WV - 1 && partial ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+                }
+                #pragma GCC unroll 8
+                for (int f = 0; f < FR; f++) {
+                    const __m256 w = _mm256_broadcast_ss(wk + f);
+                    #pragma GCC unroll 2
+                    for (int v = 0; v < WV; v++) acc[f][v] = _mm256_fmadd_ps(w, xv[v], acc[f][v]);
+                }
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 2
+        for (int v = 0; v < WV; v++)
+            mc2_store_part(y + f * yplane + 8 * v, v == WV - 1 ? last : 8, acc[f][v]);
+    }
+}
+
+/* One step of the weight-gradient tile: positions wo..wo+7 of one row (n), the
+   first `count` of them (masked loads when count < 8, so no other value enters). */
+MC2_TILE void mc2_wgrad_step(__m256 acc[MC2_WG_FILTERS][MC2_WG_TAPS], const int FR, const int TJ,
+                             const float *xrow, const float *drow, ptrdiff_t yplane, int dw,
+                             int count)
+{
+    const __m256i mask = mc2_mask(count);
+    __m256 dv[MC2_WG_FILTERS];
+    #pragma GCC unroll 3
+    for (int f = 0; f < FR; f++)
+        dv[f] = count >= 8 ? _mm256_loadu_ps(drow + f * yplane) : _mm256_maskload_ps(drow + f * yplane, mask);
+    #pragma GCC unroll 4
+    for (int t = 0; t < TJ; t++) {
+        const __m256 xv = count >= 8 ? _mm256_loadu_ps(xrow + t * dw)
+                                     : _mm256_maskload_ps(xrow + t * dw, mask);
+        #pragma GCC unroll 3
+        for (int f = 0; f < FR; f++) acc[f][t] = _mm256_fmadd_ps(xv, dv[f], acc[f][t]);
+    }
+}
+
+/* dwt[t, f] += sum over n, ho, wo of xp[n, c, ho*sh + i*dh, wo + (j0 + t)*dw] * dy[n, f, ho, wo]
+   for FR filters and TJ taps j0.. of one (c, i), accumulated in vectors, summed at the end. */
+MC2_TILE void mc2_direct_wgrad_tile(const float *x, ptrdiff_t N, ptrdiff_t image, ptrdiff_t Wp,
+                                    int sh, int dw, const float *dy, ptrdiff_t dy_image,
+                                    ptrdiff_t yplane, ptrdiff_t Ho, ptrdiff_t Wo, const int FR,
+                                    const int TJ, float *dwt, ptrdiff_t ldw)
+{
+    __m256 acc[MC2_WG_FILTERS][MC2_WG_TAPS];
+    #pragma GCC unroll 3
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 4
+        for (int t = 0; t < TJ; t++) acc[f][t] = _mm256_setzero_ps();
+    }
+    for (ptrdiff_t n = 0; n < N; n++) {
+        for (ptrdiff_t ho = 0; ho < Ho; ho++) {
+            const float *xrow = x + n * image + ho * sh * Wp;
+            const float *drow = dy + n * dy_image + ho * Wo;
+            ptrdiff_t wo = 0;
+            for (; wo + 8 <= Wo; wo += 8)
+                mc2_wgrad_step(acc, FR, TJ, xrow + wo, drow + wo, yplane, dw, 8);
+            if (wo < Wo)
+                mc2_wgrad_step(acc, FR, TJ, xrow + wo, drow + wo, yplane, dw, (int)(Wo - wo));
+        }
+    }
+    #pragma GCC unroll 3
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 4
+        for (int t = 0; t < TJ; t++) dwt[t * ldw + f] += mc2_sum(acc[f][t]);
+    }
+}
+
+#define MC2_DIRECT_CASE(WV, FR) case FR: mc2_direct_tile(x, plane, Wp, FR, WV, wt, F, C, kh, kw, \
+        dh, dw, bias, y, yplane, last); break;
+#define MC2_DIRECT_VECTORS(WV) case WV: switch (filters) { \
+        MC2_DIRECT_CASE(WV, 1) MC2_DIRECT_CASE(WV, 2) MC2_DIRECT_CASE(WV, 3) \
+        MC2_DIRECT_CASE(WV, 4) MC2_DIRECT_CASE(WV, 5) MC2_DIRECT_CASE(WV, 6) } break;
+
+static MC2_TARGET void mc2_direct_tile_of(int vectors, int filters, const float *x, ptrdiff_t plane,
+        ptrdiff_t Wp, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh, int dw,
+        const float *bias, float *y, ptrdiff_t yplane, int last)
+{
+    switch (vectors) { MC2_DIRECT_VECTORS(1) MC2_DIRECT_VECTORS(2) }
+}
+
+#define MC2_WG_CASE(FR, TJ) case TJ: mc2_direct_wgrad_tile(x, N, image, Wp, sh, dw, dy, \
+        dy_image, yplane, Ho, Wo, FR, TJ, dwt, ldw); break;
+#define MC2_WG_FILTERS_CASE(FR) case FR: switch (taps) { \
+        MC2_WG_CASE(FR, 1) MC2_WG_CASE(FR, 2) MC2_WG_CASE(FR, 3) MC2_WG_CASE(FR, 4) } break;
+
+static MC2_TARGET void mc2_direct_wgrad_tile_of(int filters, int taps, const float *x, ptrdiff_t N,
+        ptrdiff_t image, ptrdiff_t Wp, int sh, int dw, const float *dy, ptrdiff_t dy_image,
+        ptrdiff_t yplane, ptrdiff_t Ho, ptrdiff_t Wo, float *dwt, ptrdiff_t ldw)
+{
+    switch (filters) { MC2_WG_FILTERS_CASE(1) MC2_WG_FILTERS_CASE(2) MC2_WG_FILTERS_CASE(3) }
+}
+
+/* y (N, F, Ho, Wo) = the convolution of xp (N, C, Hp, Wp, padded) with wt (C*kh*kw, F), width stride 1. */
+static MC2_TARGET void mc_avx2_conv2d_direct(const float *xp, ptrdiff_t N, ptrdiff_t C,
+        ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
+        ptrdiff_t Wo, const float *wt, ptrdiff_t F, const float *bias, float *y)
+{
+    const ptrdiff_t plane = Hp * Wp, yplane = Ho * Wo;
+    for (ptrdiff_t n = 0; n < N; n++)
+        for (ptrdiff_t ho = 0; ho < Ho; ho++)
+            for (ptrdiff_t wo = 0; wo < Wo; wo += 16) {
+                const int vectors = Wo - wo > 8 ? 2 : 1;
+                const int last = (int)(Wo - wo - 8 * (vectors - 1) < 8 ? Wo - wo - 8 * (vectors - 1) : 8);
+                const float *x = xp + (n * C * Hp + ho * sh) * Wp + wo;
+                for (ptrdiff_t f = 0; f < F; f += MC2_DIRECT_FILTERS) {
+                    const int filters = (int)(F - f < MC2_DIRECT_FILTERS ? F - f : MC2_DIRECT_FILTERS);
+                    mc2_direct_tile_of(vectors, filters, x, plane, Wp, wt + f, F, C, kh, kw, dh, dw,
+                                       bias ? bias + f : NULL, y + (n * F + f) * yplane + ho * Wo + wo,
+                                       yplane, last);
+                }
+            }
+}
+
+/* dwt (C*kh*kw, F) = the weight gradient of mc_avx2_conv2d_direct for dy (N, F, Ho, Wo). */
+static MC2_TARGET void mc_avx2_conv2d_direct_wgrad(const float *xp, ptrdiff_t N, ptrdiff_t C,
+        ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
+        ptrdiff_t Wo, const float *dy, ptrdiff_t F, float *dwt)
+{
+    const ptrdiff_t image = C * Hp * Wp, yplane = Ho * Wo;
+    for (ptrdiff_t t = 0; t < C * kh * kw * F; t++)
+        dwt[t] = 0.0f;
+    /* filters outside: their dy planes are read again from cache for every tap row */
+    for (ptrdiff_t f = 0; f < F; f += MC2_WG_FILTERS) {
+        const int filters = (int)(F - f < MC2_WG_FILTERS ? F - f : MC2_WG_FILTERS);
+        for (ptrdiff_t c = 0; c < C; c++)
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j += MC2_WG_TAPS) {
+                    const int taps = kw - j < MC2_WG_TAPS ? kw - j : MC2_WG_TAPS;
+                    const float *x = xp + (c * Hp + (ptrdiff_t)i * dh) * Wp + (ptrdiff_t)j * dw;
+                    mc2_direct_wgrad_tile_of(filters, taps, x, N, image, Wp, sh, dw,
+                                             dy + f * yplane, F * yplane, yplane, Ho, Wo,
+                                             dwt + ((c * kh + i) * kw + j) * F + f, F);
+                }
+    }
+}
+
+#endif
