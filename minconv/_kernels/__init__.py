@@ -15,12 +15,14 @@ import warnings
 
 import numpy as np
 
-from . import reference
+from . import reference, reference_avgpool, reference_norm
 from ..backend import get_array_module
 
 NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matmul",
          "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_backward",
-         "lrn_forward", "lrn_backward", "relu_backward")
+         "lrn_forward", "lrn_backward", "relu_backward",
+         "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
+         "avgpool_forward", "avgpool_backward")
 # the Cython kernels' OpenMP controls and whether their AVX-512 tiles run
 # (absent from the reference and CUDA namespaces)
 THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fuses_im2row")
@@ -28,6 +30,9 @@ THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fus
 
 def _namespace(*modules):
     functions = {}
+    # the batch-norm and average-pooling specifications run on any array module:
+    # wherever no twin is built they serve
+    modules = modules + (reference_norm, reference_avgpool)
     for name in NAMES + THREAD_CONTROLS:
         for module in modules:
             if hasattr(module, name):
@@ -36,10 +41,19 @@ def _namespace(*modules):
     return types.SimpleNamespace(**functions)
 
 
+def _optional(name):
+    """The kernel module ``name`` as a one-item list, or [] where it is not built."""
+    import importlib
+    try:
+        return [importlib.import_module(f".{name}", __name__)]
+    except ImportError:
+        return []
+
+
 try:
     from . import cpu_activation, cpu_conv, cpu_lrn, cpu_pool
     CPU_BUILT = True
-    cpu = _namespace(cpu_conv, cpu_pool, cpu_lrn, cpu_activation)
+    cpu = _namespace(cpu_conv, cpu_pool, cpu_lrn, cpu_activation, *_optional("cpu_norm"))
 except ImportError as error:  # not compiled: stay usable, but say so once
     CPU_BUILT = False
     cpu = _namespace(reference)
@@ -58,7 +72,7 @@ def kernels_for(x):
     if get_array_module(x) is not np:
         if _cuda is None:
             from . import cuda as _cuda_module
-            _cuda = _namespace(_cuda_module, reference)
+            _cuda = _namespace(_cuda_module, *_optional("cuda_norm"), reference)
         return _cuda
     if x.dtype in (np.float32, np.float64):
         return cpu

@@ -10,9 +10,17 @@ from .linear import linear, linear_backward
 from .loss import log_softmax, softmax, softmax_cross_entropy, softmax_cross_entropy_backward
 from .lrn import lrn, lrn_backward
 from .pool import max_pool2d, max_unpool2d
+from .avgpool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d,
+                      avg_pool2d_backward)
+from .merge import add, concat, concat_backward
+from .norm import batch_norm, batch_norm_backward
+from .saturating import sigmoid, sigmoid_backward, tanh, tanh_backward
 from ..geometry import conv_output_size, conv_transpose_output_size, pool_output_size
 
 __all__ = [
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "add", "avg_pool2d",
+    "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "concat", "concat_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "RULES", "col2im", "conv2d", "conv2d_backward", "conv_matrix", "conv_output_size",
     "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose_output_size", "dropout",
     "dropout_backward", "im2col", "linear", "linear_backward", "log_softmax", "lrn",

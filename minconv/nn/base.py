@@ -1,6 +1,7 @@
 """The layer protocol shared by every stateful layer and by Sequential.
 
-A layer holds its parameters in ``params`` (name -> array) and, after
+A layer holds its parameters in ``params`` (name -> array), state that is not
+trained in ``buffers`` (BatchNorm's running statistics) and, after
 ``backward``, their gradients in ``grads`` (same keys, overwritten at each
 call). ``backward(dy, rule, param_grads, input_grad)`` can skip either
 gradient: the visualisations need only dx, a training step's lowest layer
@@ -31,6 +32,7 @@ class Layer(abc.ABC):
     def __init__(self):
         self.params = {}
         self.grads = {}
+        self.buffers = {}  # state that is not trained (BatchNorm's running statistics)
         self.name = None
         self._cache = None
 
@@ -73,12 +75,14 @@ class Layer(abc.ABC):
         """Move parameters (and gradients) to ``device`` in place; returns self."""
         self.params = to_device(self.params, device)
         self.grads = to_device(self.grads, device)
+        self.buffers = to_device(self.buffers, device)
         self._cache = None
         return self
 
     def astype(self, dtype):
         """Cast parameters to ``dtype`` in place (e.g. float64 for gradient checks); returns self."""
         self.params = {k: v.astype(dtype) for k, v in self.params.items()}
+        self.buffers = {k: v.astype(dtype) for k, v in self.buffers.items()}
         self.grads = {}
         self._cache = None
         return self
