@@ -10,26 +10,32 @@ Subcommands come from the modules in ``COMMAND_MODULES``. Each defines
 subcommand: ``configure(parser)`` adds its arguments, ``run(args)`` does the
 work and returns the exit status. A module that is not there (yet) is
 skipped, so the command works with whatever parts of minconv are installed.
-Errors the user can fix (bad data, a missing file, a diverged run) are
-printed as one line, without a traceback, and give exit status 1 (set
-MINCONV_DEBUG=1 to see the traceback).
+Errors the user can fix (a bad argument, bad data, a missing or unwritable
+file, a diverged run, memory exhausted) are printed as one line, without a
+traceback, and give exit status 1; Ctrl-C gives 130 (set MINCONV_DEBUG=1 to
+see the traceback). Argument types that check ranges are in
+:mod:`minconv._cli_args`.
 """
 import argparse
 import importlib
 import os
 import sys
 
+from ._cli_args import positive_int
+
 COMMAND_MODULES = [
     "minconv.cli",              # summary
     "minconv.train.commands",   # train, evaluate
     "minconv.vis.commands",     # visualize, occlude, project, invariance, demo
+    "minconv.vis.attribute",    # attribute
+    "minconv.experiments",      # experiment (the paper's tables)
 ]
 
 
 def add_summary_arguments(p):
     p.add_argument("--model", required=True, help="zfnet, zfnet-mini, alexnet or lenet5")
     p.add_argument("--input", help="input shape C,H,W (default: the model's own)")
-    p.add_argument("--num-classes", type=int, help="classes of the last layer")
+    p.add_argument("--num-classes", type=positive_int, help="classes of the last layer")
 
 
 def run_summary(args):
@@ -49,7 +55,7 @@ def register(add):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="minconv", description="Zeiler & Fergus's convnet from scratch: train, evaluate, "
                                     "inspect and visualise.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -74,21 +80,61 @@ def build_parser():
     return parser, runners
 
 
+class UsageError(ValueError):
+    """A command line argparse refuses (unknown option, a value out of range)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit status 1, through main(), not SystemExit(2)
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def _one_line(error):
+    """The message of an error the user can fix, on one line."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename!r}" if error.filename is not None else ""
+        text = f"{error.strerror}{where}"
+    elif isinstance(error, MemoryError):
+        text = f"out of memory ({error or 'allocation failed'}); try a smaller batch or model"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _check_device(args):
+    if getattr(args, "device", None) == "cuda":
+        from .backend import cupy_available
+        if not cupy_available():
+            raise ValueError("--device cuda needs CuPy and a CUDA GPU (pip install "
+                             "cupy-cuda12x); use --device cpu")
+
+
 def main(argv=None):
-    """Entry point of the console script; returns the exit status."""
+    """Entry point of the console script; returns the exit status.
+
+    Every error the user can fix ends here as one line on stderr and exit status 1:
+    a bad argument, bad data, a diverged run, a missing, unreadable or unwritable
+    file, a full disk, memory exhausted. Ctrl-C gives 130.
+    """
     from .data import DataError
     from .train import TrainingDiverged
     parser, runners = build_parser()
-    args = parser.parse_args(argv)
+    command = "minconv"
     try:
+        args = parser.parse_args(argv)
+        command = f"minconv {args.command}"
+        _check_device(args)
         return runners[args.command](args) or 0
-    except (DataError, TrainingDiverged, ValueError, FileNotFoundError) as error:
+    except UsageError as error:
+        print(_one_line(error), file=sys.stderr)
+        return 1
+    except (DataError, TrainingDiverged, ValueError, OSError, MemoryError) as error:
         if os.environ.get("MINCONV_DEBUG"):
             raise
-        print(f"minconv {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        from .distributed import report_error  # under mpirun: no rank left waiting
+        return report_error(f"{command}: error: {_one_line(error)}", error)
     except KeyboardInterrupt:
-        print(f"minconv {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

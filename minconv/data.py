@@ -19,7 +19,9 @@ Bad data raises :class:`DataError` (a ValueError) naming the file; with
 ``folder.skipped`` instead.
 """
 import gzip
+import math
 import os
+import stat
 import warnings
 import zlib
 
@@ -39,42 +41,85 @@ class DataError(ValueError):
 
 # ------------------------------------------------------------------ IDX files
 
+MAX_IDX_BYTES = int(os.environ.get("MINCONV_MAX_IDX_BYTES", 1 << 30))  # Fashion-MNIST: 47 MB
+MAX_DEFLATE_RATIO = 1100  # deflate cannot shrink data by more than ~1032:1
+
+
+def open_regular(path, what="file"):
+    """Open ``path`` for binary reading if it is a regular file; a directory, FIFO or
+    device (``/dev/zero``, say, or a link to it) is a DataError: one would block a read
+    forever, another never end."""
+    path = os.fspath(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path}: not a regular file (a directory, FIFO or device)")
+    return open(path, "rb")
+
+
 def read_idx(path):
     """Read an IDX file (gzipped or raw) into an array of its declared type and shape.
 
     Header: two zero bytes, a type code (0x08 = uint8, ...), the number of
-    dimensions d, then d big-endian uint32 sizes; the data follow. A wrong magic
-    number, a size that disagrees with the data, or a broken gzip stream is a
-    DataError naming the file.
+    dimensions d, then d big-endian uint32 sizes; the data follow. The header is
+    read first and checked before any data are: the declared size must agree with
+    the file (for gzip: be reachable from its compressed size) and stay within
+    ``MAX_IDX_BYTES``; then exactly that many bytes are read, never more. A wrong
+    magic number, a size that disagrees with the data, a broken gzip stream or a
+    file that is not a regular file is a DataError naming the file.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
+    with open_regular(path, "IDX file") as raw_file:
+        size = os.fstat(raw_file.fileno()).st_size
+        zipped = raw_file.read(2) == b"\x1f\x8b"
+        raw_file.seek(0)
+        f = gzip.GzipFile(fileobj=raw_file, mode="rb") if zipped else raw_file
         try:
-            raw = gzip.decompress(raw)
+            return _read_idx_stream(f, path, size, zipped)
         except (EOFError, OSError, zlib.error) as error:
+            if not zipped:
+                raise
             raise DataError(f"{path}: truncated or corrupt gzip data ({error})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] == 0:
-        raise DataError(f"{path}: not an IDX file (magic number {raw[:4].hex() or 'missing'}; "
+
+
+def _read_idx_stream(f, path, size, zipped):
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_TYPES \
+            or magic[3] == 0:
+        raise DataError(f"{path}: not an IDX file (magic number {magic.hex() or 'missing'}; "
                         "expected 0000 then a type code 08/09/0b/0c/0d/0e and the rank)")
-    ndim = raw[3]
+    ndim = magic[3]
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: IDX header truncated ({len(raw)} bytes, needs {header})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(IDX_TYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
+    dims_raw = f.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"{path}: IDX header truncated ({4 + len(dims_raw)} bytes, needs "
+                        f"{header})")
+    dims = tuple(int(d) for d in np.frombuffer(dims_raw, ">u4"))
+    dtype = np.dtype(IDX_TYPES[magic[2]])
+    expected = math.prod(dims) * dtype.itemsize
+    if expected > MAX_IDX_BYTES:
+        raise DataError(f"{path}: IDX header declares shape {dims} ({expected} bytes), over "
+                        f"the limit of {MAX_IDX_BYTES} bytes (MINCONV_MAX_IDX_BYTES)")
+    if zipped and header + expected > MAX_DEFLATE_RATIO * size + 4096:
+        raise DataError(f"{path}: IDX header declares shape {dims} ({expected} bytes), more "
+                        f"than {size} bytes of gzip data can hold")
+    if not zipped and size - header != expected:
         raise DataError(f"{path}: IDX header declares shape {dims} ({expected} bytes of data) "
-                        f"but the file holds {len(raw) - header} bytes")
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+                        f"but the file holds {size - header} bytes")
+    data = f.read(expected)
+    if len(data) != expected or f.read(1):
+        held = len(data) if len(data) != expected else "more than " + str(expected)
+        raise DataError(f"{path}: IDX header declares shape {dims} ({expected} bytes of data) "
+                        f"but the file holds {held} bytes")
+    return np.frombuffer(data, dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _idx_file(root, stem):
     for name in (stem + ".gz", stem):
         path = os.path.join(root, name)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             return path
     raise FileNotFoundError(f"{root}: no {stem}[.gz] (expected the MNIST/Fashion-MNIST files "
                             "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
@@ -130,6 +175,31 @@ def select(images, labels, classes=None, per_class=None, rng=None):
     return images[keep], new[keep]
 
 
+def check_labels(labels, what, num_classes=None):
+    """``labels`` as int64 (N,) after checking they are integers in [0, num_classes):
+    a float label would be truncated and -1 would index the last class, silently."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{what}: labels must have shape (N,), got {labels.shape}")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "b" or labels.size == 0):
+        raise ValueError(f"{what}: labels must be integer class indices, got {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.size:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or (num_classes is not None and high >= num_classes):
+            span = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+            raise ValueError(f"{what}: labels must lie in {span}, got values in "
+                             f"[{low}, {high}]")
+    return labels
+
+
+def display_name(name):
+    """A class (folder) name as text that can be printed, drawn and written as UTF-8:
+    bytes that are not UTF-8 (kept by ``os.listdir`` as surrogates) become ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace") if isinstance(name, str) \
+        else str(name)
+
+
 # ------------------------------------------------------------------ in-memory batches
 
 class ArrayLoader:
@@ -147,7 +217,7 @@ class ArrayLoader:
                  drop_last=False, views=None):
         images = np.asarray(images)
         self.images = images[:, None] if images.ndim == 3 else images  # (N, C, H, W)
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.labels = check_labels(labels, "ArrayLoader")
         if self.images.ndim != 4 or len(self.images) != len(self.labels):
             raise ValueError(f"ArrayLoader: expected images (N, [C,] H, W) and labels (N,), "
                              f"got {images.shape} and {self.labels.shape}")
@@ -204,29 +274,51 @@ class ArrayLoader:
 # ------------------------------------------------------------------ image folders
 
 class ImageFolder:
-    """``root/<class>/<image file>``: one sub-folder per class, classes in sorted order.
+    """``root/<class>/<image file>``: one sub-folder per class.
+
+    ``classes`` is the class table: the class names in label order. By default it is
+    this folder's sub-folders in sorted order (the training split's); a validation or
+    test split passes the training split's table instead, so a class that is empty
+    or missing here keeps its number, and a sub-folder the table does not know is a
+    DataError naming it.
 
     Images are decoded one at a time by :meth:`load`; nothing is held in memory but
-    the file list. Hidden files are ignored; any other non-image file, or a file
-    whose header Pillow cannot read, is a DataError naming it (or, with
-    ``skip_bad``, a warning, and the file is listed in ``skipped``).
+    the file list. Hidden files are ignored; any other non-image file, a file that is
+    not a regular file (a FIFO, a device), or a file whose header Pillow cannot read
+    is a DataError naming it (or, with ``skip_bad``, a warning, and the file is
+    listed in ``skipped``).
     """
 
-    def __init__(self, root, size=256, skip_bad=False, verify=True):
+    def __init__(self, root, size=256, skip_bad=False, verify=True, classes=None):
         from PIL import Image
         self.root, self.size, self.skip_bad = os.fspath(root), int(size), skip_bad
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"image folder {self.root} does not exist")
-        self.classes = sorted(d for d in os.listdir(self.root)
-                              if os.path.isdir(os.path.join(self.root, d)) and d[0] != ".")
+        found = sorted(d for d in os.listdir(self.root)
+                       if os.path.isdir(os.path.join(self.root, d)) and d[0] != ".")
+        if classes is None:
+            self.classes = found
+        else:
+            self.classes = list(classes)
+            unknown = [d for d in found if d not in set(self.classes)]
+            if unknown:
+                raise DataError(f"{self.root}: class folder {display_name(unknown[0])!r} is not "
+                                f"one of the {len(self.classes)} classes the net was trained "
+                                f"on ({', '.join(display_name(c) for c in self.classes[:10])}"
+                                f"{', ...' if len(self.classes) > 10 else ''})")
         if not self.classes:
             raise DataError(f"{self.root}: no class sub-folders (expected root/<class>/<image>)")
         self.samples, self.skipped, self._skipped_paths = [], [], set()
         for label, name in enumerate(self.classes):
             folder = os.path.join(self.root, name)
+            if name not in found:
+                continue  # a class of the table without images in this split
             for file in sorted(os.listdir(folder)):
                 path = os.path.join(folder, file)
                 if file[0] == "." or os.path.isdir(path):
+                    continue
+                if not os.path.isfile(path):
+                    self._bad(path, "not a regular file (a FIFO, device or broken link)")
                     continue
                 if os.path.splitext(file)[1].lower() not in IMAGE_EXTENSIONS:
                     self._bad(path, "not an image file (unknown extension)")
@@ -279,6 +371,19 @@ class ImageFolder:
             if path not in self._skipped_paths:  # warn once, not at every epoch
                 self._bad(path, f"cannot decode image ({error})")
             return None
+
+
+def class_table(spec, root, where="checkpoint"):
+    """The class names in the net's numbering, from a checkpoint's data spec (``minconv
+    train`` stores the training split's table there) or, for older checkpoints, the
+    folders of ``root/train`` as training numbered them; None when neither is there."""
+    names = spec.get("class_names")
+    if names is None and os.path.isdir(os.path.join(root, "train")):
+        names = ImageFolder(os.path.join(root, "train"), verify=False).classes
+    if names is not None and not (isinstance(names, list) and names
+                                  and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{where}: extra.data.class_names must be a list of class names")
+    return names
 
 
 def compute_mean_image(folder, progress=False):

@@ -5,7 +5,9 @@
     y        : (N, C, Ho, Wo), the largest value of each window
     switches : (N, C, Ho, Wo) int64, flat index ``h*W + w`` of the winner in
                its (H, W) plane; ties go to the first element in row-major
-               window order (strict ``>``); padding never wins.
+               window order (strict ``>``); padding never wins. A NaN always
+               wins, as in PyTorch: a window holding NaN gives NaN, its
+               switch at the last NaN.
 
 Every (n, c) plane is independent, so both passes run in parallel over the
 N*C planes and each thread writes only its own planes.
@@ -48,26 +50,30 @@ cdef inline void _tap_row(const floating *xrow, floating *best, int *where,
     cdef Py_ssize_t o
     cdef floating v, m
     cdef int mask
+    cdef bint win
     if sw == 2:
         for o in range(lo, hi):
             v = xrow[2 * o + off]
             m = best[o]
-            mask = -<int> (v > m)                  # all ones where the tap wins
-            best[o] = _select_f(v > m, v, m) if floating is float else _select_d(v > m, v, m)
+            win = (v > m) | (v != v)               # greater, or NaN (PyTorch's rule)
+            mask = -<int> win                      # all ones where the tap wins
+            best[o] = _select_f(win, v, m) if floating is float else _select_d(win, v, m)
             where[o] = ((base + 2 * <int> o) & mask) | (where[o] & ~mask)
     elif sw == 1:
         for o in range(lo, hi):
             v = xrow[o + off]
             m = best[o]
-            mask = -<int> (v > m)
-            best[o] = _select_f(v > m, v, m) if floating is float else _select_d(v > m, v, m)
+            win = (v > m) | (v != v)
+            mask = -<int> win
+            best[o] = _select_f(win, v, m) if floating is float else _select_d(win, v, m)
             where[o] = ((base + <int> o) & mask) | (where[o] & ~mask)
     else:
         for o in range(lo, hi):
             v = xrow[sw * o + off]
             m = best[o]
-            mask = -<int> (v > m)
-            best[o] = _select_f(v > m, v, m) if floating is float else _select_d(v > m, v, m)
+            win = (v > m) | (v != v)
+            mask = -<int> win
+            best[o] = _select_f(win, v, m) if floating is float else _select_d(win, v, m)
             where[o] = ((base + <int> (sw * o)) & mask) | (where[o] & ~mask)
 
 

@@ -7,8 +7,18 @@ call). ``backward(dy, rule, param_grads, input_grad)`` can skip either
 gradient: the visualisations need only dx, a training step's lowest layer
 only its parameter gradients. ``forward(x, train)`` keeps what the backward pass needs; ``backward``
 without a preceding ``forward`` is an error that names the layer.
+
+Every layer remembers the shape and dtype of what its last ``forward`` returned,
+and its ``backward`` refuses a ``dy`` of another shape or dtype (a gradient of
+the wrong dtype would otherwise change the dtype of every gradient below it).
+Subclasses get this without doing anything (``__init_subclass__`` wraps their
+``forward`` and ``backward``). Containers, whose ``backward`` takes ``start=``
+(the layer ``dy`` belongs to), leave the check to the layer that receives ``dy``.
 """
 import abc
+import contextlib
+import functools
+import inspect
 
 import numpy as np
 
@@ -24,6 +34,63 @@ def set_seed(seed):
 
 def default_rng():
     return _DEFAULT_RNG[0]
+
+
+class _NoDraws:
+    """Stands in for the default generator while :func:`shapes_only` is active: each
+    "draw" is one zero seen through zero strides, so no parameter memory is allocated."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def standard_normal(self, size=None, dtype=np.float64):
+        shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size or ())
+        return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
+
+    def __getattr__(self, name):  # integers() for Dropout's seed, ...
+        return getattr(self.real, name)
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Build nets inside this block to learn their parameter shapes without allocating them.
+
+    Parameters initialised from the default generator come out as zero-stride views
+    of a single zero (sizes and shapes right, memory none), until ``load_state_dict``
+    replaces them with real arrays. Checkpoint loading uses it to bound what a file may
+    make it allocate by what the config it claims implies.
+    """
+    real = _DEFAULT_RNG[0]
+    _DEFAULT_RNG[0] = _NoDraws(real)
+    try:
+        yield
+    finally:
+        _DEFAULT_RNG[0] = real
+
+
+def _remembers_output(forward):
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        y = forward(self, *args, **kwargs)
+        self._output_spec = (tuple(y.shape), y.dtype) if hasattr(y, "dtype") and \
+            hasattr(y, "shape") else None
+        return y
+    return wrapper
+
+
+def _checks_dy(backward):
+    @functools.wraps(backward)
+    def wrapper(self, dy=None, *args, **kwargs):
+        spec = getattr(self, "_output_spec", None)
+        if spec is not None and dy is not None:
+            shape, dtype = spec
+            if not hasattr(dy, "dtype") or tuple(dy.shape) != shape or dy.dtype != dtype:
+                got = f"{dy.dtype} {tuple(dy.shape)}" if hasattr(dy, "dtype") else \
+                    type(dy).__name__
+                raise ValueError(f"{self._label()}: dy is {got}, expected {dtype} {shape} "
+                                 "(the shape and dtype of the layer's output)")
+        return backward(self, dy, *args, **kwargs)
+    return wrapper
 
 
 class Layer(abc.ABC):
@@ -69,6 +136,7 @@ class Layer(abc.ABC):
     def clear_cache(self):
         """Forget what the last forward kept (frees its activations)."""
         self._cache = None
+        self._output_spec = None
 
     # -- devices and dtypes ----------------------------------------------------
     def to(self, device):

@@ -129,7 +129,7 @@ class Flatten(Layer):
 
     def forward(self, x, train=False):
         self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # -1 fails on an empty batch
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x_shape = self._saved()
