@@ -1,6 +1,6 @@
 """minconv vs PyTorch CPU vs a naive NumPy im2col on ZFNet's layers, in one run.
 
-    python benchmarks/bench_layers.py [--batches 8 32] [--repeats 5]
+    python benchmarks/bench_layers.py [--batches 8 32] [--repeats 5] [--isa avx2 avx512]
 
 For the five ZFNet convolutions (forward, and forward+backward with dx, dW, db),
 LRN and 3x3/2 ceil-mode max pooling at ZFNet's sizes, prints a markdown table:
@@ -11,9 +11,19 @@ Both run in this one process and so share one OpenMP runtime, which minconv
 sets to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``, see
 ``minconv/__init__.py``). ``benchmarks/bench_train.py`` runs each framework in
 its own process with its own settings.
+
+``--isa`` caps the instruction set of minconv's tiles (``MINCONV_ISA``) and,
+to model a CPU that lacks AVX-512, holds PyTorch (ATen, oneDNN, MKL) and
+NumPy's OpenBLAS to AVX2 as well (``ATEN_CPU_CAPABILITY=avx2``,
+``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``,
+``OPENBLAS_CORETYPE=Haswell``; ``--native-baselines`` leaves them alone).
+Those are read when the libraries load, so each instruction set runs in a
+fresh process of this script; with several, one table holds them all.
 """
 import argparse
+import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -120,40 +130,112 @@ def bench_pool_lrn(torch, N, repeats, rng):
     return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+ISAS = ("avx512", "avx2", "none")
+# what each cap sets for the baselines (a CPU without AVX-512 has AVX2 kernels at best)
+BASELINE_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                          "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}}
+
+
+def isa_environment(isa, native_baselines):
+    """The environment of a child process that runs this benchmark under ``isa``."""
+    env = dict(os.environ, MINCONV_ISA=isa)
+    if not native_baselines:
+        env.update(BASELINE_CAPS.get(isa, {}))
+    return env
+
+
+def libraries(torch):
+    """One line naming the instruction sets the tiles, PyTorch and NumPy's BLAS use."""
+    from minconv._kernels import cpu_conv
+    parts = [f"minconv tiles: {cpu_conv.isa()}",
+             f"PyTorch ATen: {torch.backends.cpu.get_cpu_capability()}",
+             f"oneDNN max ISA: {os.environ.get('ONEDNN_MAX_CPU_ISA', 'native')}"]
     try:
-        import torch
+        from threadpoolctl import threadpool_info
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas":
+                parts.append(f"NumPy BLAS: {pool.get('internal_api')} "
+                             f"{pool.get('version')} kernel {pool.get('architecture')}")
     except ImportError:
-        sys.exit("bench_layers: PyTorch is needed for the comparison: pip install torch==2.13.0")
+        parts.append("NumPy BLAS: unknown (threadpoolctl not installed)")
+    return "; ".join(parts)
+
+
+def measure(args, torch):
+    """Print the machine and the libraries; return the rows and the GEMM peak."""
     rng = np.random.default_rng(0)
     peak = gemm_peak_gflops()
     print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"Cython kernels built: {CPU_BUILT}")
-    print(f"float32 GEMM peak (NumPy, 2048^3): {peak:.0f} GFLOP/s\n")
+    print(libraries(torch))
+    print(f"float32 GEMM peak (NumPy, 2048^3): {peak:.0f} GFLOP/s\n", flush=True)
     rows = []
     for N in args.batches:
         for spec in CONVS:
             rows += bench_conv(torch, *spec, N, args.repeats, rng)
         rows += bench_pool_lrn(torch, N, args.repeats, rng)
+    return rows, peak
+
+
+def run_children(args):
+    """This script once per instruction set, each in its own process; their rows."""
+    results = []
+    for isa in args.isa:
+        command = [sys.executable, os.path.abspath(__file__), "--child", "--isa", isa,
+                   "--repeats", str(args.repeats), "--batches", *map(str, args.batches)]
+        if args.native_baselines:
+            command.append("--native-baselines")
+        print(f"--- {isa}", flush=True)
+        out = subprocess.run(command, env=isa_environment(isa, args.native_baselines),
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
+        lines = out.splitlines()
+        print("\n".join(line for line in lines if not line.startswith("{")), flush=True)
+        child = json.loads(next(line for line in lines if line.startswith("{")))
+        results += [(isa, row, child["peak"]) for row in child["rows"]]
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--isa", nargs="+", choices=ISAS,
+                        help="cap minconv's tiles (and the baselines, see above) to each in turn")
+    parser.add_argument("--native-baselines", action="store_true",
+                        help="with --isa: leave PyTorch and OpenBLAS on the CPU's best kernels")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        sys.exit("bench_layers: PyTorch is needed for the comparison: pip install torch==2.13.0")
+    if args.child:
+        rows, peak = measure(args, torch)
+        print(json.dumps({"rows": rows, "peak": peak}))
+        return
+    if args.isa:
+        results = run_children(args)
+    else:
+        from minconv._kernels import cpu_conv
+        rows, peak = measure(args, torch)
+        results = [(cpu_conv.isa(), row, peak) for row in rows]
     table = []
     totals = {}
-    for name, N, what, t_mc, t_torch, t_naive, flops in rows:
+    for isa, (name, N, what, t_mc, t_torch, t_naive, flops), peak in results:
         gflops = f"{flops / (t_mc * 1e-3) / 1e9:.0f}" if flops else "-"
         share = f"{flops / (t_mc * 1e-3) / 1e9 / peak:.0%}" if flops else "-"
-        table.append((name, N, what, f"{t_mc:.1f}", f"{t_torch:.1f}",
+        table.append((name, isa, N, what, f"{t_mc:.1f}", f"{t_torch:.1f}",
                       f"{t_naive:.1f}" if t_naive else "-", gflops, share, f"{t_mc / t_torch:.2f}"))
         if name.startswith("conv"):
-            key = (N, what)
+            key = (ISAS.index(isa), N, what)
             a, b = totals.get(key, (0.0, 0.0))
             totals[key] = (a + t_mc, b + t_torch)
-    for (N, what), (a, b) in sorted(totals.items()):
-        table.append(("**5 convs**", N, what, f"{a:.1f}", f"{b:.1f}", "-", "-", "-", f"**{a / b:.2f}**"))
-    print(markdown_table(["layer", "batch", "pass", "minconv ms", "PyTorch ms", "naive NumPy ms",
-                          "minconv GFLOP/s", "of GEMM peak", "minconv/PyTorch"], table))
+    for (level, N, what), (a, b) in sorted(totals.items()):
+        table.append(("**5 convs**", ISAS[level], N, what, f"{a:.1f}", f"{b:.1f}", "-", "-", "-",
+                      f"**{a / b:.2f}**"))
+    print(markdown_table(["layer", "isa", "batch", "pass", "minconv ms", "PyTorch ms",
+                          "naive NumPy ms", "minconv GFLOP/s", "of GEMM peak",
+                          "minconv/PyTorch"], table))
 
 
 if __name__ == "__main__":

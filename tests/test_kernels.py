@@ -3,6 +3,7 @@
 im2col and the pooling switches must match exactly; sums (col2im, unpooling,
 LRN) may round differently, so they are compared with a tolerance fit for the dtype.
 """
+import os
 import platform
 import sys
 
@@ -162,15 +163,17 @@ def test_im2row_products_match_reference(case, dtype, F):
                     ref.im2row_t_matmul(x, dy_rows, *geometry), dtype)
 
 
-def test_im2row_products_are_fused_where_the_cpu_has_avx512():
+def test_im2row_products_are_fused_where_the_cpu_has_avx512_or_avx2():
     flags = open("/proc/cpuinfo").read() if sys.platform == "linux" else ""
     if platform.machine() != "x86_64" or not flags:
         pytest.skip("the fused products are for x86-64; their absence is checked on Linux")
-    has_avx512 = " avx512f" in flags and " fma" in flags
-    assert cpu_conv.fused_kernels(np.float32) == has_avx512
+    has_tiles = " fma" in flags and (" avx512f" in flags or " avx2" in flags)
+    if os.environ.get("MINCONV_ISA", "").strip().lower() == "none":
+        has_tiles = False                          # capped (tests/test_isa.py checks the cap)
+    assert cpu_conv.fused_kernels(np.float32) == has_tiles
     assert not cpu_conv.fused_kernels(np.float64)
     # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) not
-    assert cpu_conv.fuses_im2row(np.float32, 864, 96) == has_avx512
+    assert cpu_conv.fuses_im2row(np.float32, 864, 96) == has_tiles
     assert not cpu_conv.fuses_im2row(np.float32, 3456, 256)
     assert not cpu_conv.fuses_im2row(np.float64, 864, 96)
 

@@ -474,8 +474,9 @@ def set_isa_cap(name):
     return previous
 
 
-if os.environ.get("MINCONV_ISA"):
-    set_isa_cap(os.environ["MINCONV_ISA"].strip().lower())
+if os.environ.get("MINCONV_ISA", "").strip():
+    set_isa_cap(ISA_NAMES[_isa_level(os.environ["MINCONV_ISA"].strip().lower(),
+                                     "the environment variable MINCONV_ISA")])
 
 
 def fused_kernels(dtype):
