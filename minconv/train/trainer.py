@@ -44,12 +44,20 @@ class Trainer:
     out_dir      : where checkpoints, logs and the plot go (None: nowhere)
     progress     : show a tqdm bar per epoch; verbose: print one line per epoch
     extra/arrays : settings and arrays kept in every checkpoint (data preprocessing, ...)
+    comm         : a :mod:`minconv.distributed` communicator: train data-parallel over its
+                   ranks with the same global batches (only rank 0 writes and prints)
     """
 
     def __init__(self, net, optimizer, train_loader, val_loader=None, schedule=None,
                  out_dir=None, progress=True, verbose=True, device=None, extra=None,
-                 arrays=None):
+                 arrays=None, comm=None):
         self.net, self.optimizer = net, optimizer
+        self.comm = comm if comm is not None and comm.size > 1 else None
+        if self.comm is not None:  # each rank keeps its rows of every batch; rank 0's start
+            train_loader = self.comm.shard_loader(train_loader)
+            val_loader = self.comm.shard_loader(val_loader)
+            self.reducer = self.comm.gradient_reducer(net)
+            self.comm.broadcast_parameters(net, optimizer)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.schedule = schedule or Constant(optimizer.lr)
         self.out_dir, self.progress, self.verbose = out_dir, progress, verbose
@@ -68,13 +76,18 @@ class Trainer:
         if lr is not None:
             self.optimizer.lr = lr
         x, y = to_device(x, self.device), to_device(y, self.device)
+        if self.comm is not None and len(y) == 0:
+            return self._empty_step()
         logits = self.net.forward(x, train=True)
         loss = self.loss.forward(logits, y)
+        xp = get_array_module(logits)
+        correct = int((xp.argmax(logits, axis=1) == y).sum())
+        if self.comm is not None:  # the global batch's loss: a NaN on any rank stops them all
+            loss, correct, total = self.comm.batch_totals(loss, correct, len(y))
+            self.reducer.begin(len(y) / total)
         if not math.isfinite(loss):
             self.net.clear_cache()
             raise TrainingDiverged(f"loss is {loss}")
-        xp = get_array_module(logits)
-        correct = int((xp.argmax(logits, axis=1) == y).sum())
         lowest = self.optimizer.lowest_trainable_layer()
         if lowest is not None:
             # down to the lowest trainable layer only, freeing each layer's activations
@@ -83,6 +96,20 @@ class Trainer:
         self.net.clear_cache()  # the activations go before the update allocates anything
         self.loss.clear_cache()
         if lowest is not None:
+            if self.comm is not None:
+                self.reducer.finish()  # the gradients summed over the ranks, weighted
+            self.optimizer.step()
+        return loss, correct
+
+    def _empty_step(self):
+        """Data-parallel: this rank has no rows of a short last batch; it adds zeros."""
+        loss, correct, _ = self.comm.batch_totals(0.0, 0, 0)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss}")
+        if self.optimizer.lowest_trainable_layer() is not None:
+            self.reducer.begin(0.0)
+            self.reducer.contribute_zeros()
+            self.reducer.finish()
             self.optimizer.step()
         return loss, correct
 
@@ -112,9 +139,10 @@ class Trainer:
                         f"training diverged at epoch {epoch + 1}, step {step + 1}/{batches}: "
                         f"{error} (learning rate {lr:.3g}){where}. Lower the learning rate "
                         "or check the data.") from None
-                loss_sum += loss * len(y)
+                count = len(y) if self.comm is None else self.comm.last_count
+                loss_sum += loss * count
                 correct += right
-                seen += len(y)
+                seen += count
                 if bar is not None:
                     rate = seen / max(time.perf_counter() - start, 1e-9)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
@@ -140,6 +168,8 @@ class Trainer:
             if self.val_loader is not None:
                 start = time.perf_counter()
                 val = evaluate(self.net, self.val_loader, device=self.device)
+                if self.comm is not None:
+                    val = self.comm.merge_evaluation(val)
                 record.update(val_loss=val["loss"], val_top1_error=val["top1_error"],
                               val_top5_error=val["top5_error"],
                               eval_seconds=time.perf_counter() - start)
@@ -154,6 +184,8 @@ class Trainer:
                 self.best_val_error = current
             self.epoch += 1
             self.history.append(record)
+            if self.comm is not None and not self.comm.is_root:
+                continue  # rank 0 writes and prints for all
             if self.out_dir:
                 self._write(improved)
             if self.verbose:
@@ -193,7 +225,10 @@ class Trainer:
 
     def resume(self, path):
         """Continue from a checkpoint: parameters, optimiser, schedule, random states, history."""
-        checkpoint = load_checkpoint(path, net=self.net)
+        if self.comm is not None:  # rank 0 reads it; every rank restores the same bytes
+            checkpoint = self.comm.load_checkpoint(path, net=self.net)
+        else:
+            checkpoint = load_checkpoint(path, net=self.net)
         checkpoint.restore(self.optimizer, self.schedule, {"data": self.train_loader.rng})
         self.epoch = checkpoint.epoch
         self.history = list(checkpoint.history)

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from .. import distributed
 from . import render
 from ._common import to_numpy
 from .datasets import FASHION_MNIST_CLASSES, load_data, parse_steps
@@ -80,8 +81,10 @@ def run_visualize(args):
                         occlusion_size=args.occlusion_size,
                         occlusion_stride=args.occlusion_stride, synthesis_steps=args.steps,
                         embed=args.embed, show_progress=not args.no_progress,
-                        title=f"minconv report: {os.path.basename(args.checkpoint)}")
-    print(f"report: {os.path.abspath(path)}")
+                        title=f"minconv report: {os.path.basename(args.checkpoint)}",
+                        comm=distributed.data_parallel())  # under mpirun: shared scans
+    if path is not None:  # rank 0 (the other ranks of an MPI run write nothing)
+        print(f"report: {os.path.abspath(path)}")
     return 0
 
 

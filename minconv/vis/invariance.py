@@ -116,11 +116,12 @@ def _features(net, x, layers):
 
 
 def invariance(net, images, labels, transform="translate", steps=None, layers=None, fill=0.0,
-               batch_size=128, show_progress=False):
+               batch_size=128, show_progress=False, comm=None):
     """Feature distances and class probability under a family of transforms.
 
     images : (N, C, H, W) (normalised as the net takes them), labels : (N,) classes.
-    Returns an :class:`InvarianceResult`.
+    Returns an :class:`InvarianceResult`. With ``comm`` (a :mod:`minconv.distributed`
+    communicator) each rank runs a contiguous run of the batches; every rank gets all of it.
     """
     check_net(net, "invariance")
     x = like_net(check_images(images, "invariance"), net)
@@ -141,10 +142,13 @@ def invariance(net, images, labels, transform="translate", steps=None, layers=No
     if labels.size and (labels.min() < 0 or labels.max() >= K):
         raise ValueError(f"invariance: labels must lie in [0, {K})")
     flat = moved.reshape((N * S,) + tuple(x.shape[1:]))
-    dist = {name: np.empty(N * S) for name in layers}
-    prob, pred = np.empty(N * S), np.empty(N * S, dtype=np.int64)
+    dist = {name: np.zeros(N * S) for name in layers}
+    prob, pred = np.zeros(N * S), np.zeros(N * S, dtype=np.int64)
     owner = np.repeat(np.arange(N), S)                                  # image of each row
     parts = chunks(N * S, batch_size)
+    if comm is not None and comm.size > 1:  # this rank's batches; the others' stay zero
+        parts = parts[comm.share(len(parts))]
+        show_progress = show_progress and comm.is_root
     for part in progress(parts, len(parts), f"invariance ({transform})", show_progress):
         feats, p = _features(net, flat[part], layers)
         rows = owner[part]
@@ -155,6 +159,9 @@ def invariance(net, images, labels, transform="translate", steps=None, layers=No
         prob[part] = p[np.arange(len(rows)), labels[rows]]
         pred[part] = p.argmax(axis=1)
     net.clear_cache()
+    if comm is not None and comm.size > 1:  # every row was computed by one rank
+        for a in list(dist.values()) + [prob, pred]:
+            comm.allreduce(a, "the invariance curves")
     return InvarianceResult(transform, np.asarray(steps), layers,
                             {k: v.reshape(N, S) for k, v in dist.items()},
                             prob.reshape(N, S), pred.reshape(N, S), labels)

@@ -95,7 +95,7 @@ def _run(net, x, layer, channel):
 
 
 def occlusion(net, image, label=None, size=8, stride=2, fill=None, layer=None, channel=None,
-              batch_size=256, project=True, show_progress=False):
+              batch_size=256, project=True, show_progress=False, comm=None):
     """Occlusion maps of one image; see the module docstring.
 
     Parameters
@@ -108,6 +108,8 @@ def occlusion(net, image, label=None, size=8, stride=2, fill=None, layer=None, c
     layer : whose strongest feature map is tracked (default: the rectified last conv)
     channel : that feature map (default: the one with the largest activation)
     project : also project the strongest unit of that map to pixels (deconvnet)
+    comm : a :mod:`minconv.distributed` communicator: each rank runs a contiguous run of
+        the batches of occluded copies; every rank gets the whole maps
     """
     check_net(net, "occlusion")
     image = like_net(image, net)
@@ -140,12 +142,15 @@ def occlusion(net, image, label=None, size=8, stride=2, fill=None, layer=None, c
         raise ValueError(f"occlusion: label {label} is out of range for {K} classes")
 
     n = len(tops) * len(lefts)
-    feature = np.empty(n)
-    prob = np.empty(n)
-    top_class = np.empty(n, dtype=np.int64)
-    top_prob = np.empty(n)
+    feature = np.zeros(n)
+    prob = np.zeros(n)
+    top_class = np.zeros(n, dtype=np.int64)
+    top_prob = np.zeros(n)
     all_t, all_l = np.repeat(tops, len(lefts)), np.tile(lefts, len(tops))
     parts = chunks(n, batch_size)
+    if comm is not None and comm.size > 1:  # this rank's batches; the others' stay zero
+        parts = parts[comm.share(len(parts))]
+        show_progress = show_progress and comm.is_root
     for part in progress(parts, len(parts), "occlusion", show_progress):
         x = occluded_copies(image, all_t[part], all_l[part], size, fill)
         f, p, _ = _run(net, x, layer, channel)
@@ -155,6 +160,9 @@ def occlusion(net, image, label=None, size=8, stride=2, fill=None, layer=None, c
         top_class[part] = p.argmax(axis=1)
         top_prob[part] = p.max(axis=1)
     net.clear_cache()
+    if comm is not None and comm.size > 1:  # every position was computed by one rank
+        for a in (feature, prob, top_class, top_prob):
+            comm.allreduce(a, "the occlusion maps")
 
     shape = (len(tops), len(lefts))
     baseline = dict(feature=float(to_numpy(a0[0, channel]).sum()), prob=float(probs0[label]),

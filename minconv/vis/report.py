@@ -36,9 +36,10 @@ figure{margin:1em 0}figcaption{font-size:.85em;color:#444}"""
 class _Page:
     """Collects HTML fragments and the PNGs they point to."""
 
-    def __init__(self, out_dir, embed):
-        self.out_dir, self.embed, self.parts = out_dir, embed, []
-        os.makedirs(out_dir, exist_ok=True)
+    def __init__(self, out_dir, embed, writes=True):
+        self.out_dir, self.embed, self.parts, self.writes = out_dir, embed, [], writes
+        if writes:
+            os.makedirs(out_dir, exist_ok=True)
 
     def section(self, title, text=None):
         self.parts.append(f"<h2>{html.escape(title)}</h2>")
@@ -50,6 +51,8 @@ class _Page:
 
     def image(self, name, img=None, fig=None, caption=None):
         """Add a PIL image or a matplotlib figure, saved as ``name``.png."""
+        if not self.writes:
+            return
         path = os.path.join(self.out_dir, f"{name}.png")
         if fig is not None:
             fig.savefig(path, dpi=110)
@@ -81,7 +84,7 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
                  preprocess=None, fill=0.0, snapshots=None, max_scan=None, maps_per_layer=16,
                  occlusion_size=None, occlusion_stride=None, synthesis_steps=150,
                  title="minconv: visualizing and understanding a convnet", embed=False,
-                 show_progress=True, log=print):
+                 show_progress=True, log=print, comm=None):
     """Write the report for ``net`` into ``out_dir``; returns the path of index.html.
 
     images : (N, C, H, W) as stored (e.g. uint8), shown as they are; ``preprocess`` maps a
@@ -91,9 +94,13 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
         standardised)
     snapshots : checkpoints or nets for the feature-evolution figure (optional)
     max_scan : scan only the first ``max_scan`` images for the top-9 (default: all)
+    comm : a :mod:`minconv.distributed` communicator: the ranks share the top-9 scan, the
+        occlusion maps and the invariance curves; rank 0 draws and writes the report (the
+        other ranks return None)
     """
     check_net(net, "write_report")
-    log = log or (lambda *a, **k: None)
+    root = comm is None or comm.is_root
+    log = (log if root else None) or (lambda *a, **k: None)
     start = time.perf_counter()
     images = images if hasattr(images, "shape") else np.asarray(images)
     if images.ndim == 3:
@@ -103,7 +110,7 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
     layers = list(layers) if layers is not None else conv_layer_names(net)
     n_classes = int(predict(net, like_net(prep(images[:1]), net)).shape[1])
     names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
-    page = _Page(out_dir, embed)
+    page = _Page(out_dir, embed, writes=root)
     shape = tuple(images.shape[1:])
 
     # architecture ----------------------------------------------------------------
@@ -125,14 +132,15 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
     # top-9 ------------------------------------------------------------------------
     scan = images if max_scan is None else images[:int(max_scan)]
     log(f"top-9: scanning {len(scan)} images for {', '.join(layers)}")
-    best = top_k(net, scan, layers, k=9, preprocess=prep, show_progress=show_progress)
+    best = top_k(net, scan, layers, k=9, preprocess=prep, show_progress=show_progress,
+                 comm=comm)
     page.section("Top-9 activations and their deconvnet projections (Fig. 2)",
                  "For each feature map: the 9 strongest activations over the scanned images, "
                  "projected to pixel space with the deconvnet (left, each contrast-normalised) "
                  "and the receptive-field patches of the images (right).")
     head = to_numpy(images[:256])
     lo, hi = float(head.min()), float(head.max())
-    for layer in layers:
+    for layer in layers if root else ():
         result = best[layer]
         maps = np.argsort(-result.values[:, 0], kind="stable")[:maps_per_layer]
         proj = project_top_k(net, scan, result, preprocess=prep, maps=maps)
@@ -146,7 +154,7 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
                    if f.size else layer)
 
     # evolution --------------------------------------------------------------------
-    if snapshots:
+    if snapshots and root:
         page.section("Feature evolution during training (Fig. 4)",
                      "For a few feature maps (rows), the strongest activation over a sample "
                      "of images, projected down, at each snapshot (columns).")
@@ -181,7 +189,7 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
     xl, xh = float(to_numpy(x).min()), float(to_numpy(x).max())
     for j in range(len(pick)):
         occ = occlusion(net, x[j], int(y[j]), size=size, stride=stride, fill=fill,
-                        layer=feat_layer)
+                        layer=feat_layer, comm=comm)
         page.image(f"occlusion_{j}", fig=render.occlusion_figure(x[j], occ, names, lo=xl,
                                                                   hi=xh))
 
@@ -190,8 +198,10 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
                  "transformed image, and the probability of the true class, one line per "
                  "image: vertical translation, scale and rotation.")
     log("invariance")
-    inv = [invariance(net, x, y, t, fill=fill) for t in TRANSFORMS]
+    inv = [invariance(net, x, y, t, fill=fill, comm=comm) for t in TRANSFORMS]
     page.image("invariance", fig=plot_invariance(inv, class_names=names))
+    if not root:
+        return None  # the shared scans are done: rank 0 draws the rest
 
     log("saliency and guided backpropagation")
     page.section("Saliency, guided backpropagation and the deconvnet",

@@ -121,7 +121,7 @@ def walk(net, x, until):
 
 
 def top_k(net, images, layers=None, k=9, batch_size=256, preprocess=None, distinct_images=True,
-          show_progress=True):
+          show_progress=True, comm=None):
     """Stream ``images`` through ``net`` once; the k strongest activations per feature map.
 
     Parameters
@@ -129,6 +129,8 @@ def top_k(net, images, layers=None, k=9, batch_size=256, preprocess=None, distin
     images : array-like of shape (N, C, H, W), sliceable (a NumPy array or memmap)
     layers : layer names (default: every Conv2D)
     preprocess : callable applied to each batch before the net (e.g. normalisation)
+    comm : a :mod:`minconv.distributed` communicator: each rank scans a contiguous run of
+        the batches and every rank gets the merged result, equal to one process's
 
     Returns
     -------
@@ -145,6 +147,14 @@ def top_k(net, images, layers=None, k=9, batch_size=256, preprocess=None, distin
     N = len(images)
     if N == 0:
         raise ValueError("top_k: the dataset is empty")
+    if comm is not None and comm.size > 1:
+        run = comm.batch_run(N, batch_size)
+        local = top_k(net, images[run] if run.stop > run.start else images[:1], layers, k,
+                      batch_size, preprocess, distinct_images, show_progress and comm.is_root)
+        if run.stop == run.start:  # no batch left for this rank: it offers no candidates
+            local = {name: TopK(name, np.full_like(r.values, -np.inf), np.full_like(r.images, -1),
+                                np.full_like(r.positions, -1)) for name, r in local.items()}
+        return comm.merge_top_k(local, run.start)
     deepest = max(layers, key=net.index)
     running, widths = {}, {}
     parts = chunks(N, batch_size)
