@@ -1,0 +1,80 @@
+"""LRN, BatchNormalization (inference) and Dropout (inference: the identity).
+
+ONNX's LRN is PyTorch's and minconv's: b = a / (bias + alpha/size * sum a^2)^beta over
+a window of ``size`` channels, ``floor((size-1)/2)`` before the channel and
+``ceil((size-1)/2)`` after it. For odd sizes that is minconv's centred window; an even
+size puts the extra channel on the other side, and is refused.
+"""
+import numpy as np
+
+from ....backend import get_array_module
+from ....nn import LRN
+from ....nn.base import Layer
+from ....nn.merge import Identity
+from ....nn.norm import BatchNorm2D
+from ..node import as_float
+from ..registry import converter
+
+
+@converter("LRN")
+def lrn(node):
+    size = int(node.attr("size"))
+    if size % 2 == 0:
+        raise node.unsupported("size", f"{size}: an even LRN window is placed differently by "
+                               "ONNX and minconv; only odd sizes are supported")
+    return node.layer(LRN(size, node.attr("alpha", 1e-4), node.attr("beta", 0.75),
+                          node.attr("bias", 1.0)))
+
+
+@converter("BatchNormalization")
+def batch_norm(node):
+    node.check_rank(0, 4)
+    if node.attr("training_mode", 0) or (node.opset < 14 and any(node.outputs[1:])) \
+            or len([o for o in node.outputs if o]) > 1:
+        raise node.unsupported("training_mode", "is not supported: minconv imports "
+                               "BatchNormalization for inference (one output)")
+    node.attr("momentum")  # only used in training
+    if node.opset < 7:
+        node.attr("is_test")
+        node.attr("spatial")
+    elif node.opset < 9 and node.attr("spatial", 1) != 1:
+        raise node.unsupported("spatial", "0 (per-position statistics) is not supported")
+    scale, shift, mean, var = (as_float(node.required_constant(i, what)) for i, what in
+                               enumerate(("scale", "B", "input_mean", "input_var"), start=1))
+    layer = BatchNorm2D(scale.shape[0], eps=node.attr("epsilon", 1e-5), dtype=scale.dtype)
+    layer.params["gamma"], layer.params["beta"] = scale, shift.astype(scale.dtype)
+    layer.buffers["running_mean"] = mean.astype(scale.dtype)
+    layer.buffers["running_var"] = var.astype(scale.dtype)
+    return node.layer(layer)
+
+
+class DropoutMask(Layer):
+    """Dropout's optional mask output at inference: all True (every unit kept)."""
+
+    def forward(self, x, train=False):
+        self._cache = x
+        return get_array_module(x).ones(x.shape, dtype=bool)
+
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
+        x = self._saved()
+        return get_array_module(x).zeros_like(x)
+
+
+@converter("Dropout")
+def dropout(node):
+    """Inference: y = x. The ratio is an attribute before opset 12, then an input, and
+    a training_mode input (opset 12) must be false (or the ratio 0)."""
+    node.attr("ratio")
+    node.attr("seed")
+    if node.opset < 7:
+        node.attr("is_test")
+    if node.has_input(2):
+        training = node.required_constant(2, "training_mode")
+        ratio = node.constant(1) if node.has_input(1) else np.array(0.5)
+        if bool(np.asarray(training)) and float(np.asarray(ratio)) != 0.0:
+            raise node.unsupported("training_mode", "true is not supported: minconv imports "
+                                   "Dropout for inference")
+    name = node.layer(Identity())
+    if len(node.outputs) > 1 and node.outputs[1]:
+        node.layer(DropoutMask(), output=1, suffix="mask")
+    return name
