@@ -29,3 +29,17 @@ def main(argv):
     experiment = module(argv[0])
     experiment.run(experiment.parser().parse_args(argv[1:]))
     return 0
+
+
+def register(add):
+    """Called by :mod:`minconv.cli` to add ``minconv experiment NAME [options]``."""
+    import argparse
+
+    def configure(p):
+        p.add_argument("name", choices=EXPERIMENTS, help="which experiment")
+        p.add_argument("options", nargs=argparse.REMAINDER,
+                       help="its options (--quick, --epochs, --seed, ...; NAME --help)")
+
+    add("experiment", "the paper's tables in miniature: ablations, first_layers, "
+        "correspondence, probes, ensembles", configure,
+        lambda args: main([args.name] + list(args.options)))

@@ -36,6 +36,9 @@ class TrainingDiverged(RuntimeError):
 class Trainer:
     """Train ``net`` with ``optimizer`` on batches of ``train_loader``.
 
+    ``snapshot_every = K`` (an attribute) also keeps the checkpoint of every K-th epoch as
+    ``out_dir/snapshots/epochNNN.npz``, for the feature-evolution figure.
+
     net          : a Sequential (e.g. from :mod:`minconv.models`)
     optimizer    : :class:`minconv.train.SGD` over the same net
     train_loader : iterable of (x (B, C, H, W) float32, y (B,) int64) with ``.rng`` and ``len``
@@ -69,6 +72,7 @@ class Trainer:
         self.epoch = 0                # epochs completed
         self.history = []
         self.best_val_error = None
+        self.snapshot_every = None    # keep snapshots/epochNNN.npz every K epochs
 
     # -- one step -----------------------------------------------------------------
     def train_step(self, x, y, lr=None):
@@ -243,7 +247,19 @@ class Trainer:
             tmp = os.path.join(self.out_dir, f".best.npz.tmp{os.getpid()}")
             shutil.copyfile(last, tmp)
             os.replace(tmp, best)
+        if self.snapshot_every and self.epoch % self.snapshot_every == 0:
+            self._snapshot(last)
         write_logs(self.history, self.out_dir)
+
+    def _snapshot(self, last):
+        """Keep this epoch's checkpoint as ``snapshots/epochNNN.npz`` (copy, then rename)."""
+        folder = os.path.join(self.out_dir, "snapshots")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"epoch{self.epoch:03d}.npz")
+        tmp = os.path.join(folder, f".epoch{self.epoch:03d}.npz.tmp{os.getpid()}")
+        shutil.copyfile(last, tmp)
+        os.replace(tmp, path)
+        return path
 
 
 def write_logs(history, out_dir):

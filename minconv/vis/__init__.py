@@ -14,7 +14,12 @@ from .deconvnet import DeconvNet, project
 from .gradcam import grad_cam, guided_grad_cam, layer_gradient, upsample
 from .integrated import input_x_gradient, integrated_gradients, quadrature
 from .smoothgrad import smoothgrad
-from .evolution import Evolution, evolution_figure, feature_evolution, first_filters
+from .blur import gaussian_blur
+from .heatmap import heatmap, overlay
+from .maximise import maximise, unit_activation
+from .neighbours import feature_vectors, nearest_neighbours, neighbours_sheet
+from .evolution import (Evolution, evolution_figure, feature_evolution, first_filters,
+                        run_snapshots)
 from .invariance import (InvarianceResult, default_steps, invariance, plot_invariance,
                          transform_images)
 from .occlusion import OcclusionResult, occluded_copies, occluder_positions, occlusion
@@ -24,17 +29,20 @@ from .render import (contrast, data_uri, filters_image, grid, occlusion_figure, 
 from .saliency import guided_backprop, input_gradient, predict, saliency
 from .synthesis import (Adversarial, adversarial, class_model, deep_dream, invert_features,
                         total_variation)
-from .topk import TopK, project_top_k, top9, top_k, top_k_patches
+from .topk import TopK, choose_maps, project_top_k, top9, top_k, top_k_patches
 from .report import write_report
 
 __all__ = [
     "Adversarial", "DeconvNet", "Evolution", "InvarianceResult", "OcclusionResult",
-    "ReceptiveField", "TopK", "adversarial", "class_model", "contrast", "crop", "data_uri",
-    "deep_dream", "default_steps", "evolution_figure", "feature_evolution", "filters_image",
-    "first_filters", "grad_cam", "grid", "guided_grad_cam", "input_x_gradient",
-    "integrated_gradients", "layer_gradient", "quadrature", "smoothgrad", "upsample", "guided_backprop", "input_gradient", "invariance",
-    "invert_features", "occluded_copies", "occluder_positions", "occlusion", "occlusion_figure",
-    "plot_invariance", "predict", "project", "project_top_k", "receptive_field",
-    "receptive_fields", "saliency", "stack", "stretch", "to_pil", "top9", "top_k", "top_k_patches",
-    "top_k_sheet", "total_variation", "transform_images", "write_report",
+    "ReceptiveField", "TopK", "adversarial", "choose_maps", "class_model", "contrast", "crop",
+    "data_uri", "deep_dream", "default_steps", "evolution_figure", "feature_evolution",
+    "feature_vectors", "filters_image", "first_filters", "gaussian_blur", "grad_cam", "grid",
+    "guided_backprop", "guided_grad_cam", "heatmap", "input_gradient", "input_x_gradient",
+    "integrated_gradients", "invariance", "invert_features", "layer_gradient", "maximise",
+    "nearest_neighbours", "neighbours_sheet", "occluded_copies", "occluder_positions",
+    "occlusion", "occlusion_figure", "overlay", "plot_invariance", "predict", "project",
+    "project_top_k", "quadrature", "receptive_field", "receptive_fields", "run_snapshots",
+    "saliency", "smoothgrad", "stack", "stretch", "to_pil", "top9", "top_k", "top_k_patches",
+    "top_k_sheet", "total_variation", "transform_images", "unit_activation", "upsample",
+    "write_report",
 ]

@@ -63,7 +63,8 @@ def add_visualize_arguments(p):
     p.add_argument("--scan", type=int, help="top-9 over the first N images (default: all)")
     p.add_argument("--maps", type=int, default=16, help="feature maps per top-9 sheet")
     p.add_argument("--snapshots", nargs="*", help="checkpoints for the feature-evolution "
-                   "figure, in training order")
+                   "figure, in training order (default: the run's snapshots/, kept by "
+                   "train --snapshot-every)")
     p.add_argument("--steps", type=int, default=150, help="gradient steps for synthesis")
     p.add_argument("--occlusion-size", type=int)
     p.add_argument("--occlusion-stride", type=int)
@@ -72,12 +73,15 @@ def add_visualize_arguments(p):
 
 
 def run_visualize(args):
+    from .evolution import run_snapshots
     from .report import write_report
     checkpoint, data = _load(args)
     path = write_report(checkpoint.net, data.images, data.labels, args.out, layers=args.layers,
                         class_names=data.class_names, n_images=args.images,
                         preprocess=data.preprocess, fill=data.fill,
-                        snapshots=args.snapshots, max_scan=args.scan, maps_per_layer=args.maps,
+                        snapshots=args.snapshots if args.snapshots is not None
+                        else run_snapshots(args.checkpoint),
+                        max_scan=args.scan, maps_per_layer=args.maps,
                         occlusion_size=args.occlusion_size,
                         occlusion_stride=args.occlusion_stride, synthesis_steps=args.steps,
                         embed=args.embed, show_progress=not args.no_progress,

@@ -30,6 +30,22 @@ def first_filters(net, layer=None):
     return to_numpy(params["W"])
 
 
+def run_snapshots(checkpoint):
+    """The snapshots a run kept (``minconv train --snapshot-every K``): the paths of
+    ``snapshots/epochNNN.npz`` beside the checkpoint, in epoch order, then the checkpoint
+    itself when it is a later state; [] when the run kept none."""
+    import glob
+    import os
+    folder = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "snapshots")
+    paths = sorted(glob.glob(os.path.join(folder, "epoch[0-9][0-9][0-9].npz")))
+    if not paths:
+        return []
+    from ..train import load_checkpoint
+    if load_checkpoint(checkpoint).epoch > load_checkpoint(paths[-1]).epoch:
+        paths.append(checkpoint)
+    return paths
+
+
 def _load(snapshot):
     """(net, label) from a net or a checkpoint path."""
     if hasattr(snapshot, "forward"):

@@ -5,7 +5,8 @@ links, or everything inlined as base64 data URIs with ``embed=True``): no server
 and no external assets. Sections follow the paper: architecture and receptive
 fields, first-layer filters (Fig. 6), top-9 activations with their deconvnet
 projections (Fig. 2), feature evolution (Fig. 4), invariance (Fig. 5), occlusion
-(Fig. 7), then saliency, guided backpropagation, class models, feature inversion,
+(Fig. 7), then saliency, guided backpropagation, Grad-CAM, Guided Grad-CAM, Integrated
+Gradients, SmoothGrad, nearest neighbours in fc7 space, class models, feature inversion,
 Deep Dream and an adversarial example.
 """
 import html
@@ -16,7 +17,7 @@ import numpy as np
 
 from ._common import (check_net, conv_layer_names, default_feature_layer, like_net, net_dtype,
                       pick_examples, take, to_numpy)
-from . import render
+from . import render, report_sections
 from .deconvnet import DeconvNet
 from .evolution import evolution_figure, feature_evolution, first_filters
 from .invariance import TRANSFORMS, invariance, plot_invariance
@@ -153,6 +154,10 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
                    f"(the strongest first); receptive field {f.size[0]}x{f.size[1]} pixels"
                    if f.size else layer)
 
+    if root:
+        report_sections.random_top9(page, net, scan, best, layers, prep, lo, hi,
+                                    min(8, maps_per_layer))
+
     # evolution --------------------------------------------------------------------
     if snapshots and root:
         page.section("Feature evolution during training (Fig. 4)",
@@ -164,6 +169,7 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
         page.image("evolution", evolution_figure(evolutions),
                    caption=f"{', '.join(layers)}: the first 8 feature maps of each, over "
                            f"{len(sample)} test images")
+        report_sections.snapshots_table(page, snapshots)
 
     # per-image experiments ---------------------------------------------------------
     pick = pick_examples(labels, n_images)
@@ -222,6 +228,9 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
         axes[0, c + 1].set_title(t, fontsize=8)
     fig.tight_layout()
     page.image("saliency", fig=fig)
+    log("attributions and nearest neighbours")
+    report_sections.attributions(page, net, x, y, names, feat_layer)
+    report_sections.neighbours(page, net, images, pick, prep, names, labels)
 
     _synthesis_sections(page, net, x, y, names, shape, feat_layer, synthesis_steps, log)
     page.text(f"Generated in {time.perf_counter() - start:.0f} s.")

@@ -88,14 +88,15 @@ def _clip(x, clip):
 
 
 def class_model(net, target, shape, steps=200, lr=0.1, l2=1e-3, tv=0.0, jitter=1, clip=None,
-                init=None, init_std=0.1, seed=0):
+                init=None, init_std=0.1, seed=0, blur_every=0, blur_sigma=0.5):
     """Images that maximise class scores, one per entry of ``target`` (an int or a list):
 
         x*_k = argmax_x  S_k(x) - l2 * ||x||^2 - tv * R_TV(x)      (R_TV: total_variation)
 
     by Adam ascent from ``init`` (default: N(0, init_std^2) noise; an all-zero image
     would sit where every ReLU is off and get no gradient), all classes in one batch,
-    with random jitter between steps and optional clipping to ``clip=(lo, hi)``.
+    with random jitter between steps, optional clipping to ``clip=(lo, hi)`` and a Gaussian
+    blur of ``blur_sigma`` pixels every ``blur_every`` steps (0: none; :mod:`.blur`).
     Returns (len(target), C, H, W) (or (1, C, H, W) for an int).
     """
     check_net(net, "class_model")
@@ -108,13 +109,16 @@ def class_model(net, target, shape, steps=200, lr=0.1, l2=1e-3, tv=0.0, jitter=1
     else:
         x = like_net(check_images(init, "class_model"), net).copy()
     opt = _Adam(lr)
-    for _ in range(int(steps)):
+    for step in range(int(steps)):
         xj, off = _jitter(x, rng, jitter)
         _, g = _grad(net, xj, last, lambda a: _class_seed(a, targets))
         g = _unjitter(g, off) - 2 * l2 * x
         if tv:
             g = g - tv * total_variation(x)[1]
         x = _clip(opt.step(x, -g), clip)                # Adam descends: give it -dL/dx
+        if blur_every and (step + 1) % int(blur_every) == 0:
+            from .blur import gaussian_blur
+            x = gaussian_blur(x, blur_sigma)
     net.clear_cache()
     return x
 

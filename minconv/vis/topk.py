@@ -234,3 +234,21 @@ def top_k_patches(net, images, result, maps=None, pad=True, fill=None, projectio
         patches.append(p_row)
         crops.append(c_row)
     return (patches, crops) if projections is not None else patches
+
+
+def choose_maps(result, n, how="strongest", seed=0):
+    """Which feature maps of a :class:`TopK` to show: ``n`` of them, sorted.
+
+    how : "strongest" (those with the largest top activation, strongest first) or "random"
+          (a subset drawn by ``seed`` among the maps that fired at all, in index order: the
+          paper's Fig. 2 shows a random subset)
+    """
+    F = len(result)
+    n = min(int(n), F)
+    if how == "strongest":
+        return np.argsort(-result.values[:, 0], kind="stable")[:n]
+    if how != "random":
+        raise ValueError(f"choose_maps: how must be 'strongest' or 'random', got {how!r}")
+    alive = np.flatnonzero(result.values[:, 0] > 0)
+    pool = alive if len(alive) >= n else np.arange(F)
+    return np.sort(np.random.default_rng(seed).choice(pool, n, replace=False))
