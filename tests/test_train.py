@@ -390,8 +390,8 @@ class Poisoned:
 def test_nan_loss_stops_cleanly(tmp_path):
     trainer = make_trainer(out_dir=str(tmp_path))
     trainer.train_loader = Poisoned(trainer.train_loader, epoch=2, step=2)
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2/3: loss is nan.*last\.npz "
-                                               r"is unchanged"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2/3: loss is nan.*last good "
+                                               r"state is in .*last\.npz \(epoch 1\)"):
         trainer.fit(3)
     assert train.load_checkpoint(tmp_path / "last.npz").epoch == 1
     assert len(trainer.history) == 1

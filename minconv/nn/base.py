@@ -36,16 +36,27 @@ def default_rng():
     return _DEFAULT_RNG[0]
 
 
+class _ShapeOnly(np.ndarray):
+    """One zero seen through zero strides: the shape and dtype of a parameter, no memory.
+    In-place scaling (``weights *= std``) leaves it as it is instead of copying it out."""
+
+    def _same(self, other):
+        return self
+
+    __imul__ = __iadd__ = __isub__ = __itruediv__ = _same
+
+
 class _NoDraws:
     """Stands in for the default generator while :func:`shapes_only` is active: each
-    "draw" is one zero seen through zero strides, so no parameter memory is allocated."""
+    "draw" is a :class:`_ShapeOnly` array, so no parameter memory is allocated."""
 
     def __init__(self, real):
         self.real = real
 
     def standard_normal(self, size=None, dtype=np.float64):
         shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size or ())
-        return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
+        zero = np.zeros(1, dtype)
+        return np.lib.stride_tricks.as_strided(zero, shape, (0,) * len(shape)).view(_ShapeOnly)
 
     def __getattr__(self, name):  # integers() for Dropout's seed, ...
         return getattr(self.real, name)
@@ -102,6 +113,15 @@ class Layer(abc.ABC):
         self.buffers = {}  # state that is not trained (BatchNorm's running statistics)
         self.name = None
         self._cache = None
+        self._output_spec = None  # (shape, dtype) of the last forward's output
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _remembers_output(cls.__dict__["forward"])
+        backward = cls.__dict__.get("backward")
+        if backward is not None and "start" not in inspect.signature(backward).parameters:
+            cls.backward = _checks_dy(backward)
 
     # -- protocol ------------------------------------------------------------
     @abc.abstractmethod
