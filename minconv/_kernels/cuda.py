@@ -127,7 +127,7 @@ __global__ void maxpool_forward(const T* x, T* y, long long* switches, I planes,
         for (I h = h0; h < h1; ++h) {
             for (I w = w0; w < w1; ++w) {  // row-major order + strict '>': first of equals wins
                 const T v = plane[h * W + w];
-                if (v > best) { best = v; where = (long long)h * W + w; }
+                if (v > best || v != v) { best = v; where = (long long)h * W + w; }  // NaN wins, as in PyTorch
             }
         }
         y[e] = best;

@@ -237,7 +237,8 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     y        : (N, C, Ho, Wo), the largest value in each window
     switches : (N, C, Ho, Wo) int64, the flat index ``h*W + w`` of the winner
                within its (H, W) plane; ties go to the first element in
-               row-major window order. Padding never wins (it is -inf).
+               row-major window order. Padding never wins (it is -inf); a NaN
+               always does (the window's value is NaN, as in PyTorch).
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
@@ -259,7 +260,9 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     for i in range(kh):
         for j in range(kw):
             tap = x_pad[:, :, _window_slices(i, sh, Ho), _window_slices(j, sw, Wo)]
-            wins = tap > y  # strictly greater: an earlier tap keeps a tie
+            # strictly greater: an earlier tap keeps a tie; a NaN always wins (PyTorch's
+            # rule), so a window holding NaN gives NaN with its switch at the last NaN
+            wins = (tap > y) | xp.isnan(tap)
             y = xp.where(wins, tap, y)
             flat = (ho * sh - ph + i) * W + (wo * sw - pw + j)  # (Ho, Wo) index in the plane
             switches = xp.where(wins, flat, switches)

@@ -62,23 +62,26 @@ class Sequential(Container):
     def forward(self, x, train=False, until=None, record=()):
         """Run the layers in order; stop after ``until`` (inclusive) if given.
 
-        ``record`` names layers whose outputs are kept in ``self.outputs``.
+        ``record`` names layers whose outputs are kept in ``self.outputs``: what each
+        produced, copied when a later layer works in place (ZFNet's ReLUs overwrite the
+        convolutions' outputs).
         """
         head, rest = self._split(until) if until is not None else (None, None)
         stop = self.index(head) if head is not None else len(self) - 1
         for name in record:
             self._split(name)
         self.outputs = {}
-        for position, (name, layer) in enumerate(self._layers.items()):
-            if position > stop:
-                break
+        layers = list(self._layers.items())[:stop + 1]
+        in_place_after = [any(mutates_input(later) for _, later in layers[i + 1:])
+                          for i in range(len(layers))] if record else None
+        for position, (name, layer) in enumerate(layers):
             x = self._forward_child(name, layer, x, train,
                                     until=rest if position == stop else None,
                                     record=self._sub_record(name, record))
             if is_container(layer):
                 self._collect(name, layer, x, ())
             if name in record:
-                self.outputs[name] = x
+                self.outputs[name] = x.copy() if in_place_after[position] else x
         return x
 
     def backward(self, dy, rule="grad", start=None, stop=None, param_grads=None, release=False,

@@ -45,6 +45,7 @@ def evaluate(net, loader, device=None, max_batches=None):
         x, y = to_device(x, device), to_device(y, device)
         probs = predict_proba(net, x)
         xp = get_array_module(probs)
+        _check_batch_labels(y, probs.shape[1])
         picked = probs[xp.arange(len(y)), y]
         loss_sum += float(-xp.log(xp.maximum(picked, np.finfo(probs.dtype).tiny)).sum())
         correct1 += topk_correct(probs, y, 1)
@@ -55,3 +56,12 @@ def evaluate(net, loader, device=None, max_batches=None):
         raise ValueError("evaluate: the loader produced no examples")
     return {"loss": loss_sum / count, "top1_error": 1.0 - correct1 / count,
             "top5_error": 1.0 - correct5 / count, "count": count}
+
+
+def _check_batch_labels(y, num_classes):
+    """Integer labels in [0, num_classes): -1 would score the last class, silently."""
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"evaluate: labels must be integer class indices, got {y.dtype}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"evaluate: labels must lie in [0, {num_classes}) for a net with "
+                         f"{num_classes} outputs, got values in [{int(y.min())}, {int(y.max())}]")

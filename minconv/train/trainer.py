@@ -10,9 +10,11 @@ One step on a batch (x, y):
 After each epoch the validation set is evaluated, the schedule hears its
 top-1 error, a row goes to ``log.csv``/``log.json``, the curves are drawn to
 ``curves.png``, and the checkpoint ``last.npz`` is written (and copied to
-``best.npz`` when the validation error is the lowest so far). A NaN or
-infinite loss stops training at once with :class:`TrainingDiverged`, before
-anything is written, so the last good checkpoint stays as it was.
+``best.npz`` when the validation error is the lowest so far). Only finite states
+are saved: a NaN or infinite loss at any step, parameters that are no longer
+finite after the epoch's last update, or non-finite validation metrics stop
+training with :class:`TrainingDiverged` before anything is written; its message
+names the file that holds the last good state of this run (or says there is none).
 """
 import csv
 import json
@@ -21,7 +23,8 @@ import os
 import shutil
 import time
 
-from ..backend import get_array_module, keep_freed_memory, to_device
+from .. import runtime
+from ..backend import get_array_module, to_device
 from ..data import DataError
 from ..nn import SoftmaxCrossEntropy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -66,13 +69,15 @@ class Trainer:
         self.out_dir, self.progress, self.verbose = out_dir, progress, verbose
         self.device = device or net.device or "cpu"
         if self.device == "cpu":
-            keep_freed_memory()  # every step allocates the same large activations again
+            runtime.configure(malloc="keep")  # every step allocates the same activations again
         self.extra, self.arrays = dict(extra or {}), dict(arrays or {})
         self.loss = SoftmaxCrossEntropy()
         self.epoch = 0                # epochs completed
         self.history = []
         self.best_val_error = None
         self.snapshot_every = None    # keep snapshots/epochNNN.npz every K epochs
+        self.last_good = None         # the file holding this run's last good state
+        self.replaces = []            # an old run's files, removed at this run's first write
 
     # -- one step -----------------------------------------------------------------
     def train_step(self, x, y, lr=None):
@@ -136,13 +141,8 @@ class Trainer:
                 try:
                     loss, right = self.train_step(x, y, lr)
                 except TrainingDiverged as error:
-                    kept = self._last_path()
-                    where = f"; the last good checkpoint {kept} is unchanged" if kept and \
-                        os.path.exists(kept) else ""
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch + 1}, step {step + 1}/{batches}: "
-                        f"{error} (learning rate {lr:.3g}){where}. Lower the learning rate "
-                        "or check the data.") from None
+                    raise self._diverged(f"epoch {epoch + 1}, step {step + 1}/{batches}: "
+                                         f"{error} (learning rate {lr:.3g})") from None
                 count = len(y) if self.comm is None else self.comm.last_count
                 loss_sum += loss * count
                 correct += right
@@ -169,6 +169,7 @@ class Trainer:
         while self.epoch < epochs:
             record = {"epoch": self.epoch + 1}
             record.update(self.train_epoch(epochs))
+            self._check_finite_parameters()
             if self.val_loader is not None:
                 start = time.perf_counter()
                 val = evaluate(self.net, self.val_loader, device=self.device)
@@ -177,6 +178,11 @@ class Trainer:
                 record.update(val_loss=val["loss"], val_top1_error=val["top1_error"],
                               val_top5_error=val["top5_error"],
                               eval_seconds=time.perf_counter() - start)
+                bad = [k for k in ("loss", "top1_error", "top5_error")
+                       if not math.isfinite(val[k])]
+                if bad:
+                    raise self._diverged(f"epoch {self.epoch + 1}: validation {bad[0]} is "
+                                         f"{val[bad[0]]} after the epoch's last update")
             current = record.get("val_top1_error", record["train_error"])
             record["lr_lowered"] = bool(self.schedule.end_epoch(self.epoch, current))
             record["renormalized_filters"] = self.optimizer.renormalized
@@ -216,6 +222,23 @@ class Trainer:
             total += len(getattr(folder, "skipped", ()))
         return total
 
+    # -- divergence -------------------------------------------------------------
+    def _check_finite_parameters(self):
+        """A TrainingDiverged when the last update left a parameter NaN or infinite."""
+        for name, value in self.net.params.items():
+            xp = get_array_module(value)
+            if not bool(xp.isfinite(value).all()):
+                raise self._diverged(f"epoch {self.epoch + 1}: parameter {name} is no longer "
+                                     "finite after the epoch's last update")
+
+    def _diverged(self, what):
+        if self.last_good is not None and os.path.exists(self.last_good):
+            kept = f"; the last good state is in {self.last_good} (epoch {self.epoch})"
+        else:
+            kept = "; no checkpoint of this run was written"
+        return TrainingDiverged(f"training diverged at {what}{kept}. Lower the learning rate "
+                                "or check the data.")
+
     # -- files ------------------------------------------------------------------
     def _last_path(self):
         return os.path.join(self.out_dir, "last.npz") if self.out_dir else None
@@ -237,11 +260,17 @@ class Trainer:
         self.epoch = checkpoint.epoch
         self.history = list(checkpoint.history)
         self.best_val_error = checkpoint.best_val_error
+        self.last_good = os.fspath(path)
         return checkpoint
 
     def _write(self, improved):
         os.makedirs(self.out_dir, exist_ok=True)
         last = self.save(self._last_path())
+        self.last_good = last
+        for old in self.replaces:  # the replaced run goes once this one has a checkpoint
+            if old != last and os.path.lexists(old):
+                os.remove(old)
+        self.replaces = []
         if improved:  # copy, then rename: best.npz is never half-written either
             best = os.path.join(self.out_dir, "best.npz")
             tmp = os.path.join(self.out_dir, f".best.npz.tmp{os.getpid()}")

@@ -111,12 +111,14 @@ def load_data(checkpoint, root=None, split="test", limit=None):
         raise ValueError(f"{checkpoint.path if checkpoint else 'checkpoint'}: no mean image "
                          "recorded; image-folder data need the checkpoint of minconv train")
     crop = int(spec.get("crop", 224))
+    # numbered through the net's class table (the training split's), never the split's own
     folder = data.ImageFolder(os.path.join(root, sub), size=spec.get("size", mean_image.shape[-1]),
-                              skip_bad=True)
+                              skip_bad=True, classes=data.class_table(
+                                  spec, root, checkpoint.path if checkpoint else "checkpoint"))
     if limit:
         folder.samples = folder.samples[:limit]
     return VisData(FolderImages(folder, crop), folder.labels, SubtractMean(mean_image, crop),
-                   list(folder.classes), 0.0, split)
+                   [data.display_name(c) for c in folder.classes], 0.0, split)
 
 
 def parse_steps(text):

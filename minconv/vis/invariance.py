@@ -170,7 +170,7 @@ def invariance(net, images, labels, transform="translate", steps=None, layers=No
 def plot_invariance(results, path=None, names=None, class_names=None):
     """One row per transform, columns: each layer's distance and P(true class); one
     line per image. Saves a PNG at ``path`` when given; returns the figure."""
-    from .render import figure
+    from .render import figure, plain
     results = [results] if isinstance(results, InvarianceResult) else list(results)
     cols = max(len(r.layers) for r in results) + 1
     fig, axes = figure(len(results), cols, (3.4, 2.7))
@@ -178,6 +178,7 @@ def plot_invariance(results, path=None, names=None, class_names=None):
         for i in range(len(r.labels)):
             label = names[i] if names is not None else (
                 class_names[r.labels[i]] if class_names is not None else f"image {i}")
+            label = plain(label)
             for c, layer in enumerate(r.layers):
                 axes[row, c].plot(r.steps, r.distances[layer][i], marker=".", label=label)
             axes[row, cols - 1].plot(r.steps, r.prob[i], marker=".", label=label)

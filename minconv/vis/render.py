@@ -185,6 +185,14 @@ def data_uri(img_or_path):
     return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
 
 
+def plain(text):
+    """``text`` as matplotlib draws it literally: every ``$`` escaped (no mathtext, so a
+    class called ``a$^$b`` is drawn as written) and bytes that are not UTF-8 shown as
+    ``\\xNN`` (see :func:`minconv.data.display_name`)."""
+    from ..data import display_name
+    return display_name(str(text)).replace("$", r"\$")
+
+
 def figure(rows, cols, size=(3.0, 3.0)):
     """A matplotlib Figure and its axes grid (rows, cols), without pyplot."""
     from matplotlib.figure import Figure
@@ -202,7 +210,7 @@ def _draw(ax, u8, title):
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(plain(title), fontsize=8)
 
 
 def show_image(ax, image, title=None, lo=None, hi=None):
@@ -241,7 +249,7 @@ def occlusion_figure(image, result, class_names=None, path=None, lo=None, hi=Non
         im = a.imshow(values, cmap=cmap, alpha=0.6, extent=extent, interpolation="nearest")
         a.set_xlim(-0.5, image.shape[-1] - 0.5)
         a.set_ylim(image.shape[-2] - 0.5, -0.5)
-        a.set_title(title, fontsize=8)
+        a.set_title(plain(title), fontsize=8)
         fig.colorbar(im, ax=a, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
     a = ax[i + 2]
     classes = np.unique(result.top_class)
@@ -257,7 +265,7 @@ def occlusion_figure(image, result, class_names=None, path=None, lo=None, hi=Non
     a.set_xticks([])
     a.set_yticks([])
     a.set_title("most probable class", fontsize=8)
-    a.legend(handles=[Patch(color=lut[int(c)], label=names[int(c)]) for c in classes],
+    a.legend(handles=[Patch(color=lut[int(c)], label=plain(names[int(c)])) for c in classes],
              fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     if path is not None:

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from ..data import display_name
 from ._common import (check_net, conv_layer_names, default_feature_layer, like_net, net_dtype,
                       pick_examples, take, to_numpy)
 from . import render, report_sections
@@ -35,7 +36,12 @@ figure{margin:1em 0}figcaption{font-size:.85em;color:#444}"""
 
 
 class _Page:
-    """Collects HTML fragments and the PNGs they point to."""
+    """Collects HTML fragments and the PNGs they point to.
+
+    Every text that goes into the page is escaped here, whatever it holds (class
+    names come from folder names, which anyone can choose): sections, notes,
+    captions, table cells, attributes. There is no way to add raw HTML.
+    """
 
     def __init__(self, out_dir, embed, writes=True):
         self.out_dir, self.embed, self.parts, self.writes = out_dir, embed, [], writes
@@ -43,12 +49,12 @@ class _Page:
             os.makedirs(out_dir, exist_ok=True)
 
     def section(self, title, text=None):
-        self.parts.append(f"<h2>{html.escape(title)}</h2>")
+        self.parts.append(f"<h2>{_escape(title)}</h2>")
         if text:
-            self.parts.append(f"<p class='note'>{text}</p>")
+            self.parts.append(f"<p class='note'>{_escape(text)}</p>")
 
     def text(self, text):
-        self.parts.append(f"<p>{text}</p>")
+        self.parts.append(f"<p>{_escape(text)}</p>")
 
     def image(self, name, img=None, fig=None, caption=None):
         """Add a PIL image or a matplotlib figure, saved as ``name``.png."""
@@ -60,25 +66,31 @@ class _Page:
         else:
             img.save(path)
         src = render.data_uri(path) if self.embed else f"{name}.png"
-        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self.parts.append(f"<figure><img src='{src}' alt='{html.escape(name)}'>{cap}</figure>")
+        cap = f"<figcaption>{_escape(caption)}</figcaption>" if caption else ""
+        self.parts.append(f"<figure><img src='{_escape(src)}' alt='{_escape(name)}'>{cap}"
+                          "</figure>")
         if self.embed:
             os.remove(path)
 
     def table(self, header, rows):
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        head = "".join(f"<th>{_escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in row) + "</tr>"
                        for row in rows)
         self.parts.append(f"<table><tr>{head}</tr>{body}</table>")
 
     def write(self, title):
-        doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-               f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_escape(title)}"
+               f"</title><style>{_CSS}</style></head><body><h1>{_escape(title)}</h1>"
                + "\n".join(self.parts) + "</body></html>")
         path = os.path.join(self.out_dir, "index.html")
         with open(path, "w", encoding="utf-8") as f:
             f.write(doc)
         return path
+
+
+def _escape(text):
+    """Text as HTML: markup characters and quotes escaped, non-UTF-8 bytes as \\xNN."""
+    return html.escape(display_name(str(text)), quote=True)
 
 
 def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_images=6,
@@ -110,7 +122,8 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
     prep = preprocess or (lambda b: np.asarray(b, dtype=net_dtype(net)))
     layers = list(layers) if layers is not None else conv_layer_names(net)
     n_classes = int(predict(net, like_net(prep(images[:1]), net)).shape[1])
-    names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
+    names = [display_name(n) for n in class_names] if class_names is not None else \
+        [str(k) for k in range(n_classes)]
     page = _Page(out_dir, embed, writes=root)
     shape = tuple(images.shape[1:])
 
