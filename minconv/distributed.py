@@ -122,6 +122,7 @@ class Communicator:
         self.timeout = float(os.environ.get("MINCONV_MPI_TIMEOUT", TIMEOUT)
                              if timeout is None else timeout)
         self.last_count = 0     # the global number of images of the last training batch
+        self.batch_rows = None  # (this rank's rows, global batch size) of the batch in hand
         if self.size > 1:
             self._install_excepthook()
             _limit_threads(self._threads_per_rank())
@@ -285,7 +286,10 @@ class Communicator:
                     top5_error=1 - round(totals[2]) / count, count=int(count))
 
     def gradient_reducer(self, net, bucket_bytes=BUCKET_BYTES, overlap=True):
+        """The hooks of data-parallel training on ``net``: a :class:`GradientReducer` over
+        its parameters, and Dropout layers that draw the masks of the whole batch."""
         from ._allreduce import GradientReducer
+        share_dropout(net, self)
         return GradientReducer(self, net, bucket_bytes, overlap)
 
     def load_checkpoint(self, path, **kwargs):
@@ -365,15 +369,57 @@ class ShardedLoader:
         self.loader, self.comm = loader, comm
 
     def __iter__(self):
-        for x, y in self.loader:
-            part = self.comm.share(len(y))
-            yield x[part], y[part]
+        try:
+            for x, y in self.loader:
+                part = self.comm.share(len(y))
+                self.comm.batch_rows = (part, len(y))  # for the Dropout layers
+                yield x[part], y[part]
+        finally:
+            self.comm.batch_rows = None
 
     def __len__(self):
         return len(self.loader)
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
+
+
+def share_dropout(net, comm):
+    """Make every Dropout layer of ``net`` draw the mask of the whole global batch, as one
+    process would, and keep this rank's rows of it: training with dropout then equals one
+    process too, and every rank's generator stays in step (checkpoints hold rank 0's)."""
+    from . import functional as F
+    from .nn import Dropout
+    for layer in _all_layers(net):
+        if isinstance(layer, Dropout) and not getattr(layer, "_shared_masks", False):
+            layer.forward = _whole_batch_dropout(layer, comm, F)
+            layer._shared_masks = True
+
+
+def _whole_batch_dropout(layer, comm, F):
+    original = layer.forward
+
+    def forward(x, train=False):
+        rows = comm.batch_rows
+        if not train or rows is None or layer.p == 0.0:
+            return original(x, train)
+        part, total = rows
+        xp = get_array_module(x)
+        whole = xp.zeros((total,) + tuple(x.shape[1:]), dtype=x.dtype)  # only its shape counts
+        _, mask = F.dropout(whole, layer.p, layer._generator_for(x), True)
+        mask = mask[part]
+        layer._cache = (mask, x.shape)          # what Dropout.backward reads
+        return x * mask
+
+    return forward
+
+
+def _all_layers(net):
+    for _, layer in net.items():
+        if hasattr(layer, "items") and callable(layer.items):
+            yield from _all_layers(layer)
+        else:
+            yield layer
 
 
 def _limit_threads(threads):

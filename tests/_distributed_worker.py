@@ -70,14 +70,15 @@ def train(args):
     if args.fault and comm.rank == args.fault_rank:
         fault = dict(kind=args.fault, epoch=args.fault_epoch, step=args.fault_step)
     mc.nn.set_seed(0)
-    net = models.zfnet_mini(widths=WIDTHS, fc_width=FC, dropout=0.0).astype(dtype)
+    net = models.zfnet_mini(widths=WIDTHS, fc_width=FC, dropout=0.5).astype(dtype)
+    net.to(args.device)
     optimizer = SGD(net, lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = Loader(images, labels, args.batch, shuffle=True, augment=True, seed=1, dtype=dtype,
                     fault=fault)
     val_images, val_labels = dataset(20, seed=5)
     val = Loader(val_images, val_labels, 8, dtype=dtype)
     trainer = Trainer(net, optimizer, loader, val, progress=False, verbose=comm.is_root,
-                      out_dir=args.out, comm=comm)
+                      out_dir=args.out, comm=comm, device=args.device)
     if args.resume:
         trainer.resume(os.path.join(args.out, "last.npz"))
         loader.epoch = trainer.epoch
@@ -87,7 +88,7 @@ def train(args):
                  losses=[h["train_loss"] for h in trainer.history],
                  errors=[h["train_error"] for h in trainer.history],
                  val_losses=[h["val_loss"] for h in trainer.history],
-                 **{f"param/{k}": v for k, v in net.params.items()})
+                 **{f"param/{k}": mc.to_device(v, "cpu") for k, v in net.params.items()})
 
 
 def scan(args):
@@ -130,6 +131,7 @@ def main():
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--fault", choices=("kill", "raise", "nan"))
     p.add_argument("--fault-rank", type=int, default=1)
     p.add_argument("--fault-epoch", type=int, default=2)

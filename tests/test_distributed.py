@@ -130,6 +130,16 @@ def test_minconv_train_under_mpirun_float32(tmp_path):
             assert a[key] == pytest.approx(b[key], abs=1e-12), key
 
 
+def test_two_ranks_train_as_one_process_on_the_gpu(tmp_path):
+    from minconv.backend import cupy_available
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA GPU (the all-reduce then runs over NCCL, or over "
+                    "MPI on host copies where NCCL cannot be set up)")
+    ok(worker("train", tmp_path / "one", epochs=1, batch=10, device="cuda"))
+    ok(worker("train", tmp_path / "two", ranks=2, epochs=1, batch=10, device="cuda"))
+    assert_same_run(tmp_path / "one" / "result.npz", tmp_path / "two" / "result.npz", 1e-10)
+
+
 # ------------------------------------------------------------------ resume
 
 @pytest.mark.parametrize("first, then", [(2, None), (None, 2)])
