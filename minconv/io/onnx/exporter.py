@@ -106,13 +106,13 @@ def save_onnx(net, path, input_shape, opset=OPSET):
     writer = _Writer()
     writer.dtype = dtype
     tensor = {"\0in": "input"}
-    for path, layer, inputs in steps:
+    for name, layer, inputs in steps:
         exporter = _EXPORTERS.get(type(layer))
         if exporter is None:
-            raise ValueError(f"save_onnx: layer {path!r} ({type(layer).__name__}) has no ONNX "
+            raise ValueError(f"save_onnx: layer {name!r} ({type(layer).__name__}) has no ONNX "
                              "form in minconv's exporter")
-        names = [tensor[i] for i in inputs]
-        tensor[path] = exporter(writer, path, layer, names, [shapes[i] for i in inputs])
+        sources = [tensor[i] for i in inputs]
+        tensor[name] = exporter(writer, name, layer, sources, [shapes[i] for i in inputs])
     elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     out_shape = shapes[steps[-1][0]]
     graph = helper.make_graph(

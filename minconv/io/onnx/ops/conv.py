@@ -96,19 +96,18 @@ def conv_transpose(node):
             n, k, s, d = sizes[axis], kernel[axis], strides[axis], dilations[axis]
             total = s * (n - 1) + output_padding[axis] + (k - 1) * d + 1 - targets[axis]
             half = total // 2
-            begin, end = (half, total - half) if auto_pad == "SAME_UPPER" else (total - half, half)
-            if end < 0:  # an output longer than the full one: more output padding
-                output_padding[axis] -= end
-                end = 0
-            if begin < 0:
-                raise node.unsupported("output_shape", f"{tuple(targets)} needs padding before "
-                                       "the output, which minconv does not support")
-            begins.append(begin)
+            if auto_pad == "SAME_UPPER":
+                begin, end = half, total - half
+            elif auto_pad == "SAME_LOWER":
+                begin, end = total - half, half
+            else:  # an explicit output_shape: the output starts where the full one does
+                begin, end = 0, total
+            begins.append(begin)  # negative: the output is longer than the full one
             ends.append(end)
         top, left, bottom, right = begins + ends
     else:
         top, left, bottom, right = window_pads(node, kernel, strides, dilations)
-    symmetric = (top, left) == (bottom, right) and not any(
+    symmetric = (top, left) == (bottom, right) and min(top, left) >= 0 and not any(
         o >= max(s, d) for o, s, d in zip(output_padding, strides, dilations))
     if symmetric:
         layer = ConvTranspose2D(W.shape[0], W.shape[1] * groups, kernel, strides, (top, left),

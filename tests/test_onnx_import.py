@@ -1,0 +1,307 @@
+"""ONNX in and out: hand-built graphs against ONNX's reference evaluator, round trips
+through onnxruntime, the deconvnet on an imported graph against PyTorch autograd, and
+the errors for what minconv cannot import.
+
+The graphs cover the attribute combinations ONNX's conformance suite tests thinly:
+asymmetric pads with strides, SAME_LOWER/SAME_UPPER, Gemm with alpha and beta, average
+pooling in ceil mode with and without the padding counted, transposed convolutions with
+output_shape and asymmetric pads.
+"""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+import minconv as mc  # noqa: E402
+from minconv.io.onnx import graph_from_model  # noqa: E402
+
+
+def make_model(op_type, x_shape, initializers=(), opset=17, **attributes):
+    """A one-node model: input "x" (float32), weights as initializers, output "y"."""
+    names = ["x"] + [name for name, _ in initializers]
+    node = helper.make_node(op_type, names, ["y"], name="node", **attributes)
+    graph = helper.make_graph(
+        [node], "test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_empty_tensor_value_info("y")],
+        [numpy_helper.from_array(value, name) for name, value in initializers])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def run_onnxruntime(model, x):
+    model.ir_version = min(model.ir_version, 8)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def assert_matches_reference(model, x, rtol=1e-5, atol=1e-6, onnx_reference=True,
+                             onnxruntime=True):
+    """minconv's output equals onnxruntime's and ReferenceEvaluator's (each unless switched
+    off for a case that reference cannot run or gets wrong)."""
+    net = graph_from_model(model)
+    actual = net.forward(x)
+    references = [run_onnxruntime(model, x)] if onnxruntime else []
+    if onnx_reference:
+        references.append(ReferenceEvaluator(model).run(None, {"x": x})[0])
+    for expected in references:
+        assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+    return net
+
+
+@pytest.fixture
+def x(rng):
+    return rng.standard_normal((2, 3, 9, 10)).astype(np.float32)
+
+
+def weights(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("attributes", [
+    dict(pads=[1, 0, 2, 3], strides=[2, 3]),                  # asymmetric pads with strides
+    dict(auto_pad="SAME_UPPER", strides=[2, 2]),
+    dict(auto_pad="SAME_LOWER", strides=[2, 3]),
+    dict(auto_pad="SAME_LOWER", dilations=[2, 1]),
+    dict(auto_pad="VALID", strides=[3, 2]),
+    dict(pads=[2, 1, 0, 1], dilations=[2, 2], group=3),
+])
+def test_conv(attributes, x, rng):
+    group = attributes.get("group", 1)
+    W, b = weights(rng, 6, 3 // group, 3, 4), weights(rng, 6)
+    model = make_model("Conv", x.shape, [("W", W), ("b", b)], **attributes)
+    # onnxruntime refuses SAME padding with dilation
+    assert_matches_reference(model, x, onnxruntime=not ("dilations" in attributes and
+                                                         "auto_pad" in attributes))
+
+
+@pytest.mark.parametrize("attributes", [
+    dict(pads=[1, 0, 2, 1], strides=[2, 3]),
+    dict(strides=[2, 2], output_padding=[1, 0]),
+    dict(strides=[3, 2], output_shape=[29, 23]),   # 2 and 1 past the full output
+    dict(auto_pad="SAME_UPPER", strides=[2, 2]),
+    dict(pads=[1, 1, 1, 1], strides=[2, 2], group=3),
+    dict(pads=[1, 1, 1, 1], strides=[2, 2], dilations=[2, 1], group=3),
+])
+def test_conv_transpose(attributes, x, rng):
+    group = attributes.get("group", 1)
+    W, b = weights(rng, 3, 6 // group, 3, 4), weights(rng, 6)
+    model = make_model("ConvTranspose", x.shape, [("W", W), ("b", b)], **attributes)
+    # onnx.reference fails on grouped transposed convolutions
+    assert_matches_reference(model, x, onnx_reference=group == 1)
+
+
+POOLS = [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 2, 1]),
+    dict(kernel_shape=[3, 2], strides=[2, 3], pads=[1, 0, 1, 1], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER"),
+    dict(kernel_shape=[2, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1),
+]
+
+
+@pytest.mark.parametrize("attributes", POOLS + [
+    dict(kernel_shape=[2, 2], strides=[1, 2], dilations=[2, 2], pads=[1, 0, 0, 1])])
+def test_max_pool(attributes, x):
+    # onnx.reference's MaxPool makes SAME_LOWER one row short (onnxruntime and the
+    # AveragePool of onnx.reference agree on ceil(9 / 2) = 5)
+    assert_matches_reference(make_model("MaxPool", x.shape, **attributes), x,
+                             onnx_reference=attributes.get("auto_pad") != "SAME_LOWER")
+
+
+@pytest.mark.parametrize("attributes", POOLS)
+@pytest.mark.parametrize("include", [0, 1])
+def test_average_pool(attributes, include, x):
+    model = make_model("AveragePool", x.shape, count_include_pad=include, **attributes)
+    assert_matches_reference(model, x)
+
+
+def test_max_pool_indices(x):
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], name="pool", kernel_shape=[3, 3],
+                            strides=[2, 2], pads=[1, 0, 2, 1])
+    graph = helper.make_graph([node], "t", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, x.shape)], [helper.make_empty_tensor_value_info("y"),
+                                            helper.make_empty_tensor_value_info("i")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    y, i = ReferenceEvaluator(model).run(None, {"x": x})
+    net = graph_from_model(model)
+    np.testing.assert_array_equal(net.forward(x), y)
+    np.testing.assert_array_equal(net.forward(x, until="pool_indices"), i)
+
+
+@pytest.mark.parametrize("alpha, beta, transA, transB, c_shape", [
+    (0.5, 2.0, 0, 1, (4,)), (1.5, -0.5, 1, 0, (1, 4)), (2.0, 0.25, 1, 1, (3, 4)),
+    (1.0, 1.0, 0, 1, (4,))])                             # the plain one becomes Linear
+def test_gemm(alpha, beta, transA, transB, c_shape, rng):
+    A = weights(rng, *((5, 3) if transA else (3, 5)))
+    B = weights(rng, *((4, 5) if transB else (5, 4)))
+    model = make_model("Gemm", A.shape, [("B", B), ("C", weights(rng, *c_shape))], alpha=alpha,
+                       beta=beta, transA=transA, transB=transB)
+    net = assert_matches_reference(model, A)
+    kind = "Linear" if (alpha, beta, transA) == (1.0, 1.0, 0) else "Gemm"
+    assert type(net["node"]).__name__ == kind
+
+
+def test_shape_subgraph_folds_for_any_batch(rng):
+    """PyTorch's x.view(x.size(0), -1): Shape-Gather-Unsqueeze-Concat-Reshape, batch symbolic."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(
+                 np.array(0, np.int64))),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"], name="flat")]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 3, 4, 5])], [helper.make_empty_tensor_value_info("y")],
+        [numpy_helper.from_array(np.array([0], np.int64), "axes"),
+         numpy_helper.from_array(np.array([-1], np.int64), "minus1")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    net = graph_from_model(model)
+    assert net.names == ["flat"]                      # everything else was folded
+    for n in (1, 4):
+        x = weights(rng, n, 3, 4, 5)
+        np.testing.assert_array_equal(net.forward(x), x.reshape(n, -1))
+
+
+def small_graph():
+    """A Graph with the layers of the families: conv-BN-ReLU, a residual Add, Concat,
+    average and max pooling, global pooling, Linear."""
+    nn = mc.nn
+    g = nn.Graph()
+    g.add("conv1", nn.Conv2D(3, 8, 3, padding=1, bias=False))
+    g.add("bn1", nn.BatchNorm2D(8))
+    g.add("relu1", nn.ReLU())
+    g.add("conv2", nn.Conv2D(8, 8, 3, padding=1, groups=2))
+    g.add("add", nn.Add(), inputs=["conv2", "relu1"])
+    g.add("pool", nn.MaxPool2D(3, 2, 1, ceil_mode=True))
+    g.add("branch", nn.Conv2D(8, 4, 1), inputs=["pool"])
+    g.add("avg", nn.AvgPool2D(3, 1, 1, count_include_pad=False), inputs=["pool"])
+    g.add("cat", nn.Concat(), inputs=["branch", "avg"])
+    g.add("tanh", nn.Tanh())
+    g.add("gap", nn.AdaptiveAvgPool2D(1))
+    g.add("flatten", nn.Flatten())
+    g.add("fc", nn.Linear(12, 5))
+    rng = np.random.default_rng(0)
+    bn = g["bn1"]
+    bn.params["gamma"] = rng.uniform(0.5, 1.5, 8).astype(np.float32)
+    bn.params["beta"] = rng.standard_normal(8).astype(np.float32)
+    bn.buffers["running_mean"] = rng.standard_normal(8).astype(np.float32)
+    bn.buffers["running_var"] = rng.uniform(0.5, 2, 8).astype(np.float32)
+    for layer in (g["conv1"], g["conv2"], g["branch"], g["fc"]):
+        layer.params["W"] = (rng.standard_normal(layer.params["W"].shape) * 0.3).astype(
+            np.float32)
+    return g
+
+
+@pytest.mark.parametrize("make", [small_graph, lambda: mc.models.zfnet_mini(num_classes=10)],
+                         ids=["graph", "zfnet_mini"])
+def test_round_trip(make, tmp_path, rng):
+    net = make()
+    shape = (2, 3, 16, 16) if isinstance(net, mc.nn.Graph) else (2, 1, 28, 28)
+    x = rng.standard_normal(shape).astype(np.float32)
+    expected = net.forward(x)
+    path = tmp_path / "net.onnx"
+    mc.io.save_onnx(net, path, shape)
+    onnx.checker.check_model(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4,
+                               atol=1e-5)
+    again = mc.io.load_onnx(path)
+    np.testing.assert_allclose(again.forward(x), expected, rtol=1e-5, atol=1e-6)
+    x3 = rng.standard_normal((3,) + shape[1:]).astype(np.float32)  # the batch is symbolic
+    np.testing.assert_allclose(session.run(None, {"input": x3})[0], net.forward(x3),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_deconvnet_on_imported_graph_matches_torch(tmp_path, rng):
+    """relu* through an imported conv-pool net equals PyTorch autograd with ReLU's
+    backward replaced by relu(dy), on the same weights."""
+    torch = pytest.importorskip("torch")
+    net = mc.models.zfnet_mini(num_classes=10)
+    path = tmp_path / "zfnet_mini.onnx"
+    mc.io.save_onnx(net, path, (1, 1, 28, 28))
+    graph = mc.io.load_onnx(path)
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    y = graph.forward(x, until="conv5")
+    dy = np.maximum(rng.standard_normal(y.shape), 0).astype(np.float32)
+    dx = graph.backward(dy, rule="deconv", start="conv5")
+
+    class ReLUStar(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.clamp(min=0)
+
+    T = torch.nn.functional
+    p = {k: torch.from_numpy(v) for k, v in net.params.items()}
+    t = torch.from_numpy(x).requires_grad_()
+    h = t
+    for i in (1, 2):
+        h = ReLUStar.apply(T.conv2d(h, p[f"conv{i}.W"], p[f"conv{i}.b"], padding=2))
+        h = T.max_pool2d(h, 3, 2, ceil_mode=True)
+        h = h  # LRN passes the signal through unchanged under relu*: modelled as identity
+        h = T.local_response_norm(h, 5, 1e-4, 0.75, 2.0).detach() + h - h.detach()
+    for i in (3, 4):
+        h = ReLUStar.apply(T.conv2d(h, p[f"conv{i}.W"], p[f"conv{i}.b"], padding=1))
+    h = T.conv2d(h, p["conv5.W"], p["conv5.b"], padding=1)
+    np.testing.assert_allclose(h.detach().numpy(), y, rtol=1e-4, atol=1e-5)
+    h.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(dx, t.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+# -- bad input ------------------------------------------------------------------
+
+def test_unsupported_operator_names_operator_and_node(x):
+    model = make_model("Erf", x.shape)
+    with pytest.raises(ValueError, match=r"Erf node 'node'.*operator 'Erf'"):
+        graph_from_model(model)
+
+
+def test_unsupported_attribute_names_it(x, rng):
+    model = make_model("LRN", x.shape, size=4)
+    with pytest.raises(ValueError, match=r"LRN node 'node': attribute 'size'"):
+        graph_from_model(model)
+    model = make_model("Conv", x.shape, [("W", weights(rng, 2, 3, 3, 3))], kernel_shape=[3, 3],
+                       unknown_flag=1)
+    with pytest.raises(ValueError, match=r"Conv node 'node': attribute 'unknown_flag'"):
+        graph_from_model(model)
+
+
+def test_truncated_and_corrupt_files(tmp_path, x):
+    good = tmp_path / "good.onnx"
+    onnx.save(make_model("Relu", x.shape), str(good))
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.onnx"):
+        mc.io.load_onnx(truncated)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\x01not a model" * 10)
+    with pytest.raises(ValueError, match="garbage.onnx"):
+        mc.io.load_onnx(garbage)
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        mc.io.load_onnx(tmp_path / "missing.onnx")
+
+
+def test_two_graph_inputs_is_an_error(x):
+    node = helper.make_node("Add", ["a", "b"], ["y"])
+    graph = helper.make_graph([node], "t", [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, x.shape) for n in ("a", "b")],
+        [helper.make_empty_tensor_value_info("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ValueError, match=r"2 inputs \(a, b\).*exactly one"):
+        graph_from_model(model)
+
+
+def test_save_onnx_refuses_a_layer_without_onnx_form(tmp_path):
+    class Unknown(mc.nn.Identity):
+        pass
+    net = mc.nn.Sequential(mc.nn.Conv2D(1, 2, 3), Unknown())
+    with pytest.raises(ValueError, match="no ONNX form"):
+        mc.io.save_onnx(net, tmp_path / "x.onnx", (1, 1, 5, 5))
