@@ -180,3 +180,71 @@ def test_smoothgrad_shares_captums_noise(images, kind):
                              noise=noise.numpy().reshape((len(images), S) + images.shape[1:]),
                              target=TARGET, batch_size=5)
     _close(ours, theirs, kind)
+
+
+class _TorchAdd(torch.nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class _TorchBlock(torch.nn.Module):
+    """relu(conv(x)) + x, the twin of the minconv residual Graph below."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv, self.relu, self.add = torch.nn.Conv2d(c, c, 3, padding=1), torch.nn.ReLU(), \
+            _TorchAdd()
+
+    def forward(self, x):
+        return self.add(self.relu(self.conv(x)), x)
+
+
+def _residual(seed=0):
+    """A Graph with a nested residual Graph ``block`` and its PyTorch twin."""
+    rng = np.random.default_rng(seed)
+    block = mc.nn.Graph()
+    block.add("conv", mc.nn.Conv2D(4, 4, 3, padding=1))
+    block.add("relu", mc.nn.ReLU())
+    block.add("add", mc.nn.Add(), inputs=["relu", "input"])
+    net = mc.nn.Graph()
+    net.add("conv1", mc.nn.Conv2D(1, 4, 3, padding=1))
+    net.add("relu1", mc.nn.ReLU())
+    net.add("block", block)
+    net.add("pool", mc.nn.MaxPool2D(2))
+    net.add("flatten", mc.nn.Flatten())
+    net.add("fc", mc.nn.Linear(64, 3))
+    for key, value in net.params.items():
+        net.load_state_dict({key: (0.4 * rng.standard_normal(value.shape)).astype(np.float32)},
+                            strict=False)
+    twin = torch.nn.Sequential()
+    twin.add_module("conv1", torch.nn.Conv2d(1, 4, 3, padding=1))
+    twin.add_module("relu1", torch.nn.ReLU())
+    twin.add_module("block", _TorchBlock(4))
+    twin.add_module("pool", torch.nn.MaxPool2d(2))
+    twin.add_module("flatten", torch.nn.Flatten())
+    twin.add_module("fc", torch.nn.Linear(64, 3))
+    names = {"conv1.W": "conv1.weight", "conv1.b": "conv1.bias", "block.conv.W":
+             "block.conv.weight", "block.conv.b": "block.conv.bias", "fc.W": "fc.weight",
+             "fc.b": "fc.bias"}
+    twin.load_state_dict({names[k]: torch.from_numpy(np.array(v)) for k, v in
+                          net.params.items()})
+    return net, twin.eval()
+
+
+@pytest.mark.parametrize("layer", ["block", "block.conv", "relu1"])
+def test_grad_cam_on_a_graph(layer):
+    """A residual stage (a nested Graph) and a layer inside it are Grad-CAM layers."""
+    net, twin = _residual()
+    x = np.random.default_rng(4).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    t = np.array([2, 0, 1])
+    ours = mc.vis.grad_cam(net, x, layer, t, relu=False)
+    theirs = captum_attr.LayerGradCam(twin, twin.get_submodule(layer)).attribute(
+        _input(x), target=torch.from_numpy(t))
+    _close(ours, theirs[:, 0], f"Grad-CAM at {layer} of a Graph")
+    ig = mc.vis.integrated_gradients(net, x, t, n_steps=10)
+    theirs_ig = captum_attr.IntegratedGradients(twin).attribute(
+        _input(x), target=torch.from_numpy(t), n_steps=10)
+    _close(ig, theirs_ig, "IG on a Graph")
+    _close(mc.vis.guided_backprop(net, x, t),
+           captum_attr.GuidedBackprop(twin).attribute(_input(x), target=torch.from_numpy(t)),
+           "guided backprop on a Graph")

@@ -11,10 +11,9 @@ The same as Captum's ``LayerGradCam`` (``relu_attributions=True``) and ``GuidedG
 which upsample with ``torch.nn.functional.interpolate``; :func:`upsample` is that function's
 "nearest" and "bilinear" (``align_corners=False``) modes.
 
-The layer is named as everywhere else (``"conv5"``, ``"relu5"``); its output is taken before
-any later layer rectifies it in place. The forward pass runs once to the layer, the rest of
-the net runs on a copy of the layer's output, and the gradient comes down to that output:
-:func:`layer_gradient`.
+The layer is named as everywhere else (``"conv5"``, ``"relu5"``, or a dotted path into a
+Graph such as a residual stage, ``"layer3"``); its output is taken before any later layer
+rectifies it in place, and the gradient that reaches it is :func:`layer_gradient`.
 """
 import numpy as np
 
@@ -44,26 +43,38 @@ def layer_gradient(net, x, layer, target=None, rule="grad", op="layer_gradient")
 
     x : (N, C, H, W). Returns (A, dS/dA, targets): A and dS/dA of the layer's output shape,
     on the net's device; targets (N,) the classes used (default: the predicted ones).
+
+    Any net of the protocol (Sequential or Graph, ``layer`` a dotted path at any depth):
+    one forward pass records A (copied if a later layer works in place), one backward pass
+    from the class score runs while the layer's ``backward`` is wrapped to keep the
+    gradient it receives (on a graph, the sum over the layer's consumers).
     """
     check_net(net, op)
     check_layer(net, layer)
     x = like_net(check_images(x, op), net)
-    names = net.names
-    above = names[net.index(layer) + 1:]
+    unit = net[layer]
+    caught = []
+    plain = type(unit).backward
+
+    def keep(dy, *args, **kwargs):
+        caught.append(dy.copy())           # the layers below may reuse dy's memory
+        return plain(unit, dy, *args, **kwargs)
+
+    unit.backward = keep
     try:
-        a = net.forward(x, train=False, until=layer)
-        y = a.copy()                       # a later in-place ReLU must not rectify ``a``
-        for name in above:
-            y = net[name].forward(y, train=False)
+        y = net.forward(x, train=False, record=(layer,))
+        a = net.outputs[layer]
         t = _targets(op, y, target)
         xp = get_array_module(y)
-        dy = xp.zeros_like(y)
-        dy[xp.arange(len(t)), xp.asarray(t)] = 1
-        for name in reversed(above):
-            dy = net[name].backward(dy, rule=rule, param_grads=False)
+        seed = xp.zeros_like(y)
+        seed[xp.arange(len(t)), xp.asarray(t)] = 1
+        net.backward(seed, rule=rule, param_grads=False)
     finally:
+        del unit.backward
         net.clear_cache()
-    return a, dy, t
+    if len(caught) != 1:
+        raise ValueError(f"{op}: no gradient reached layer {layer!r} from the net's output")
+    return a, caught[0], t
 
 
 def grad_cam(net, x, layer, target=None, relu=True, upsample_to=None, mode="nearest"):

@@ -11,6 +11,7 @@ strongest position, as in :meth:`DeconvNet.project`).
 """
 import numpy as np
 
+from ..backend import get_array_module
 from ._common import check_images, check_net, like_net, to_numpy
 from .deconvnet import DeconvNet
 
@@ -26,22 +27,36 @@ def predict(net, x, batch_size=256):
     return np.concatenate(out)
 
 
-def _target(net, x, target):
-    if target is None:
-        return predict(net, x).argmax(axis=1)
-    return target
-
-
 def input_gradient(net, x, target=None, layer=None, channel=None, position=None, rule="grad"):
     """d unit / dx (N, C, H, W) under ``rule``: the class score ``target`` of the last
     layer (default: the predicted class), or ``channel`` of ``layer``."""
     check_net(net, "input_gradient")
     x = like_net(check_images(x, "input_gradient"), net)
     if layer is None:
-        layer, channel = net.names[-1], _target(net, x, target)
-    elif channel is None:
+        return _class_gradient(net, x, target, rule)
+    if channel is None:
         raise ValueError("input_gradient: give channel= together with layer=")
     return DeconvNet(net).project(x, layer, channel, position, rule=rule, keep_value=False)
+
+
+def _class_gradient(net, x, target, rule, batch_size=64):
+    """d S_t / dx under ``rule``: a one-hot seed on the net's output, sent down."""
+    from ._common import chunks
+    from .gradcam import _targets
+    xp = get_array_module(x)
+    out = xp.empty_like(x)
+    t = None if target is None else np.broadcast_to(
+        np.asarray(to_numpy(target) if hasattr(target, "shape") else target), (len(x),))
+    try:
+        for part in chunks(len(x), batch_size):
+            y = net.forward(x[part], train=False)
+            rows = _targets("input_gradient", y, None if t is None else t[part])
+            seed = xp.zeros_like(y)
+            seed[xp.arange(len(rows)), xp.asarray(rows)] = 1
+            out[part] = net.backward(seed, rule=rule, param_grads=False)
+    finally:
+        net.clear_cache()
+    return out
 
 
 def saliency(net, x, target=None, layer=None, channel=None, reduce="max"):
