@@ -29,7 +29,8 @@ def ranged(kind, low=None, high=None, low_open=False, high_open=False):
         if below or above:
             left = "(" if low_open else "["
             right = ")" if high_open else "]"
-            span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+            lo, hi = "-inf" if low is None else low, "inf" if high is None else high
+            span = f"{left}{lo}, {hi}{right}"
             raise argparse.ArgumentTypeError(f"must lie in {span}, got {text}")
         return value
     parse.__name__ = f"{kind.__name__} in range"

@@ -332,7 +332,8 @@ class ImageFolder:
                         continue
                 self.samples.append((path, label))
         if not self.samples:
-            raise DataError(f"{self.root}: no readable images in {len(self.classes)} class folders")
+            raise DataError(f"{self.root}: no readable images in {len(self.classes)} class "
+                            "folders")
 
     def _bad(self, path, reason):
         if not self.skip_bad:

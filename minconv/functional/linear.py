@@ -30,6 +30,8 @@ def linear_backward(dy, x, W, *, need_input_grad=True, need_weight_grad=True):
     A gradient that is not needed comes back as None.
     """
     _check_linear("linear_backward", x, W, None)
+    check_array(dy, "linear_backward", "dy", 2, "(N, out_features)")
+    check_same_dtype("linear_backward", dy=dy, input=x)  # no silent change of the grads' dtype
     check_shape(dy, (x.shape[0], W.shape[0]), "linear_backward", "dy")
     dx = matmul(dy, W) if need_input_grad else None
     if not need_weight_grad:

@@ -10,6 +10,7 @@ refuses unless ``--resume`` continues it or ``--overwrite`` replaces it (the old
 run's files stay until the new run has written its first checkpoint), and the
 folder is checked writable before any data are read.
 """
+import argparse
 import json
 import math
 import os
@@ -42,7 +43,7 @@ def _milestones(text):
 def _classes(text):
     values = int_list(text, low=0)
     if len(set(values)) != len(values):
-        raise ValueError(f"--classes lists a class twice: {text}")
+        raise argparse.ArgumentTypeError(f"lists a class twice: {text}")
     return values
 
 
@@ -90,16 +91,19 @@ def add_train_arguments(p):
     p.add_argument("--renorm-radius", type=_radius,
                    help="RMS radius of conv filters after each update, or 'none'")
     p.add_argument("--no-augment", action="store_true", help="no random crops or flips")
-    p.add_argument("--pad", type=nonnegative_int, help="zero padding before random crops (IDX data)")
+    p.add_argument("--pad", type=nonnegative_int,
+                   help="zero padding before random crops (IDX data)")
     p.add_argument("--tta", choices=("none", "flip", "ten"),
                    help="views averaged at evaluation (ten: image folders only)")
     p.add_argument("--val-split", type=nonnegative_int, default=0,
                    help="hold out this many training images for validation "
                         "(0: validate on the test split)")
     p.add_argument("--subset", type=positive_int, help="use only the first N training images")
-    p.add_argument("--val-subset", type=positive_int, help="use only the first N validation images")
+    p.add_argument("--val-subset", type=positive_int,
+                   help="use only the first N validation images")
     p.add_argument("--classes", type=_classes, help="keep these classes (relabelled 0..K-1)")
-    p.add_argument("--per-class", type=positive_int, help="at most this many training images per class")
+    p.add_argument("--per-class", type=positive_int,
+                   help="at most this many training images per class")
     p.add_argument("--init-from", help="checkpoint whose parameters start the net (a new "
                    "fc8 is drawn when the class count differs)")
     p.add_argument("--freeze", type=lambda s: s.split(","), default=[],

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .. import distributed
+from .._cli_args import nonnegative_int, positive_float, positive_int
 from . import render
 from ._common import to_numpy
 from .datasets import FASHION_MNIST_CLASSES, load_data, parse_steps
@@ -28,7 +29,7 @@ def _common_arguments(p, out_default):
     p.add_argument("--data", help="data folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="which images to look at (image folders: test means val/ or test/)")
-    p.add_argument("--limit", type=int, help="use only the first N images of the split")
+    p.add_argument("--limit", type=positive_int, help="use only the first N images of the split")
     p.add_argument("--out", default=out_default, help=f"output (default {out_default})")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
@@ -58,16 +59,17 @@ def add_visualize_arguments(p):
     _common_arguments(p, "report")
     p.add_argument("--layers", type=lambda s: s.split(","), help="layers for the top-9 "
                    "sheets, e.g. conv1,conv2 (default: every conv layer)")
-    p.add_argument("--images", type=int, default=6, help="test images for the per-image "
-                   "experiments")
-    p.add_argument("--scan", type=int, help="top-9 over the first N images (default: all)")
-    p.add_argument("--maps", type=int, default=16, help="feature maps per top-9 sheet")
+    p.add_argument("--images", type=positive_int, default=6, help="test images for the "
+                   "per-image experiments")
+    p.add_argument("--scan", type=positive_int,
+                   help="top-9 over the first N images (default: all)")
+    p.add_argument("--maps", type=positive_int, default=16, help="feature maps per top-9 sheet")
     p.add_argument("--snapshots", nargs="*", help="checkpoints for the feature-evolution "
                    "figure, in training order (default: the run's snapshots/, kept by "
                    "train --snapshot-every)")
-    p.add_argument("--steps", type=int, default=150, help="gradient steps for synthesis")
-    p.add_argument("--occlusion-size", type=int)
-    p.add_argument("--occlusion-stride", type=int)
+    p.add_argument("--steps", type=positive_int, default=150, help="gradient steps for synthesis")
+    p.add_argument("--occlusion-size", type=positive_int)
+    p.add_argument("--occlusion-stride", type=positive_int)
     p.add_argument("--embed", action="store_true", help="inline the PNGs in index.html")
     p.add_argument("--no-progress", action="store_true")
 
@@ -96,12 +98,12 @@ def run_visualize(args):
 
 def add_occlude_arguments(p):
     _common_arguments(p, "occlusion.png")
-    p.add_argument("--index", type=int, default=0, help="image index in the split")
-    p.add_argument("--size", type=int, default=8, help="side of the grey square (pixels)")
-    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--index", type=nonnegative_int, default=0, help="image index in the split")
+    p.add_argument("--size", type=positive_int, default=8, help="side of the grey square (pixels)")
+    p.add_argument("--stride", type=positive_int, default=1)
     p.add_argument("--layer", help="layer whose strongest map is tracked (default: last conv)")
-    p.add_argument("--channel", type=int, help="track this feature map instead")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--channel", type=nonnegative_int, help="track this feature map instead")
+    p.add_argument("--batch-size", type=positive_int, default=256)
 
 
 def run_occlude(args):
@@ -132,12 +134,13 @@ def run_occlude(args):
 
 def add_project_arguments(p):
     _common_arguments(p, "projection.png")
-    p.add_argument("--index", type=int, default=0, help="image index in the split")
+    p.add_argument("--index", type=nonnegative_int, default=0, help="image index in the split")
     p.add_argument("--layer", required=True, help="e.g. conv5, pool2, fc6")
-    p.add_argument("--channel", type=int, help="feature map (default: the --top strongest)")
+    p.add_argument("--channel", type=nonnegative_int,
+                   help="feature map (default: the --top strongest)")
     p.add_argument("--position", help="h,w of the unit (default: the strongest)")
     p.add_argument("--rule", default="deconv", choices=("deconv", "guided", "grad"))
-    p.add_argument("--top", type=int, default=8, help="maps shown without --channel")
+    p.add_argument("--top", type=positive_int, default=8, help="maps shown without --channel")
 
 
 def run_project(args):
@@ -231,15 +234,16 @@ def add_demo_arguments(p):
     from ..data import FASHION_MNIST
     p.add_argument("--out", default="demo", help="folder for the run and the report")
     p.add_argument("--data", default=FASHION_MNIST, help="Fashion-MNIST IDX folder")
-    p.add_argument("--minutes", type=float, default=3.0,
+    p.add_argument("--minutes", type=positive_float, default=3.0,
                    help="training time to aim for: the epochs are sized to fill it")
-    p.add_argument("--epochs", type=int, default=4, help="short epochs to train")
-    p.add_argument("--epoch-images", type=int,
+    p.add_argument("--epochs", type=positive_int, default=4, help="short epochs to train")
+    p.add_argument("--epoch-images", type=positive_int,
                    help="training images per epoch, a random draw of the 60,000 "
                         "(default: as many as fit in --minutes)")
-    p.add_argument("--scan", type=int, default=10000, help="test images scanned for top-9")
-    p.add_argument("--steps", type=int, default=150, help="gradient steps for synthesis")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scan", type=positive_int, default=10000,
+                   help="test images scanned for top-9")
+    p.add_argument("--steps", type=positive_int, default=150, help="gradient steps for synthesis")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--no-progress", action="store_true")
 
