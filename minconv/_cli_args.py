@@ -71,3 +71,17 @@ def json_object(text):
 
 def _no_constant(name):
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def strict_json(value):
+    """``value`` as JSON text without NaN or Infinity, which are not JSON (a strict reader
+    refuses them): non-finite numbers become null. Every ``--json`` output goes through it."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), allow_nan=False)

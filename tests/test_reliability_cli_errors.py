@@ -123,3 +123,10 @@ def test_json_output_is_strict(idx, tmp_path, capsys, monkeypatch):
     result = json.loads(out, parse_constant=refuse)
     assert result["loss"] is None and result["top1_error"] is None and result["count"] == 3
     assert commands.strict_json({"a": [float("-inf"), 1.5]}) == '{"a": [null, 1.5]}'
+
+
+def test_a_model_too_large_for_memory_is_refused_before_drawing_weights(idx, tmp_path, capsys):
+    status, out, err = run(["train", "--model", "zfnet-mini", "--data", idx, "--out",
+                            str(tmp_path / "r"), "--no-progress", "--model-kwargs",
+                            '{"fc_width": 1000000}'], capsys)
+    one_line_error(status, err, "GiB with their gradients and momentum, more than this machine")

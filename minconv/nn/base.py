@@ -58,7 +58,10 @@ class _NoDraws:
         zero = np.zeros(1, dtype)
         return np.lib.stride_tricks.as_strided(zero, shape, (0,) * len(shape)).view(_ShapeOnly)
 
-    def __getattr__(self, name):  # integers() for Dropout's seed, ...
+    def integers(self, *args, **kwargs):  # Dropout's seed: the real generator is not advanced
+        return 0
+
+    def __getattr__(self, name):
         return getattr(self.real, name)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import data, distributed, models, nn
 from .._cli_args import (fraction, int_list, json_object, nonnegative_float, nonnegative_int,
-                         positive_float, positive_int)
+                         positive_float, positive_int, strict_json)
 from .checkpoint import load_checkpoint
 from .metrics import evaluate
 from .optim import SGD
@@ -58,19 +58,6 @@ def _lr_mult(items):
         if not math.isfinite(mult[name]) or mult[name] < 0:
             raise ValueError(f"--lr-mult {item}: the factor must be finite and >= 0")
     return mult
-
-
-def strict_json(value):
-    """JSON text without NaN or Infinity (not JSON): non-finite numbers become null."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(value), allow_nan=False)
 
 
 def add_train_arguments(p):
@@ -244,6 +231,24 @@ def _settings(args, model):
     return settings
 
 
+def _check_fits_in_memory(model, kwargs):
+    """Refuse a model whose parameters, gradients and momentum buffers alone would not fit
+    in this machine's memory, before drawing any weight (its shapes come from a build
+    that allocates nothing)."""
+    with nn.shapes_only():
+        probe = models.build(model, **kwargs)
+    need = 3 * sum(v.size * v.dtype.itemsize for v in probe.params.values())
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise ValueError(f"model {model} with {json.dumps(kwargs)} has "
+                         f"{probe.num_params():,} parameters: {need / 2**30:.1f} GiB with their "
+                         f"gradients and momentum, more than this machine's {have / 2**30:.1f} "
+                         "GiB of memory")
+
+
 def _init_from(args, net):
     """Copy the parameters of --init-from that fit (same names and shapes) into ``net``,
     except the last fully connected layer; report what was copied, refuse when nothing was."""
@@ -306,6 +311,7 @@ def run_train(args):
     kwargs = dict(num_classes=num_classes, in_channels=shape[0], **settings["model_kwargs"])
     if model == "zfnet_mini":
         kwargs.setdefault("size", shape[-1])
+    _check_fits_in_memory(model, kwargs)
     net = models.build(model, **kwargs)
     expected = models.input_shape_of(net)
     if tuple(expected) != tuple(shape):

@@ -7,7 +7,7 @@ scored beside each net on its own in one pass over the data.
 import numpy as np
 
 from ..backend import get_array_module, to_device
-from .metrics import predict_proba, topk_correct
+from .metrics import _check_batch_labels, predict_proba, topk_correct
 
 
 def evaluate_ensemble(nets, loader, device=None):
@@ -30,6 +30,7 @@ def evaluate_ensemble(nets, loader, device=None):
                              f"{[tuple(p.shape) for p in probs]}")
         probs.append(sum(probs) / len(nets))
         xp = get_array_module(probs[0])
+        _check_batch_labels(y, probs[0].shape[1])
         for total, p in zip(sums, probs):
             picked = p[xp.arange(len(y)), y]
             total += (float(-xp.log(xp.maximum(picked, np.finfo(p.dtype).tiny)).sum()),
@@ -48,7 +49,7 @@ def print_ensemble(paths, checkpoints, loader, split, tta, as_json=False, device
     """``minconv evaluate --checkpoint a.npz b.npz ...``: each checkpoint and the ensemble,
     side by side. The data and views are those of the first checkpoint's run; the others
     must have been trained on data prepared the same way."""
-    import json
+    from .._cli_args import strict_json
     first = checkpoints[0].extra.get("data", {})
     for path, checkpoint in zip(paths[1:], checkpoints[1:]):
         spec = checkpoint.extra.get("data", {})
@@ -60,8 +61,8 @@ def print_ensemble(paths, checkpoints, loader, split, tta, as_json=False, device
     result = evaluate_ensemble([c.net for c in checkpoints], loader, device=device)
     if as_json:
         rows = [dict(r, checkpoint=p) for p, r in zip(paths, result["single"])]
-        print(json.dumps({"single": rows, "ensemble": result["ensemble"], "split": split,
-                          "tta": tta}))
+        print(strict_json({"single": rows, "ensemble": result["ensemble"], "split": split,
+                           "tta": tta}))
         return result
     count = result["ensemble"]["count"]
     print(f"{len(paths)} checkpoints on {count} {split} images, views: {tta}")
