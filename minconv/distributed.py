@@ -139,6 +139,18 @@ class Communicator:
         if not self.is_root:
             sys.stdout = open(os.devnull, "w")
 
+    def take_all_cores(self):
+        """Use every core of the machine from here on (the other ranks have finished)."""
+        if self.size == 1:
+            return
+        cores = os.cpu_count() or 1
+        try:  # mpirun may have bound this rank to one core
+            os.sched_setaffinity(0, range(cores))
+        except (AttributeError, OSError):
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        from . import runtime
+        runtime.configure(threads=cores)
+
     # -- failures ----------------------------------------------------------------
     def abort(self, message, code=1):
         """Print ``message`` naming this rank and stop every rank of the job."""

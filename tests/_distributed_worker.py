@@ -61,6 +61,22 @@ class Loader(data.ArrayLoader):
             yield x, y
 
 
+def small_graph():
+    """A residual block and a dropout head as an ``nn.Graph``."""
+    nn = mc.nn
+    g = nn.Graph()
+    g.add("conv1", nn.Conv2D(1, 6, 3, padding=1))
+    g.add("relu1", nn.ReLU())
+    g.add("conv2", nn.Conv2D(6, 6, 3, padding=1))
+    g.add("add", nn.Add(), inputs=["conv2", "relu1"])
+    g.add("relu2", nn.ReLU())
+    g.add("pool", nn.MaxPool2D(4, 4))
+    g.add("flatten", nn.Flatten())
+    g.add("drop", nn.Dropout(0.3))
+    g.add("fc", nn.Linear(6 * 7 * 7, CLASSES))
+    return g
+
+
 def train(args):
     from minconv.train import SGD, Trainer
     comm = distributed.world()
@@ -70,8 +86,9 @@ def train(args):
     if args.fault and comm.rank == args.fault_rank:
         fault = dict(kind=args.fault, epoch=args.fault_epoch, step=args.fault_step)
     mc.nn.set_seed(0)
-    net = models.zfnet_mini(widths=WIDTHS, fc_width=FC, dropout=0.5).astype(dtype)
-    net.to(args.device)
+    net = small_graph() if args.net == "graph" else \
+        models.zfnet_mini(widths=WIDTHS, fc_width=FC, dropout=0.5)
+    net.astype(dtype).to(args.device)
     optimizer = SGD(net, lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = Loader(images, labels, args.batch, shuffle=True, augment=True, seed=1, dtype=dtype,
                     fault=fault)
@@ -132,6 +149,7 @@ def main():
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--net", default="zfnet_mini", choices=("zfnet_mini", "graph"))
     p.add_argument("--fault", choices=("kill", "raise", "nan"))
     p.add_argument("--fault-rank", type=int, default=1)
     p.add_argument("--fault-epoch", type=int, default=2)

@@ -93,6 +93,12 @@ def test_a_rank_without_images_in_the_last_batch_adds_zeros(tmp_path):
     assert_same_run(tmp_path / "one" / "result.npz", tmp_path / "two" / "result.npz", 1e-10)
 
 
+def test_a_graph_net_trains_as_one_process(tmp_path):
+    ok(worker("train", tmp_path / "one", epochs=1, batch=10, net="graph"))
+    ok(worker("train", tmp_path / "two", ranks=2, epochs=1, batch=10, net="graph"))
+    assert_same_run(tmp_path / "one" / "result.npz", tmp_path / "two" / "result.npz", 1e-10)
+
+
 def write_idx(path, array):
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape)

@@ -221,6 +221,8 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
     page.image("invariance", fig=plot_invariance(inv, class_names=names))
     if not root:
         return None  # the shared scans are done: rank 0 draws the rest
+    if comm is not None:
+        comm.take_all_cores()  # the other ranks are done
 
     log("saliency and guided backpropagation")
     page.section("Saliency, guided backpropagation and the deconvnet",
