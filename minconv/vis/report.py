@@ -246,6 +246,7 @@ def write_report(net, images, labels, out_dir, layers=None, class_names=None, n_
     log("attributions and nearest neighbours")
     report_sections.attributions(page, net, x, y, names, feat_layer)
     report_sections.neighbours(page, net, images, pick, prep, names, labels)
+    report_sections.unit_models(page, net, shape, feat_layer, synthesis_steps, xl, xh)
 
     _synthesis_sections(page, net, x, y, names, shape, feat_layer, synthesis_steps, log)
     page.text(f"Generated in {time.perf_counter() - start:.0f} s.")

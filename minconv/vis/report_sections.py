@@ -102,3 +102,27 @@ def neighbours(page, net, images, pick, prep, names, labels, k=8, pool=2000):
     agree = np.mean(np.asarray(labels)[idx] == np.asarray(labels)[pick][:, None])
     page.image("neighbours", sheet, caption=f"{agree:.0%} of the neighbours share the "
                "query's class; rows: " + ", ".join(names[int(labels[i])] for i in pick))
+
+
+def unit_models(page, net, shape, layer, steps, lo, hi, n=8):
+    """Activation maximisation of the centre unit of the first n maps of ``layer``."""
+    from .maximise import maximise
+    page.section(f"Activation maximisation ({layer})",
+                 f"For maps 0..{n - 1} of {layer}: the input that most excites the map's centre "
+                 f"unit, argmax_x a(x) - lambda ||x||^2 - mu TV(x), by {steps} Adam steps with "
+                 "jitter and a Gaussian blur (sigma 0.5) every 4 steps.")
+    F = int(net.forward(np.zeros((1,) + tuple(shape), np.float32).astype(
+        _dtype(net)), train=False, until=layer).shape[1])
+    net.clear_cache()
+    channels = list(range(min(n, F)))
+    x = to_numpy(maximise(net, layer, channels, shape, steps=steps, lr=0.01 * (hi - lo),
+                          l2=1e-3, tv=0.01, clip=(lo, hi)))
+    zoom = max(1, 56 // shape[-1])
+    tiles = [render.to_pil(render.stretch(img), zoom) for img in x]
+    page.image(f"maximise_{layer}", render.grid(tiles, len(tiles), pad=2),
+               caption=f"{layer}, maps {', '.join(map(str, channels))}")
+
+
+def _dtype(net):
+    from ._common import net_dtype
+    return net_dtype(net)
