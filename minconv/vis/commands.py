@@ -19,13 +19,16 @@ from .. import distributed
 from .._cli_args import nonnegative_int, positive_float, positive_int
 from . import render
 from ._common import to_numpy
+from ..io.sources import add_source_arguments
 from .datasets import FASHION_MNIST_CLASSES, load_data, parse_steps
 
 # ------------------------------------------------------------------ shared arguments
 
 
 def _common_arguments(p, out_default):
-    p.add_argument("--checkpoint", required=True, help="a .npz written by minconv train")
+    p.add_argument("--checkpoint", help="a .npz written by minconv train, or an .onnx model "
+                   "(or give --model and --weights)")
+    add_source_arguments(p)
     p.add_argument("--data", help="data folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="which images to look at (image folders: test means val/ or test/)")
@@ -35,8 +38,10 @@ def _common_arguments(p, out_default):
 
 
 def _load(args):
-    from ..train import load_checkpoint
-    checkpoint = load_checkpoint(args.checkpoint, device=args.device)
+    from ..io.sources import is_imported, load_source, source_data
+    checkpoint = load_source(args, device=args.device)  # .npz, .onnx, or --model --weights
+    if is_imported(checkpoint):
+        return checkpoint, source_data(checkpoint, args)
     return checkpoint, load_data(checkpoint, args.data, args.split, args.limit)
 
 
