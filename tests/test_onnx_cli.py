@@ -101,3 +101,20 @@ def test_project_resnet18_from_safetensors(tmp_path, image_folder, capsys):
                    "--out", str(out)])
     assert status == 0, capsys.readouterr().err
     assert out.exists()
+
+
+def test_evaluate_an_onnx_model(tmp_path, capsys):
+    from minconv import data
+    from minconv.train import evaluate
+    from minconv.vis.datasets import Standardize
+    root = data.FASHION_MNIST
+    if not data.is_idx_dir(root):
+        pytest.skip("Fashion-MNIST is not installed")
+    net = mc.models.zfnet_mini(num_classes=10)
+    path = tmp_path / "mini.onnx"
+    mc.io.save_onnx(net, path, (1, 1, 28, 28))
+    assert main(["evaluate", "--checkpoint", str(path), "--data", root, "--limit", "64"]) == 0
+    images, labels = data.load_idx(root, "test")
+    x = Standardize(*data.FASHION_MNIST_STATS)(images[:64, None])
+    expected = evaluate(net, [(x, labels[:64])])
+    assert f"top-1 error {expected['top1_error']:.4f}" in capsys.readouterr().out

@@ -235,3 +235,35 @@ def predicted_labels(net, images, preprocess, batch=16):
         classes = scores.shape[1]
     net.clear_cache()
     return (np.concatenate(labels) if labels else np.zeros(0, np.int64)), classes
+
+
+# ------------------------------------------------------------------ evaluate
+
+def evaluate_imported(args):
+    """``minconv evaluate --checkpoint model.onnx --data DIR``: loss and errors of an
+    imported net against the data's own labels (IDX files standardised with the
+    Fashion-MNIST statistics, or an image folder whose sorted class names are the net's
+    classes, prepared as in the module docstring)."""
+    from .. import data
+    from ..train import evaluate
+    from ..vis.datasets import Standardize
+    checkpoint = load_source(args, device=args.device)
+    root = args.data
+    if not root:
+        raise ValueError(f"{checkpoint.path}: an imported net records no data; pass --data")
+    if data.is_idx_dir(root):
+        images, labels = data.load_idx(root, args.split)
+        images, prepare = images[:, None], Standardize(*data.FASHION_MNIST_STATS)
+    else:
+        args.resize = getattr(args, "resize", None)
+        view = source_data(checkpoint, args)
+        images, labels, prepare = view.images, view.images.folder.labels, view.preprocess
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    batches = [(prepare(images[i:i + args.batch_size]), np.asarray(labels[i:i + args.batch_size]))
+               for i in range(0, len(labels), args.batch_size)]
+    result = evaluate(checkpoint.net, batches, device=args.device)
+    print(f"{checkpoint.path} on {result['count']} {args.split} images\n  loss "
+          f"{result['loss']:.4f}  top-1 error {result['top1_error']:.4f} (accuracy "
+          f"{1 - result['top1_error']:.4f})  top-5 error {result['top5_error']:.4f}")
+    return 0

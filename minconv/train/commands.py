@@ -355,8 +355,8 @@ def run_train(args):
 
 def add_evaluate_arguments(p):
     p.add_argument("--checkpoint", required=True, nargs="+",
-                   help="a .npz written by minconv train; several: each and their ensemble "
-                   "(softmax averaged)")
+                   help="a .npz written by minconv train, or an .onnx model; several: each "
+                   "and their ensemble (softmax averaged)")
     p.add_argument("--data", help="data folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="IDX split (image folders: test means val/ or test/)")
@@ -371,6 +371,9 @@ def add_evaluate_arguments(p):
 def run_evaluate(args):
     paths = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
     args.checkpoint = paths[0]
+    if len(paths) == 1 and paths[0].lower().endswith(".onnx"):  # a net from elsewhere
+        from ..io.sources import evaluate_imported
+        return evaluate_imported(args)
     checkpoint = load_checkpoint(args.checkpoint, device=args.device)
     spec = checkpoint.extra.get("data", {})
     settings = checkpoint.extra.get("settings", {})
