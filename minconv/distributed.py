@@ -126,6 +126,7 @@ class Communicator:
         if self.size > 1:
             self._install_excepthook()
             _limit_threads(self._threads_per_rank())
+            self._select_gpu()
 
     @property
     def is_root(self):
@@ -180,10 +181,25 @@ class Communicator:
                     self.abort(f"no answer from the other ranks after {self.timeout:.0f} s "
                                f"in {what} (MINCONV_MPI_TIMEOUT); stopping all ranks")
 
+    def _node(self):
+        """(this rank's index among the ranks of its machine, their number)."""
+        rank = os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "")
+        size = os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "")
+        if rank.isdigit() and size.isdigit():
+            return int(rank), int(size)
+        node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        return node.Get_rank(), node.Get_size()
+
+    def _select_gpu(self):
+        """Each rank of a machine takes its own GPU (round robin), where CuPy sees any."""
+        from .backend import cupy_available
+        if cupy_available():
+            import cupy
+            local, _ = self._node()
+            cupy.cuda.Device(local % cupy.cuda.runtime.getDeviceCount()).use()
+
     def _threads_per_rank(self):
-        local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "0") or 0)
-        if not local:
-            local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_size()
+        _, local = self._node()
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
         return max(1, min(cores, (os.cpu_count() or 1) // max(1, local)))

@@ -410,7 +410,13 @@ def run_evaluate(args):
         print_ensemble(paths, [checkpoint] + others, loader, args.split, tta, args.json,
                        args.device)
         return 0
-    result = evaluate(checkpoint.net, loader, device=args.device)
+    comm = distributed.data_parallel()  # under mpirun: each rank evaluates its rows
+    if comm is not None:
+        comm.quiet_unless_root()
+    result = evaluate(checkpoint.net, comm.shard_loader(loader) if comm else loader,
+                      device=args.device)
+    if comm is not None:
+        result = comm.merge_evaluation(result)
     result.update(checkpoint=args.checkpoint, epoch=checkpoint.epoch, split=args.split, tta=tta)
     if args.json:
         print(strict_json(result))
