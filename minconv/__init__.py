@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # models, data, train and vis import lazily: the core loads fast and alone
-    if name in ("models", "data", "train", "vis", "cli"):
+    if name in ("models", "data", "train", "vis", "cli", "io"):
         import importlib
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module

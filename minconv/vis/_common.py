@@ -2,13 +2,22 @@
 import numpy as np
 
 from ..backend import get_array_module, to_device
-from ..nn import Conv2D, Linear, ReLU, Sequential
+from ..nn import (AdaptiveAvgPool2D, AvgPool2D, BatchNorm2D, Container, Conv2D, Flatten, Linear,
+                  MaxPool2D, ReLU, Sequential)
+from ..nn.container import is_container
+from ..nn.fields import container_outputs, leaf_graph
 
 
 def check_net(net, op):
-    if not isinstance(net, Sequential):
-        raise ValueError(f"{op}: expected a minconv Sequential net, got {type(net).__name__}")
+    if not isinstance(net, Container):
+        raise ValueError(f"{op}: expected a minconv Sequential or Graph net, got "
+                         f"{type(net).__name__}")
     return net
+
+
+def is_plain(net):
+    """A Sequential of layers only (no nested containers): walked layer by layer."""
+    return isinstance(net, Sequential) and not any(is_container(layer) for layer in net)
 
 
 def check_images(x, op, what="images"):
@@ -40,8 +49,8 @@ def like_net(x, net):
 
 
 def names_of(net, kind):
-    """Names of the layers of class ``kind``, in order."""
-    return [name for name, layer in net.items() if isinstance(layer, kind)]
+    """Dotted names of the layers of class ``kind`` at any depth, in running order."""
+    return [name for name, layer in net.named_layers() if isinstance(layer, kind)]
 
 
 def conv_layer_names(net):
@@ -51,18 +60,51 @@ def conv_layer_names(net):
 def rectified(net, name):
     """The ReLU right after layer ``name`` if there is one, else ``name`` itself: the
     paper looks at rectified feature maps."""
-    position = net.index(name)
-    if position + 1 < len(net) and isinstance(net[position + 1], ReLU):
-        return net.names[position + 1]
-    return name
+    if is_plain(net):
+        position = net.index(name)
+        if position + 1 < len(net) and isinstance(net[position + 1], ReLU):
+            return net.names[position + 1]
+        return name
+    nodes, _ = leaf_graph(net)
+    leaf = container_outputs(net).get(name, name)
+    while True:  # through a BatchNorm that alone reads it, to the ReLU
+        readers = [(path, layer) for path, layer, reads in nodes if leaf in reads]
+        if len(readers) != 1 or readers[0][1] is None:
+            return name
+        path, layer = readers[0]
+        if isinstance(layer, ReLU):
+            return path
+        if not isinstance(layer, BatchNorm2D):
+            return name
+        leaf = path
 
 
 def default_feature_layer(net):
-    """The rectified output of the last convolution (the paper's "layer 5")."""
+    """The last feature maps before the classifier: the input of the first flattening,
+    global pooling or fully connected layer, taken before a pooling that feeds it
+    (ZFNet's relu5, ResNet's last block, GoogLeNet's inception5b); without one, the
+    rectified output of the last convolution (the paper's "layer 5")."""
     convs = conv_layer_names(net)
     if not convs:
         raise ValueError(f"the net has no Conv2D layer; name a layer from: {', '.join(net.names)}")
+    nodes, _ = leaf_graph(net)
+    kinds = {path: layer for path, layer, _ in nodes}
+    for path, layer, reads in nodes:
+        if isinstance(layer, (Flatten, Linear, AdaptiveAvgPool2D)) and len(reads) == 1 \
+                and reads[0] in kinds:
+            below = reads[0]
+            if isinstance(kinds[below], (MaxPool2D, AvgPool2D)):
+                below = next(r for p, _, r in nodes if p == below)[0]
+            if below in kinds:
+                return _outer_name(net, below)
     return rectified(net, convs[-1])
+
+
+def _outer_name(net, leaf):
+    """The shortest container path whose output is ``leaf`` (``layer4`` for
+    ``layer4.1.relu2``), or ``leaf`` itself."""
+    names = [path for path, out in container_outputs(net).items() if out == leaf]
+    return min(names, key=len) if names else leaf
 
 
 def default_invariance_layers(net):
@@ -72,14 +114,14 @@ def default_invariance_layers(net):
     if len(fcs) >= 2:
         last = rectified(net, fcs[-2])
     elif convs:
-        last = rectified(net, convs[-1])
+        last = default_feature_layer(net)
     else:
         last = net.names[-1]
     return [first, last] if first != last else [first]
 
 
 def check_layer(net, layer):
-    net.index(layer)  # ValueError listing the valid names
+    net.resolve(layer)  # ValueError listing the valid names
     return layer
 
 

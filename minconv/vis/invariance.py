@@ -109,7 +109,7 @@ class InvarianceResult:
 def _features(net, x, layers):
     """({layer: (n, D) flattened output}, softmax probs (n, K))."""
     feats = {}
-    for name, out in walk(net, x, net.names[-1]):
+    for name, out in walk(net, x, net.names[-1], layers):
         if name in layers:
             feats[name] = out.reshape(len(x), -1).copy()
     return feats, softmax(out)

@@ -85,7 +85,7 @@ def _run(net, x, layer, channel):
     """(total activation of ``channel`` of ``layer``, softmax probs) for a batch, and the
     layer's output when channel is None."""
     feature = kept = None
-    for name, out in walk(net, x, net.names[-1]):
+    for name, out in walk(net, x, net.names[-1], [layer]):
         if name == layer:
             if channel is None:
                 kept = out.copy()

@@ -24,7 +24,8 @@ from .._kernels.reference import conv_output_size, pool_output_size
 from ..backend import get_array_module
 from ..nn import LRN, Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU
 from ..functional._checks import pair
-from ._common import check_layer, check_net
+from ..nn.fields import container_outputs, layer_fields
+from ._common import check_layer, check_net, is_plain
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def receptive_fields(net, input_shape=None):
     gives fully connected layers a finite field.
     """
     check_net(net, "receptive_fields")
+    if not is_plain(net):
+        return _graph_fields(net, input_shape)
     size, jump, start = (1, 1), (1, 1), (0, 0)
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)[-3:]
     fields, flat = {}, None
@@ -142,10 +145,27 @@ def receptive_fields(net, input_shape=None):
     return fields
 
 
+def _graph_fields(net, input_shape):
+    """:func:`receptive_fields` of a net with nested containers or paths that meet (the
+    union of the paths' fields: the largest), by :func:`minconv.nn.fields.layer_fields`."""
+    fields = {}
+    for name, f in layer_fields(net, input_shape).items():
+        if f["field"] is None:
+            size, jump, start = None, None, (0, 0)
+        else:
+            size, jump, start = (tuple(axis[i] for axis in f["field"]) for i in range(3))
+        fields[name] = ReceptiveField(name, size, jump, start, f["shape"])
+    return fields
+
+
 def receptive_field(net, layer, input_shape=None):
-    """The :class:`ReceptiveField` of one layer."""
+    """The :class:`ReceptiveField` of one layer (a container: that of its output)."""
     check_layer(net, layer)
-    return receptive_fields(net, input_shape)[layer]
+    fields = receptive_fields(net, input_shape)
+    if layer not in fields:
+        from dataclasses import replace
+        return replace(fields[container_outputs(net)[layer]], layer=layer)
+    return fields[layer]
 
 
 def crop(image, layer, position=(0, 0), net=None, pad=False, fill=0.0):

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_array_module
-from ._common import (check_layer, check_net, chunks, conv_layer_names, like_net, progress,
-                      take, to_numpy)
+from ..nn import Sequential
+from ._common import (check_layer, check_net, chunks, conv_layer_names, is_plain, like_net,
+                      progress, take, to_numpy)
 from .deconvnet import DeconvNet
 from .receptive import receptive_field
 
@@ -103,12 +104,23 @@ def _stable_argsort(xp, a):
     return xp.argsort(a, axis=1, kind="stable") if xp is np else xp.argsort(a, axis=1)
 
 
-def walk(net, x, until):
+def walk(net, x, until, names=None):
     """Run ``net`` forward on x and yield (name, output) after each layer up to ``until``.
 
     The consumer sees each output before the next layer runs, so an in-place ReLU
-    cannot change it under its feet.
+    cannot change it under its feet. A net with nested containers (or a Graph) yields
+    the outputs of ``names`` (dotted paths, recorded in one forward pass, copied where
+    a later in-place layer would overwrite them) and then the output of ``until``.
     """
+    if not is_plain(net):
+        names = [n for n in (names or []) if n != until]
+        last = net.names[-1] if isinstance(net, Sequential) else net.output
+        y = net.forward(x, train=False, until=None if until == last or names else until,
+                        record=names + [until])
+        for name in names:
+            yield name, net.outputs[name]
+        yield until, net.outputs.get(until, y)
+        return
     stop = net.index(until)
     for position, (name, layer) in enumerate(net.items()):
         if position > stop:
@@ -155,7 +167,8 @@ def top_k(net, images, layers=None, k=9, batch_size=256, preprocess=None, distin
             local = {name: TopK(name, np.full_like(r.values, -np.inf), np.full_like(r.images, -1),
                                 np.full_like(r.positions, -1)) for name, r in local.items()}
         return comm.merge_top_k(local, run.start)
-    deepest = max(layers, key=net.index)
+    deepest = max(layers, key=net.index) if is_plain(net) else \
+        net.names[-1] if isinstance(net, Sequential) else net.output
     running, widths = {}, {}
     parts = chunks(N, batch_size)
     for part in progress(parts, len(parts), "top-k scan", show_progress):
@@ -163,7 +176,7 @@ def top_k(net, images, layers=None, k=9, batch_size=256, preprocess=None, distin
         if preprocess is not None:
             xb = preprocess(xb)
         xb = like_net(xb, net)
-        for name, a in walk(net, xb, deepest):
+        for name, a in walk(net, xb, deepest, layers):
             if name not in layers:
                 continue
             if name not in running:
