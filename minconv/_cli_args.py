@@ -37,6 +37,7 @@ def ranged(kind, low=None, high=None, low_open=False, high_open=False):
     return parse
 
 
+finite_float = ranged(float)
 positive_int = ranged(int, 1)
 nonnegative_int = ranged(int, 0)
 positive_float = ranged(float, 0, low_open=True)

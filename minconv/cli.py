@@ -21,7 +21,7 @@ import importlib
 import os
 import sys
 
-from ._cli_args import positive_int
+from ._cli_args import finite_float, nonnegative_int, positive_int
 
 COMMAND_MODULES = [
     "minconv.cli",              # summary
@@ -66,7 +66,9 @@ def build_parser():
     def add(name, help, configure, run):
         if name in runners:
             raise ValueError(f"minconv: subcommand {name!r} registered twice")
-        configure(sub.add_parser(name, help=help, description=help))
+        command = sub.add_parser(name, help=help, description=help)
+        configure(command)
+        _no_negative_or_non_finite(command)
         runners[name] = run
 
     for module_name in COMMAND_MODULES:
@@ -79,6 +81,17 @@ def build_parser():
             raise
         module.register(add)
     return parser, runners
+
+
+def _no_negative_or_non_finite(parser):
+    """Every plain ``type=int`` option of every subcommand refuses negative values and every
+    ``type=float`` NaN and infinity (counts, sizes, indices and seeds are never negative
+    here); options that need tighter ranges use the types of :mod:`minconv._cli_args`."""
+    for action in parser._actions:
+        if action.type is int:
+            action.type = nonnegative_int
+        elif action.type is float:
+            action.type = finite_float
 
 
 class UsageError(ValueError):

@@ -90,3 +90,20 @@ def test_idx_validation_labels_past_the_training_classes_fail_before_training(tm
                            capsys)
     assert status == 1 and "validation labels" in err and "[0, 2)" in err
     assert "epoch 1" not in out
+
+
+def test_idx_labels_the_net_does_not_know_are_named_by_evaluate_and_visualize(tmp_path,
+                                                                            capsys):
+    from _reliability_data import write_idx
+    small = write_idx(tmp_path / "four", classes=4)
+    status, _, err = run(["train", "--model", "zfnet-mini", "--data", small, "--out",
+                          str(tmp_path / "r"), "--epochs", "1", "--batch-size", "32",
+                          "--no-progress"] + TINY, capsys)
+    assert status == 0, err
+    wide = write_idx(tmp_path / "six", classes=6)
+    last = str(tmp_path / "r" / "last.npz")
+    status, _, err = run(["evaluate", "--checkpoint", last, "--data", wide], capsys)
+    assert status == 1 and "labels must lie in [0, 4)" in err
+    status, _, err = run(["occlude", "--checkpoint", last, "--data", wide, "--out",
+                          str(tmp_path / "o.png")], capsys)
+    assert status == 1 and "label 5 is not one of the 4 classes" in err

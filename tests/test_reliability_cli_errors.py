@@ -130,3 +130,22 @@ def test_a_model_too_large_for_memory_is_refused_before_drawing_weights(idx, tmp
                             str(tmp_path / "r"), "--no-progress", "--model-kwargs",
                             '{"fc_width": 1000000}'], capsys)
     one_line_error(status, err, "GiB with their gradients and momentum, more than this machine")
+
+
+def test_every_registered_command_refuses_negative_counts_and_non_finite_numbers(capsys,
+                                                                                 monkeypatch):
+    def register(add):
+        def configure(p):
+            p.add_argument("--count", type=int)
+            p.add_argument("--rate", type=float)
+        add("probe", "a command registered by another part of minconv", configure,
+            lambda args: print(args.count, args.rate) or 0)
+    import types
+    module = types.ModuleType("minconv_probe_commands")
+    module.register = register
+    monkeypatch.setitem(__import__("sys").modules, "minconv_probe_commands", module)
+    monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ["minconv_probe_commands"])
+    one_line_error(*run(["probe", "--count", "-1"], capsys)[::2], "--count: must lie in [0, inf]")
+    one_line_error(*run(["probe", "--rate", "nan"], capsys)[::2], "--rate: expected a finite")
+    status, out, _ = run(["probe", "--count", "3", "--rate", "0.5"], capsys)
+    assert status == 0 and out.strip() == "3 0.5"

@@ -94,6 +94,10 @@ def load_data(checkpoint, root=None, split="test", limit=None):
             images, labels = data.select(images, labels, spec["classes"])
         if limit:
             images, labels = images[:limit], labels[:limit]
+        if isinstance(spec.get("num_classes"), int) and labels.size and \
+                int(labels.max()) >= spec["num_classes"]:
+            raise data.DataError(f"--data {root}: label {int(labels.max())} is not one of the "
+                                 f"{spec['num_classes']} classes the net was trained on")
         mean, std = (spec.get("mean", data.FASHION_MNIST_STATS[0]),
                      spec.get("std", data.FASHION_MNIST_STATS[1]))
         fashion = "fashion" in os.path.abspath(root).lower()
