@@ -5,15 +5,8 @@
     net = mc.models.zfnet_mini()      # a Sequential of mc.nn layers
     dn = mc.vis.DeconvNet(net)        # the paper's visualisations
 """
-import os
-
-# The Cython kernels (OpenMP) and NumPy's BLAS (its own threads) take turns on
-# the same cores. OpenMP's default is to spin after each parallel region,
-# which starves the BLAS threads: a zfnet_mini step then takes 3.6x longer.
-# Idle OpenMP threads must sleep. Set before the kernels load libgomp.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from . import backend, functional, nn  # noqa: E402
+from . import runtime  # first: process-wide settings (the OpenMP wait policy) precede the kernels
+from . import backend, functional, geometry, nn  # noqa: E402
 from .backend import get_array_module, to_device
 
 __version__ = "0.1.0"
@@ -29,5 +22,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'minconv' has no attribute {name!r}")
 
 
-__all__ = ["backend", "functional", "nn", "models", "data", "train", "vis",
+__all__ = ["backend", "functional", "geometry", "nn", "runtime", "models", "data", "train", "vis",
            "get_array_module", "to_device", "__version__"]

@@ -78,25 +78,3 @@ def to_device(obj, device):
     if obj is None or np.isscalar(obj):
         return obj
     raise ValueError(f"to_device: cannot move an object of type {type(obj).__name__}")
-
-
-def keep_freed_memory(threshold=1 << 30):
-    """Ask glibc to keep freed large blocks for reuse instead of unmapping them.
-
-    By default every array over 32 MB is a fresh ``mmap`` whose pages fault in
-    one by one on first touch (~0.17 ms per MB here): a training step of the
-    full ZFNet allocates the same large activations again and again and pays
-    that each time. Raising the mmap and trim thresholds lets ``malloc`` hand
-    back the same pages. The cost is a somewhat larger resident set. Returns
-    True when the setting took effect (glibc only; elsewhere it does nothing).
-    """
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold))) and bool(
-        mallopt(M_TRIM_THRESHOLD, 2 * int(threshold)))

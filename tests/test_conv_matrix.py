@@ -8,6 +8,7 @@ import pytest
 
 import minconv as mc
 from conftest import rel_error
+from minconv.functional.conv_paths import chunks
 
 F = mc.functional
 
@@ -177,9 +178,10 @@ CHUNK_GRID = [
 ]
 
 
+@pytest.mark.parametrize("plan", F.PLANS)
 @pytest.mark.parametrize("case", CHUNK_GRID)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_chunked_equals_unchunked(case, dtype, rng, kernels):
+def test_chunked_equals_unchunked(case, dtype, plan, rng, kernels):
     N, C, H, W_, Fo, kh, kw, s, p, d = case
     x = rng.standard_normal((N, C, H, W_)).astype(dtype)
     W = rng.standard_normal((Fo, C, kh, kw)).astype(dtype)
@@ -190,10 +192,11 @@ def test_chunked_equals_unchunked(case, dtype, rng, kernels):
     up = F.conv_transpose2d(y, W, bt, s, p, d)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     per_image = x.itemsize * C * kh * kw * y.shape[2] * y.shape[3]
-    assert len(mc.functional.conv._chunks(slice(0, N), C * kh * kw, y.shape[2] * y.shape[3],
-                                          x.itemsize, 1)) == N  # workspace=1 really splits
+    assert len(chunks(slice(0, N), C * kh * kw, y.shape[2] * y.shape[3],
+                      x.itemsize, 1)) == N  # workspace=1 really splits
 
     def check(**kw):
+        kw["plan"] = plan
         assert rel_error(F.conv2d(x, W, b, s, p, d, **kw), y) <= tol
         for got, want in zip(F.conv2d_backward(dy, x, W, s, p, d, **kw), full):
             assert got.dtype == dtype and rel_error(got, want) <= tol
@@ -228,59 +231,3 @@ def test_workspace_reuse_across_shapes(rng, kernels):
 def test_set_workspace_limit_rejects_nonpositive():
     with pytest.raises(ValueError, match="set_workspace_limit"):
         F.set_workspace_limit(0)
-
-
-@pytest.mark.parametrize("workspace", [None, 1])
-def test_per_image_gemms_on_large_maps_equal_the_chunk_gemm(rng, kernels, monkeypatch, workspace):
-    # maps of >= 2048 positions take one GEMM per image; the result must not change
-    x = rng.standard_normal((3, 2, 50, 46))
-    W = rng.standard_normal((4, 2, 3, 3))
-    conv = mc.functional.conv
-    assert 50 * 46 >= conv._PER_IMAGE_MIN_POSITIONS
-    y = F.conv2d(x, W, None, 1, 1, workspace=workspace)
-    dy = rng.standard_normal(y.shape)
-    grads = F.conv2d_backward(dy, x, W, 1, 1, workspace=workspace)
-    monkeypatch.setattr(conv, "_PER_IMAGE_MIN_POSITIONS", 10 ** 9)
-    assert rel_error(y, F.conv2d(x, W, None, 1, 1, workspace=workspace)) <= 1e-12
-    for got, want in zip(grads, F.conv2d_backward(dy, x, W, 1, 1, workspace=workspace)):
-        assert rel_error(got, want) <= 1e-12
-
-
-@pytest.mark.parametrize("geometry", [(1, 1, 1), (2, 0, 1), (1, 2, 2)], ids=str)
-def test_channels_last_rows_equal_the_columns_layout(rng, kernels, monkeypatch, geometry):
-    # small maps on the CPU go through im2row (channels last); the GPU's im2col
-    # layout must give the same convolution and gradients
-    stride, padding, dilation = geometry
-    conv = mc.functional.conv
-    x = rng.standard_normal((5, 3, 9, 8))
-    W = rng.standard_normal((4, 3, 3, 2))
-    Ho, Wo = F.conv2d(x[:1], W, None, stride, padding, dilation).shape[2:]
-    assert conv._layout(np, Ho * Wo) == "rows"
-    two_images = 2 * x.itemsize * 3 * 3 * 2 * Ho * Wo  # chunks of two images, a ragged last
-    y = F.conv2d(x, W, None, stride, padding, dilation, workspace=two_images)
-    dy = rng.standard_normal(y.shape)
-    grads = F.conv2d_backward(dy, x, W, stride, padding, dilation, workspace=two_images)
-    monkeypatch.setattr(conv, "_layout", lambda xp, L: "columns")
-    assert rel_error(y, F.conv2d(x, W, None, stride, padding, dilation)) <= 1e-12
-    for got, want in zip(grads, F.conv2d_backward(dy, x, W, stride, padding, dilation)):
-        assert rel_error(got, want) <= 1e-12
-
-
-@pytest.mark.parametrize("channels", [1, 3, 24])
-@pytest.mark.parametrize("geometry", [(1, 1, 1), (2, 0, 1), (1, 2, 2), ((2, 1), 1, 1)], ids=str)
-def test_float32_fused_paths_equal_the_columns_layout(rng, monkeypatch, geometry, channels):
-    # float32 on CPUs with AVX-512: few channels go through conv2d_direct, more
-    # through the im2row products (dx, at stride 1, as a convolution of dy)
-    stride, padding, dilation = geometry
-    conv = mc.functional.conv
-    x = rng.standard_normal((5, channels, 12, 11)).astype(np.float32)
-    W = rng.standard_normal((20, channels, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(20).astype(np.float32)
-    y = F.conv2d(x, W, b, stride, padding, dilation)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    grads = F.conv2d_backward(dy, x, W, stride, padding, dilation)
-    monkeypatch.setattr(conv, "_layout", lambda xp, L: "columns")
-    monkeypatch.setattr(conv, "_DIRECT_MAX_CHANNELS", 0)
-    assert rel_error(y, F.conv2d(x, W, b, stride, padding, dilation)) <= 1e-5
-    for got, want in zip(grads, F.conv2d_backward(dy, x, W, stride, padding, dilation)):
-        assert got.dtype == np.float32 and rel_error(got, want) <= 1e-5

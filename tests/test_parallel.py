@@ -7,7 +7,7 @@ import pytest
 
 import minconv as mc
 from minconv import _kernels
-from minconv.functional import _parallel
+from minconv import runtime as _parallel
 from conftest import rel_error
 
 F = mc.functional
@@ -17,11 +17,14 @@ needs_two_cores = pytest.mark.skipif(_parallel.cpu_threads() < 2,
 
 
 @pytest.fixture
-def one_thread(monkeypatch):
+def one_thread():
     """Run with the batch split turned off: the sequential computation to compare with."""
+    before = mc.runtime.settings()
+
     def serial():
-        monkeypatch.setitem(_parallel._state, "threads", 1)
-    return serial
+        mc.runtime.configure(threads=1)
+    yield serial
+    mc.runtime.configure(threads=before["threads"])
 
 
 @pytest.mark.parametrize("N,count", [(1, 2), (2, 2), (7, 2), (128, 2), (10, 3), (5, 8)])

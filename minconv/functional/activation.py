@@ -1,6 +1,6 @@
 """ReLU, its three backward rules, and dropout.
 
-The deconvnet differs from backpropagation only at the ReLU (DESIGN.md):
+The deconvnet differs from backpropagation only at the ReLU (docs/architecture.md):
 
     rule      dx
     grad      dy * (x > 0)              the true gradient
@@ -10,7 +10,7 @@ The deconvnet differs from backpropagation only at the ReLU (DESIGN.md):
 from .._kernels import kernels_for
 from ..backend import get_array_module
 from ._checks import check_array, check_shape
-from ._parallel import elementwise
+from ..runtime import elementwise
 
 RULES = ("grad", "deconv", "guided")
 

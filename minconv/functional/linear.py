@@ -1,5 +1,5 @@
 """The fully connected layer: y = x W^T + b."""
-from ._parallel import matmul
+from ..runtime import matmul
 from ._checks import check_array, check_same_dtype, check_shape
 
 

@@ -19,7 +19,7 @@ def normal_init(shape, std, rng, dtype):
 
 class _ConvBase(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                 groups, weight_shape, init_std, rng, dtype):
+                 groups, plan, weight_shape, init_std, rng, dtype):
         super().__init__()
         kind = type(self).__name__
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -28,6 +28,10 @@ class _ConvBase(Layer):
         self.dilation = pair(dilation, f"{kind}: dilation")
         self.padding = resolve_padding(padding, self.kernel_size, self.stride, self.dilation, kind)
         self.groups = check_groups(kind, groups, self.in_channels, self.out_channels)
+        if plan is not None and not isinstance(plan, F.Plan) and plan not in F.PLANS:
+            raise ValueError(f"{kind}: unknown plan {plan!r}: expected one of {F.PLANS}")
+        self.forced_plan = plan   # None: the planner chooses
+        self.plan = None          # the F.Plan the last forward pass ran (backward reuses it)
         self.params["W"] = normal_init(weight_shape, init_std, rng, dtype)
         if bias:
             self.params["b"] = normal_init((out_channels,), 0.0, rng, dtype)
@@ -57,21 +61,23 @@ class Conv2D(_ConvBase):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, groups=1, init_std=0.01, rng=None, dtype="float32"):
+                 bias=True, groups=1, plan=None, init_std=0.01, rng=None, dtype="float32"):
         kh, kw = pair(kernel_size, "Conv2D: kernel_size")
         g = groups if isinstance(groups, int) and groups > 0 else 1  # checked in the base
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                         groups, (out_channels, int(in_channels) // g, kh, kw), init_std, rng,
-                         dtype)
+                         groups, plan, (out_channels, int(in_channels) // g, kh, kw), init_std,
+                         rng, dtype)
 
     def forward(self, x, train=False):
-        self._cache = x
-        return F.conv2d(x, self.params["W"], self.params.get("b"), **self._geometry)
+        W = self.params["W"]
+        self.plan = F.choose_plan(x, W, **self._geometry, plan=self.forced_plan)
+        self._cache = (x, self.plan)
+        return F.conv2d(x, W, self.params.get("b"), **self._geometry, plan=self.plan)
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
-        x = self._saved()
+        x, plan = self._saved()
         need_params = self._wants_param_grads(rule, param_grads)
-        dx, dW, db = F.conv2d_backward(dy, x, self.params["W"], **self._geometry,
+        dx, dW, db = F.conv2d_backward(dy, x, self.params["W"], **self._geometry, plan=plan,
                                        need_weight_grad=need_params,
                                        need_input_grad=input_grad)
         if need_params:
@@ -86,25 +92,29 @@ class ConvTranspose2D(_ConvBase):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, output_padding=0, groups=1, init_std=0.01, rng=None,
+                 bias=True, output_padding=0, groups=1, plan=None, init_std=0.01, rng=None,
                  dtype="float32"):
         kh, kw = pair(kernel_size, "ConvTranspose2D: kernel_size")
         g = groups if isinstance(groups, int) and groups > 0 else 1  # checked in the base
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
-                         groups, (in_channels, int(out_channels) // g, kh, kw), init_std, rng,
-                         dtype)
+                         groups, plan, (in_channels, int(out_channels) // g, kh, kw), init_std,
+                         rng, dtype)
         self.output_padding = pair(output_padding, "ConvTranspose2D: output_padding")
 
     def forward(self, x, train=False):
-        self._cache = x
-        return F.conv_transpose2d(x, self.params["W"], self.params.get("b"), **self._geometry,
-                                  output_padding=self.output_padding)
+        W = self.params["W"]
+        self.plan = F.choose_transpose_plan(x, W, **self._geometry, plan=self.forced_plan,
+                                            output_padding=self.output_padding)
+        self._cache = (x, self.plan)
+        return F.conv_transpose2d(x, W, self.params.get("b"), **self._geometry,
+                                  output_padding=self.output_padding, plan=self.plan)
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
-        x = self._saved()
+        x, plan = self._saved()
         need_params = self._wants_param_grads(rule, param_grads)
         dx, dW, db = F.conv_transpose2d_backward(dy, x, self.params["W"], **self._geometry,
                                                  output_padding=self.output_padding,
+                                                 plan=plan,
                                                  need_weight_grad=need_params,
                                                  need_input_grad=input_grad)
         if need_params:

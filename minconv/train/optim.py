@@ -17,7 +17,7 @@ the parameter's device.
 import numpy as np
 
 from ..backend import get_array_module
-from ..functional._parallel import map_shares
+from ..runtime import map_shares
 from ..nn import Conv2D
 
 CHUNK = 1 << 18  # elements per in-place update step: 1 MB of float32, stays in cache

@@ -1,0 +1,129 @@
+"""The named fast paths of the convolution, and what they share.
+
+Each path computes the same three products as the readable one in
+:mod:`minconv.functional.conv` (im2col + one GEMM, and C^T), faster for some
+shapes, as a triple of functions on one group of channels:
+
+    forward(x, W, b, win, workspace)               -> y  (N, F, Ho, Wo)     y  = C x + b
+    data_grad(dy, W, x_shape, win, workspace)      -> dx x_shape            dx = C^T dy
+    weight_grad(dy, x, W_shape, win, workspace, with_bias)
+                                                   -> (dW, db or None)      dW = dY cols^T
+
+``win`` is a :class:`Window` (stride, padding, dilation pairs). Every result is a
+fresh array (never a view of scratch memory). The paths, and the measurements
+behind each, are described in docs/architecture.md; :mod:`..conv_plan` picks one:
+
+    columns     im2col + one GEMM over a chunk of images (conv.py; the GPU's path)
+    per_image   im2col, then one GEMM per image, in NCHW where y and dy lie (maps >= 512 positions)
+    rows        channels last: im2row + GEMM, row2im (small maps on the CPU)
+    fused_rows  the im2row products as register tiles that never form the rows; dx at
+                stride 1 as a convolution of dy with the flipped filters (float32, AVX2/AVX-512)
+    direct      tap by tap, channels first, for inputs of few channels (first layers)
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from ... import runtime
+from ...geometry import conv_output_size
+
+
+class Window(NamedTuple):
+    """The hyper-parameters of a convolution's window, each a (rows, cols) pair."""
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+
+
+class ConvPath(NamedTuple):
+    """One way of computing a convolution's three products (see the module docstring)."""
+    name: str
+    forward: object
+    data_grad: object
+    weight_grad: object
+
+
+def output_hw(x_shape, W_shape, win):
+    """(Ho, Wo) of a convolution of an x_shape input by W_shape filters."""
+    kh, kw = W_shape[2:]
+    return (conv_output_size(x_shape[2], kh, win.stride[0], win.padding[0], win.dilation[0]),
+            conv_output_size(x_shape[3], kw, win.stride[1], win.padding[1], win.dilation[1]))
+
+
+def chunks(part, rows, positions, itemsize, workspace, xp=np):
+    """Sub-slices of the batch slice ``part`` whose columns (rows x n*positions) fit in
+    the workspace (and on the CPU, where the workspace allows, in about
+    :func:`runtime.cache_chunk_bytes`); the budget is shared by the cores working at once."""
+    budget = runtime.workspace_limit() if workspace is None else int(workspace)
+    if xp is np:
+        budget = min(budget, runtime.cache_chunk_bytes()) // (
+            runtime.cpu_threads() if runtime.in_worker() else 1)
+    per_image = max(1, rows * positions * itemsize)
+    n_images = part.stop - part.start
+    step = max(1, min(n_images, budget // per_image))
+    return [slice(n, min(n + step, part.stop)) for n in range(part.start, part.stop, step)]
+
+
+class Gather:
+    """dx assembled chunk by chunk into a fresh array; a chunk that is the whole batch
+    and already a fresh array is taken as it is (no copy)."""
+
+    def __init__(self, xp, shape, dtype):
+        self.xp, self.shape, self.dtype = xp, tuple(shape), dtype
+        self.out = xp.empty(self.shape, dtype=dtype) if self.shape[0] != 1 else None
+        self.whole = None
+
+    def put(self, part, folded, fresh=True):
+        if part.stop - part.start == self.shape[0]:
+            self.whole = folded if fresh else folded.copy()
+        else:
+            self.out[part] = folded
+
+    def result(self):
+        return self.whole if self.whole is not None else self.out
+
+
+def sum_in_order(partials, with_bias):
+    """The shares' (dW, db) partial sums added in share order: the same sum on every call."""
+    dW, db = partials[0]
+    for dW_term, db_term in partials[1:]:
+        dW += dW_term
+        if with_bias:
+            db += db_term
+    return dW, (db if with_bias else None)
+
+
+# ---------------------------------------------------------------- layouts of the operands
+
+def chunk_rows(dy_part, F, L):
+    """dy of a chunk as the GEMM operand dY: (n, F, Ho, Wo) -> (F, n*L)."""
+    n = dy_part.shape[0]
+    return dy_part.reshape(n, F, L).transpose(1, 0, 2).reshape(F, n * L)
+
+
+def position_rows(dy_part):
+    """dy of a chunk with one row per position: (n, F, Ho, Wo) -> (n*Ho*Wo, F)."""
+    return dy_part.transpose(0, 2, 3, 1).reshape(-1, dy_part.shape[1])
+
+
+def channels_first(rows, n, Ho, Wo):
+    """(n*Ho*Wo, F) with one row per position -> (n, F, Ho, Wo), a view."""
+    return rows.reshape(n, Ho, Wo, -1).transpose(0, 3, 1, 2)
+
+
+def weight_matrix(W):
+    """W (F, C, kh, kw) as im2col's GEMM operand: (F, C*kh*kw), taps (c, i, j)."""
+    return W.reshape(W.shape[0], -1)
+
+
+def weight_matrix_channels_last(W):
+    """W (F, C, kh, kw) as the GEMM operand of im2row's rows: (F, kh*kw*C), taps (i, j, c).
+    Its transpose (kh*kw*C, F) is the fused product's ``w_rows``. (Copied with C as
+    the inner run; a transpose straight to (kh*kw*C, F) is 2-10x slower.)"""
+    return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+
+
+def weights_from_channels_last(W2, W_shape):
+    """The inverse of :func:`weight_matrix_channels_last`: (F, kh*kw*C) -> (F, C, kh, kw)."""
+    F, C, kh, kw = W_shape
+    return W2.reshape(F, kh, kw, C).transpose(0, 3, 1, 2).copy()

@@ -1,0 +1,105 @@
+"""The fused channels-last path: the two products of the rows as register tiles.
+
+``im2row_matmul`` (rows @ w) and ``im2row_t_matmul`` (rows^T @ dy) of the
+compiled kernels read every tap straight from the padded channels-last image as
+they multiply, so the rows are never formed (float32 on CPUs with AVX2+FMA or
+AVX-512; elsewhere they are im2row and a GEMM). They beat im2row + GEMM while the
+(kh*kw*C, F) weights stay in a core's cache (the planner checks with
+``fuses_im2row``).
+
+The data gradient at stride 1 is itself a convolution, so it runs through the
+same tiles: with p' = d(k-1) - p,
+
+    dx[h] = sum_i dy[h + p - i*d] W[i] = sum_i dy[h - p' + i*d] W[k-1-i],
+
+a convolution of dy padded by p' with the filters flipped in space and their
+in/out channels swapped. Larger strides (and p > d(k-1)) fold with row2im as the
+``rows`` path does.
+"""
+from ... import runtime
+from ..._kernels import kernels_for
+from ...backend import get_array_module
+from . import (ConvPath, Gather, channels_first, chunks, output_hw, position_rows, rows,
+               sum_in_order, weight_matrix_channels_last, weights_from_channels_last)
+
+
+def flipped_padding(W_shape, win):
+    """The padding p' under which C^T dy is a convolution of dy, or None (stride > 1 or
+    p > d(k-1))."""
+    kh, kw = W_shape[2:]
+    full = (win.dilation[0] * (kh - 1) - win.padding[0],
+            win.dilation[1] * (kw - 1) - win.padding[1])
+    if tuple(win.stride) != (1, 1) or min(full) < 0:
+        return None
+    return full
+
+
+def _flipped_weight_rows(W):
+    """The filters of C^T as a convolution: W[f, c, kh-1-i, kw-1-j] at row (i*kw + j)*F + f,
+    column c, so (kh*kw*F, C)."""
+    F, C, kh, kw = W.shape
+    return W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * F, C)
+
+
+def forward(x, W, b, win, workspace=None):
+    xp, kernels = get_array_module(x), kernels_for(x)
+    F, C, kh, kw = W.shape
+    Ho, Wo = output_hw(x.shape, W.shape, win)
+    L = Ho * Wo
+    w_rows = xp.ascontiguousarray(weight_matrix_channels_last(W).T)        # (kh*kw*C, F)
+    y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
+
+    def convolve(share):
+        for part in chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
+            n = part.stop - part.start
+            y_rows = kernels.im2row_matmul(x[part], w_rows, kh, kw, *win, bias=b,
+                                           out=runtime.scratch(xp, x.dtype, (n * L, F)))
+            y[part] = channels_first(y_rows, n, Ho, Wo)
+
+    runtime.map_shares(convolve, x.shape[0], xp)
+    return y
+
+
+def data_grad(dy, W, x_shape, win, workspace=None):
+    full = flipped_padding(W.shape, win)
+    if full is None:
+        return rows.data_grad(dy, W, x_shape, win, workspace)
+    xp, kernels = get_array_module(dy), kernels_for(dy)
+    N, F, Ho, Wo = dy.shape
+    _, C, kh, kw = W.shape
+    H, Wd = x_shape[2:]
+    w_rows = xp.ascontiguousarray(_flipped_weight_rows(W))                # (kh*kw*F, C)
+    dx = Gather(xp, x_shape, dy.dtype)
+
+    def fold(share):
+        for part in chunks(share, C * kh * kw, Ho * Wo, dy.dtype.itemsize, workspace, xp):
+            n = part.stop - part.start
+            dx_rows = kernels.im2row_matmul(dy[part], w_rows, kh, kw, (1, 1), full,
+                                            win.dilation,
+                                            out=runtime.scratch(xp, dy.dtype, (n * H * Wd, C)))
+            dx.put(part, channels_first(dx_rows, n, H, Wd), fresh=False)  # scratch: copied
+
+    runtime.map_shares(fold, N, xp)
+    return dx.result()
+
+
+def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
+    xp, kernels = get_array_module(x), kernels_for(x)
+    N, F, Ho, Wo = dy.shape
+    _, C, kh, kw = W_shape
+
+    def correlate(share):
+        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+        db = xp.zeros(F, dtype=dy.dtype) if with_bias else None
+        for part in chunks(share, C * kh * kw, Ho * Wo, x.dtype.itemsize, workspace, xp):
+            dy_rows = position_rows(dy[part])                             # (n*L, F)
+            dW2 += kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, *win).T  # (F, kh*kw*C)
+            if with_bias:
+                db += dy_rows.sum(axis=0)
+        return dW2, db
+
+    dW2, db = sum_in_order(runtime.map_shares(correlate, N, xp), with_bias)
+    return weights_from_channels_last(dW2, W_shape), db
+
+
+PATH = ConvPath("fused_rows", forward, data_grad, weight_grad)

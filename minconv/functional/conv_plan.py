@@ -1,0 +1,200 @@
+"""The planner: which named path computes each of a convolution's three products.
+
+    plan = choose_plan(x, W, stride, padding, dilation, groups)   # a Plan
+    y = conv2d(x, W, plan=plan); conv2d_backward(dy, x, W, plan=plan)
+    with using_plan("columns"): ...                                 # force one path
+
+A :class:`Plan` names a path (:mod:`.conv_paths`) for the forward product, the
+data gradient (C^T) and the weight gradient. The default choice, from the
+shapes, the device, the dtype and what the compiled tiles serve on this CPU:
+
+    GPU (CuPy)                        columns; per_image on maps of >= 512 positions
+    CPU, maps of >= 512 positions     per_image
+    CPU, smaller maps                 rows; fused_rows for each product whose weights
+                                      fit the tiles' cache budget (float32 with AVX2/AVX-512),
+                                      the data gradient only at stride 1
+    CPU, <= 4 input channels,         direct for the forward product and the weight
+    width stride 1, tiles available   gradient
+
+The measurements behind each threshold are in docs/architecture.md. A plan
+forced by name (``plan="rows"``) uses that path for all three products; a
+grouped convolution runs the plan on every group's channel slices.
+"""
+import contextlib
+import contextvars
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._kernels import kernels_for
+from ..backend import get_array_module
+from .conv_paths import Window, direct, fused_rows, output_hw, per_image, rows
+
+PLANS = ("columns", "per_image", "rows", "fused_rows", "direct")
+
+# Maps of at least this many positions take one GEMM per image.
+PER_IMAGE_MIN_POSITIONS = 512
+# Inputs of at most this many channels (first layers) convolve tap by tap.
+DIRECT_MAX_CHANNELS = 4
+
+_forced = contextvars.ContextVar("minconv_conv_plan", default=None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The paths of a convolution's forward product, data gradient and weight gradient,
+    and why they were chosen."""
+    forward: str
+    data_grad: str
+    weight_grad: str
+    reason: str = ""
+
+    def __str__(self):
+        if self.forward == self.data_grad == self.weight_grad:
+            return self.forward
+        return f"{self.forward}/dx:{self.data_grad}/dW:{self.weight_grad}"
+
+
+def path(name):
+    """The :class:`~.conv_paths.ConvPath` named ``name``."""
+    if name == "columns":
+        from .conv import COLUMNS  # the readable path lives with the math
+        return COLUMNS
+    paths = {"per_image": per_image.PATH, "rows": rows.PATH, "fused_rows": fused_rows.PATH,
+             "direct": direct.PATH}
+    if name not in paths:
+        raise ValueError(f"unknown convolution plan {name!r}: expected one of {PLANS}")
+    return paths[name]
+
+
+@contextlib.contextmanager
+def using_plan(plan):
+    """Within the block, every convolution on this thread (and its context) uses ``plan``
+    (a name of :data:`PLANS` or a :class:`Plan`) unless a call passes its own."""
+    _check(plan)
+    token = _forced.set(plan)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def _check(plan):
+    if isinstance(plan, Plan):
+        for name in (plan.forward, plan.data_grad, plan.weight_grad):
+            path(name)
+    elif plan not in PLANS:
+        raise ValueError(f"unknown convolution plan {plan!r}: expected one of {PLANS} "
+                         "or a Plan")
+
+
+def _fuses(kernels, dtype, taps, channels):
+    fuses = getattr(kernels, "fuses_im2row", None)
+    return fuses is not None and bool(fuses(dtype, taps, channels))
+
+
+def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
+    """The planner's choice for one group: x_shape (N, C, H, W), W_shape (F, C, kh, kw)."""
+    F, C, kh, kw = W_shape
+    Ho, Wo = output_hw(x_shape, W_shape, win)
+    L = Ho * Wo
+    if L >= PER_IMAGE_MIN_POSITIONS:
+        fwd = dgrad = wgrad = "per_image"
+        reason = f"{Ho}x{Wo} map >= {PER_IMAGE_MIN_POSITIONS} positions: one GEMM per image"
+    elif xp is not np:
+        fwd = dgrad = wgrad = "columns"
+        reason = "GPU: one GEMM per chunk"
+    else:
+        fwd = dgrad = wgrad = "rows"
+        reason = f"{Ho}x{Wo} map on the CPU: channels last"
+        if _fuses(kernels, dtype, C * kh * kw, F):
+            fwd = wgrad = "fused_rows"
+            reason += "; weights fit the tiles"
+        if (fused_rows.flipped_padding(W_shape, win) is not None
+                and _fuses(kernels, dtype, kh * kw * F, C)):
+            dgrad = "fused_rows"
+            reason += "; dx as a flipped convolution"
+    fused = getattr(kernels, "fused_kernels", None)
+    if (xp is np and C <= DIRECT_MAX_CHANNELS and win.stride[1] == 1 and fused is not None
+            and fused(dtype)):
+        fwd = wgrad = "direct"
+        reason += f"; {C} input channel(s): direct tiles"
+    return Plan(fwd, dgrad, wgrad, reason)
+
+
+def resolve(plan, x, x_shape, W_shape, win):
+    """The :class:`Plan` to run: ``plan`` itself, a name of :data:`PLANS` for all three
+    products, or (None) the one forced by :func:`using_plan`, else the default."""
+    if plan is None:
+        plan = _forced.get()
+    if plan is None:
+        return default_plan(get_array_module(x), kernels_for(x), x.dtype, x_shape, W_shape, win)
+    _check(plan)
+    if isinstance(plan, Plan):
+        return plan
+    return Plan(plan, plan, plan, "forced")
+
+
+def choose_plan(x, W, stride=1, padding=0, dilation=1, groups=1, plan=None):
+    """The :class:`Plan` that ``conv2d(x, W, ...)`` (and its backward) would run.
+
+    x : (N, C, H, W) array, W : (F, C/groups, kh, kw) array.
+    """
+    from .conv import _prepare
+    groups, win, group_x_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups)
+    return resolve(plan, x, group_x_shape, (W.shape[0] // groups,) + tuple(W.shape[1:]), win)
+
+
+# ---------------------------------------------------------------- running a plan, group by group
+
+def _groups(groups, channels):
+    size = channels // groups
+    return [slice(g * size, (g + 1) * size) for g in range(groups)]
+
+
+def _slice(xp, a, s):
+    return xp.ascontiguousarray(a[:, s])
+
+
+def run_forward(plan, x, W, b, win, groups=1, workspace=None):
+    """y = C x + b with ``plan.forward``: (N, C, H, W) -> (N, F, Ho, Wo)."""
+    forward = path(plan.forward).forward
+    if groups == 1:
+        return forward(x, W, b, win, workspace)
+    xp = get_array_module(x)
+    Ho, Wo = output_hw(x.shape, W.shape, win)
+    y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype)
+    for cs, fs in zip(_groups(groups, x.shape[1]), _groups(groups, W.shape[0])):
+        y[:, fs] = forward(_slice(xp, x, cs), W[fs], None if b is None else b[fs], win,
+                           workspace)
+    return y
+
+
+def run_data_grad(plan, dy, W, x_shape, win, groups=1, workspace=None):
+    """dx = C^T dy with ``plan.data_grad``: (N, F, Ho, Wo) -> x_shape."""
+    data_grad = path(plan.data_grad).data_grad
+    if groups == 1:
+        return data_grad(dy, W, x_shape, win, workspace)
+    xp = get_array_module(dy)
+    dx = xp.empty(x_shape, dtype=dy.dtype)
+    group_shape = (x_shape[0], x_shape[1] // groups) + tuple(x_shape[2:])
+    for cs, fs in zip(_groups(groups, x_shape[1]), _groups(groups, W.shape[0])):
+        dx[:, cs] = data_grad(_slice(xp, dy, fs), W[fs], group_shape, win, workspace)
+    return dx
+
+
+def run_weight_grad(plan, dy, x, W_shape, win, groups=1, workspace=None, with_bias=False):
+    """(dW, db) with ``plan.weight_grad``: dW (F, C/groups, kh, kw), db (F,) or None."""
+    weight_grad = path(plan.weight_grad).weight_grad
+    if groups == 1:
+        return weight_grad(dy, x, W_shape, win, workspace, with_bias)
+    xp = get_array_module(x)
+    dW = xp.empty(W_shape, dtype=x.dtype)
+    group_W = (W_shape[0] // groups,) + tuple(W_shape[1:])
+    for cs, fs in zip(_groups(groups, x.shape[1]), _groups(groups, W_shape[0])):
+        dW[fs], _ = weight_grad(_slice(xp, dy, fs), _slice(xp, x, cs), group_W, win, workspace)
+    return dW, (dy.sum(axis=(0, 2, 3)) if with_bias else None)
+
+
+__all__ = ["PLANS", "Plan", "choose_plan", "default_plan", "path", "resolve", "run_data_grad",
+           "run_forward", "run_weight_grad", "using_plan", "Window"]

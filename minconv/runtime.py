@@ -1,0 +1,326 @@
+"""Every process-wide setting of minconv, in one place.
+
+    import minconv as mc
+    mc.runtime.configure(threads=2, workspace_mb=256, isa="avx2", malloc="keep")
+    mc.runtime.settings()     # {'threads': 2, 'workspace_mb': 256.0, 'isa': 'avx2', ...}
+
+What lives here, and nowhere else in the package:
+
+- **threads**: how many cores the batch-parallel operations use. A convolution
+  is split over the batch: each core unfolds, multiplies and folds its own share
+  of the images with one BLAS thread and one OpenMP thread, so its columns stay
+  in its own cache and the cores meet once per call (on zfnet_mini's 14x14 and
+  7x7 maps about a third faster than letting BLAS and OpenMP split every call).
+  The fully connected layers share out the rows of their products the same way
+  (:func:`matmul`), so a training step makes no multi-threaded BLAS call: after
+  one, OpenBLAS's helper threads keep spinning and take a core from the workers.
+  Images never interact in a convolution, so the output does not depend on the
+  split; a weight gradient's per-share sums are added in share order, the same
+  on every call.
+- **the worker pool** and its fork handling: a forked child has none of its
+  parent's threads, so it forgets the pool and starts its own.
+- **the OpenMP wait policy**: the Cython kernels (OpenMP) and BLAS take turns on
+  the same cores; OpenMP's default is to spin after each parallel region, which
+  starves BLAS (a zfnet_mini step then takes 3.6x longer). Idle OpenMP threads
+  sleep (``OMP_WAIT_POLICY=PASSIVE``), set before the kernels load libgomp.
+- **the workspace**: the bytes the unfolded columns of one chunk of a
+  convolution may take (256 MB by default), and each thread's scratch buffer.
+  Scratch memory only ever holds intermediate values: no result handed to a
+  caller is a view of it, so holding one result while computing another is safe.
+- **the malloc policy**: whether glibc keeps freed large blocks for reuse
+  (:func:`configure` ``malloc="keep"``, what the trainer asks for).
+- **the instruction-set cap** of the compiled tiles ("avx512", "avx2", "none"),
+  also settable before start-up with the environment variable ``MINCONV_ISA``.
+"""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy as np
+
+# Set before any OpenMP runtime loads (minconv/__init__ imports this module first).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+__all__ = ["configure", "settings", "cpu_threads", "in_worker", "shares", "map_shares",
+           "matmul", "elementwise", "workspace_limit", "set_workspace_limit", "scratch",
+           "cache_chunk_bytes", "isa", "ISA_NAMES"]
+
+ISA_NAMES = ("none", "avx2", "avx512")
+MALLOC_POLICIES = ("default", "keep")
+
+_state = {
+    "pool": None,                    # the workers' ThreadPoolExecutor, made on first use
+    "threads": None,                 # shares per batch-parallel call (None: OpenMP's count)
+    "blas": None,                    # threadpoolctl's handle on BLAS (False: none)
+    "workspace": 256 * 2 ** 20,      # bytes of columns per chunk
+    "malloc": "default",
+}
+_region = threading.Lock()           # one batch-parallel region at a time: BLAS's limit is global
+_local = threading.local()           # per thread: worker flag and scratch buffers
+
+
+def _kernels():
+    from . import _kernels  # late: the kernels load after the wait policy is set
+    return _kernels
+
+
+def _forget_pool_in_child():
+    """A forked child has none of the parent's worker threads: it starts its own."""
+    global _region
+    _state["pool"] = None
+    _region = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+# ---------------------------------------------------------------- configuration
+
+def configure(threads=None, workspace_mb=None, isa=None, malloc=None):
+    """Set process-wide knobs; an argument left at None keeps its setting. Returns
+    :func:`settings` as they were before the call (so a caller can restore them).
+
+    threads      : cores for batch-parallel work; also caps the OpenMP threads of the
+                   caller's kernels and BLAS's threads (threadpoolctl, when installed)
+    workspace_mb : the column budget of one convolution chunk, in MB (frees the scratch)
+    isa          : cap the compiled tiles' instruction set: "avx512", "avx2" or "none"
+                   (the CPU's best below the cap runs; see :func:`isa`)
+    malloc       : "keep" asks glibc to keep freed large blocks for reuse (fewer page
+                   faults when every step allocates the same activations), "default"
+                   leaves glibc as it is
+    """
+    before = settings()
+    if threads is not None:
+        if not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"runtime.configure: threads must be a positive int, got {threads!r}")
+        _set_threads(int(threads))
+    if workspace_mb is not None:
+        set_workspace_limit(int(float(workspace_mb) * 2 ** 20))
+    if isa is not None:
+        if isa not in ISA_NAMES:
+            raise ValueError(f"runtime.configure: isa must be one of {ISA_NAMES}, got {isa!r}")
+        set_cap = getattr(_kernels().cpu, "set_isa_cap", None)
+        if set_cap is not None:
+            set_cap(isa)
+        elif isa != "none":
+            raise ValueError(f"runtime.configure: isa={isa!r} needs the compiled kernels, "
+                             "which are not built")
+    if malloc is not None:
+        if malloc not in MALLOC_POLICIES:
+            raise ValueError(f"runtime.configure: malloc must be one of {MALLOC_POLICIES}, "
+                             f"got {malloc!r}")
+        if malloc == "keep" and _state["malloc"] != "keep":
+            if _keep_freed_memory():
+                _state["malloc"] = "keep"
+    return before
+
+
+def settings():
+    """The current process-wide settings, as a dict (see :func:`configure`)."""
+    blas = _blas_controller()
+    return {
+        "threads": cpu_threads(),
+        "workspace_mb": workspace_limit() / 2 ** 20,
+        "isa": isa(),
+        "malloc": _state["malloc"],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "blas_threads": [lib["num_threads"] for lib in blas.info()] if blas else None,
+        "compiled_kernels": bool(_kernels().CPU_BUILT),
+    }
+
+
+def isa():
+    """The instruction set the compiled tiles use now: "avx512", "avx2" or "none"."""
+    current = getattr(_kernels().cpu, "isa", None)
+    if current is not None:
+        return current()
+    fused = getattr(_kernels().cpu, "fused_kernels", None)
+    return "avx512" if fused is not None and fused(np.float32) else "none"
+
+
+def _set_threads(threads):
+    cpu = _kernels().cpu
+    if hasattr(cpu, "set_kernel_threads"):
+        cpu.set_kernel_threads(threads)
+    with _region:
+        _state["threads"] = threads
+        if _state["pool"] is not None:
+            _state["pool"].shutdown(wait=True)
+            _state["pool"] = None
+    blas = _blas_controller()
+    if blas is not None:
+        blas.limit(limits=threads)  # stays in force: threadpoolctl sets it at once
+
+
+def _keep_freed_memory(threshold=1 << 30):
+    """Ask glibc to keep freed large blocks for reuse instead of unmapping them.
+
+    By default every array over 32 MB is a fresh ``mmap`` whose pages fault in one
+    by one on first touch (~0.17 ms per MB here): a training step of the full ZFNet
+    allocates the same large activations again and again and pays that each time.
+    Raising the mmap and trim thresholds lets ``malloc`` hand back the same pages,
+    at the cost of a somewhat larger resident set. True when it took effect (glibc).
+    """
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold))) and bool(
+        mallopt(M_TRIM_THRESHOLD, 2 * int(threshold)))
+
+
+# ---------------------------------------------------------------- workspace and scratch
+
+def workspace_limit():
+    """Bytes that the unfolded columns of one convolution chunk may take."""
+    return _state["workspace"]
+
+
+def set_workspace_limit(nbytes):
+    """Set the column workspace budget (bytes); returns the previous one."""
+    if int(nbytes) < 1:
+        raise ValueError(f"set_workspace_limit: expected a positive byte count, got {nbytes}")
+    previous = _state["workspace"]
+    _state["workspace"] = int(nbytes)
+    _local.__dict__.pop("scratch", None)  # the caller's; a worker's are at most one cache chunk
+    return previous
+
+
+# Columns written by im2col are read back at once by the GEMM: chunks of about this
+# size are still in cache then, which measures 5-20% faster on the large layers than
+# one batch-sized chunk. The workspace limit stays the hard bound.
+_CACHE_CHUNK_BYTES = 8 * 2 ** 20
+
+
+def cache_chunk_bytes():
+    """The column bytes a chunk aims at on the CPU, shared by the cores working at once."""
+    return _CACHE_CHUNK_BYTES
+
+
+def scratch(xp, dtype, shape):
+    """A scratch array of ``shape`` for intermediate values: on the CPU one buffer per
+    thread and dtype, reused from call to call; CuPy's memory pool already reuses blocks.
+
+    The caller must copy out what it keeps before its next call to ``scratch`` on the
+    same thread: no result returned to a user may be (a view of) a scratch array.
+    """
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
+    size = int(np.prod(shape))
+    buffers = _local.__dict__.setdefault("scratch", {})
+    key = np.dtype(dtype).name
+    buf = buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = buffers[key] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+# ---------------------------------------------------------------- batch parallelism
+
+def cpu_threads():
+    """The number of cores a batch-parallel operation uses (OpenMP's thread count)."""
+    if _state["threads"] is None:
+        cpu = _kernels().cpu
+        threads = cpu.kernel_threads() if hasattr(cpu, "kernel_threads") else (os.cpu_count() or 1)
+        _state["threads"] = max(1, int(threads))
+    return _state["threads"]
+
+
+def _blas_controller():
+    """threadpoolctl's handle on the BLAS libraries loaded (None without threadpoolctl)."""
+    if _state["blas"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _state["blas"] = ThreadpoolController().select(user_api="blas")
+        except ImportError:  # no way to hold BLAS to one thread: the split would oversubscribe
+            _state["blas"] = False
+    return _state["blas"] or None
+
+
+def _one_thread_each():
+    """Worker start-up: this thread's kernels use one OpenMP thread."""
+    _local.worker = True
+    cpu = _kernels().cpu
+    if hasattr(cpu, "set_kernel_threads"):
+        cpu.set_kernel_threads(1)
+
+
+def in_worker():
+    """True inside a batch-parallel worker (which must not split its work again)."""
+    return getattr(_local, "worker", False)
+
+
+def shares(N, count):
+    """Split range(N) into ``count`` contiguous slices of near-equal size."""
+    count = max(1, min(int(count), N))
+    bounds = [N * k // count for k in range(count + 1)]
+    return [slice(bounds[k], bounds[k + 1]) for k in range(count)]
+
+
+def map_shares(work, N, xp=np):
+    """``[work(part) for part in shares of range(N)]``, one share per core.
+
+    Runs on the caller's thread alone for CuPy arrays (the GPU is parallel by
+    itself), on a one-core setting, for a batch of one, when called from a
+    worker, and without threadpoolctl; otherwise one share per core, each with
+    a single BLAS thread. An exception in a share is raised here once every
+    share has finished. Calls from several Python threads at once take turns.
+    """
+    threads = cpu_threads()
+    if xp is not np or threads < 2 or N < 2 or in_worker() or _blas_controller() is None:
+        return [work(slice(0, N))]
+    with _region, _blas_controller().limit(limits=1):
+        if _state["pool"] is None:
+            _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="minconv",
+                                                initializer=_one_thread_each)
+        futures = [_state["pool"].submit(work, part) for part in shares(N, threads)]
+        wait(futures)
+        return [future.result() for future in futures]
+
+
+# Below about this many multiply-adds OpenBLAS runs a product on one thread anyway.
+_SMALL_PRODUCT = 1 << 18
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D NumPy arrays, the rows of the product shared among the cores.
+
+    a : (M, K), b : (K, P) -> (M, P); each core computes ``out[rows] = a[rows] @ b``
+    with one BLAS thread, so the result is the same as one call's up to rounding.
+    """
+    if not isinstance(a, np.ndarray) or a.shape[0] * a.shape[1] * b.shape[1] < _SMALL_PRODUCT:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+
+    def rows(part):
+        np.matmul(a[part], b, out=out[part])
+
+    map_shares(rows, a.shape[0])
+    return out
+
+
+# Below about this many elements an elementwise pass takes well under a millisecond.
+_SMALL_ELEMENTWISE = 1 << 18
+
+
+def elementwise(ufunc, out, *operands):
+    """``ufunc(*operands, out=out)``, each core taking its share of the first axis.
+
+    NumPy lets go of the GIL inside a ufunc's loop, so the shares run at once;
+    each element is computed as one call would compute it. CuPy arrays and small
+    arrays take one call.
+    """
+    if not isinstance(out, np.ndarray) or out.size < _SMALL_ELEMENTWISE or out.ndim == 0:
+        return ufunc(*operands, out=out)
+
+    def share(part):
+        ufunc(*(a[part] if getattr(a, "ndim", 0) == out.ndim else a for a in operands),
+              out=out[part])
+
+    map_shares(share, out.shape[0])
+    return out
