@@ -100,3 +100,16 @@ def test_read_only_out_fails_before_any_training(tmp_path, capsys):
     finally:
         out.chmod(0o700)
     assert status == 1 and "Permission denied" in err and "epoch" not in stdout
+
+
+def test_overwrite_replaces_the_old_runs_snapshots_too(tmp_path, capsys):
+    data = write_idx(tmp_path / "idx")
+    out = tmp_path / "runA"
+    assert run(train_args(data, out, "--snapshot-every", "1"), capsys)[0] == 0
+    assert os.listdir(out / "snapshots")
+    os.remove(out / "last.npz"), os.remove(out / "best.npz"), os.remove(out / "log.json")
+    os.remove(out / "log.csv"), os.remove(out / "curves.png")
+    status, _, err = run(train_args(data, out), capsys)  # snapshots/ alone is a run too
+    assert status == 1 and "already holds a run (snapshots)" in err
+    assert run(train_args(data, out, "--overwrite"), capsys)[0] == 0
+    assert not os.path.exists(out / "snapshots") and os.path.exists(out / "last.npz")

@@ -29,7 +29,7 @@ from .schedule import make_schedule
 from .trainer import Trainer
 
 
-RUN_FILES = ("last.npz", "best.npz", "log.json", "log.csv", "curves.png")
+RUN_FILES = ("last.npz", "best.npz", "log.json", "log.csv", "curves.png", "snapshots")
 
 
 def _radius(text):
@@ -61,7 +61,10 @@ def _lr_mult(items):
 
 
 def add_train_arguments(p):
-    p.add_argument("--model", required=True, help="zfnet, zfnet-mini, alexnet or lenet5")
+    p.add_argument("--model", required=True,
+                   help="zfnet, zfnet-mini, alexnet, lenet5, lenet5-original, mnist-cnn, "
+                        "resnet-mini, vgg-mini, resnet18/34/50, vgg11/16/19, googlenet, "
+                        "densenet121")
     p.add_argument("--data", default=data.FASHION_MNIST,
                    help="IDX folder, or a folder with train/ and val/ image folders")
     p.add_argument("--out", required=True, help="run folder: checkpoints, logs, curves")
@@ -309,7 +312,7 @@ def run_train(args):
                                 "ubyte.gz, ...) or train/ and val/ image folders")
     settings["model_kwargs"] = dict(settings["model_kwargs"], **args.model_kwargs)
     kwargs = dict(num_classes=num_classes, in_channels=shape[0], **settings["model_kwargs"])
-    if model == "zfnet_mini":
+    if model in ("zfnet_mini", "resnet_mini", "vgg_mini"):
         kwargs.setdefault("size", shape[-1])
     _check_fits_in_memory(model, kwargs)
     net = models.build(model, **kwargs)

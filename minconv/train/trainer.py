@@ -23,8 +23,7 @@ import os
 import shutil
 import time
 
-from .. import runtime
-from ..backend import get_array_module, to_device
+from ..backend import get_array_module, keep_freed_memory, to_device
 from ..data import DataError
 from ..nn import SoftmaxCrossEntropy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -69,7 +68,7 @@ class Trainer:
         self.out_dir, self.progress, self.verbose = out_dir, progress, verbose
         self.device = device or net.device or "cpu"
         if self.device == "cpu":
-            runtime.configure(malloc="keep")  # every step allocates the same activations again
+            keep_freed_memory()  # every step allocates the same large activations again
         self.extra, self.arrays = dict(extra or {}), dict(arrays or {})
         self.loss = SoftmaxCrossEntropy()
         self.epoch = 0                # epochs completed
@@ -268,7 +267,9 @@ class Trainer:
         last = self.save(self._last_path())
         self.last_good = last
         for old in self.replaces:  # the replaced run goes once this one has a checkpoint
-            if old != last and os.path.lexists(old):
+            if old != last and os.path.isdir(old) and not os.path.islink(old):
+                shutil.rmtree(old)
+            elif old != last and os.path.lexists(old):
                 os.remove(old)
         self.replaces = []
         if improved:  # copy, then rename: best.npz is never half-written either
