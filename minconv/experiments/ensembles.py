@@ -31,7 +31,7 @@ def run(args):
         status = main(["train", "--model", "zfnet-mini", "--data", args.data, "--out", out,
                        "--per-class", str(chosen["train"]), "--epochs", str(chosen["epochs"]),
                        "--seed", str(args.seed + m), "--val-subset", str(chosen["test"]),
-                       "--no-progress"])
+                       "--no-progress", "--overwrite"])
         if status:
             raise RuntimeError(f"minconv train failed for seed {args.seed + m}")
         paths.append(os.path.join(out, "last.npz"))
