@@ -55,13 +55,16 @@ def model_opset(model, label="ONNX model"):
     return opset
 
 
-def _static_shapes(model):
-    """Tensor name -> shape tuple (None for a symbolic size) from ONNX's shape inference."""
+def _static_shapes(model, infer=True):
+    """Tensor name -> shape tuple (None for a symbolic size): the declared shapes, and with
+    ``infer`` those of ONNX's shape inference."""
     import onnx
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # a model shape inference cannot follow: keep the declared shapes
-        inferred = model
+    inferred = model
+    if infer:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # a model shape inference cannot follow: keep the declared shapes
+            inferred = model
     shapes = {}
     graph = inferred.graph
     for info in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -95,15 +98,20 @@ class Importer:
                 f"{label}: the graph has {len(self.inputs)} inputs ({', '.join(self.inputs)}); "
                 f"a minconv net takes exactly one (the others must be initializers)")
         self.producer = {name: GRAPH_INPUT for name in self.inputs}  # ONNX tensor -> node name
-        self.shapes = _static_shapes(model)
+        self.declared = _static_shapes(model, infer=False)
+        self._shapes = None  # ONNX's shape inference, run when a converter first needs it
         self.node_names = set()
         self.layer_count = 0
 
     # -- used by Node ---------------------------------------------------------
-    def shape_of(self, tensor):
+    def shape_of(self, tensor, infer=True):
         if tensor in self.constants:
             return tuple(self.constants[tensor].shape)
-        return self.shapes.get(tensor)
+        if not infer:
+            return (self._shapes or self.declared).get(tensor)
+        if self._shapes is None:
+            self._shapes = _static_shapes(self.model)
+        return self._shapes.get(tensor)
 
     def internal(self, node_name):
         """A tensor name for the output of an intermediate graph node."""
@@ -142,6 +150,7 @@ class Importer:
             if any(out in needed for out in proto.output):
                 keep.append(proto)
                 needed.update(i for i in proto.input if i)
+        self.needed_tensors = needed
         return keep[::-1]
 
     def run(self):

@@ -30,6 +30,10 @@ class Node:
         self._read.add(key)
         return self.attrs.get(key, default)
 
+    def output_needed(self, i):
+        """Whether output i exists and something downstream (or the graph) reads it."""
+        return i < len(self.outputs) and self.outputs[i] in self.importer.needed_tensors
+
     def has_input(self, i):
         return i < len(self.inputs) and self.inputs[i] != ""
 
@@ -70,7 +74,7 @@ class Node:
             raise self.unsupported(unread[0], f"is not supported by minconv's importer ({values})")
 
     def check_rank(self, i, rank, what="input"):
-        shape = self.shape(i)
+        shape = self.importer.shape_of(self.inputs[i], infer=False)  # when known cheaply
         if shape is not None and len(shape) != rank:
             raise ValueError(f"ONNX {self.op_type} node {self.name!r}: minconv supports only "
                              f"{rank}-D {what}s here, got shape {tuple(shape)}")
@@ -103,4 +107,5 @@ def ints(values):
 def as_float(array):
     """Weights as float32 unless the file gave float64."""
     array = np.asarray(array)
-    return np.ascontiguousarray(array if array.dtype == np.float64 else array.astype(np.float32))
+    return np.ascontiguousarray(array if array.dtype == np.float64 else
+                                array.astype(np.float32, copy=False))

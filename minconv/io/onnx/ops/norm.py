@@ -75,6 +75,6 @@ def dropout(node):
             raise node.unsupported("training_mode", "true is not supported: minconv imports "
                                    "Dropout for inference")
     name = node.layer(Identity())
-    if len(node.outputs) > 1 and node.outputs[1]:
+    if node.output_needed(1):
         node.layer(DropoutMask(), output=1, suffix="mask")
     return name

@@ -63,7 +63,7 @@ def max_pool(node):
     pool = MaxPool2D(kernel, strides, (top, left), ceil_mode) if plain else \
         PaddedMaxPool2D(kernel, strides, pads, dilations, ceil_mode)
     name = node.layer(pool)
-    if len(node.outputs) > 1 and node.outputs[1]:
+    if node.output_needed(1):
         node.layer(PoolIndices(pool, column_major), inputs=[node.outputs[0]], output=1, suffix="indices")
     return name
 

@@ -1,0 +1,223 @@
+"""Inference of the ONNX light model-zoo architectures: minconv vs onnxruntime vs PyTorch.
+
+    python benchmarks/bench_onnx.py                       # all seven models, batch 1 and 8
+    python benchmarks/bench_onnx.py --models vgg19,resnet50 --batches 1 --repeats 3
+
+The ``onnx`` package ships the graphs of bvlc_alexnet, zfnet512, vgg19, resnet50,
+inception_v1, densenet121 and squeezenet (onnx/backend/test/data/light) with their
+weights reduced to ConstantOfShape fills. Here each fill becomes a random initializer
+(He-scaled normal, BatchNorm statistics near 1 and 0) and the batch size becomes
+symbolic; the same .onnx file is then run by
+
+  minconv       mc.io.load_onnx(...).forward(x)
+  onnxruntime   InferenceSession, CPU provider, all graph optimisations
+  PyTorch       the imported graph run node by node with torch.nn.functional on the same
+                weights (an onnx2torch-style conversion; onnx2torch itself is not installed)
+
+Times are medians of ``--repeats`` runs after one warm-up, in ms; the last columns are
+minconv's time over the others'. Outputs are checked to agree before timing.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import machine, markdown_table, median_ms  # noqa: E402
+
+MODELS = {"alexnet": "bvlc_alexnet", "zfnet512": "zfnet512", "vgg19": "vgg19",
+          "resnet50": "resnet50", "inception_v1": "inception_v1",
+          "densenet121": "densenet121", "squeezenet": "squeezenet"}
+
+
+def light_model_path(name):
+    import onnx
+    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light",
+                        f"light_{name}.onnx")
+
+
+def randomized(path, seed=0):
+    """The light model with random initializers for its ConstantOfShape weights and a
+    symbolic batch size."""
+    import onnx
+    from onnx import numpy_helper
+    rng = np.random.default_rng(seed)
+    model = onnx.load(path)
+    graph = model.graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consumers = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node.op_type, position))
+    keep, new = [], []
+    for node in graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in init:
+            shape = tuple(int(s) for s in init[node.input[0]])
+            uses = consumers.get(node.output[0], [("", 0)])
+            new.append(numpy_helper.from_array(_weight(shape, uses[0], rng), node.output[0]))
+        else:
+            keep.append(node)
+    for node in keep:  # Reshape targets that fixed the batch size copy it instead
+        if node.op_type == "Reshape" and node.input[1] in init:
+            target = init[node.input[1]].copy()
+            target[0] = 0
+            new.append(numpy_helper.from_array(target.astype(np.int64), node.input[1]))
+    replaced = {t.name for t in new}
+    used = {name for node in keep for name in node.input}
+    initializers = [t for t in graph.initializer if t.name not in replaced and t.name in used]
+    initializers += new
+    del graph.node[:]
+    graph.node.extend(keep)
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    names = {t.name for t in initializers}
+    inputs = [i for i in graph.input if i.name not in names and i.name in used]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.value_info[:]
+    for value in list(graph.input) + list(graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    model.ir_version = max(model.ir_version, 4)  # initializers need not be graph inputs
+    return model
+
+
+def _weight(shape, use, rng):
+    """Random values for a weight of ``shape`` read by input ``position`` of ``op``: He-scaled
+    filters and matrices, small biases, BatchNorm-like scales (also DenseNet's, which reach
+    their Mul through an Unsqueeze) near 1, so activations neither vanish nor explode."""
+    op, position = use
+    if (op == "BatchNormalization" and position in (1, 4)) or op == "Unsqueeze":
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if len(shape) == 1:
+        return (rng.standard_normal(shape) * 0.01).astype(np.float32)
+    fan_in = int(np.prod(shape[1:]))
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+# ------------------------------------------------------------------ PyTorch, node by node
+
+def torch_runner(graph):
+    """A function x -> y running minconv's imported ``graph`` with torch ops."""
+    import torch
+    import torch.nn.functional as TF
+    from minconv import nn
+    from minconv.nn import arith, tensor_ops, window_pool
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in graph.params.items()}
+    buffers = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in graph.buffers.items()}
+
+    def op(name, layer, xs):
+        x = xs[0]
+        if isinstance(layer, nn.Conv2D):
+            return TF.conv2d(x, t[f"{name}.W"], t.get(f"{name}.b"), layer.stride, layer.padding,
+                             layer.dilation, layer.groups)
+        if isinstance(layer, nn.ReLU):
+            return TF.relu(x)
+        if isinstance(layer, nn.MaxPool2D):
+            return TF.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding,
+                                 ceil_mode=layer.ceil_mode)
+        if isinstance(layer, window_pool.PaddedMaxPool2D):
+            top, left, bottom, right = layer.pads
+            x = TF.pad(x, (left, right, top, bottom), value=-float("inf"))
+            return TF.max_pool2d(x, layer.kernel_size, layer.stride, 0, layer.dilation,
+                                 ceil_mode=layer.ceil_mode)
+        if isinstance(layer, window_pool.PaddedAvgPool2D):
+            top, left, bottom, right = layer.pads
+            if (top, left) == (bottom, right) and layer.dilation == (1, 1):
+                return TF.avg_pool2d(x, layer.kernel_size, layer.stride, (top, left),
+                                     layer.ceil_mode, layer.count_include_pad)
+        if isinstance(layer, window_pool.GlobalAvgPool):
+            return x.mean((2, 3), keepdim=True)
+        if isinstance(layer, nn.LRN):
+            return TF.local_response_norm(x, layer.size, layer.alpha, layer.beta, layer.k)
+        if isinstance(layer, nn.Linear):
+            return TF.linear(x, t[f"{name}.W"], t.get(f"{name}.b"))
+        if isinstance(layer, nn.BatchNorm2D):
+            return TF.batch_norm(x, buffers[f"{name}.running_mean"],
+                                 buffers[f"{name}.running_var"], t[f"{name}.gamma"],
+                                 t[f"{name}.beta"], False, 0.0, layer.eps)
+        if isinstance(layer, (nn.Identity, nn.Dropout)):
+            return x
+        if isinstance(layer, (nn.Flatten, tensor_ops.Flatten)):
+            return torch.flatten(x, 1)
+        if isinstance(layer, tensor_ops.Reshape):
+            return x.reshape(tensor_ops.reshape_target(tuple(x.shape), layer.shape))
+        if isinstance(layer, tensor_ops.Unsqueeze):
+            return x.reshape(layer._output_shape(tuple(x.shape)))
+        if isinstance(layer, arith.Softmax):
+            return torch.softmax(x.flatten(1), 1).reshape(x.shape) if layer.flatten else \
+                torch.softmax(x, layer.axis)
+        if isinstance(layer, arith.Scale):
+            return x * t[f"{name}.scale"]
+        if isinstance(layer, arith.Shift):
+            return x + t[f"{name}.b"]
+        if isinstance(layer, nn.Add):
+            return sum(xs[1:], xs[0])
+        if isinstance(layer, nn.Concat):
+            return torch.cat(xs, layer.axis)
+        raise ValueError(f"bench_onnx: no torch form for {name} ({type(layer).__name__})")
+
+    output = graph.output
+    needed = graph._ancestors(output)
+    order = [(name, graph[name], graph.inputs_of(name)) for name in graph.order()
+             if name in needed]
+
+    def run(x):
+        values = {"input": torch.from_numpy(x)}
+        with torch.no_grad():
+            for name, layer, inputs in order:
+                values[name] = op(name, layer, [values[i] for i in inputs])
+        return values[output].numpy()
+    return run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args(argv)
+    import onnx
+    import onnxruntime as ort
+    import torch
+    import minconv as mc
+    torch.set_num_threads(args.threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    print(f"# {machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
+          f"{args.threads} threads")
+    rows = []
+    for key in args.models.split(","):
+        model = randomized(light_model_path(MODELS[key]))
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, f"{key}.onnx")
+            onnx.save(model, path)
+            net = mc.io.load_onnx(path)
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
+        torch_run = torch_runner(net)
+        for batch in (int(b) for b in args.batches.split(",")):
+            x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+            ours, theirs, torchs = net.forward(x), session.run(None, {input_name: x})[0], \
+                torch_run(x)
+            scale = max(np.abs(theirs).max(), 1e-12)
+            agree = max(np.abs(ours - theirs).max(), np.abs(torchs - theirs).max()) / scale
+            t_mc = median_ms(lambda: net.forward(x), args.repeats)
+            net.clear_cache()
+            t_ort = median_ms(lambda: session.run(None, {input_name: x}), args.repeats)
+            t_torch = median_ms(lambda: torch_run(x), args.repeats)
+            rows.append((key, batch, f"{t_mc:.0f}", f"{t_ort:.0f}", f"{t_torch:.0f}",
+                         f"{t_mc / t_ort:.2f}", f"{t_mc / t_torch:.2f}", f"{agree:.0e}"))
+            print(markdown_table(("model", "batch", "minconv ms", "onnxruntime ms", "PyTorch ms",
+                                  "/ ort", "/ torch", "max diff"), rows[-1:]).splitlines()[-1],
+                  flush=True)
+    print()
+    print(markdown_table(("model", "batch", "minconv ms", "onnxruntime ms", "PyTorch ms",
+                          "minconv / ort", "minconv / torch", "max rel. diff"), rows))
+
+
+if __name__ == "__main__":
+    main()
