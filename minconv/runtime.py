@@ -104,8 +104,8 @@ def configure(threads=None, workspace_mb=None, isa=None, malloc=None):
         if set_cap is not None:
             set_cap(isa)
         elif isa != "none":
-            raise ValueError(f"runtime.configure: isa={isa!r} needs the compiled kernels, "
-                             "which are not built")
+            raise ValueError(f"runtime.configure: isa={isa!r} needs compiled kernels with "
+                             "an instruction-set cap (set_isa_cap); these have none")
     if malloc is not None:
         if malloc not in MALLOC_POLICIES:
             raise ValueError(f"runtime.configure: malloc must be one of {MALLOC_POLICIES}, "

@@ -92,14 +92,15 @@ def test_summary_matches_a_real_forward_pass(zfnet_outputs):
 def test_summary_receptive_fields_by_hand(zfnet_outputs):
     net, _ = zfnet_outputs
     rows = {r["name"]: r for r in models.summary(net, (3, 224, 224), file=None)}
-    # conv1 k7 s2 p1: 7 px, jump 2, centre of unit 0 at 3 - 1 = 2
+    # conv1 k7 s2 p1: 7 px, jump 2, unit 0's first pixel at -1 (in the padding)
     assert (rows["conv1"]["rf_size"], rows["conv1"]["rf_jump"], rows["conv1"]["rf_start"]) \
-        == (7, 2, 2.0)
-    # pool1 k3 s2: 7 + 2*2 = 11, jump 4, start 2 + 1*2 = 4
+        == (7, 2, -1)
+    # pool1 k3 s2 p0: 7 + 2*2 = 11, jump 4, start -1 - 0*2 = -1
     assert (rows["pool1"]["rf_size"], rows["pool1"]["rf_jump"], rows["pool1"]["rf_start"]) \
-        == (11, 4, 4.0)
-    # conv2 k5 s2 p0: 11 + 4*4 = 27, jump 8, start 4 + 2*4 = 12
-    assert (rows["conv2"]["rf_size"], rows["conv2"]["rf_jump"]) == (27, 8)
+        == (11, 4, -1)
+    # conv2 k5 s2 p0: 11 + 4*4 = 27, jump 8, start -1
+    assert (rows["conv2"]["rf_size"], rows["conv2"]["rf_jump"], rows["conv2"]["rf_start"]) \
+        == (27, 8, -1)
     assert rows["norm1"]["rf_size"] == 11  # LRN mixes channels, not positions
     assert rows["pool5"]["rf_size"] == 171 and rows["pool5"]["rf_jump"] == 32
     assert rows["fc6"]["rf_size"] is None

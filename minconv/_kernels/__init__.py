@@ -23,9 +23,11 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "lrn_forward", "lrn_backward", "relu_backward",
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
          "avgpool_forward", "avgpool_backward")
-# the Cython kernels' OpenMP controls and whether their AVX-512 tiles run
-# (absent from the reference and CUDA namespaces)
-THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fuses_im2row")
+# the Cython kernels' OpenMP controls, whether their tiles run, and the instruction-set
+# cap of the tiles (absent from the reference and CUDA namespaces; minconv.runtime and
+# the convolution planner ask them)
+THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fuses_im2row",
+                   "isa", "set_isa_cap")
 
 
 def _namespace(*modules):

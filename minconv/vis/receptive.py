@@ -4,13 +4,14 @@ Along one axis, a unit at position i of a layer sees the input pixels
 
     start + i * jump  ...  start + i * jump + size - 1
 
-computed from the layer stack with the usual recurrences. For a layer with kernel
-k, stride s, padding p and dilation d (k_eff = d*(k - 1) + 1), from the field
+computed from the layer stack with :func:`minconv.geometry.receptive_field_step`
+(the one definition, shared with ``models.summary``). For a layer with kernel k,
+stride s, padding p and dilation d (k_eff = d*(k - 1) + 1), from the field
 (size, jump, start) of its input:
 
     size'  = size + (k_eff - 1) * jump
     jump'  = jump * s
-    start' = start - p * jump
+    start' = start - p * jump          (start: the first pixel seen by unit 0)
 
 ReLU, LRN (across channels) and dropout keep the field; the input itself has
 (1, 1, 0). A fully connected layer sees the union of the fields of its input map.
@@ -20,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._kernels.reference import conv_output_size, pool_output_size
 from ..backend import get_array_module
+from ..geometry import conv_output_size, pair, pool_output_size, receptive_field_step
 from ..nn import LRN, Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU
-from ..functional._checks import pair
 from ..nn.fields import container_outputs, layer_fields
 from ._common import check_layer, check_net, is_plain
 
@@ -113,10 +113,8 @@ def receptive_fields(net, input_shape=None):
                 k = pair(layer.kernel_size, f"{name}: kernel_size")
                 s = pair(layer.stride, f"{name}: stride")
                 p, d = pair(layer.padding, f"{name}: padding"), (1, 1)
-            keff = tuple(di * (ki - 1) + 1 for ki, di in zip(k, d))
-            size = tuple(z + (ke - 1) * j for z, ke, j in zip(size, keff, jump))
-            start = tuple(st - pi * j for st, pi, j in zip(start, p, jump))
-            jump = tuple(j * si for j, si in zip(jump, s))
+            size, jump, start = zip(*(receptive_field_step(field, *window) for field, window
+                                      in zip(zip(size, jump, start), zip(k, s, p, d))))
             if shape is not None:
                 if isinstance(layer, Conv2D):
                     hw = [conv_output_size(n, ki, si, pi, di)

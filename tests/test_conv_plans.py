@@ -1,0 +1,246 @@
+"""Every named path of the convolution against an independent reference, through ``plan=``.
+
+The reference here is written tap by tap from the definition (no im2col, no GEMM):
+
+    y[n, f, ho, wo] = b[f] + sum_{c,i,j} W[f, c, i, j] * x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]
+
+over the grid of geometries (stride, padding, dilation, non-square, batch 1 and > 1,
+groups and depthwise), in float32 and float64. The paths that run compiled tiles
+(fused_rows, direct) are run under every instruction-set cap the CPU has; the others
+skip with the reason.
+"""
+import numpy as np
+import pytest
+
+import minconv as mc
+from conftest import rel_error
+from minconv.geometry import conv_output_size, pair
+
+F = mc.functional
+runtime = mc.runtime
+
+ISA_PATHS = ("fused_rows", "direct")
+PLAN_ISAS = [(plan, isa) for plan in F.PLANS
+             for isa in (("avx512", "avx2", "none") if plan in ISA_PATHS else ("any",))]
+
+
+@pytest.fixture
+def isa_cap(request):
+    """Cap the tiles at the instruction set of the test's id; skip where the CPU lacks it."""
+    def cap(name):
+        if name == "any":
+            return
+        runtime.configure(isa=name)
+        if runtime.isa() != name:
+            pytest.skip(f"this CPU (or build) has no {name} tiles (best: {runtime.isa()})")
+    before = runtime.isa()
+    yield cap
+    if mc._kernels.CPU_BUILT and hasattr(mc._kernels.cpu, "set_isa_cap"):
+        runtime.configure(isa=before)
+
+
+def reference_conv(x, W, b, stride, padding, dilation, groups):
+    """y by the definition, group by group and tap by tap (float64)."""
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride, "s"), pair(padding, "p"), pair(dilation, "d")
+    N, C, H, Wd = x.shape
+    Fo, Cg, kh, kw = W.shape
+    Ho, Wo = conv_output_size(H, kh, sh, ph, dh), conv_output_size(Wd, kw, sw, pw, dw)
+    x_pad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    y = np.zeros((N, Fo, Ho, Wo))
+    Fg = Fo // groups
+    for g in range(groups):
+        xs, fs = x_pad[:, g * Cg:(g + 1) * Cg], slice(g * Fg, (g + 1) * Fg)
+        for i in range(kh):
+            for j in range(kw):
+                window = xs[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh,
+                            j * dw:j * dw + sw * (Wo - 1) + 1:sw]                # (N, Cg, Ho, Wo)
+                y[:, fs] += np.einsum("fc,nchw->nfhw", W[fs, :, i, j], window)
+    return y + (0 if b is None else b[:, None, None])
+
+
+def reference_grads(dy, x, W, stride, padding, dilation, groups):
+    """(dx, dW, db) of :func:`reference_conv`, by the same loops (float64)."""
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride, "s"), pair(padding, "p"), pair(dilation, "d")
+    N, C, H, Wd = x.shape
+    Fo, Cg, kh, kw = W.shape
+    Ho, Wo = dy.shape[2:]
+    x_pad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dx_pad, dW = np.zeros_like(x_pad), np.zeros(W.shape)
+    Fg = Fo // groups
+    for g in range(groups):
+        cs, fs = slice(g * Cg, (g + 1) * Cg), slice(g * Fg, (g + 1) * Fg)
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + sh * (Ho - 1) + 1, sh)
+                cols = slice(j * dw, j * dw + sw * (Wo - 1) + 1, sw)
+                dW[fs, :, i, j] = np.einsum("nfhw,nchw->fc", dy[:, fs], x_pad[:, cs, rows, cols])
+                dx_pad[:, cs, rows, cols] += np.einsum("fc,nfhw->nchw", W[fs, :, i, j], dy[:, fs])
+    return dx_pad[:, :, ph:ph + H, pw:pw + Wd], dW, dy.sum(axis=(0, 2, 3))
+
+
+# (N, C, H, W, F, kh, kw, stride, padding, dilation, groups)
+GRID = [
+    (1, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1),
+    (2, 3, 7, 6, 5, 3, 2, 2, 1, 1, 1),                  # non-square kernel and input, stride 2
+    (2, 2, 8, 7, 3, 3, 3, 1, 2, 2, 1),                  # dilation, padding wider than k/2
+    (3, 1, 9, 8, 2, 2, 3, (2, 1), (1, 0), (1, 2), 1),   # per-axis everything, one channel
+    (2, 16, 6, 7, 20, 3, 3, 1, 1, 1, 1),                # many channels: the tiles proper
+    (2, 4, 8, 8, 6, 3, 3, 1, 1, 1, 2),                  # groups=2
+    (2, 4, 7, 9, 4, 3, 3, 2, 1, 1, 4),                  # depthwise, stride 2
+    (2, 3, 6, 6, 6, 3, 3, 1, 2, 2, 3),                  # depthwise, channel multiplier 2
+    (2, 2, 26, 25, 3, 3, 3, 1, 1, 1, 1),                # >= 512 positions (per-image maps)
+]
+IDS = [f"N{c[0]}C{c[1]}F{c[4]}_{c[2]}x{c[3]}k{c[5]}x{c[6]}s{c[7]}p{c[8]}d{c[9]}g{c[10]}"
+       for c in GRID]
+
+
+@pytest.mark.parametrize("case", GRID, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("plan,isa", PLAN_ISAS, ids=[f"{p}-{i}" for p, i in PLAN_ISAS])
+def test_every_plan_equals_the_reference(plan, isa, dtype, case, isa_cap, rng):
+    isa_cap(isa)
+    N, C, H, W_, Fo, kh, kw, s, p, d, g = case
+    x = rng.standard_normal((N, C, H, W_)).astype(dtype)
+    W = rng.standard_normal((Fo, C // g, kh, kw)).astype(dtype)
+    b = rng.standard_normal(Fo).astype(dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    y = F.conv2d(x, W, b, s, p, d, g, plan=plan)
+    assert y.dtype == dtype
+    assert rel_error(y, reference_conv(x, W, b, s, p, d, g)) <= tol, "forward"
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    want = reference_grads(dy, x, W, s, p, d, g)
+    got = F.conv2d_backward(dy, x, W, s, p, d, g, plan=plan)
+    for what, a, e in zip(("dx", "dW", "db"), got, want):
+        assert a.dtype == dtype and rel_error(a, e) <= tol, what
+    # C^T: the transposed convolution is the data gradient, on the same path
+    up = F.conv_transpose2d(dy, W, None, s, p, d, g, plan=plan,
+                            output_padding=_output_padding(x.shape, W.shape, s, p, d))
+    assert rel_error(up, want[0]) <= tol, "conv_transpose2d"
+
+
+def _output_padding(x_shape, W_shape, stride, padding, dilation):
+    """The output_padding under which conv_transpose2d gives back x's (H, W)."""
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride, "s"), pair(padding, "p"), pair(dilation, "d")
+    out = []
+    for n, k, s_, p_, d_ in zip(x_shape[2:], W_shape[2:], (sh, sw), (ph, pw), (dh, dw)):
+        m = conv_output_size(n, k, s_, p_, d_)
+        out.append(n - ((m - 1) * s_ - 2 * p_ + d_ * (k - 1) + 1))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("plan", F.PLANS)
+def test_conv_transpose_backward_on_every_plan(plan, rng):
+    x = rng.standard_normal((2, 4, 5, 6))
+    W = rng.standard_normal((4, 3, 3, 3))
+    y = F.conv_transpose2d(x, W, None, 2, 1, 1, 1, output_padding=1)
+    dy = rng.standard_normal(y.shape)
+    want = F.conv_transpose2d_backward(dy, x, W, 2, 1, 1, 1, output_padding=1, plan="columns")
+    got = F.conv_transpose2d_backward(dy, x, W, 2, 1, 1, 1, output_padding=1, plan=plan)
+    # dx of C^T is C dy, dW is the convolution's with the roles swapped
+    assert rel_error(got[0], reference_conv(dy, W, None, 2, 1, 1, 1)) <= 1e-11
+    for a, e in zip(got, want):
+        assert rel_error(a, e) <= 1e-11
+
+
+# ---------------------------------------------------------------- the planner's choices
+
+def test_default_plan_large_maps_take_one_gemm_per_image(rng):
+    x = np.zeros((2, 8, 30, 30), np.float32)
+    plan = F.choose_plan(x, np.zeros((16, 8, 3, 3), np.float32), padding=1)
+    assert (plan.forward, plan.data_grad, plan.weight_grad) == ("per_image",) * 3
+    assert "512" in plan.reason and str(plan) == "per_image"
+
+
+def test_default_plan_small_maps_go_channels_last():
+    x = np.zeros((2, 16, 7, 7))                               # float64: no tiles
+    plan = F.choose_plan(x, np.zeros((32, 16, 3, 3)), padding=1)
+    assert str(plan) == "rows"
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
+def test_default_plan_follows_the_instruction_set(isa, isa_cap):
+    isa_cap(isa)
+    x = np.zeros((2, 16, 7, 7), np.float32)
+    W = np.zeros((32, 16, 3, 3), np.float32)
+    tiles = isa != "none"
+    plan = F.choose_plan(x, W, padding=1)
+    assert plan.forward == plan.weight_grad == ("fused_rows" if tiles else "rows")
+    assert plan.data_grad == ("fused_rows" if tiles else "rows")        # stride 1: flipped
+    assert F.choose_plan(x, W, stride=2, padding=1).data_grad == "rows"
+    first = F.choose_plan(np.zeros((2, 3, 12, 12), np.float32), np.zeros((8, 3, 3, 3), np.float32))
+    assert first.forward == first.weight_grad == ("direct" if tiles else "rows")
+
+
+def test_a_grouped_convolution_plans_one_group(rng):
+    # depthwise over 16 channels: each group has one input channel (the direct tiles' case)
+    x = np.zeros((2, 16, 9, 9), np.float32)
+    W = np.zeros((16, 1, 3, 3), np.float32)
+    one = F.choose_plan(x[:, :1], W[:1])
+    assert F.choose_plan(x, W, groups=16) == one
+
+
+# ---------------------------------------------------------------- the public surface
+
+def test_using_plan_forces_and_restores(rng):
+    x = rng.standard_normal((2, 3, 30, 30))
+    W = rng.standard_normal((4, 3, 3, 3))
+    default = F.choose_plan(x, W)
+    with F.using_plan("rows"):
+        assert str(F.choose_plan(x, W)) == "rows"
+        with F.using_plan("columns"):
+            assert str(F.choose_plan(x, W)) == "columns"
+        assert str(F.choose_plan(x, W)) == "rows"
+        assert str(F.choose_plan(x, W, plan="direct")) == "direct"    # an explicit plan wins
+    assert F.choose_plan(x, W) == default
+
+
+def test_a_plan_object_mixes_paths(rng):
+    x = rng.standard_normal((2, 3, 9, 9))
+    W = rng.standard_normal((4, 3, 3, 3))
+    mixed = F.Plan("direct", "rows", "per_image")
+    assert str(mixed) == "direct/dx:rows/dW:per_image"
+    dy = rng.standard_normal((2, 4, 7, 7))
+    for a, e in zip(F.conv2d_backward(dy, x, W, plan=mixed), reference_grads(dy, x, W, 1, 0, 1, 1)):
+        assert rel_error(a, e) <= 1e-11
+
+
+def test_unknown_plans_are_refused(rng):
+    x = rng.standard_normal((1, 2, 5, 5))
+    W = rng.standard_normal((2, 2, 3, 3))
+    with pytest.raises(ValueError, match="unknown convolution plan 'gemm'"):
+        F.conv2d(x, W, plan="gemm")
+    with pytest.raises(ValueError, match="unknown convolution plan"):
+        with F.using_plan("fastest"):
+            pass
+    with pytest.raises(ValueError, match="Conv2D: unknown plan"):
+        mc.nn.Conv2D(2, 2, 3, plan="gemm")
+
+
+def test_a_layer_records_its_plan_and_backward_reuses_it(rng):
+    layer = mc.nn.Conv2D(3, 4, 3, padding=1, dtype="float64")
+    assert layer.plan is None
+    x = rng.standard_normal((2, 3, 8, 8))
+    y = layer.forward(x)
+    assert layer.plan == F.choose_plan(x, layer.params["W"], padding=1)
+    forced = mc.nn.Conv2D(3, 4, 3, padding=1, plan="columns", dtype="float64")
+    forced.params = {k: v.copy() for k, v in layer.params.items()}
+    assert rel_error(forced.forward(x), y) <= 1e-12 and str(forced.plan) == "columns"
+    dy = rng.standard_normal(y.shape)
+    with F.using_plan("direct"):          # the backward pass keeps the forward pass's plan
+        dx = forced.backward(dy)
+    assert str(forced.plan) == "columns"
+    assert rel_error(dx, layer.backward(dy)) <= 1e-12
+    transposed = mc.nn.ConvTranspose2D(4, 3, 3, stride=2, padding=1, output_padding=1,
+                                       dtype="float64")
+    transposed.forward(y)
+    assert isinstance(transposed.plan, F.Plan)
+
+
+def test_summary_shows_each_convolutions_plan():
+    rows = {r["name"]: r for r in mc.models.summary(mc.models.zfnet_mini(), (1, 28, 28),
+                                                    file=None)}
+    assert rows["conv1"]["plan"] and rows["conv3"]["plan"]
+    x = np.zeros((1, 64, 7, 7), np.float32)
+    conv3 = mc.models.zfnet_mini()["conv3"]
+    assert rows["conv3"]["plan"] == str(F.choose_plan(x, conv3.params["W"], padding=1))
+    assert rows["relu1"]["plan"] is None
