@@ -305,3 +305,29 @@ def test_save_onnx_refuses_a_layer_without_onnx_form(tmp_path):
     net = mc.nn.Sequential(mc.nn.Conv2D(1, 2, 3), Unknown())
     with pytest.raises(ValueError, match="no ONNX form"):
         mc.io.save_onnx(net, tmp_path / "x.onnx", (1, 1, 5, 5))
+
+
+def test_minconv_imports_without_onnx(tmp_path):
+    """The core package and mc.io load without onnx and safetensors; using them says what
+    to install."""
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "for name in ('onnx', 'onnxruntime', 'safetensors', 'safetensors.numpy'):\n"
+        "    sys.modules[name] = None\n"
+        "import minconv as mc\n"
+        "net = mc.models.zfnet_mini(num_classes=10)\n"
+        "for call in (lambda: mc.io.load_onnx('x.onnx'),\n"
+        "             lambda: mc.io.save_onnx(net, 'x.onnx', (1, 1, 28, 28)),\n"
+        "             lambda: mc.io.save_safetensors(net, 'x.safetensors')):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ImportError as error:\n"
+        "        assert 'minconv[onnx]' in str(error), error\n"
+        "    else:\n"
+        "        raise AssertionError('no ImportError')\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.stdout.strip() == "ok", result.stderr

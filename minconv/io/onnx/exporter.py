@@ -96,7 +96,8 @@ def save_onnx(net, path, input_shape, opset=OPSET):
     The model passes ``onnx.checker``; any layer without an ONNX form is a ValueError
     naming it.
     """
-    import onnx
+    from .importer import require_onnx
+    onnx = require_onnx()
     from onnx import TensorProto, helper
     params = next(iter(net.params.values()), None)
     dtype = np.float64 if params is not None and params.dtype == np.float64 else np.float32

@@ -17,10 +17,20 @@ from .registry import converter_for
 GRAPH_INPUT = "input"
 
 
+def require_onnx():
+    """The ``onnx`` package, or an ImportError that says how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("ONNX models need the onnx package: pip install 'minconv[onnx]' "
+                          "(or pip install onnx)") from None
+    return onnx
+
+
 def read_model(path):
     """Parse an .onnx file; a missing file is FileNotFoundError, anything that does not
     parse as an ONNX model a ValueError naming the file."""
-    import onnx
+    onnx = require_onnx()
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ONNX file not found: {path}")
