@@ -91,13 +91,13 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def googlenet(num_classes=1000, aux_logits=False, transform_input=False, dropout=0.2,
-              dropout_aux=0.7, rng=None):
+              dropout_aux=0.7, in_channels=3, rng=None):
     """GoogLeNet with torchvision's module names (see the module docstring)."""
     g = nn.Graph()
     if transform_input:
         g.add("transform_input", ChannelAffine([s / 0.5 for s in _IMAGENET_STD],
                                                [(m - 0.5) / 0.5 for m in _IMAGENET_MEAN]))
-    g.add("conv1", basic_conv(3, 64, 7, 2, 3, rng=rng))
+    g.add("conv1", basic_conv(in_channels, 64, 7, 2, 3, rng=rng))
     g.add("maxpool1", nn.MaxPool2D(3, 2, ceil_mode=True))
     g.add("conv2", basic_conv(64, 64, 1, rng=rng))
     g.add("conv3", basic_conv(64, 192, 3, padding=1, rng=rng))
@@ -122,4 +122,5 @@ def googlenet(num_classes=1000, aux_logits=False, transform_input=False, dropout
     g.add("dropout", nn.Dropout(dropout, rng=rng))
     g.add("fc", fc(1024, num_classes, rng=rng, last=True))
     return named(g, "googlenet", num_classes=num_classes, aux_logits=aux_logits,
-                 transform_input=transform_input, dropout=dropout, dropout_aux=dropout_aux)
+                 transform_input=transform_input, dropout=dropout, dropout_aux=dropout_aux,
+                 in_channels=in_channels)

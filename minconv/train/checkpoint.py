@@ -7,7 +7,8 @@ Layout of the archive (every entry a plain array):
                        error, optimiser scalars, schedule state, the states of the
                        random generators (each Dropout layer's and the data loader's),
                        the training history and free-form ``extra`` settings
-    param/<name>       parameters under dotted names, e.g. param/conv1.W
+    param/<name>       parameters under dotted names, e.g. param/conv1.W, and buffers
+                       (BatchNorm's running statistics, param/bn1.running_mean)
     velocity/<name>    the optimiser's momentum buffers
     array/<name>       other arrays (e.g. array/mean_image for ZF preprocessing)
 
@@ -45,7 +46,7 @@ GROUPS = ("param", "velocity", "array")
 
 def generator_states(net):
     """{layer name: bit-generator state} of every layer that draws random numbers (Dropout)."""
-    return {name: layer.rng.bit_generator.state for name, layer in net.items()
+    return {name: layer.rng.bit_generator.state for name, layer in net.named_layers()
             if isinstance(getattr(layer, "rng", None), np.random.Generator)}
 
 
@@ -84,7 +85,7 @@ def save_checkpoint(path, net, optimizer=None, schedule=None, epoch=0, best_val_
             "rng": {"layers": generator_states(net),
                     "extra": {k: g.bit_generator.state for k, g in (generators or {}).items()}},
             "history": list(history or []), "extra": dict(extra or {})}
-    entries = {f"param/{k}": _host(v) for k, v in net.params.items()}
+    entries = {f"param/{k}": _host(v) for k, v in net.state_dict().items()}  # and buffers
     if optimizer is not None:
         scalars, buffers = optimizer.state_dict()
         meta["optimizer"] = scalars
@@ -322,7 +323,7 @@ def load_checkpoint(path, net=None, device=None):
                         net = models.build(config["model"], **config["kwargs"])
                 except (TypeError, ValueError, OverflowError) as error:
                     raise ValueError(f"{path}: meta.json field config: {error}") from None
-            expected = {name: (tuple(v.shape), v.dtype) for name, v in net.params.items()}
+            expected = {name: (tuple(v.shape), v.dtype) for name, v in net.state_dict().items()}
             size = sum(math.prod(s) * np.dtype(d).itemsize for s, d in expected.values())
             if size > MAX_CHECKPOINT_BYTES:
                 raise ValueError(f"{path}: meta.json field config: the model has {size} bytes "

@@ -43,6 +43,11 @@ def _layer_of(name):
     return name.rsplit(".", 1)[0]
 
 
+def _within(layer, names):
+    """Whether ``layer`` (a dotted path) is one of ``names`` or lies inside one of them."""
+    return any(layer == n or layer.startswith(n + ".") for n in names)
+
+
 class SGD:
     """SGD with momentum, weight decay, per-layer rate multipliers and frozen layers.
 
@@ -72,14 +77,14 @@ class SGD:
     def trainable(self):
         """Names of the parameters this optimiser updates."""
         frozen = set(self.frozen)
-        return [name for name in self.net.params if _layer_of(name) not in frozen
+        return [name for name in self.net.params if not _within(_layer_of(name), frozen)
                 and self.lr_mult.get(_layer_of(name), 1.0) != 0.0]
 
     def lowest_trainable_layer(self):
         """Position in the net of the first layer with a trainable parameter (None: none)."""
         layers = {_layer_of(name) for name in self.trainable}
         for position, name in enumerate(self.net.names):
-            if name in layers:
+            if any(_within(layer, [name]) for layer in layers):  # or a layer inside it
                 return position
         return None
 
@@ -104,8 +109,8 @@ class SGD:
         self.renormalized = 0
         if self.renorm_radius is not None:
             frozen = set(self.frozen)
-            for name, layer in self.net.items():
-                if isinstance(layer, Conv2D) and name not in frozen:
+            for name, layer in self.net.named_layers():
+                if isinstance(layer, Conv2D) and not _within(name, frozen):
                     self.renormalized += renormalize_filters(layer.params["W"],
                                                              self.renorm_radius)
 
