@@ -331,3 +331,19 @@ def test_minconv_imports_without_onnx(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_imported_parameters_train(tmp_path, rng):
+    """Imported weights are ordinary writable parameters: an SGD step changes them."""
+    net = mc.models.zfnet_mini(num_classes=10)
+    path = tmp_path / "mini.onnx"
+    mc.io.save_onnx(net, path, (1, 1, 28, 28))
+    graph = mc.io.load_onnx(path)
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    loss = mc.nn.SoftmaxCrossEntropy()
+    loss.forward(graph.forward(x, train=True), np.array([0, 1, 2, 3]))
+    graph.backward(loss.backward())
+    before = graph.params["fc8.W"].copy()
+    for key, value in graph.params.items():
+        value -= 0.1 * graph.grads[key]
+    assert not np.array_equal(graph.params["fc8.W"], before)

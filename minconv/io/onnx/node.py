@@ -105,7 +105,9 @@ def ints(values):
 
 
 def as_float(array):
-    """Weights as float32 unless the file gave float64."""
+    """Weights as float32 unless the file gave float64: contiguous and writable (the
+    arrays ONNX hands over may be read-only views of the file's bytes; training updates
+    parameters in place), copied only when they are not."""
     array = np.asarray(array)
-    return np.ascontiguousarray(array if array.dtype == np.float64 else
-                                array.astype(np.float32, copy=False))
+    dtype = np.float64 if array.dtype == np.float64 else np.float32
+    return np.require(array, dtype, requirements=("C", "W"))
