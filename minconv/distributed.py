@@ -14,10 +14,9 @@ data and the ranks meet in a few collectives:
       g = 1/B sum_i grad l_i = sum_r (b_r / B) grad L_r          (B = sum_r b_r)
 
   The weighted gradients are summed in place by an all-reduce in buckets of
-  about ``BUCKET_BYTES``, each started (non-blocking) as soon as the backward
-  pass has filled it, so the late layers travel while the early ones are still
-  being differentiated. Every rank then applies the same update to the same
-  parameters: the run equals one process with batch B up to the order of
+  about ``BUCKET_BYTES`` (non-blocking during the backward pass, or blocking
+  after it: see :mod:`minconv._allreduce`). Every rank then applies the same
+  update to the same parameters: the run equals one process with batch B up to the order of
   floating-point sums, with the same schedule and the same number of steps.
 - **Metrics**: the loss and the counts of every batch and of the validation
   are summed over the ranks, so every rank sees and logs the same numbers; a
@@ -38,13 +37,15 @@ whose collectives do nothing, and mpi4py is never imported.
 import os
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
 
 from .backend import get_array_module
 
-BUCKET_BYTES = 8 << 20      # gradients all-reduced together, at most this many bytes a bucket
+# bytes of gradients summed together (a bucket); MINCONV_MPI_BUCKET_BYTES overrides
+BUCKET_BYTES = int(os.environ.get("MINCONV_MPI_BUCKET_BYTES", 8 << 20))
 TIMEOUT = 600.0             # seconds a collective may wait for the other ranks
 _LAUNCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 _world = []
@@ -123,6 +124,7 @@ class Communicator:
                              if timeout is None else timeout)
         self.last_count = 0     # the global number of images of the last training batch
         self.batch_rows = None  # (this rank's rows, global batch size) of the batch in hand
+        self._deadline, self._watchdog = None, None
         if self.size > 1:
             self._install_excepthook()
             _limit_threads(self._threads_per_rank())
@@ -169,6 +171,27 @@ class Communicator:
             self.abort(f"uncaught {kind.__name__}; stopping all ranks")
 
         sys.excepthook = hook
+
+    def blocking(self, call, what):
+        """``call()``, a blocking MPI call, with the deadline kept by a watchdog thread (mpi4py
+        lets go of the GIL inside MPI, and Open MPI allows calls from any thread)."""
+        self._deadline = (time.monotonic() + self.timeout, what)
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                              name="minconv-mpi-watchdog")
+            self._watchdog.start()
+        try:
+            return call()
+        finally:
+            self._deadline = None
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline[0]:
+                self.abort(f"no answer from the other ranks after {self.timeout:.0f} s in "
+                           f"{deadline[1]} (MINCONV_MPI_TIMEOUT); stopping all ranks")
 
     def _wait(self, request, what):
         """Complete a non-blocking collective, or abort after ``timeout`` seconds."""
@@ -313,7 +336,7 @@ class Communicator:
         return dict(result, loss=totals[0] / count, top1_error=1 - round(totals[1]) / count,
                     top5_error=1 - round(totals[2]) / count, count=int(count))
 
-    def gradient_reducer(self, net, bucket_bytes=BUCKET_BYTES, overlap=True):
+    def gradient_reducer(self, net, bucket_bytes=BUCKET_BYTES, overlap=None):
         """The hooks of data-parallel training on ``net``: a :class:`GradientReducer` over
         its parameters, and Dropout layers that draw the masks of the whole batch."""
         from ._allreduce import GradientReducer

@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -55,6 +56,8 @@ class Loader(data.ArrayLoader):
                     os.kill(os.getpid(), signal.SIGKILL)
                 if kind == "raise":
                     raise RuntimeError("a fault injected on this rank")
+                if kind == "hang":
+                    time.sleep(3600)
                 if kind == "nan":
                     x = x.copy()
                     x[...] = np.nan
@@ -89,6 +92,14 @@ def train(args):
     net = small_graph() if args.net == "graph" else \
         models.zfnet_mini(widths=WIDTHS, fc_width=FC, dropout=0.5)
     net.astype(dtype).to(args.device)
+    if fault and fault["kind"] == "hang-backward":  # stuck after the batch's loss was summed
+        first, original = net[net.names[0]], None
+
+        def backward(*a, **k):
+            if loader.epoch == fault["epoch"]:
+                time.sleep(3600)
+            return original(*a, **k)
+        original, first.backward = first.backward, backward
     optimizer = SGD(net, lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = Loader(images, labels, args.batch, shuffle=True, augment=True, seed=1, dtype=dtype,
                     fault=fault)
@@ -150,7 +161,7 @@ def main():
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--net", default="zfnet_mini", choices=("zfnet_mini", "graph"))
-    p.add_argument("--fault", choices=("kill", "raise", "nan"))
+    p.add_argument("--fault", choices=("kill", "raise", "nan", "hang", "hang-backward"))
     p.add_argument("--fault-rank", type=int, default=1)
     p.add_argument("--fault-epoch", type=int, default=2)
     p.add_argument("--fault-step", type=int, default=2)

@@ -31,25 +31,28 @@ pytestmark = pytest.mark.skipif(
     reason="distributed tests need mpi4py and mpirun (pip install 'minconv[mpi]')")
 
 
-def launch(args, ranks=None):
+def launch(args, ranks=None, env=None):
     """Run ``python args`` alone (ranks None) or under ``mpirun -n ranks``."""
     command = [sys.executable] + list(args)
     if ranks is not None:
         flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
         command = [MPIRUN, "-n", str(ranks)] + flags + command
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     env.update(MINCONV_MPI_TIMEOUT="60", PYTHONPATH=ROOT)
+    env.update(extra)
+    if ranks is not None:  # mpirun passes the environment on to its ranks only when asked
+        command[3:3] = [a for k in extra for a in ("-x", k)]
     return subprocess.run(command, capture_output=True, text=True, timeout=JOB_SECONDS,
                           cwd=ROOT, env=env)
 
 
-def worker(mode, out, ranks=None, **options):
+def worker(mode, out, ranks=None, env=None, **options):
     args = [WORKER, mode, str(out)]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         args += [flag] if value is True else [flag, str(value)]
-    done = launch(args, ranks)
-    return done
+    return launch(args, ranks, env)
 
 
 def ok(done):
@@ -86,10 +89,13 @@ def test_two_ranks_train_as_one_process_float64(reference, tmp_path):
     assert_same_run(reference / "result.npz", tmp_path / "result.npz", 1e-10)
 
 
-def test_a_rank_without_images_in_the_last_batch_adds_zeros(tmp_path):
-    # batch 4 over 45 images: the last batch has one image, rank 0 of 2 gets none
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_a_rank_without_images_in_the_last_batch_adds_zeros(tmp_path, overlap):
+    # batch 4 over 45 images: the last batch has one image, rank 0 of 2 gets none; buckets
+    # of 4 kB summed after the backward pass (blocking) or during it (non-blocking)
+    env = dict(MINCONV_MPI_OVERLAP=overlap, MINCONV_MPI_BUCKET_BYTES="4096")
     ok(worker("train", tmp_path / "one", epochs=1, batch=4))
-    ok(worker("train", tmp_path / "two", ranks=2, epochs=1, batch=4))
+    ok(worker("train", tmp_path / "two", ranks=2, epochs=1, batch=4, env=env))
     assert_same_run(tmp_path / "one" / "result.npz", tmp_path / "two" / "result.npz", 1e-10)
 
 
@@ -201,4 +207,15 @@ def test_a_nan_on_one_rank_stops_all_ranks_cleanly(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr.count("training diverged at epoch 2, step 3/5") == 1, done.stderr
     assert "MPI_ABORT" not in done.stderr
+    intact_checkpoint(tmp_path, 1)
+
+
+@pytest.mark.parametrize("where", ["hang", "hang-backward"])
+def test_a_rank_that_hangs_stops_the_job_at_the_deadline(tmp_path, where):
+    # stuck before the batch's loss is summed (a non-blocking collective waits) or after it,
+    # in the backward pass (the blocking gradient all-reduce waits, under the watchdog)
+    done = worker("train", tmp_path, ranks=2, epochs=3, batch=10, fault=where,
+                  env=dict(MINCONV_MPI_TIMEOUT="4"))
+    assert done.returncode != 0
+    assert "rank 0 of 2: no answer from the other ranks after 4 s" in done.stderr, done.stderr
     intact_checkpoint(tmp_path, 1)
