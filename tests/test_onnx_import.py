@@ -347,3 +347,13 @@ def test_imported_parameters_train(tmp_path, rng):
     for key, value in graph.params.items():
         value -= 0.1 * graph.grads[key]
     assert not np.array_equal(graph.params["fc8.W"], before)
+
+
+def test_reshape_to_the_fixed_batch_size_takes_any_batch(rng):
+    """Caffe2's exports reshape to (1, C*H*W) for their batch of 1: the same at batch 1,
+    and other batch sizes work too."""
+    model = make_model("Reshape", (1, 3, 4, 5), [("shape", np.array([1, 60], np.int64))])
+    x = weights(rng, 1, 3, 4, 5)
+    net = assert_matches_reference(model, x)
+    x3 = weights(rng, 3, 3, 4, 5)
+    np.testing.assert_array_equal(net.forward(x3), x3.reshape(3, 60))

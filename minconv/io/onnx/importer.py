@@ -123,6 +123,11 @@ class Importer:
             self._shapes = _static_shapes(self.model)
         return self._shapes.get(tensor)
 
+    def batch_size(self):
+        """The fixed batch size the model declares for its input, or None."""
+        shape = self.declared.get(self.inputs[0]) if self.inputs else None
+        return shape[0] if shape else None
+
     def internal(self, node_name):
         """A tensor name for the output of an intermediate graph node."""
         tensor = f"\0{node_name}"

@@ -64,7 +64,8 @@ def max_pool(node):
         PaddedMaxPool2D(kernel, strides, pads, dilations, ceil_mode)
     name = node.layer(pool)
     if node.output_needed(1):
-        node.layer(PoolIndices(pool, column_major), inputs=[node.outputs[0]], output=1, suffix="indices")
+        node.layer(PoolIndices(pool, column_major), inputs=[node.outputs[0]], output=1,
+                   suffix="indices")
     return name
 
 

@@ -4,7 +4,8 @@ Cast and ConstantOfShape.
 Shape is folded at load time from the static shapes ONNX's shape inference gives; a
 symbolic batch size becomes 0, which Reshape reads as "copy the input's size here", so
 PyTorch's ``x.view(x.size(0), -1)`` (Shape-Gather-Unsqueeze-Concat-Reshape) keeps working
-for any batch size.
+for any batch size. A Reshape to a fixed batch size equal to the model's (the Caffe2
+exports of the light models reshape to (1, 1024)) copies the batch size the same way.
 """
 import numpy as np
 
@@ -28,8 +29,15 @@ def reshape_attribute(node):  # opset 1-4: the shape is an attribute
 
 @converter("Reshape", since=5)
 def reshape(node):
-    shape = node.required_constant(1, "shape")
-    return node.layer(Reshape(ints(shape), allowzero=bool(node.attr("allowzero", 0))))
+    shape = list(ints(node.required_constant(1, "shape")))
+    allowzero = bool(node.attr("allowzero", 0))
+    # a target that repeats the model's fixed batch size (Caffe2 exports: (1, 1024)) keeps
+    # whatever batch comes: the same result at that size, and any other size works too
+    batch = node.importer.batch_size()
+    x_shape = node.shape(0) if batch is not None and shape and shape[0] == batch else None
+    if x_shape and x_shape[0] == batch and not allowzero:
+        shape[0] = 0
+    return node.layer(Reshape(shape, allowzero=allowzero))
 
 
 @converter("Transpose")
