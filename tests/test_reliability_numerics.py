@@ -114,6 +114,7 @@ OPS = {
     "relu": lambda: F.relu(empty(0, 3)),
     "relu_backward": lambda: F.relu_backward(empty(0, 3), empty(0, 3)),
     "dropout": lambda: F.dropout(empty(0, 3), 0.5, np.random.default_rng(0)),
+    "dropout_backward": lambda: F.dropout_backward(empty(0, 3), empty(0, 3)),
     "linear": lambda: F.linear(empty(0, 5), np.ones((2, 5), np.float32)),
     "linear_backward": lambda: F.linear_backward(empty(0, 2), empty(0, 5),
                                                  np.ones((2, 5), np.float32)),
@@ -122,6 +123,24 @@ OPS = {
                                                              np.zeros(0, np.int64)),
     "softmax_cross_entropy_backward": lambda: F.softmax_cross_entropy_backward(
         empty(0, 4), np.zeros(0, np.int64)),
+    "avg_pool2d": lambda: F.avg_pool2d(empty(0, 3, 8, 8), 2),
+    "avg_pool2d_backward": lambda: F.avg_pool2d_backward(empty(0, 3, 4, 4), (0, 3, 8, 8), 2),
+    "adaptive_avg_pool2d": lambda: F.adaptive_avg_pool2d(empty(0, 3, 8, 8), 1),
+    "adaptive_avg_pool2d_backward": lambda: F.adaptive_avg_pool2d_backward(
+        empty(0, 3, 1, 1), (0, 3, 8, 8)),
+    "batch_norm": lambda: F.batch_norm(empty(0, 3, 8, 8), np.ones(3, np.float32),
+                                       np.zeros(3, np.float32), np.zeros(3, np.float32),
+                                       np.ones(3, np.float32)),
+    "batch_norm_backward": lambda: F.batch_norm_backward(
+        empty(0, 3, 8, 8), empty(0, 3, 8, 8), np.ones(3, np.float32), np.zeros(3, np.float32),
+        np.ones(3, np.float32)),
+    "add": lambda: F.add([empty(0, 3, 8, 8), empty(0, 3, 8, 8)]),
+    "concat": lambda: F.concat([empty(0, 3, 8, 8), empty(0, 2, 8, 8)]),
+    "concat_backward": lambda: F.concat_backward(empty(0, 5, 8, 8), [3, 2]),
+    "sigmoid": lambda: F.sigmoid(empty(0, 3)),
+    "sigmoid_backward": lambda: F.sigmoid_backward(empty(0, 3), empty(0, 3)),
+    "tanh": lambda: F.tanh(empty(0, 3)),
+    "tanh_backward": lambda: F.tanh_backward(empty(0, 3), empty(0, 3)),
 }
 EXPECTED = {  # the leading (batch) dimension of each result that has one
     "conv2d": [(0, 4, 8, 8)], "conv2d_backward": [(0, 3, 8, 8), (4, 3, 3, 3), (4,)],
@@ -131,12 +150,19 @@ EXPECTED = {  # the leading (batch) dimension of each result that has one
     "max_unpool2d": [(0, 3, 8, 8)], "lrn": [(0, 3, 8, 8)], "lrn_backward": [(0, 3, 8, 8)],
     "relu": [(0, 3)], "relu_backward": [(0, 3)], "linear": [(0, 2)],
     "linear_backward": [(0, 5), (2, 5), (2,)], "softmax": [(0, 4)],
-    "softmax_cross_entropy_backward": [(0, 4)],
+    "softmax_cross_entropy_backward": [(0, 4)], "avg_pool2d": [(0, 3, 4, 4)],
+    "avg_pool2d_backward": [(0, 3, 8, 8)], "adaptive_avg_pool2d": [(0, 3, 1, 1)],
+    "adaptive_avg_pool2d_backward": [(0, 3, 8, 8)], "batch_norm": [(0, 3, 8, 8)],
+    "batch_norm_backward": [(0, 3, 8, 8), (3,), (3,)], "add": [(0, 3, 8, 8)],
+    "concat": [(0, 5, 8, 8)], "sigmoid": [(0, 3)], "sigmoid_backward": [(0, 3)],
+    "tanh": [(0, 3)], "tanh_backward": [(0, 3)], "dropout_backward": [(0, 3)],
 }
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_empty_batches_give_empty_results(op):
+    if not hasattr(F, op):
+        pytest.skip(f"no {op} in minconv.functional here")
     result = OPS[op]()
     results = result if isinstance(result, tuple) else (result,)
     for got, shape in zip(results, EXPECTED.get(op, [])):
@@ -145,12 +171,27 @@ def test_empty_batches_give_empty_results(op):
         assert not results[1].any() and not results[2].any()  # no examples: zero gradients
 
 
-def test_empty_batches_through_whole_nets():
-    for net in (mc.models.zfnet_mini(num_classes=10), mc.models.lenet5()):
-        y = net.forward(empty(0, 1, 28, 28), train=True)
-        assert y.shape == (0, 10)
-        dx = net.backward(empty(0, 10))
-        assert dx.shape == (0, 1, 28, 28)
+@pytest.mark.parametrize("model", ["zfnet_mini", "lenet5", "resnet_mini", "vgg_mini"])
+def test_empty_batches_through_whole_nets(model):
+    try:
+        net = mc.models.build(model, num_classes=10)
+    except ValueError:
+        pytest.skip(f"no {model} here")
+    shape = tuple(mc.models.input_shape_of(net))
+    y = net.forward(empty(0, *shape), train=False)
+    assert y.shape == (0, 10)
+    dx = net.backward(empty(0, 10))
+    assert dx.shape == (0,) + shape
+
+
+def test_every_functional_op_is_tried_on_an_empty_batch():
+    ops = {name for name in dir(F) if name.startswith(("conv", "max_", "avg_", "adaptive",
+                                                        "batch_norm", "lrn", "relu", "linear",
+                                                        "dropout", "softmax", "sigmoid", "tanh",
+                                                        "add", "concat", "im2col", "col2im"))}
+    helpers = {"conv_matrix", "conv_output_size", "conv_plan", "conv_transpose_output_size",
+               "conv_paths", "conv"}
+    assert ops - helpers <= set(OPS), sorted(ops - helpers - set(OPS))
 
 
 # ------------------------------------------------------------------ labels

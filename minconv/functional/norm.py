@@ -63,6 +63,8 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, train=False,
     invstd = 1 / xp.sqrt(var + x.dtype.type(eps))
     scale = invstd if gamma is None else gamma * invstd
     shift = -mean * scale if beta is None else beta - mean * scale
+    if x.size == 0:  # an empty batch: an empty result
+        return xp.empty_like(x), (mean, invstd)
     return kernels.batchnorm_apply(x, scale, shift), (mean, invstd)
 
 
@@ -76,6 +78,10 @@ def batch_norm_backward(dy, x, gamma, mean, invstd, train=False):
     check_array(dy, op, "dy", 4, "(N, C, H, W)")
     check_shape(dy, x.shape, op, "dy")
     check_same_dtype(op, dy=dy, x=x)
+    xp = get_array_module(x)
     if gamma is None:
-        gamma = get_array_module(x).ones(x.shape[1], dtype=x.dtype)
+        gamma = xp.ones(x.shape[1], dtype=x.dtype)
+    if x.size == 0:  # an empty batch: nothing flows back, nothing to learn
+        zeros = xp.zeros(x.shape[1], dtype=x.dtype)
+        return xp.empty_like(x), zeros, zeros.copy()
     return kernels_for(x).batchnorm_backward(dy, x, mean, invstd, gamma, bool(train))
