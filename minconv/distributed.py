@@ -286,6 +286,7 @@ class Communicator:
                                "every rank needs at least one image of each full batch")
             error.collective = True  # every rank finds it: no rank is left waiting
             raise error
+        from ._sharding import ShardedLoader
         return ShardedLoader(loader, self)
 
     # -- training ----------------------------------------------------------------
@@ -340,6 +341,7 @@ class Communicator:
         """The hooks of data-parallel training on ``net``: a :class:`GradientReducer` over
         its parameters, and Dropout layers that draw the masks of the whole batch."""
         from ._allreduce import GradientReducer
+        from ._sharding import share_dropout
         share_dropout(net, self)
         return GradientReducer(self, net, bucket_bytes, overlap)
 
@@ -383,94 +385,10 @@ class Communicator:
         return slice(min(n, part.start * batch_size), min(n, part.stop * batch_size))
 
     def merge_top_k(self, results, offset):
-        """Merge every rank's {layer: TopK} (image indices relative to ``offset``) into the
-        top-k of the whole scan, the same on every rank.
-
-        Each rank's list is sorted by value, ties by (image, position); rank r's images all
-        precede rank r+1's, so a stable sort of the rank-ordered concatenation by value keeps
-        the single-process order of ties."""
-        from .vis.topk import TopK
-        merged = {}
-        for layer, result in results.items():
-            images = np.where(result.images >= 0, result.images + offset, -1)
-            values = self.allgather(result.values, f"the top-k of {layer}")      # (R, F, k)
-            images = self.allgather(images, f"the top-k of {layer}")
-            positions = self.allgather(result.positions, f"the top-k of {layer}")  # (R, F, k, 2)
-            R, F, k = values.shape
-            cat_v = values.transpose(1, 0, 2).reshape(F, R * k)
-            cat_i = images.transpose(1, 0, 2).reshape(F, R * k)
-            cat_p = positions.transpose(1, 0, 2, 3).reshape(F, R * k, 2)
-            order = np.argsort(-cat_v, axis=1, kind="stable")[:, :k]
-            merged[layer] = TopK(layer, np.take_along_axis(cat_v, order, axis=1),
-                                 np.take_along_axis(cat_i, order, axis=1),
-                                 np.take_along_axis(cat_p, order[:, :, None], axis=1))
-        return merged
-
-
-class ShardedLoader:
-    """This rank's rows of every batch of ``loader``.
-
-    Every rank iterates the whole loader (so the shuffled order and the random
-    augmentations, drawn from the loader's one generator, are the same on all)
-    and keeps rows [b_r, b_{r+1}) of each global batch (see :func:`shares`).
-    Anything else (``rng``, ``spec()``, ``num_samples``, ``len``) is the loader's.
-    """
-
-    def __init__(self, loader, comm):
-        self.loader, self.comm = loader, comm
-
-    def __iter__(self):
-        try:
-            for x, y in self.loader:
-                part = self.comm.share(len(y))
-                self.comm.batch_rows = (part, len(y))  # for the Dropout layers
-                yield x[part], y[part]
-        finally:
-            self.comm.batch_rows = None
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-
-def share_dropout(net, comm):
-    """Make every Dropout layer of ``net`` draw the mask of the whole global batch, as one
-    process would, and keep this rank's rows of it: training with dropout then equals one
-    process too, and every rank's generator stays in step (checkpoints hold rank 0's)."""
-    from . import functional as F
-    from .nn import Dropout
-    for layer in _all_layers(net):
-        if isinstance(layer, Dropout) and not getattr(layer, "_shared_masks", False):
-            layer.forward = _whole_batch_dropout(layer, comm, F)
-            layer._shared_masks = True
-
-
-def _whole_batch_dropout(layer, comm, F):
-    original = layer.forward
-
-    def forward(x, train=False):
-        rows = comm.batch_rows
-        if not train or rows is None or layer.p == 0.0:
-            return original(x, train)
-        part, total = rows
-        xp = get_array_module(x)
-        whole = xp.zeros((total,) + tuple(x.shape[1:]), dtype=x.dtype)  # only its shape counts
-        _, mask = F.dropout(whole, layer.p, layer._generator_for(x), True)
-        mask = mask[part]
-        layer._cache = (mask, x.shape)          # what Dropout.backward reads
-        return x * mask
-
-    return forward
-
-
-def _all_layers(net):
-    for _, layer in net.items():
-        if hasattr(layer, "items") and callable(layer.items):
-            yield from _all_layers(layer)
-        else:
-            yield layer
+        """Every rank's {layer: TopK} (image indices relative to ``offset``) merged into the
+        top-k of the whole scan, the same on every rank (:func:`minconv._sharding.merge_top_k`)."""
+        from ._sharding import merge_top_k
+        return merge_top_k(self, results, offset)
 
 
 def _limit_threads(threads):
