@@ -92,9 +92,9 @@ def test_project_with_model_and_weights(tmp_path, image_folder, capsys):
 
 
 def test_project_resnet18_from_safetensors(tmp_path, image_folder, capsys):
-    mc.nn.set_seed(3)
     weights = tmp_path / "resnet18.safetensors"
-    mc.io.save_safetensors(mc.models.resnet18(num_classes=7), weights)
+    mc.io.save_safetensors(mc.models.resnet18(num_classes=7, rng=np.random.default_rng(3)),
+                           weights)
     out = tmp_path / "projection.png"
     status = main(["project", "--model", "resnet18", "--weights", str(weights), "--data",
                    image_folder, "--limit", "2", "--index", "1", "--layer", "layer1.0.conv1",
