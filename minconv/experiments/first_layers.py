@@ -43,7 +43,12 @@ FIRST = {"alexnet": dict(kernel=11, stride=4, pad=2, conv2_stride=1, conv2_pad=2
 
 def first_layer_net(kind, num_classes=10, in_channels=1, widths=(32, 64, 96, 96, 64),
                     fc_width=256, size=112, rng=None):
-    """The alexnet-like or zfnet-like net of the module's docstring, He-initialised."""
+    """The alexnet-like or zfnet-like net of the module's docstring.
+
+    conv1 starts from the paper's N(0, 0.01^2), so that what its filters learn soon
+    outweighs their initial noise and the RMS renormalisation (radius 0.1) acts as they
+    grow; the other layers are He-initialised.
+    """
     if kind not in FIRST:
         raise ValueError(f"first_layer_net: kind must be 'alexnet' or 'zfnet', got {kind!r}")
     f = FIRST[kind]
@@ -53,9 +58,9 @@ def first_layer_net(kind, num_classes=10, in_channels=1, widths=(32, 64, 96, 96,
     layers, side = [], size
     for i in range(5):
         n = i + 1
+        std = 0.01 if n == 1 else math.sqrt(2 / (c[i] * kernels[i] ** 2))
         layers.append((f"conv{n}", nn.Conv2D(c[i], c[n], kernels[i], strides[i], pads[i],
-                                             init_std=math.sqrt(2 / (c[i] * kernels[i] ** 2)),
-                                             rng=rng)))
+                                             init_std=std, rng=rng)))
         layers.append((f"relu{n}", nn.ReLU(inplace=True)))
         side = (side + 2 * pads[i] - kernels[i]) // strides[i] + 1
         if n in (1, 2, 5):
