@@ -357,3 +357,38 @@ def test_reshape_to_the_fixed_batch_size_takes_any_batch(rng):
     net = assert_matches_reference(model, x)
     x3 = weights(rng, 3, 3, 4, 5)
     np.testing.assert_array_equal(net.forward(x3), x3.reshape(3, 60))
+
+
+def test_round_trip_of_the_onnx_layers(tmp_path, rng):
+    """The layers ONNX import adds (padded and dilated pooling, Pad, Transpose, Reshape,
+    Scale, Shift, LeakyReLU, Gemm, Softmax) export too: onnxruntime agrees, and so does
+    the net imported again."""
+    from minconv.nn import arith, tensor_ops, window_pool
+    nn = mc.nn
+    g = nn.Graph()
+    g.add("pad", tensor_ops.Pad(((0, 0), (0, 0), (1, 2), (2, 0)), "reflect"))
+    g.add("conv", nn.Conv2D(3, 6, 3, groups=3))
+    g.add("leaky", arith.LeakyReLU(0.1))
+    g.add("maxpool", window_pool.PaddedMaxPool2D((3, 3), (2, 2), (0, 1, 1, 1), (1, 1), True))
+    g.add("unused", nn.ReLU(), inputs=["leaky"])  # read by nothing: not exported
+    g.add("avgpool", window_pool.PaddedAvgPool2D((2, 2), (1, 1), (1, 0, 0, 1), (2, 2)),
+          inputs=["maxpool"])
+    g.add("gmax", window_pool.GlobalMaxPool(), inputs=["avgpool"])
+    g.add("scale", arith.Scale(rng.standard_normal((1, 6, 1, 1)).astype(np.float32)))
+    g.add("shuffle1", tensor_ops.Reshape((0, 2, 3, 1, 1)))  # a channel shuffle
+    g.add("shuffle2", tensor_ops.Transpose((0, 2, 1, 3, 4)))
+    g.add("flat", tensor_ops.Flatten(1))
+    g.add("shift", arith.Shift(rng.standard_normal(6).astype(np.float32)))
+    g.add("gemm", arith.Gemm(rng.standard_normal((4, 6)).astype(np.float32),
+                             rng.standard_normal((1, 4)).astype(np.float32), alpha=0.5,
+                             beta=2.0, transB=True))
+    g.add("softmax", arith.Softmax(1, flatten=True))
+    x = rng.standard_normal((2, 3, 11, 12)).astype(np.float32)
+    expected = g.forward(x)
+    path = tmp_path / "layers.onnx"
+    mc.io.save_onnx(g, path, x.shape)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(mc.io.load_onnx(path).forward(x), expected, rtol=1e-6,
+                               atol=1e-7)

@@ -172,21 +172,25 @@ def avg_pool(w, path, layer, inputs, shapes):
                   count_include_pad=int(bool(layer.count_include_pad)))
 
 
-def _window_attributes(layer):
-    return dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                pads=list(layer.pads), dilations=list(layer.dilation),
-                ceil_mode=int(layer.ceil_mode))
+def _window_attributes(w, layer, op_type):
+    attributes = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                      pads=list(layer.pads), ceil_mode=int(layer.ceil_mode))
+    if layer.dilation != (1, 1):
+        attributes["dilations"] = list(layer.dilation)
+        if op_type == "AveragePool":  # AveragePool has dilations from opset 19 on
+            w.opset = max(w.opset, 19)
+    return attributes
 
 
 @exports(window_pool.PaddedMaxPool2D)
 def padded_max_pool(w, path, layer, inputs, shapes):
-    return w.node("MaxPool", inputs, path, **_window_attributes(layer))
+    return w.node("MaxPool", inputs, path, **_window_attributes(w, layer, "MaxPool"))
 
 
 @exports(window_pool.PaddedAvgPool2D)
 def padded_avg_pool(w, path, layer, inputs, shapes):
     return w.node("AveragePool", inputs, path, count_include_pad=int(layer.count_include_pad),
-                  **_window_attributes(layer))
+                  **_window_attributes(w, layer, "AveragePool"))
 
 
 @exports(window_pool.GlobalAvgPool)

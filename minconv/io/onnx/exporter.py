@@ -53,8 +53,8 @@ def _walk(net, prefix=""):
     from ...nn import Graph
     steps, previous = [], prefix + "\0in"
     if isinstance(net, Graph):
-        names = {}
-        for name in net.order():
+        names, needed = {}, net._ancestors(net.output)  # nodes the output does not read: none
+        for name in [n for n in net.order() if n in needed]:
             layer = net[name]
             inputs = [prefix + "\0in" if i == "input" else names[i] for i in net.inputs_of(name)]
             path = prefix + name
@@ -105,7 +105,7 @@ def save_onnx(net, path, input_shape, opset=OPSET):
     steps = _walk(net)
     shapes = _shapes(net, steps, input_shape, dtype)
     writer = _Writer()
-    writer.dtype = dtype
+    writer.dtype, writer.opset = dtype, opset  # an exporter may need a newer opset
     tensor = {"\0in": "input"}
     for name, layer, inputs in steps:
         exporter = _EXPORTERS.get(type(layer))
@@ -121,7 +121,7 @@ def save_onnx(net, path, input_shape, opset=OPSET):
         [helper.make_tensor_value_info("input", elem, ["N"] + list(input_shape[1:]))],
         [helper.make_tensor_value_info(tensor[steps[-1][0]], elem, ["N"] + list(out_shape[1:]))],
         writer.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", writer.opset)],
                               producer_name="minconv")
     model.ir_version = min(model.ir_version, 8)
     onnx.checker.check_model(model)
