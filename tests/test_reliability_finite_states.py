@@ -96,6 +96,7 @@ def test_divergence_before_any_checkpoint_says_there_is_none(tmp_path, monkeypat
     assert real
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow that diverges
 def test_issue_reproducer_diverging_run_leaves_only_finite_checkpoints(tmp_path, capsys):
     data_dir = write_idx(tmp_path / "idx")
     out = tmp_path / "run"
