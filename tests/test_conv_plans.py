@@ -30,7 +30,11 @@ def isa_cap(request):
     def cap(name):
         if name == "any":
             return
-        runtime.configure(isa=name)
+        try:
+            runtime.configure(isa=name)
+        except ValueError as error:     # kernels without a cap: only their own level runs
+            if runtime.isa() != name:
+                pytest.skip(str(error))
         if runtime.isa() != name:
             pytest.skip(f"this CPU (or build) has no {name} tiles (best: {runtime.isa()})")
     before = runtime.isa()

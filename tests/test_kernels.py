@@ -437,3 +437,24 @@ def test_lrn_backward_rejects_mismatched_arrays():
     y, scale = cpu_lrn.lrn_forward(x, 5, 1e-4, 0.75, 2.0)
     with pytest.raises(ValueError, match="differ"):
         cpu_lrn.lrn_backward(x[:, :3], x, y, scale, 5, 1e-4, 0.75)
+
+
+# ---------------------------------------------------------------- twins with one signature
+
+def test_every_twin_has_the_references_signature():
+    import inspect
+
+    from minconv._kernels import NAMES, cpu_activation, cuda
+    modules = [cuda, cpu_conv, cpu_pool, cpu_lrn, cpu_activation]
+    compared = set()
+    for name in NAMES:
+        if not hasattr(ref, name):
+            continue
+        want = inspect.signature(getattr(ref, name))
+        for module in modules:
+            if hasattr(module, name):
+                got = inspect.signature(getattr(module, name))
+                assert list(got.parameters) == list(want.parameters), (module.__name__, name)
+                compared.add((module.__name__, name))
+    assert ("minconv._kernels.cuda", "relu_backward") in compared
+    assert ("minconv._kernels.cuda", "im2col") in compared

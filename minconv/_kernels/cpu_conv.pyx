@@ -79,7 +79,7 @@ import os
 import numpy as np
 
 from . import reference
-from .reference import conv_output_size
+from ..geometry import kernel_geometry
 
 
 cdef inline Py_ssize_t _first_valid(Py_ssize_t offset, Py_ssize_t stride,
@@ -303,15 +303,7 @@ def set_kernel_threads(int n):
 
 
 def _geometry(shape, kh, kw, stride, padding, dilation):
-    N, C, H, W = (int(v) for v in shape)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    Ho = conv_output_size(H, kh, sh, ph, dh)
-    Wo = conv_output_size(W, kw, sw, pw, dw)
-    if Ho < 1 or Wo < 1 or min(kh, kw, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
-        raise ValueError(
-            f"im2col/col2im: no output for input {tuple(shape)} with kernel ({kh}, {kw}), "
-            f"stride {stride}, padding {padding}, dilation {dilation}")
-    return N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo
+    return kernel_geometry(shape, kh, kw, stride, padding, dilation)
 
 
 def _float_array(a, what):

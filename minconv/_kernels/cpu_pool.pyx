@@ -22,7 +22,7 @@ from minconv._kernels._parallel cimport threads_for
 
 import numpy as np
 
-from .reference import pool_output_size
+from ..geometry import pool_output_size
 
 cdef extern from *:
     """

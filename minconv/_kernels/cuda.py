@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import backend
 from . import reference
-from .reference import conv_output_size, pool_output_size
+from ..geometry import kernel_geometry, pool_output_size
 
 BLOCK = 256          # threads per block
 MAX_GRID = 2 ** 16   # blocks per launch; the grid-stride loop covers the rest
@@ -249,14 +249,9 @@ def _float_array(a, what):
 
 
 def _conv_geometry(shape, kh, kw, stride, padding, dilation):
-    N, C, H, W = (int(v) for v in shape)
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    Ho = conv_output_size(H, kh, sh, ph, dh)
-    Wo = conv_output_size(W, kw, sw, pw, dw)
-    if Ho < 1 or Wo < 1 or min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
-        raise ValueError(
-            f"im2col/col2im: no output for input {tuple(shape)} with kernel ({kh}, {kw}), "
-            f"stride {stride}, padding {padding}, dilation {dilation}")
+    """The sizes the unfold kernels take: (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)."""
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = kernel_geometry(shape, int(kh), int(kw),
+                                                                 stride, padding, dilation)
     return (N, C, H, W, int(kh), int(kw), sh, sw, ph, pw, dh, dw, Ho, Wo)
 
 
@@ -393,27 +388,22 @@ def lrn_backward(dy, x, y, scale, size, alpha, beta):
     return dx
 
 
-# ---------------------------------------------------------------- ReLU's three backward rules
-
-_RULE_CODES = {"grad": 0, "deconv": 1, "guided": 2}
-
+# ---------------------------------------------------------------- the ReLU's gradient
 
 @functools.lru_cache(maxsize=None)
 def _relu_backward_kernel():
     # one fused pass instead of a comparison, a cast and a product; CuPy
     # compiles it once per dtype and caches it
     return _cupy().ElementwiseKernel(
-        "T dy, T x, int32 rule", "T dx",
-        """
-        // rule 0 grad: dy * (x > 0);  1 deconv: relu(dy);  2 guided: relu(dy) * (x > 0)
-        const T g = rule == 0 ? dy : (dy > T(0) ? dy : T(0));
-        dx = rule == 1 ? g : g * T(x > T(0));
-        """,
-        "minconv_relu_backward")
+        "T dy, T x", "T dx", "dx = x > T(0) ? dy : T(0)", "minconv_relu_backward")
 
 
-def relu_backward(dy, x, rule="grad"):
-    """dx of ReLU under ``rule`` (DESIGN.md), fused into one kernel: dy, x -> dx, same shape."""
-    if rule not in _RULE_CODES:
-        raise ValueError(f"unknown backward rule {rule!r}: expected one of {tuple(_RULE_CODES)}")
-    return _relu_backward_kernel()(dy, x, np.int32(_RULE_CODES[rule]))
+def relu_backward(dy, x):
+    """The ReLU's true gradient, fused into one kernel: dx = dy where x > 0, else 0
+    (x its input or output), the reference's twin; the deconvnet's rules are in
+    :func:`minconv.functional.relu_backward`."""
+    dy, x = _float_array(dy, "relu_backward: dy"), _float_array(x, "relu_backward: x")
+    if dy.shape != x.shape or dy.dtype != x.dtype:
+        raise ValueError(f"relu_backward: dy and x must share shape and dtype, got "
+                         f"{dy.dtype} {dy.shape} and {x.dtype} {x.shape}")
+    return _relu_backward_kernel()(dy, x)

@@ -5,39 +5,14 @@ Cython module (``_cpu``) and the CuPy module (``cuda``); the tests check the
 twins against these. The code is written against an array module ``xp``
 (NumPy or CuPy), so the same specification also runs on a GPU.
 
-Conventions (see DESIGN.md): layout NCHW; every size argument is a pair
+Conventions (see docs/architecture.md): layout NCHW; every size argument is a pair
 ``(rows, cols)``, e.g. ``stride=(sh, sw)``.
 
-Output sizes
-------------
-A window of ``k`` taps spaced ``d`` apart spans ``d*(k-1) + 1`` pixels. On an
-input of ``n`` pixels padded by ``p`` on both sides, taken every ``s`` pixels::
-
-    convolution (floor):  n_out = floor((n + 2p - d(k-1) - 1) / s) + 1
-    pooling, ceil_mode:   n_out = ceil((n + 2p - k) / s) + 1,
-                          minus one if the last window would start in the
-                          right padding (Caffe and PyTorch agree on this).
+Output sizes, padding rules and argument checks are :mod:`minconv.geometry`'s,
+shared by every twin.
 """
-import math
-
 from ..backend import get_array_module
-
-
-# ---------------------------------------------------------------- sizes
-
-def conv_output_size(n, k, s, p, d=1):
-    """Output length of a convolution along one axis (floor rounding)."""
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def pool_output_size(n, k, s, p, ceil_mode=False):
-    """Output length of a max pooling along one axis (floor or ceil rounding)."""
-    if not ceil_mode:
-        return (n + 2 * p - k) // s + 1
-    out = math.ceil((n + 2 * p - k) / s) + 1
-    if (out - 1) * s >= n + p:  # the last window starts in the padding: drop it
-        out -= 1
-    return out
+from ..geometry import conv_output_size, pool_output_size  # noqa: F401 (the kernels' sizes)
 
 
 # ---------------------------------------------------------------- im2col / col2im

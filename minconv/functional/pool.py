@@ -5,7 +5,7 @@ back where the maximum came from. The same operation is max pooling's
 backward pass, so :func:`max_unpool2d` serves both.
 """
 from .._kernels import kernels_for
-from .._kernels.reference import pool_output_size
+from ..geometry import pool_output_size
 from ..backend import get_array_module
 from ._checks import check_array, check_nonnegative, check_positive, check_shape, pair
 

@@ -1,6 +1,6 @@
 """Parameter-free layers and the fully connected layer.
 
-Every backward pass takes ``rule`` ("grad", "deconv" or "guided", DESIGN.md);
+Every backward pass takes ``rule`` ("grad", "deconv" or "guided", docs/architecture.md);
 only ReLU and LRN behave differently under the visualisation rules. Layers
 without parameters ignore ``param_grads`` and ``input_grad``: dx is all they make.
 """

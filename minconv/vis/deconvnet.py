@@ -12,7 +12,7 @@ To see what a unit of layer L responds to in an image x:
 Step 3 is ``net.backward(s, rule="deconv", start=L)`` (here without parameter
 gradients: :func:`~minconv.vis._common.backward_to_input`). The same call with
 ``rule="guided"`` gives guided backpropagation and with ``rule="grad"`` the true
-gradient a * d unit / dx (DESIGN.md, "The three backward rules").
+gradient a * d unit / dx (docs/architecture.md, "The three backward rules").
 
 Batching: each of the M rows of a projection is one (image, channel, position)
 triple; images are repeated along the batch so that every row has its own switches

@@ -1,6 +1,6 @@
 """Gradient maps of a class score or a unit: saliency and guided backpropagation.
 
-Both are the deconvnet's projection with another backward rule (DESIGN.md):
+Both are the deconvnet's projection with another backward rule (docs/architecture.md):
 
     saliency(x)        = max_c | d S_k / d x_c |     (Simonyan et al.; rule "grad")
     guided_backprop(x) = the "guided" backward pass of S_k: relu(dy) * (x > 0) at ReLUs
