@@ -116,3 +116,20 @@ def test_resume_with_more_epochs_extends_and_with_fewer_refuses(tmp_path, capsys
     # without --epochs, a resumed run keeps its own plan, not the recipe's 27 epochs
     status, out, err = run(base(data_dir, run_dir, "--resume", *cosine), capsys)
     assert status == 1 and "already trained 3 epochs; --epochs 3" in err
+
+
+def test_a_frozen_layer_needs_no_buffer_and_a_nested_net_resumes(tmp_path):
+    mc.nn.set_seed(0)
+    inner = mc.nn.Sequential([("conv", mc.nn.Conv2D(1, 2, 3)), ("relu", mc.nn.ReLU())])
+    net = mc.nn.Sequential([("block", inner), ("flatten", mc.nn.Flatten()),
+                            ("fc", mc.nn.Linear(2 * 26 * 26, 3))])
+    opt = train.SGD(net, lr=0.1, momentum=0.9, frozen=["block"])
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    net.forward(x, train=True)
+    net.backward(np.ones((2, 3), np.float32))
+    opt.step()
+    assert sorted(opt.velocity) == ["fc.W", "fc.b"]
+    train.save_checkpoint(tmp_path / "c.npz", net, opt, epoch=1)
+    fresh = train.SGD(net, lr=0.1, momentum=0.9)
+    train.load_checkpoint(tmp_path / "c.npz", net=net).restore(fresh)
+    assert fresh.frozen == ["block"] and sorted(fresh.velocity) == ["fc.W", "fc.b"]

@@ -26,6 +26,7 @@ net is first built with shapes only, see :func:`minconv.nn.shapes_only`), and
 the whole at most ``MAX_CHECKPOINT_BYTES``. Every ``meta.json`` field is checked
 against its schema; any failure is a ValueError naming the file and the field.
 """
+import copy
 import json
 import math
 import os
@@ -155,7 +156,7 @@ class Checkpoint:
         and dtype (anything else would resume silently, not bit-identically).
         """
         if optimizer is not None and self.meta["optimizer"] is not None:
-            _check_velocity(self.path, optimizer.net, self.meta["optimizer"], self.velocity)
+            _check_velocity(self.path, optimizer, self.meta["optimizer"], self.velocity)
             optimizer.load_state_dict(self.meta["optimizer"], self.velocity)
         if schedule is not None and self.meta["schedule"] is not None:
             try:
@@ -177,14 +178,13 @@ class Checkpoint:
                                  f"{error}") from None
 
 
-def _check_velocity(path, net, scalars, buffers):
-    """Every trainable parameter has its momentum buffer (after step 1), each of the
-    parameter's shape and dtype, and no buffer is left over."""
-    params = net.params
-    frozen, mult = set(scalars["frozen"]), scalars["lr_mult"]
-    trainable = [k for k in params if k.rsplit(".", 1)[0] not in frozen
-                 and mult.get(k.rsplit(".", 1)[0], 1.0) != 0.0]
-    needed = trainable if scalars["momentum"] and scalars["steps"] > 0 else []
+def _check_velocity(path, optimizer, scalars, buffers):
+    """Every parameter the optimiser trains has its momentum buffer (after step 1), each of
+    the parameter's shape and dtype, and no buffer is left over."""
+    params = optimizer.net.params
+    planned = copy.copy(optimizer)  # which parameters the saved settings train, as SGD sees it
+    planned.frozen, planned.lr_mult = list(scalars["frozen"]), dict(scalars["lr_mult"])
+    needed = planned.trainable if scalars["momentum"] and scalars["steps"] > 0 else []
     missing = [k for k in needed if k not in buffers]
     unexpected = [k for k in buffers if k not in params]
     if missing or unexpected:
