@@ -300,7 +300,8 @@ class ImageFolder:
             self.classes = found
         else:
             self.classes = list(classes)
-            unknown = [d for d in found if d not in set(self.classes)]
+            known = set(self.classes)
+            unknown = [d for d in found if d not in known]
             if unknown:
                 raise DataError(f"{self.root}: class folder {display_name(unknown[0])!r} is not "
                                 f"one of the {len(self.classes)} classes the net was trained "
@@ -309,9 +310,10 @@ class ImageFolder:
         if not self.classes:
             raise DataError(f"{self.root}: no class sub-folders (expected root/<class>/<image>)")
         self.samples, self.skipped, self._skipped_paths = [], [], set()
+        present = set(found)
         for label, name in enumerate(self.classes):
             folder = os.path.join(self.root, name)
-            if name not in found:
+            if name not in present:
                 continue  # a class of the table without images in this split
             for file in sorted(os.listdir(folder)):
                 path = os.path.join(folder, file)
