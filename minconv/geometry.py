@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-__all__ = ["pair", "conv_output_size", "conv_transpose_output_size", "pool_output_size",
+__all__ = ["pair", "check_positive", "check_nonnegative", "conv_output_size", "conv_transpose_output_size", "pool_output_size",
            "resolve_padding", "check_groups", "conv_geometry", "conv_transpose_geometry",
            "kernel_geometry", "receptive_field_step"]
 
@@ -37,12 +37,14 @@ def pair(value, what):
     raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
 
 
-def _check_positive(values, op, what):
+def check_positive(values, op, what):
+    """Raise ValueError unless every value is >= 1."""
     if any(v < 1 for v in values):
         raise ValueError(f"{op}: {what} must be >= 1, got {values}")
 
 
-def _check_nonnegative(values, op, what):
+def check_nonnegative(values, op, what):
+    """Raise ValueError unless every value is >= 0."""
     if any(v < 0 for v in values):
         raise ValueError(f"{op}: {what} must be >= 0, got {values}")
 
@@ -95,7 +97,7 @@ def resolve_padding(padding, kernel_size, stride=1, dilation=1, op="conv2d"):
                              "odd); minconv pads both sides alike: use an odd kernel")
         return spans[0] // 2, spans[1] // 2
     padding = pair(padding, f"{op}: padding")
-    _check_nonnegative(padding, op, "padding")
+    check_nonnegative(padding, op, "padding")
     return padding
 
 
@@ -114,8 +116,8 @@ def check_groups(op, groups, in_channels, out_channels):
 def _hyper(op, stride, padding, dilation, kernel_size):
     stride = pair(stride, f"{op}: stride")
     dilation = pair(dilation, f"{op}: dilation")
-    _check_positive(stride, op, "stride")
-    _check_positive(dilation, op, "dilation")
+    check_positive(stride, op, "stride")
+    check_positive(dilation, op, "dilation")
     padding = resolve_padding(padding, kernel_size, stride, dilation, op)
     return stride, padding, dilation
 
@@ -145,7 +147,7 @@ def conv_transpose_geometry(op, x_shape, kernel_size, out_channels, stride, padd
     kh, kw = kernel_size
     stride, padding, dilation = _hyper(op, stride, padding, dilation, (kh, kw))
     output_padding = pair(output_padding, f"{op}: output_padding")
-    _check_nonnegative(output_padding, op, "output_padding")
+    check_nonnegative(output_padding, op, "output_padding")
     if any(o >= max(s, d) for o, s, d in zip(output_padding, stride, dilation)):
         raise ValueError(f"{op}: output_padding {output_padding} must be smaller than "
                          f"stride {stride} or dilation {dilation}")

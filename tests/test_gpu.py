@@ -216,6 +216,31 @@ def test_conv_ops(cp, case, dtype, rng):
     assert_close(F.conv2d(gx, gW, gb, s, p, d, workspace=1), y, dtype, "conv2d chunked")
 
 
+# (N, C, H, W, F, k, stride, padding, groups): groups=2, depthwise, a large depthwise map
+GROUPED_GRID = [(2, 4, 9, 8, 6, 3, 1, 1, 2), (2, 6, 7, 7, 6, 3, 2, 1, 6),
+                (1, 4, 30, 30, 8, 3, 1, 1, 4)]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("plan", F.PLANS)
+@pytest.mark.parametrize("case", GROUPED_GRID, ids=str)
+def test_grouped_conv_on_every_plan(cp, case, plan, dtype, rng):
+    N, C, H, W_, F_, k, s, p, g = case
+    x, W, b = (rng.standard_normal(shape).astype(dtype)
+               for shape in ((N, C, H, W_), (F_, C // g, k, k), (F_,)))
+    y = F.conv2d(x, W, b, s, p, 1, g)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    gx, gW, gb, gdy = (cp.asarray(a) for a in (x, W, b, dy))
+    assert_close(F.conv2d(gx, gW, gb, s, p, 1, g, plan=plan), y, dtype, "grouped conv2d")
+    for name, got, want in zip(("dx", "dW", "db"),
+                               F.conv2d_backward(gdy, gx, gW, s, p, 1, g, plan=plan),
+                               F.conv2d_backward(dy, x, W, s, p, 1, g)):
+        assert_close(got, want, dtype, f"grouped conv2d_backward {name}")
+    assert_close(F.conv_transpose2d(gdy, gW, None, s, p, 1, g, plan=plan),
+                 F.conv_transpose2d(dy, W, None, s, p, 1, g), dtype, "grouped conv_transpose2d")
+
+
 @needs_gpu
 @pytest.mark.parametrize("dtype", cases.DTYPES)
 @pytest.mark.parametrize("case", cases.POOL_CASES, ids=cases.case_id)

@@ -2,18 +2,9 @@
 import numpy as np
 
 from ..backend import get_array_module
+from ..geometry import check_nonnegative, check_positive, pair  # noqa: F401 (one home)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def pair(value, what):
-    """``3 -> (3, 3)``; ``(3, 2) -> (3, 2)``; anything else is an error."""
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, (int, np.integer)) for v in value):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
 
 
 def check_array(x, op, what="input", ndim=None, layout=None):
@@ -42,13 +33,3 @@ def check_shape(a, expected, op, what):
     """Raise ValueError unless ``a.shape == expected``."""
     if tuple(a.shape) != tuple(expected):
         raise ValueError(f"{op}: {what} has shape {tuple(a.shape)}, expected {tuple(expected)}")
-
-
-def check_positive(values, op, what):
-    if any(v < 1 for v in values):
-        raise ValueError(f"{op}: {what} must be >= 1, got {values}")
-
-
-def check_nonnegative(values, op, what):
-    if any(v < 0 for v in values):
-        raise ValueError(f"{op}: {what} must be >= 0, got {values}")
