@@ -23,7 +23,8 @@ import os
 import shutil
 import time
 
-from ..backend import get_array_module, keep_freed_memory, to_device
+from .. import runtime
+from ..backend import get_array_module, to_device
 from ..data import DataError
 from ..nn import SoftmaxCrossEntropy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -68,7 +69,7 @@ class Trainer:
         self.out_dir, self.progress, self.verbose = out_dir, progress, verbose
         self.device = device or net.device or "cpu"
         if self.device == "cpu":
-            keep_freed_memory()  # every step allocates the same large activations again
+            runtime.configure(malloc="keep")  # every step allocates the same activations again
         self.extra, self.arrays = dict(extra or {}), dict(arrays or {})
         self.loss = SoftmaxCrossEntropy()
         self.epoch = 0                # epochs completed
