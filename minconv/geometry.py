@@ -145,6 +145,8 @@ def conv_transpose_geometry(op, x_shape, kernel_size, out_channels, stride, padd
     """Normalised ``(stride, padding, dilation, output_padding, y_shape)`` of a transposed
     convolution of an input of ``x_shape`` (N, C_in, Hi, Wi)."""
     kh, kw = kernel_size
+    if isinstance(padding, str):  # "same" describes the convolution's output, not C^T's
+        raise ValueError(f"{op}: padding must be an int or a pair, got {padding!r}")
     stride, padding, dilation = _hyper(op, stride, padding, dilation, (kh, kw))
     output_padding = pair(output_padding, f"{op}: output_padding")
     check_nonnegative(output_padding, op, "output_padding")

@@ -91,6 +91,14 @@ def test_bad_groups_are_refused(groups, match, rng):
         mc.nn.Conv2D(4, 4, 3, groups=groups)
 
 
+def test_transposed_convolutions_take_numeric_padding(rng):
+    x = rng.standard_normal((1, 2, 4, 4))
+    with pytest.raises(ValueError, match="conv_transpose2d: padding must be an int or a pair"):
+        F.conv_transpose2d(x, rng.standard_normal((2, 2, 3, 3)), padding="same")
+    with pytest.raises(ValueError, match="ConvTranspose2D: padding must be an int or a pair"):
+        mc.nn.ConvTranspose2D(2, 2, 3, padding="same")
+
+
 def test_grouped_weights_must_match_the_channels(rng):
     x = rng.standard_normal((1, 4, 5, 5))
     with pytest.raises(ValueError, match=r"input has 4 channels.*groups=2 expects 6"):

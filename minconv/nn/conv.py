@@ -26,6 +26,8 @@ class _ConvBase(Layer):
         self.kernel_size = pair(kernel_size, f"{kind}: kernel_size")
         self.stride = pair(stride, f"{kind}: stride")
         self.dilation = pair(dilation, f"{kind}: dilation")
+        if isinstance(padding, str) and kind != "Conv2D":
+            raise ValueError(f"{kind}: padding must be an int or a pair, got {padding!r}")
         self.padding = resolve_padding(padding, self.kernel_size, self.stride, self.dilation, kind)
         self.groups = check_groups(kind, groups, self.in_channels, self.out_channels)
         if plan is not None and not isinstance(plan, F.Plan) and plan not in F.PLANS:
