@@ -1,5 +1,5 @@
 """Stateful layers: thin wrappers over :mod:`minconv.functional`, and Sequential."""
-from .base import Layer, default_rng, set_seed
+from .base import Layer, default_rng, set_seed, shapes_only
 from .conv import Conv2D, ConvTranspose2D
 from .layers import LRN, Dropout, Flatten, Linear, MaxPool2D, ReLU
 from .loss import SoftmaxCrossEntropy
@@ -14,4 +14,5 @@ from .saturating import Sigmoid, Tanh
 __all__ = ["AdaptiveAvgPool2D", "Add", "AvgPool2D", "BatchNorm2D", "Concat", "Container", "Graph",
            "Identity", "LayerError", "Sigmoid", "Tanh",
            "Conv2D", "ConvTranspose2D", "Dropout", "Flatten", "LRN", "Layer", "Linear",
-           "MaxPool2D", "ReLU", "Sequential", "SoftmaxCrossEntropy", "default_rng", "set_seed"]
+           "MaxPool2D", "ReLU", "Sequential", "SoftmaxCrossEntropy", "default_rng", "set_seed",
+           "shapes_only"]
