@@ -95,8 +95,9 @@ def table(header, rows):
     return "\n".join(lines)
 
 
-def preamble(name, args, chosen, extra=""):
+def preamble(name, args, chosen, extra="", test=True):
     """The lines that state the dataset, the budget and the seed."""
+    tested = f", the first {chosen['test']} test images" if test else ""
     return (f"# {name}\n\ndataset: Fashion-MNIST ({args.data}), {chosen['train']} training "
-            f"images per class, the first {chosen['test']} test images{extra}\n"
+            f"images per class{tested}{extra}\n"
             f"budget: {chosen['epochs']} epochs each; seed {args.seed}\n")

@@ -112,7 +112,8 @@ def run(args):
     x = _common.normalise(test_images[pick][:, None])
     print(_common.preamble("Correspondence analysis (Table 1 style)", args, chosen,
                            f"; the net: {source}; occluded: the first {len(pick)} test images "
-                           f"of class {args.cls}, random boxes drawn {chosen['draws']} times"))
+                           f"of class {args.cls}, random boxes drawn {chosen['draws']} times",
+                           test=False))
     rows = []
     for part, box in PARTS.items():
         same = correspondence(net, x, box)
