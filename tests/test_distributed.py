@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -43,8 +44,15 @@ def launch(args, ranks=None, env=None):
     env.update(extra)
     if ranks is not None:  # mpirun passes the environment on to its ranks only when asked
         command[3:3] = [a for k in extra for a in ("-x", k)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=JOB_SECONDS,
-                          cwd=ROOT, env=env)
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT, env=env, start_new_session=True)
+    try:
+        out, err = job.communicate(timeout=JOB_SECONDS)
+    except subprocess.TimeoutExpired:  # a hang is a failure; no rank is left behind
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        pytest.fail(f"{' '.join(command)} still ran after {JOB_SECONDS} s\n{out}\n{err}")
+    return subprocess.CompletedProcess(command, job.returncode, out, err)
 
 
 def worker(mode, out, ranks=None, env=None, **options):
