@@ -29,7 +29,7 @@ import numpy as np
 from .. import runtime
 from .._kernels import kernels_for
 from ..backend import get_array_module
-from ..geometry import (check_groups, conv_geometry, conv_output_size, conv_transpose_geometry,
+from ..geometry import (check_groups, conv_geometry, conv_transpose_geometry,
                         conv_transpose_output_size)
 from ._checks import check_array, check_same_dtype, check_shape
 from .conv_paths import ConvPath, Gather, Window, chunk_rows, chunks, output_hw, sum_in_order

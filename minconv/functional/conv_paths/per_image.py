@@ -12,8 +12,7 @@ layout transposes of the one-GEMM path disappear.
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import (ConvPath, Gather, Window, chunks, output_hw, sum_in_order,  # noqa: F401
-               weight_matrix)
+from . import ConvPath, Gather, chunks, output_hw, sum_in_order, weight_matrix
 
 
 def _image_columns(cols, i, L):
