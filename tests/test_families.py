@@ -207,3 +207,25 @@ def test_projections_through_a_residual_stage_match_autograd(rule, rng):
         handle.remove()
     projection = dn.project(x, layer="layer2.0.bn2", channel=2, position=(1, 1), rule=rule)
     assert_close(projection, xt.grad, f"{rule} projection from layer2.0.bn2", tol=1e-4)
+
+
+def test_the_seeds_small_nets(rng):
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    lenet = mc.models.lenet5_original()
+    assert lenet.num_params() == 61_706
+    assert [type(lenet[n]).__name__ for n in ("tanh1", "pool1", "conv3")] == \
+        ["Tanh", "AvgPool2D", "Conv2D"]
+    keras = mc.models.mnist_cnn()
+    assert keras.num_params() == 1_199_882     # Keras's model.summary() for this net
+    for net in (lenet, keras, mc.models.resnet_mini(), mc.models.vgg_mini()):
+        assert net.forward(x).shape == (2, 10)
+        assert mc.models.build(net.config["model"], **net.config["kwargs"]).num_params() == \
+            net.num_params()
+    with shapes_only():
+        two = mc.models.alexnet(groups=2)
+        wide = mc.models.zfnet(widths=mc.models.WIDE_WIDTHS)
+    assert two.num_params() == 60_965_224 and two["conv2"].groups == 2
+    assert [wide[f"conv{i}"].out_channels for i in (3, 4, 5)] == [512, 1024, 512]
+    assert mc.models.summary(wide, (3, 224, 224), file=None)[-1]["output_shape"] == (1000,)
+    with pytest.raises(ValueError, match="groups must be 1"):
+        mc.models.alexnet(groups=3)
