@@ -59,8 +59,9 @@ def randomized(path, seed=0):
             new.append(numpy_helper.from_array(_weight(shape, uses[0], rng), node.output[0]))
         else:
             keep.append(node)
+    weights = {t.name for t in new}
     for node in keep:  # Reshape targets that fixed the batch size copy it instead
-        if node.op_type == "Reshape" and node.input[1] in init:
+        if node.op_type == "Reshape" and node.input[1] in init and node.input[0] not in weights:
             target = init[node.input[1]].copy()
             target[0] = 0
             new.append(numpy_helper.from_array(target.astype(np.int64), node.input[1]))
@@ -104,7 +105,7 @@ def torch_runner(graph):
     import torch.nn.functional as TF
     from minconv import nn
     from minconv.nn import arith, tensor_ops, window_pool
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in graph.params.items()}
+    t = {k: torch.from_numpy(np.array(v)) for k, v in graph.params.items()}
     buffers = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in graph.buffers.items()}
 
     def op(name, layer, xs):
