@@ -211,6 +211,9 @@ def test_round_trip(make, tmp_path, rng):
                                atol=1e-5)
     again = mc.io.load_onnx(path)
     np.testing.assert_allclose(again.forward(x), expected, rtol=1e-5, atol=1e-6)
+    for name in net.names:  # dropout comes back as dropout, with its rate
+        if isinstance(net[name], mc.nn.Dropout):
+            assert isinstance(again[name], mc.nn.Dropout) and again[name].p == net[name].p
     x3 = rng.standard_normal((3,) + shape[1:]).astype(np.float32)  # the batch is symbolic
     np.testing.assert_allclose(session.run(None, {"input": x3})[0], net.forward(x3),
                                rtol=1e-4, atol=1e-5)

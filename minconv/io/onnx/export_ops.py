@@ -104,9 +104,16 @@ def softmax(w, path, layer, inputs, shapes):
     return w.node("Reshape", [soft, shape], path)
 
 
-@exports(Identity, Dropout)
+@exports(Identity)
 def identity(w, path, layer, inputs, shapes):
     return w.node("Identity", inputs, path)
+
+
+@exports(Dropout)
+def dropout(w, path, layer, inputs, shapes):
+    """Dropout with its ratio (an input from opset 12): the identity at inference."""
+    ratio = w.constant(f"{path}.ratio", np.array(layer.p, dtype=np.float32))
+    return w.node("Dropout", inputs + [ratio], path)
 
 
 @exports(Flatten)

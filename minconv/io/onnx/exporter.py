@@ -37,7 +37,8 @@ class _Writer:
         self.nodes, self.initializers = [], []
 
     def constant(self, name, array):
-        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.require(array, requirements="C")  # (ascontiguousarray makes 0-D 1-D)
+        self.initializers.append(self.numpy_helper.from_array(array, name))
         return name
 
     def node(self, op_type, inputs, name, outputs=None, **attributes):

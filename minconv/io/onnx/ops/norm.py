@@ -8,7 +8,7 @@ size puts the extra channel on the other side, and is refused.
 import numpy as np
 
 from ....backend import get_array_module
-from ....nn import LRN
+from ....nn import LRN, Dropout
 from ....nn.base import Layer
 from ....nn.merge import Identity
 from ....nn.norm import BatchNorm2D
@@ -62,19 +62,23 @@ class DropoutMask(Layer):
 
 @converter("Dropout")
 def dropout(node):
-    """Inference: y = x. The ratio is an attribute before opset 12, then an input, and
-    a training_mode input (opset 12) must be false (or the ratio 0)."""
-    node.attr("ratio")
+    """minconv's Dropout with the model's ratio: the identity at inference (what the model
+    computes), and dropout again if the imported net is trained further. The ratio is an
+    attribute before opset 12, then an input; a training_mode input (opset 12) must be
+    false (or the ratio 0)."""
+    ratio = float(node.attr("ratio", 0.5))
     node.attr("seed")
     if node.opset < 7:
         node.attr("is_test")
+    if node.opset >= 12:
+        ratio = float(np.asarray(node.required_constant(1, "ratio")).reshape(-1)[0]) \
+            if node.has_input(1) else 0.5
     if node.has_input(2):
         training = node.required_constant(2, "training_mode")
-        ratio = node.constant(1) if node.has_input(1) else np.array(0.5)
-        if bool(np.asarray(training)) and float(np.asarray(ratio)) != 0.0:
+        if bool(np.asarray(training).reshape(-1)[0]) and ratio != 0.0:
             raise node.unsupported("training_mode", "true is not supported: minconv imports "
                                    "Dropout for inference")
-    name = node.layer(Identity())
+    name = node.layer(Dropout(ratio) if 0.0 <= ratio < 1.0 else Identity())
     if node.output_needed(1):
         node.layer(DropoutMask(), output=1, suffix="mask")
     return name
