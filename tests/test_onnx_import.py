@@ -395,3 +395,25 @@ def test_round_trip_of_the_onnx_layers(tmp_path, rng):
                                atol=1e-6)
     np.testing.assert_allclose(mc.io.load_onnx(path).forward(x), expected, rtol=1e-6,
                                atol=1e-7)
+
+
+def test_torchvision_resnet18_exported_by_torch(tmp_path, rng):
+    """A net exported by torch.onnx (its node names sanitised: '/layer1/layer1.0/conv1/Conv'
+    becomes 'layer1_layer1_0_conv1_Conv') computes what torch does, at any batch size."""
+    import warnings
+    torch = pytest.importorskip("torch")
+    import torchvision
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    path = tmp_path / "resnet18.onnx"
+    x = torch.from_numpy(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, x, str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "N"}})
+    net = mc.io.load_onnx(path)
+    assert "layer1_layer1_0_conv1_Conv" in net.names
+    for batch in (2, 3):
+        xb = torch.from_numpy(rng.standard_normal((batch, 3, 64, 64)).astype(np.float32))
+        with torch.no_grad():
+            expected = model(xb).numpy()
+        np.testing.assert_allclose(net.forward(xb.numpy()), expected, rtol=1e-4, atol=1e-5)

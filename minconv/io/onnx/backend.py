@@ -4,8 +4,8 @@
 A minconv Graph has one input. The suite's node tests often feed several (Conv's
 weights, Add's second operand, a shape): the backend treats the model's first
 floating-point graph input as the net's input and binds the values given for the others
-as constants, which the importer then folds into the layers' parameters. The outputs are the graph's outputs
-in order (a net with several runs up to each of them).
+as constants, which the importer then folds into the layers' parameters. The outputs are
+the graph's outputs in order (a net with several runs up to each of them).
 """
 from collections import namedtuple
 

@@ -7,6 +7,7 @@ handed to the converter registered for its operator type and opset
 (:mod:`minconv.io.onnx.registry`), which adds minconv layers named after the node.
 """
 import os
+import re
 
 import numpy as np
 
@@ -86,8 +87,11 @@ def _static_shapes(model, infer=True):
 
 
 def _sanitise(name):
-    """Graph node names may not contain '.' (it addresses nested layers)."""
-    return name.replace(".", "_").strip() or None
+    """A node name minconv can use everywhere: '.' addresses nested layers and names become
+    file names in reports, so '.', '/', '\\', ':' and spaces turn into '_', and the leading
+    '/' of PyTorch's exports goes: "/layer1/layer1.0/conv1/Conv" -> "layer1_layer1_0_conv1_Conv"."""
+    name = re.sub(r"[./\\:\s]+", "_", name).strip("_")
+    return name or None
 
 
 class Importer:
@@ -222,8 +226,8 @@ class Importer:
 def load_onnx(path, bind=None):
     """An ONNX file as a minconv :class:`~minconv.nn.Graph`.
 
-    The graph's nodes carry the ONNX node names ('.' replaced by '_'); its input is the
-    model's one graph input and its output the model's first output (any others are the
+    The graph's nodes carry the ONNX node names (with '_' for '.', '/' and the like); its
+    input is the model's one graph input and its output the model's first output (others are the
     outputs of the nodes listed in ``graph.onnx_outputs``). ``bind`` gives values for
     further graph inputs, which then count as constants.
     """
