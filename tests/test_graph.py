@@ -217,3 +217,31 @@ def test_bad_graphs(rng):
         fanout_graph().forward(x, until="nope")
     with pytest.raises(ValueError, match="unknown layer 'conv.W'"):
         fanout_graph()["conv.W"]
+
+
+def test_inputs_inside_nested_nodes_gradcheck(rng):
+    """DESIGN.md's form: a node reads a layer inside another node ("block.bn2"); its
+    gradient joins that node's backward pass at that layer."""
+    g = nn.Graph()
+    g.add("conv1", nn.Conv2D(2, 3, 3, padding=1))
+    g.add("block", nn.Sequential([("conv", nn.Conv2D(3, 3, 3, padding=1)),
+                                  ("bn2", nn.BatchNorm2D(3)), ("relu", nn.ReLU(inplace=True)),
+                                  ("conv3", nn.Conv2D(3, 3, 1))]))
+    g.add("skip", nn.Add(), inputs=["block.bn2", "conv1"])
+    g.add("tail", nn.Tanh())
+    g.add("out", nn.Concat(), inputs=["tail", "block"])
+    _float64(g, rng)
+    x = rng.standard_normal((2, 2, 4, 4))
+    gradcheck_net(g, x, rng)
+    # the recorded inner output is the BatchNorm's, not rectified by the in-place ReLU after it
+    g.forward(x)
+    assert (g.outputs.get("block.bn2", g["block"].outputs["bn2"]) < 0).any()
+    from minconv.nn.fields import layer_fields
+    fields = layer_fields(g, (2, 4, 4))
+    assert fields["skip"]["inputs"] == ["block.bn2", "conv1"]
+    assert fields["out"]["shape"] == (6, 4, 4)
+    with pytest.raises(ValueError, match="takes input 'block.nope'"):
+        h = nn.Graph()
+        h.add("block", nn.Sequential([("a", nn.ReLU())]))
+        h.add("r", nn.ReLU(), inputs="block.nope")
+        h.forward(x)

@@ -232,12 +232,12 @@ class Container(Layer):
 
     @staticmethod
     def _backward_child(name, layer, dy, rule, param_grads, input_grad, release, start=None,
-                        stop=None):
+                        stop=None, extra=None):
         try:
             if is_container(layer):
                 return layer.backward(dy, rule=rule, start=start, stop=stop,
                                       param_grads=param_grads, release=release,
-                                      input_grad=input_grad)
+                                      input_grad=input_grad, extra=extra)
             return layer.backward(dy, rule=rule, param_grads=param_grads, input_grad=input_grad)
         except ValueError as error:
             raise in_layer(name, layer, error) from None

@@ -36,7 +36,8 @@ def leaf_graph(net, prefix="", source=INPUT):
     graph_inputs = getattr(net, "_inputs", None)
     refs, current = {INPUT: source}, source
     for name, layer in net._ordered_children():
-        reads = [refs[i] for i in graph_inputs[name]] if graph_inputs is not None else [current]
+        reads = [_ref(net, refs, i, prefix) for i in graph_inputs[name]] \
+            if graph_inputs is not None else [current]
         path = f"{prefix}{name}"
         if is_container(layer):
             inner, out = leaf_graph(layer, path + ".", reads[0])
@@ -47,6 +48,16 @@ def leaf_graph(net, prefix="", source=INPUT):
         refs[name] = current = out
     output = refs[net.output] if graph_inputs is not None else current
     return nodes, output
+
+
+def _ref(net, refs, name, prefix):
+    """The leaf that gives the value a Graph node reads as ``name`` (a node, "input", or a
+    dotted path inside a node)."""
+    if name in refs:
+        return refs[name]
+    inner = net.resolve(name)   # a layer inside a nested node
+    full = f"{prefix}{name}"
+    return leaf_graph(inner, full + ".")[1] if is_container(inner) else full
 
 
 def container_outputs(net, prefix=""):

@@ -6,6 +6,10 @@
     g.add("add", Add(), inputs=["bn1", "input"])            # "input" is the graph's input
     g.add("relu", ReLU())                                   # the last node added is the output
 
+An input may also be a layer inside a nested node, by its dotted path
+(``inputs=["block.bn2", "conv1"]``): that inner output is recorded on the way up, and
+on the way down its gradient joins the nested node's backward pass at that layer.
+
 Forward runs the nodes in topological order. A node with several inputs (Add,
 Concat) receives their outputs as a list, in the order given. An output is
 dropped as soon as the last node that reads it has run.
@@ -20,6 +24,7 @@ The protocol is Sequential's: ``forward(x, train, until=, record=)``,
 ``grads``, ``state_dict``, ``clear_cache``; both nest, and dotted paths reach
 any layer inside (:mod:`minconv.nn.container`).
 """
+from ..backend import get_array_module
 from ..functional.activation import check_rule
 from .base import Layer
 from .container import Container, is_container, mutates_input, split_path
@@ -100,10 +105,17 @@ class Graph(Container):
             return self._plan
         for name, inputs in self._inputs.items():
             for i in inputs:
-                if i != INPUT and i not in self._layers:
+                head, rest = split_path(i)
+                if i != INPUT and head not in self._layers:
                     raise ValueError(f"Graph: node {name!r} takes input {i!r}, which is not a "
                                      f"node; nodes: {', '.join(self._layers)} (and {INPUT!r})")
-        pending = {name: {i for i in inputs if i != INPUT} for name, inputs in
+                if rest is not None:
+                    try:
+                        self._split(i)
+                    except ValueError as error:
+                        raise ValueError(f"Graph: node {name!r} takes input {i!r}: {error}") \
+                            from None
+        pending = {name: {split_path(i)[0] for i in inputs if i != INPUT} for name, inputs in
                    self._inputs.items()}
         order, done = [], set()
         while len(order) < len(pending):
@@ -126,8 +138,13 @@ class Graph(Container):
             if name in needed or name == INPUT:
                 continue
             needed.add(name)
-            stack.extend(self._inputs[name])
+            stack.extend(split_path(i)[0] for i in self._inputs[name])
         return needed
+
+    def _inner_reads(self, name, needed):
+        """Paths inside node ``name`` that needed nodes read (relative to ``name``)."""
+        return sorted({i[len(name) + 1:] for n in needed for i in self._inputs[n]
+                       if i.startswith(name + ".")})
 
     def _ordered_children(self):
         return [(name, self._layers[name]) for name in self.order()]
@@ -154,20 +171,25 @@ class Graph(Container):
                 uses[i] = uses.get(i, 0) + 1
         uses[head] = uses.get(head, 0) + 1  # the caller reads the result
         self.outputs = {}
+        self._shapes = {}
         values = {INPUT: x}
         for name in order:
             layer, inputs = self._layers[name], self._inputs[name]
             args = [values[i] for i in inputs]
             if mutates_input(layer) and uses[inputs[0]] > 1:
                 args[0] = args[0].copy()  # others still read it
+            inner = self._inner_reads(name, needed)
             y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
                                     else args[0], train, until=rest if name == head else None,
-                                    record=self._sub_record(name, record))
+                                    record=tuple(self._sub_record(name, record)) + tuple(inner))
             for i in inputs:
                 uses[i] -= 1
                 if uses[i] == 0:
                     del values[i]
+            for path in inner:  # inner outputs that other nodes read
+                values[f"{name}.{path}"] = layer.outputs[path]
             values[name] = y
+            self._shapes[name] = (y.shape, y.dtype)
             if name in record and any(mutates_input(self._layers[c]) for c in
                                       self._consumers(name) if c in needed):
                 y = y.copy()
@@ -178,7 +200,7 @@ class Graph(Container):
         return [n for n, inputs in self._inputs.items() if name in inputs]
 
     def backward(self, dy, rule="grad", start=None, stop=None, param_grads=None, release=False,
-                 input_grad=True):
+                 input_grad=True, extra=None):
         """Send ``dy`` down under ``rule``; return the gradient at the graph's input.
 
         start       : the (dotted) node whose output ``dy`` is the gradient of (default:
@@ -189,6 +211,8 @@ class Graph(Container):
         param_grads : fill the layers' ``grads`` (default: only under rule "grad")
         release     : free each node's forward cache once it is done
         input_grad  : False: the gradient at the input is not wanted (None is returned)
+        extra       : {dotted path inside: gradient}, gradients of inner outputs that layers
+                      outside read; each joins the backward pass at that layer's output
         """
         check_rule(rule)
         head, rest = self._split(start) if start is not None else (self.output, None)
@@ -203,16 +227,24 @@ class Graph(Container):
             order = order[order.index(stop_head):]
         want_input = input_grad and stop is None
         grads, owned = {head: dy}, set()
+        for path, g in (extra or {}).items():
+            _add_grad(grads, owned, path, g)
         for name in reversed(order):
-            if name not in grads:
+            inner = {key[len(name) + 1:]: grads.pop(key) for key in list(grads)
+                     if key.startswith(name + ".")}
+            if name not in grads and not inner:
                 continue  # no signal reaches this node from ``start``
-            g = grads.pop(name)
             layer, inputs = self._layers[name], self._inputs[name]
+            if name in grads:
+                g = grads.pop(name)
+            else:  # only inner outputs are read: nothing comes down from the node's output
+                shape, dtype = self._shapes[name]
+                g = get_array_module(next(iter(inner.values()))).zeros(shape, dtype)
             at_stop = name == stop_head
             need_dx = not at_stop and (want_input or any(i != INPUT for i in inputs))
             dx = self._backward_child(name, layer, g, rule, param_grads, need_dx, release,
                                       start=rest if name == head else None,
-                                      stop=stop_rest if at_stop else None)
+                                      stop=stop_rest if at_stop else None, extra=inner or None)
             del g
             if at_stop or dx is None:
                 continue
@@ -220,13 +252,7 @@ class Graph(Container):
             for i, d in zip(inputs, dxs):
                 if i == INPUT and not want_input:
                     continue
-                if i not in grads:
-                    grads[i] = d
-                elif i in owned:
-                    grads[i] += d
-                else:  # the first sum: a new array (d may be shared with another input)
-                    grads[i] = grads[i] + d
-                    owned.add(i)
+                _add_grad(grads, owned, i, d)
         if not want_input:
             return None
         if INPUT not in grads:
@@ -247,6 +273,18 @@ class Graph(Container):
         names = self.names
         position = names.index(name)
         return names[position - 1] if position else INPUT
+
+
+def _add_grad(grads, owned, key, d):
+    """grads[key] += d, copying first where the array may be shared (a sum hands the same
+    dy to each of its inputs)."""
+    if key not in grads:
+        grads[key] = d
+    elif key in owned:
+        grads[key] += d
+    else:
+        grads[key] = grads[key] + d
+        owned.add(key)
 
 
 __all__ = ["Graph", "INPUT", "is_container", "split_path"]

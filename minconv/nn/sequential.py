@@ -85,7 +85,7 @@ class Sequential(Container):
         return x
 
     def backward(self, dy, rule="grad", start=None, stop=None, param_grads=None, release=False,
-                 input_grad=True):
+                 input_grad=True, extra=None):
         """Send ``dy`` down the net under ``rule`` and return the gradient at the bottom.
 
         start       : the layer whose output ``dy`` is the gradient of (default: the last)
@@ -96,6 +96,8 @@ class Sequential(Container):
                       visualisations go down with False and leave ``grads`` alone
         release     : free each layer's forward cache once it is done (lower peak memory)
         input_grad  : False: the gradient below the first layer is not wanted (None returned)
+        extra       : {dotted path inside: gradient}, gradients of inner outputs read by
+                      layers outside (a Graph's dotted inputs), added at those layers
 
         ``start`` and ``stop`` may be dotted paths into nested Sequentials and Graphs.
         """
@@ -107,13 +109,23 @@ class Sequential(Container):
         if last > first:
             raise ValueError(f"backward: stop layer {stop!r} lies above start layer {start!r}")
         layers = list(self._layers.items())
+        inner = {}
+        for path, g in (extra or {}).items():
+            head, rest = self._split(path)
+            if rest is None:
+                inner.setdefault(head, {})[None] = g
+            else:
+                inner.setdefault(head, {})[rest] = g
         for position in range(first, last - 1, -1):
             name, layer = layers[position]
+            joining = inner.get(name, {})
+            if None in joining:  # the gradient of this layer's output read outside
+                dy = dy + joining.pop(None)
             dy = self._backward_child(
                 name, layer, dy, rule, param_grads,
                 input_grad=(stop is None and input_grad) or position > last, release=release,
                 start=start_rest if position == first else None,
-                stop=stop_rest if position == last else None)
+                stop=stop_rest if position == last else None, extra=joining or None)
         return None if stop is not None or not input_grad else dy
 
     def __repr__(self):
