@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from .. import data, nn
+from .._cli_args import nonnegative_int, positive_int
 from ..train import SGD, Trainer, evaluate, make_schedule
 
 
@@ -22,11 +23,11 @@ def arguments(description, quick, default):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", default=data.FASHION_MNIST, help="Fashion-MNIST IDX folder")
     p.add_argument("--quick", action="store_true", help="a tiny budget (seconds), for tests")
-    p.add_argument("--per-class", type=int, help=f"training images per class "
+    p.add_argument("--per-class", type=positive_int, help=f"training images per class "
                    f"(default {default['train']})")
-    p.add_argument("--test", type=int, help=f"test images (default {default['test']})")
-    p.add_argument("--epochs", type=int, help=f"epochs (default {default['epochs']})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test", type=positive_int, help=f"test images (default {default['test']})")
+    p.add_argument("--epochs", type=positive_int, help=f"epochs (default {default['epochs']})")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", help="folder for figures (none if not given)")
     p.set_defaults(_quick=quick, _default=default)
     return p

@@ -135,6 +135,6 @@ def run(args):
 def parser():
     p = _common.arguments(__doc__.splitlines()[0], QUICK, DEFAULT)
     p.add_argument("--checkpoint", help="a trained zfnet_mini (default: train one briefly)")
-    p.add_argument("--cls", type=int, default=0, help="the class (default 0, T-shirt/top)")
-    p.add_argument("--images", type=int, help="images of that class")
+    p.add_argument("--cls", type=_common.nonnegative_int, default=0, help="the class (default 0, T-shirt/top)")
+    p.add_argument("--images", type=_common.positive_int, help="images of that class")
     return p

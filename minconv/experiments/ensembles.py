@@ -42,5 +42,5 @@ def run(args):
 
 def parser():
     p = _common.arguments(__doc__.splitlines()[0], QUICK, DEFAULT)
-    p.add_argument("--models", type=int, help="how many nets (default 3)")
+    p.add_argument("--models", type=_common.positive_int, help="how many nets (default 3)")
     return p

@@ -178,5 +178,5 @@ def run(args):
 
 def parser():
     p = _common.arguments(__doc__.splitlines()[0], QUICK, DEFAULT)
-    p.add_argument("--size", type=int, help="image side after resizing (default 112)")
+    p.add_argument("--size", type=_common.positive_int, help="image side after resizing (default 112)")
     return p

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .._cli_args import positive_float, positive_int
+from .._cli_args import nonnegative_int, positive_float, positive_int
 
 METHODS = ("saliency", "gradient", "guided", "deconv", "gradcam", "guided-gradcam", "ig",
            "input-x-gradient")
@@ -52,9 +52,11 @@ def add_attribute_arguments(p):
     from .commands import _common_arguments
     _common_arguments(p, "attribution.png")
     p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--index", type=int, nargs="+", default=[0], help="image indices in the split")
+    p.add_argument("--index", type=nonnegative_int, nargs="+", default=[0],
+                   help="image indices in the split")
     p.add_argument("--layer", help="Grad-CAM's layer, e.g. relu5 or conv5")
-    p.add_argument("--target", type=int, help="class to explain (default: each prediction)")
+    p.add_argument("--target", type=nonnegative_int,
+                   help="class to explain (default: each prediction)")
     p.add_argument("--reduce", default="max", choices=("max", "mean"),
                    help="saliency: over colour channels")
     p.add_argument("--steps", type=positive_int, default=50, help="ig: points on the path")
@@ -66,7 +68,8 @@ def add_attribute_arguments(p):
                    help="SmoothGrad: noise standard deviation, in input units")
     p.add_argument("--nt-type", default="smoothgrad",
                    choices=("smoothgrad", "smoothgrad_sq", "vargrad"))
-    p.add_argument("--seed", type=int, default=0, help="SmoothGrad: the noise's seed")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="SmoothGrad: the noise's seed")
     p.add_argument("--save-array", help="also write the attributions as .npy")
 
 
