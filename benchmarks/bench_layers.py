@@ -1,6 +1,7 @@
 """minconv vs PyTorch CPU vs a naive NumPy im2col on ZFNet's layers, in one run.
 
     python benchmarks/bench_layers.py [--batches 8 32] [--repeats 5] [--isa avx2 avx512]
+                                      [--layers conv pool norm]
 
 For the five ZFNet convolutions (forward, and forward+backward with dx, dW, db),
 LRN and 3x3/2 ceil-mode max pooling at ZFNet's sizes, prints a markdown table:
@@ -172,8 +173,11 @@ def measure(args, torch):
     rows = []
     for N in args.batches:
         for spec in CONVS:
-            rows += bench_conv(torch, *spec, N, args.repeats, rng)
-        rows += bench_pool_lrn(torch, N, args.repeats, rng)
+            if spec[0].startswith(tuple(args.layers)):
+                rows += bench_conv(torch, *spec, N, args.repeats, rng)
+        if any(name.startswith(("pool", "norm")) for name in args.layers):
+            rows += [row for row in bench_pool_lrn(torch, N, args.repeats, rng)
+                     if row[0].startswith(tuple(args.layers))]
     return rows, peak
 
 
@@ -182,7 +186,8 @@ def run_children(args):
     results = []
     for isa in args.isa:
         command = [sys.executable, os.path.abspath(__file__), "--child", "--isa", isa,
-                   "--repeats", str(args.repeats), "--batches", *map(str, args.batches)]
+                   "--repeats", str(args.repeats), "--batches", *map(str, args.batches),
+                   "--layers", *args.layers]
         if args.native_baselines:
             command.append("--native-baselines")
         print(f"--- {isa}", flush=True)
@@ -203,6 +208,8 @@ def main(argv=None):
                         help="cap minconv's tiles (and the baselines, see above) to each in turn")
     parser.add_argument("--native-baselines", action="store_true",
                         help="with --isa: leave PyTorch and OpenBLAS on the CPU's best kernels")
+    parser.add_argument("--layers", nargs="+", default=["conv", "pool", "norm"],
+                        help="only the layers whose names start so (default: all)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
