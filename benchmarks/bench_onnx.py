@@ -129,11 +129,21 @@ def torch_runner(graph):
             x = TF.pad(x, (left, right, top, bottom), value=-float("inf"))
             return TF.max_pool2d(x, layer.kernel_size, layer.stride, 0, layer.dilation,
                                  ceil_mode=layer.ceil_mode)
-        if isinstance(layer, window_pool.PaddedAvgPool2D):
+        if isinstance(layer, window_pool.PaddedAvgPool2D) and layer.dilation == (1, 1):
             top, left, bottom, right = layer.pads
-            if (top, left) == (bottom, right) and layer.dilation == (1, 1):
+            if (top, left) == (bottom, right):
                 return TF.avg_pool2d(x, layer.kernel_size, layer.stride, (top, left),
                                      layer.ceil_mode, layer.count_include_pad)
+            # asymmetric pads (inception_v1's last pooling): window sums of the zero-padded
+            # input over the counted taps, as ONNX defines them
+            (Ho, eh), (Wo, ew) = window_pool.window_geometry(
+                name, tuple(x.shape), layer.kernel_size, layer.stride, layer.pads,
+                layer.dilation, layer.ceil_mode)
+            padded = TF.pad(x, (left, right + ew, top, bottom + eh))
+            kh, kw = layer.kernel_size
+            sums = TF.avg_pool2d(padded, layer.kernel_size, layer.stride)[..., :Ho, :Wo] * (kh * kw)
+            divisor = layer._divisor(np, tuple(x.shape), tuple(padded.shape), Ho, Wo, np.float32)
+            return sums / torch.from_numpy(divisor)
         if isinstance(layer, window_pool.GlobalAvgPool):
             return x.mean((2, 3), keepdim=True)
         if isinstance(layer, nn.LRN):
