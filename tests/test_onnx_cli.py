@@ -118,3 +118,28 @@ def test_evaluate_an_onnx_model(tmp_path, capsys):
     x = Standardize(*data.FASHION_MNIST_STATS)(images[:64, None])
     expected = evaluate(net, [(x, labels[:64])])
     assert f"top-1 error {expected['top1_error']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".safetensors", ".pth"])
+def test_train_init_from_onnx_and_weights(suffix, tmp_path, capsys):
+    """train --init-from takes an .onnx model or .safetensors/.pth weights (minconv's or
+    torchvision's names) as it takes a .npz."""
+    from _reliability_data import TINY, write_idx
+    data_dir = write_idx(tmp_path / "idx")
+    source = mc.models.zfnet_mini(num_classes=10, widths=(4, 6, 8, 8, 6), fc_width=16,
+                                  rng=np.random.default_rng(7))  # TINY's widths
+    path = tmp_path / f"source{suffix}"
+    if suffix == ".onnx":
+        mc.io.save_onnx(source, path, (1, 1, 28, 28))
+    elif suffix == ".safetensors":
+        mc.io.save_safetensors(source, path)
+    else:
+        torch = pytest.importorskip("torch")
+        torch.save({k: torch.from_numpy(v) for k, v in
+                    mc.io.to_torch_state_dict(source).items()}, path)
+    status = main(["train", "--model", "zfnet-mini", "--data", data_dir, "--out",
+                   str(tmp_path / "run"), "--batch-size", "32", "--no-progress",
+                   "--val-subset", "32", "--epochs", "1", "--init-from", str(path)] + TINY)
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "initialised 14 tensors (conv1, conv2, conv3, conv4, conv5, fc6, fc7)" in out

@@ -267,3 +267,38 @@ def evaluate_imported(args):
           f"{result['loss']:.4f}  top-1 error {result['top1_error']:.4f} (accuracy "
           f"{1 - result['top1_error']:.4f})  top-5 error {result['top5_error']:.4f}")
     return 0
+
+
+# ------------------------------------------------------------------ train --init-from
+
+class _Weights:
+    """Named arrays standing in for a net where only ``state_dict()`` is read."""
+
+    def __init__(self, state):
+        self._state = state
+
+    def state_dict(self):
+        return self._state
+
+
+def load_init_source(path, net):
+    """What ``minconv train --init-from PATH`` copies parameters from: a .npz checkpoint or
+    an .onnx model (a net), or .safetensors/.pth weights under minconv's or torchvision's
+    names (read as names mapped onto ``net``'s layers; those that map nowhere are left out)."""
+    if not str(path).lower().endswith(WEIGHT_SUFFIXES):
+        return load_net_file(path).net
+    from .torch_state import torch_to_minconv_key
+    state = _read_weights(path)
+    own = net.state_dict()
+    mapped = {}
+    for key, value in state.items():
+        if key in own:
+            mapped[key] = value
+            continue
+        try:
+            name = torch_to_minconv_key(net, key)
+        except ValueError:
+            name = None
+        if name is not None:
+            mapped[name] = value
+    return _Weights(mapped)

@@ -94,8 +94,9 @@ def add_train_arguments(p):
     p.add_argument("--classes", type=_classes, help="keep these classes (relabelled 0..K-1)")
     p.add_argument("--per-class", type=positive_int,
                    help="at most this many training images per class")
-    p.add_argument("--init-from", help="checkpoint whose parameters start the net (a new "
-                   "fc8 is drawn when the class count differs)")
+    p.add_argument("--init-from", help="checkpoint (.npz), .onnx model or .safetensors/.pth "
+                   "weights whose parameters start the net (a new fc8 is drawn when the class "
+                   "count differs)")
     p.add_argument("--freeze", type=lambda s: s.split(","), default=[],
                    help="layers kept fixed, e.g. conv1,conv2,conv3,conv4,conv5,fc6,fc7")
     p.add_argument("--lr-mult", nargs="*", help="per-layer rate factors, e.g. fc8=10")
@@ -257,7 +258,8 @@ def _init_from(args, net):
     except the last fully connected layer; report what was copied, refuse when nothing was."""
     linear = [name for name, layer in net.items() if isinstance(layer, nn.Linear)]
     last = linear[-1] if linear else None
-    source = load_checkpoint(args.init_from).net
+    from ..io.sources import load_init_source  # .npz, .onnx, .safetensors or .pth
+    source = load_init_source(args.init_from, net)
     skip = (last,) if last else ()
     copied = models.transfer_parameters(source, net, skip=skip)
     if not copied:
