@@ -88,3 +88,13 @@ def test_report_on_a_resnet(images, tmp_path):
                                 n_images=2)
     html = open(index if str(index).endswith(".html") else tmp_path / "index.html").read()
     assert "layer3" in html and "layer1.0.conv1" in html
+
+
+def test_feature_evolution_and_filters_on_a_resnet(images):
+    first, later = small_resnet(), small_resnet()
+    for value in later.params.values():
+        value *= 1.5
+    evo = mc.vis.feature_evolution([first, later], images, ["layer2", "layer1.0.conv2"], maps=3,
+                                   labels=["a", "b"])
+    assert len(evo["layer2"].crops) == 2 and len(evo["layer2"].crops[0]) == 3
+    assert mc.vis.first_filters(first).shape == (6, 1, 3, 3)
