@@ -27,7 +27,9 @@ def main(argv):
         print(__doc__)
         return 0
     experiment = module(argv[0])
-    experiment.run(experiment.parser().parse_args(argv[1:]))
+    parser = experiment.parser()
+    parser.prog = f"minconv experiment {experiment.__name__.rsplit('.', 1)[-1]}"
+    experiment.run(parser.parse_args(argv[1:]))
     return 0
 
 
