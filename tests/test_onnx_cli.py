@@ -143,3 +143,23 @@ def test_train_init_from_onnx_and_weights(suffix, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert status == 0, err
     assert "initialised 14 tensors (conv1, conv2, conv3, conv4, conv5, fc6, fc7)" in out
+
+
+def test_evaluate_with_model_and_weights(tmp_path, capsys):
+    from minconv import data
+    root = data.FASHION_MNIST
+    if not data.is_idx_dir(root):
+        pytest.skip("Fashion-MNIST is not installed")
+    weights = tmp_path / "mini.safetensors"
+    mc.io.save_safetensors(mc.models.zfnet_mini(num_classes=10), weights)
+    onnx_path = tmp_path / "mini.onnx"
+    assert main(["convert", str(weights), str(onnx_path), "--model", "zfnet_mini"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "zfnet_mini", "--weights", str(weights), "--data", root,
+                 "--limit", "50"]) == 0
+    from_weights = capsys.readouterr().out.splitlines()[-1]
+    assert main(["evaluate", "--checkpoint", str(onnx_path), "--data", root, "--limit",
+                 "50"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == from_weights  # the same net, twice
+    assert main(["evaluate", "--data", root]) == 1
+    assert "name the net" in capsys.readouterr().err

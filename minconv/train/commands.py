@@ -359,9 +359,11 @@ def run_train(args):
 # ------------------------------------------------------------------ evaluate
 
 def add_evaluate_arguments(p):
-    p.add_argument("--checkpoint", required=True, nargs="+",
-                   help="a .npz written by minconv train, or an .onnx model; several: each "
-                   "and their ensemble (softmax averaged)")
+    p.add_argument("--checkpoint", nargs="+",
+                   help="a .npz written by minconv train, or an .onnx model (or give --model "
+                   "and --weights); several: each and their ensemble (softmax averaged)")
+    from ..io.sources import add_source_arguments
+    add_source_arguments(p)
     p.add_argument("--data", help="data folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("test", "train"),
                    help="IDX split (image folders: test means val/ or test/)")
@@ -376,8 +378,8 @@ def add_evaluate_arguments(p):
 def run_evaluate(args):
     paths = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
     args.checkpoint = paths[0]
-    if len(paths) == 1 and paths[0].lower().endswith(".onnx"):  # a net from elsewhere
-        from ..io.sources import evaluate_imported
+    if paths[0] is None or (len(paths) == 1 and paths[0].lower().endswith(".onnx")):
+        from ..io.sources import evaluate_imported  # .onnx, or --model with --weights
         return evaluate_imported(args)
     checkpoint = load_checkpoint(args.checkpoint, device=args.device)
     spec = checkpoint.extra.get("data", {})
