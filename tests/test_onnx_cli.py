@@ -8,6 +8,7 @@ import pytest
 
 import minconv as mc
 from minconv.cli import main
+from minconv.nn import arith
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("safetensors")
@@ -39,7 +40,7 @@ def small_imagenet_style_graph():
     g.add("gap", nn.AdaptiveAvgPool2D(1))
     g.add("flatten", nn.Flatten())
     g.add("fc", nn.Linear(8, 5))
-    g.add("prob", mc.nn.arith.Softmax(1))
+    g.add("prob", arith.Softmax(1))
     return g
 
 
@@ -163,3 +164,22 @@ def test_evaluate_with_model_and_weights(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == from_weights  # the same net, twice
     assert main(["evaluate", "--data", root]) == 1
     assert "name the net" in capsys.readouterr().err
+
+
+def test_occlude_a_net_that_ends_in_global_pooling(tmp_path, image_folder, capsys):
+    """SqueezeNet-style scores (N, K, 1, 1) then Softmax: the command flattens them."""
+    from minconv.nn import arith, window_pool
+    nn = mc.nn
+    g = nn.Graph()
+    g.add("conv1", nn.Conv2D(3, 6, 3, padding=1))
+    g.add("relu1", nn.ReLU())
+    g.add("classes", nn.Conv2D(6, 5, 1))
+    g.add("gap", window_pool.GlobalAvgPool())
+    g.add("prob", arith.Softmax(1))
+    path = tmp_path / "squeeze_like.onnx"
+    mc.io.save_onnx(g, path, (1, 3, 32, 32))
+    out = tmp_path / "occlusion.png"
+    status = main(["occlude", "--checkpoint", str(path), "--data", image_folder, "--index", "0",
+                   "--size", "8", "--stride", "8", "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+    assert out.exists()

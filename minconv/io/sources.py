@@ -12,8 +12,9 @@ on the shorter side and centre-cropped to the net's input, then either Zeiler & 
 preprocessing (the per-pixel mean image of the folder subtracted, the default) or the
 ``--mean``/``--std`` normalisation the net was trained with, ``(p/255 - mean) / std`` per
 channel. Each image is labelled with the net's own top-1 class (the folder's classes
-need not be the net's). A trailing Softmax of an imported graph is left out, so the
-visualisations see logits as they do for minconv's nets.
+need not be the net's). A trailing Softmax of an imported graph is left out, and scores
+of shape (N, K, 1, 1) are flattened to (N, K), so the visualisations see logits as they
+do for minconv's nets.
 """
 import os
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ def load_net_file(path, device="cpu"):
         net = load_onnx(path)
         shape = _onnx_input_shape(path)
         _drop_final_softmax(net)
+        _flat_scores(net, shape)
         return ImportedNet(os.fspath(path), net.to(device), shape)
     if str(path).lower().endswith(WEIGHT_SUFFIXES):
         raise ValueError(f"{path}: weights alone do not say the architecture; use --model NAME "
@@ -143,6 +145,19 @@ def _onnx_input_shape(path):
             dims = value.type.tensor_type.shape.dim
             return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
     raise ValueError(f"{path}: the model has no graph input")
+
+
+def _flat_scores(net, input_shape):
+    """Class scores as (N, K): a net ending in global pooling (SqueezeNet's (N, K, 1, 1))
+    gets a Flatten node, ``scores``, as its output."""
+    from ..nn import Flatten
+    dtype = next(iter(net.params.values())).dtype if net.params else np.float32
+    y = net.forward(np.zeros((1,) + tuple(input_shape[1:]), dtype=dtype))
+    net.clear_cache()
+    if y.ndim > 2 and all(n == 1 for n in y.shape[2:]):
+        name = "scores" if "scores" not in net.names else f"{net.output}_scores"
+        net.add(name, Flatten(), inputs=[net.output])
+        net.output = name
 
 
 def _drop_final_softmax(net):
