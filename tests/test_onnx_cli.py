@@ -183,3 +183,18 @@ def test_occlude_a_net_that_ends_in_global_pooling(tmp_path, image_folder, capsy
                    "--size", "8", "--stride", "8", "--out", str(out)])
     assert status == 0, capsys.readouterr().err
     assert out.exists()
+
+
+def test_experiments_take_an_onnx_zfnet_mini(tmp_path, rng):
+    """The paper's experiments (correspondence, probes) read --checkpoint through the same
+    loader: an exported zfnet_mini comes back with its layer names and outputs."""
+    import argparse
+    from minconv.experiments import correspondence
+    net = mc.models.zfnet_mini(num_classes=10)
+    path = tmp_path / "mini.onnx"
+    mc.io.save_onnx(net, path, (1, 1, 28, 28))
+    loaded, source = correspondence._net(argparse.Namespace(checkpoint=str(path)), {})
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(loaded.forward(x, until="conv5"), net.forward(x, until="conv5"),
+                               rtol=1e-5, atol=1e-6)
+    assert "mini.onnx" in source

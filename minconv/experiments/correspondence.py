@@ -92,8 +92,8 @@ def correspondence(net, images, boxes, layers=LAYERS):
 
 def _net(args, chosen):
     if args.checkpoint:
-        from ..train import load_checkpoint
-        return load_checkpoint(args.checkpoint).net, f"checkpoint {args.checkpoint}"
+        from ..io.sources import load_net_file  # a .npz checkpoint or an .onnx model
+        return load_net_file(args.checkpoint).net, f"checkpoint {args.checkpoint}"
     from .. import models
     images, labels, _, _ = _common.load(args.data, chosen["train"], 0, args.seed)
     net = models.zfnet_mini(dropout=0.0)
@@ -134,7 +134,8 @@ def run(args):
 
 def parser():
     p = _common.arguments(__doc__.splitlines()[0], QUICK, DEFAULT)
-    p.add_argument("--checkpoint", help="a trained zfnet_mini (default: train one briefly)")
+    p.add_argument("--checkpoint", help="a trained zfnet_mini, .npz or .onnx (default: train "
+                   "one briefly)")
     p.add_argument("--cls", type=_common.nonnegative_int, default=0, help="the class (default 0, T-shirt/top)")
     p.add_argument("--images", type=_common.positive_int, help="images of that class")
     return p

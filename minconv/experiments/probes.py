@@ -89,5 +89,6 @@ def run(args):
 
 def parser():
     p = _common.arguments(__doc__.splitlines()[0], QUICK, DEFAULT)
-    p.add_argument("--checkpoint", help="a trained zfnet_mini (default: train one briefly)")
+    p.add_argument("--checkpoint", help="a trained zfnet_mini, .npz or .onnx (default: train "
+                   "one briefly)")
     return p
