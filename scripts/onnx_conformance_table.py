@@ -20,7 +20,7 @@ OPERATORS = [  # first match wins: the light models before Squeeze ("squeezenet"
     (r"^test_maxpool", "MaxPool"), (r"^test_averagepool", "AveragePool"),
     (r"^test_globalaveragepool", "GlobalAveragePool"), (r"^test_globalmaxpool", "GlobalMaxPool"),
     (r"^test_lrn", "LRN"), (r"^test_batchnorm", "BatchNormalization"), (r"^test_relu", "Relu"),
-    (r"^test_leakyrelu", "LeakyRelu"), (r"^test_sigmoid", "Sigmoid"), (r"^test_tanh", "Tanh"),
+    (r"^test_leakyrelu", "LeakyRelu"), (r"^test_clip", "Clip"), (r"^test_sigmoid", "Sigmoid"), (r"^test_tanh", "Tanh"),
     (r"^test_gemm", "Gemm"), (r"^test_matmul", "MatMul"), (r"^test_add", "Add"),
     (r"^test_sum", "Sum"), (r"^test_mul", "Mul"), (r"^test_concat", "Concat"),
     (r"^test_flatten", "Flatten"), (r"^test_reshape", "Reshape"),

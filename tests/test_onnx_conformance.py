@@ -23,7 +23,7 @@ from minconv.io.onnx.backend import MinconvBackend  # noqa: E402
 INCLUDE = [
     r"^test_(basic_)?conv_", r"^test_convtranspose", r"^test_maxpool_", r"^test_averagepool_",
     r"^test_globalaveragepool", r"^test_globalmaxpool", r"^test_lrn", r"^test_batchnorm_",
-    r"^test_relu_", r"^test_leakyrelu", r"^test_sigmoid", r"^test_tanh", r"^test_gemm_",
+    r"^test_relu_", r"^test_leakyrelu", r"^test_clip", r"^test_sigmoid", r"^test_tanh", r"^test_gemm_",
     r"^test_matmul_", r"^test_add_", r"^test_sum_", r"^test_mul_", r"^test_concat_",
     r"^test_flatten_", r"^test_reshape_", r"^test_transpose_", r"^test_softmax_",
     r"^test_dropout_", r"^test_training_dropout", r"^test_identity_", r"^test_constant_",

@@ -364,7 +364,7 @@ def test_reshape_to_the_fixed_batch_size_takes_any_batch(rng):
 
 def test_round_trip_of_the_onnx_layers(tmp_path, rng):
     """The layers ONNX import adds (padded and dilated pooling, Pad, Transpose, Reshape,
-    Scale, Shift, LeakyReLU, Gemm, Softmax) export too: onnxruntime agrees, and so does
+    Scale, Shift, LeakyReLU, Clip, Gemm, Softmax) export too: onnxruntime agrees, and so does
     the net imported again."""
     from minconv.nn import arith, tensor_ops, window_pool
     nn = mc.nn
@@ -372,8 +372,9 @@ def test_round_trip_of_the_onnx_layers(tmp_path, rng):
     g.add("pad", tensor_ops.Pad(((0, 0), (0, 0), (1, 2), (2, 0)), "reflect"))
     g.add("conv", nn.Conv2D(3, 6, 3, groups=3))
     g.add("leaky", arith.LeakyReLU(0.1))
+    g.add("relu6", arith.Clip(0.0, 0.5))
     g.add("maxpool", window_pool.PaddedMaxPool2D((3, 3), (2, 2), (0, 1, 1, 1), (1, 1), True))
-    g.add("unused", nn.ReLU(), inputs=["leaky"])  # read by nothing: not exported
+    g.add("unused", nn.ReLU(), inputs=["relu6"])  # read by nothing: not exported
     g.add("avgpool", window_pool.PaddedAvgPool2D((2, 2), (1, 1), (1, 0, 0, 1), (2, 2)),
           inputs=["maxpool"])
     g.add("gmax", window_pool.GlobalMaxPool(), inputs=["avgpool"])

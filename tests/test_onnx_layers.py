@@ -128,6 +128,14 @@ def test_softmax(axis, flatten, rng):
     np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("low, high", [(0.0, 6.0), (-0.5, None), (None, 0.3)])
+def test_clip(low, high, rng):
+    x = rng.uniform(-1, 1, (2, 3, 4)) * 8
+    x[np.abs(x - (low or 0)) < 0.05] += 0.2  # away from the kinks
+    y = check_layer(arith.Clip(low, high), x, rng)
+    np.testing.assert_array_equal(y, torch.clamp(torch.from_numpy(x), low, high).numpy())
+
+
 def test_leaky_relu(rng):
     x = rng.choice([-1.0, 1.0], size=(2, 3, 4)) * rng.uniform(0.2, 1.2, size=(2, 3, 4))
     y = check_layer(arith.LeakyReLU(0.2), x, rng)

@@ -6,6 +6,7 @@ graphs hold besides convolutions and pooling.
     MatMul(B)       y = x @ B                     (NumPy's matmul broadcasting; B is "W")
     Gemm(B, C)      y = alpha * op(A) @ op(B) + beta * C,  op = transpose when trans*
     Softmax(axis)   y = exp(x) / sum(exp(x)) along ``axis``
+    Clip(lo, hi)    y = min(max(x, lo), hi)
     LeakyReLU(a)    y = x if x > 0 else a * x
 
 A broadcast operand receives the gradient summed over the axes it was broadcast along
@@ -290,6 +291,36 @@ class Softmax(Layer):
 
     def extra_repr(self):
         return f"axis={self.axis}" + (", flatten=True" if self.flatten else "")
+
+
+class Clip(Layer):
+    """y = min(max(x, low), high) (ReLU6 is Clip(0, 6)); dx = dy where low < x < high,
+    0 elsewhere, under every rule. ``None`` leaves that side open."""
+
+    def __init__(self, low=None, high=None):
+        super().__init__()
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
+
+    def forward(self, x, train=False):
+        xp = get_array_module(x)
+        self._cache = x
+        return xp.clip(x, self.low, self.high) if (self.low, self.high) != (None, None) \
+            else x.copy()
+
+    def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
+        F.activation.check_rule(rule)
+        x = self._saved()
+        check_shape(dy, x.shape, self._label(), "dy")
+        inside = True
+        if self.low is not None:
+            inside = x > self.low
+        if self.high is not None:
+            inside = inside & (x < self.high)
+        return dy * inside
+
+    def extra_repr(self):
+        return f"low={self.low}, high={self.high}"
 
 
 class LeakyReLU(Layer):

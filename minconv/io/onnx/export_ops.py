@@ -82,6 +82,16 @@ def leaky_relu(w, path, layer, inputs, shapes):
     return w.node("LeakyRelu", inputs, path, alpha=layer.alpha)
 
 
+@exports(arith.Clip)
+def clip(w, path, layer, inputs, shapes):
+    dtype = np.float64 if w.dtype == np.float64 else np.float32
+    bounds = [w.constant(f"{path}.{side}", np.array(value, dtype=dtype)) if value is not None
+              else "" for side, value in (("min", layer.low), ("max", layer.high))]
+    while bounds and bounds[-1] == "":
+        bounds.pop()
+    return w.node("Clip", inputs + bounds, path)
+
+
 @exports(Sigmoid)
 def sigmoid(w, path, layer, inputs, shapes):
     return w.node("Sigmoid", inputs, path)

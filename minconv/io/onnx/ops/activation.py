@@ -1,6 +1,8 @@
-"""Relu, LeakyRelu, Sigmoid, Tanh, Softmax, Identity."""
+"""Relu, LeakyRelu, Clip (ReLU6), Sigmoid, Tanh, Softmax, Identity."""
+import numpy as np
+
 from ....nn import ReLU
-from ....nn.arith import LeakyReLU, Softmax
+from ....nn.arith import Clip, LeakyReLU, Softmax
 from ....nn.merge import Identity
 from ....nn.saturating import Sigmoid, Tanh
 from ..registry import converter
@@ -40,3 +42,15 @@ def softmax(node):
 @converter("Identity")
 def identity(node):
     return node.layer(Identity())
+
+
+@converter("Clip")
+def clip_attributes(node):  # before opset 11: min and max are attributes
+    return node.layer(Clip(node.attr("min"), node.attr("max")))
+
+
+@converter("Clip", since=11)
+def clip(node):
+    bounds = [float(np.asarray(node.required_constant(i, what)).reshape(-1)[0])
+              if node.has_input(i) else None for i, what in ((1, "min"), (2, "max"))]
+    return node.layer(Clip(*bounds))
