@@ -245,3 +245,17 @@ def test_inputs_inside_nested_nodes_gradcheck(rng):
         h.add("block", nn.Sequential([("a", nn.ReLU())]))
         h.add("r", nn.ReLU(), inputs="block.nope")
         h.forward(x)
+
+
+def test_graph_trains_with_the_optimiser_and_frozen_layers(rng):
+    from minconv.train.optim import SGD
+    g = fanout_graph()
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    opt = SGD(g, lr=0.1, frozen=["conv"])
+    assert g.index("conv") == 0 and opt.lowest_trainable_layer() == g.names.index("b")
+    before = {k: v.copy() for k, v in g.params.items()}
+    y = g.forward(x, train=True)
+    g.backward(np.ones_like(y), stop=g.names[opt.lowest_trainable_layer()], release=True)
+    opt.step()
+    assert np.array_equal(g.params["conv.W"], before["conv.W"])
+    assert not np.array_equal(g.params["mix.W"], before["mix.W"])

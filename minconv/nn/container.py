@@ -106,6 +106,12 @@ class Container(Layer):
                                  f"{', '.join(valid)}") from None
         return head, rest
 
+    def index(self, name):
+        """Position among ``names`` of the child called ``name`` (for a dotted path: of the
+        child holding it); ValueError listing the valid names."""
+        head, _ = self._split(name)
+        return self.names.index(head)
+
     def __getitem__(self, key):
         if isinstance(key, int):
             return self.layers[key]

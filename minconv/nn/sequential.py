@@ -44,12 +44,6 @@ class Sequential(Container):
             self._layers[name] = layer
 
     # -- addressing ----------------------------------------------------------
-    def index(self, name):
-        """Position of the layer called ``name`` (for a dotted path: of the child holding
-        it); ValueError listing the valid names."""
-        head, _ = self._split(name)
-        return self.names.index(head)
-
     def __getitem__(self, key):
         if isinstance(key, int):
             return self.layers[key]
