@@ -256,7 +256,7 @@ def _check_fits_in_memory(model, kwargs):
 def _init_from(args, net):
     """Copy the parameters of --init-from that fit (same names and shapes) into ``net``,
     except the last fully connected layer; report what was copied, refuse when nothing was."""
-    linear = [name for name, layer in net.items() if isinstance(layer, nn.Linear)]
+    linear = [name for name, layer in net.named_layers() if isinstance(layer, nn.Linear)]
     last = linear[-1] if linear else None
     from ..io.sources import load_init_source  # .npz, .onnx, .safetensors or .pth
     source = load_init_source(args.init_from, net)
