@@ -19,7 +19,7 @@ def _per_channel(v):
 
 
 def batchnorm_stats(x):
-    """(mean, var) over (N, H, W) for each channel: x (N, C, H, W) -> two (C,) arrays, biased var."""
+    """(mean, var) over (N, H, W) per channel: x (N, C, H, W) -> two (C,) arrays (var biased)."""
     mean = x.mean(axis=(0, 2, 3))
     var = ((x - _per_channel(mean)) ** 2).mean(axis=(0, 2, 3))
     return mean, var

@@ -51,7 +51,8 @@ def inception_aux(c_in, num_classes, dropout=0.7, rng=None):
     return nn.Sequential([("pool", nn.AdaptiveAvgPool2D((4, 4))),
                           ("conv", basic_conv(c_in, 128, 1, rng=rng)),
                           ("flatten", nn.Flatten()), ("fc1", fc(2048, 1024, rng=rng)),
-                          ("relu", nn.ReLU(inplace=True)), ("dropout", nn.Dropout(dropout, rng=rng)),
+                          ("relu", nn.ReLU(inplace=True)),
+                          ("dropout", nn.Dropout(dropout, rng=rng)),
                           ("fc2", fc(1024, num_classes, rng=rng, last=True))])
 
 

@@ -60,7 +60,7 @@ def _ref(net, refs, name, prefix):
     return leaf_graph(inner, full + ".")[1] if is_container(inner) else full
 
 
-def container_outputs(net, prefix=""):
+def container_outputs(net):
     """{dotted path of every container inside: path of the leaf that gives its output}."""
     out = {}
     for path, layer in net.named_layers(leaves=False):
