@@ -418,3 +418,20 @@ def test_torchvision_resnet18_exported_by_torch(tmp_path, rng):
         with torch.no_grad():
             expected = model(xb).numpy()
         np.testing.assert_allclose(net.forward(xb.numpy()), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_in_external_data_files(tmp_path, rng):
+    """Large models keep their weights beside the .onnx file (external data): read too."""
+    net = mc.models.zfnet_mini(num_classes=10)
+    path = tmp_path / "mini.onnx"
+    model = mc.io.save_onnx(net, path, (1, 1, 28, 28))
+    external = tmp_path / "external" / "mini.onnx"
+    external.parent.mkdir()
+    onnx.save(model, str(external), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="mini.weights", size_threshold=1024)
+    assert (external.parent / "mini.weights").stat().st_size > 1e6
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(mc.io.load_onnx(external).forward(x), net.forward(x))
+    (external.parent / "mini.weights").unlink()
+    with pytest.raises((ValueError, FileNotFoundError), match="mini"):
+        mc.io.load_onnx(external)

@@ -135,3 +135,15 @@ def test_corrupt_safetensors(tmp_path):
         mc.io.load_safetensors(mc.models.zfnet_mini(num_classes=10), path)
     with pytest.raises(FileNotFoundError):
         mc.io.load_safetensors(mc.models.zfnet_mini(num_classes=10), tmp_path / "none")
+
+
+def test_pth_without_torch_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "w.pth"
+    torch.save({"conv1.weight": torch.zeros(2, 1, 3, 3)}, path)
+    code = ("import sys\nsys.modules['torch'] = None\nimport minconv as mc\n"
+            f"try:\n    mc.io.read_torch_state_dict({str(path)!r})\n"
+            "except ImportError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "needs PyTorch" in result.stdout and "w.pth" in result.stdout, result.stderr
