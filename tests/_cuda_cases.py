@@ -125,3 +125,107 @@ def check_lrn(cuda, to_dev, to_host, case, dtype, rng):
     dx = cuda.lrn_backward(to_dev(dy), to_dev(x), y, scale, size, p["alpha"], p["beta"])
     assert dx.dtype == dtype
     _allclose(to_host(dx), expected, dtype, "lrn_backward")
+
+
+# ---------------------------------------------------------------- batch norm and average pooling
+
+# x_shape: M = N*H*W values per channel below, at and above the partial sums' count
+BN_CASES = [(2, 3, 4, 5), (3, 4, 7, 3), (2, 5, 1, 1), (1, 2, 9, 11), (4, 3, 10, 10),
+            (1, 1, 2, 1)]
+
+# x_shape, kernel, stride, padding, ceil_mode, count_include_pad
+AVGPOOL_CASES = [
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0), False, True),
+    ((1, 2, 7, 7), (3, 3), (2, 2), (1, 1), True, True),     # ceil_mode + padding counted
+    ((1, 2, 7, 7), (3, 3), (2, 2), (1, 1), True, False),    # ... or not
+    ((1, 2, 10, 10), (3, 3), (2, 2), (0, 0), True, True),   # last window cut at the edge
+    ((2, 2, 6, 9), (3, 2), (2, 3), (1, 1), False, False),   # non-square everything
+    ((2, 2, 6, 9), (3, 2), (2, 3), (1, 1), False, True),
+    ((1, 2, 5, 6), (3, 3), (2, 2), (1, 0), True, False),
+    ((1, 1, 5, 5), (5, 5), (1, 1), (2, 2), False, False),   # every window mostly padding
+    ((1, 2, 9, 9), (2, 2), (3, 3), (0, 0), True, True),     # stride > kernel: gaps
+]
+
+# x_shape, output size (Ho, Wo): smaller, larger, mixed, equal, one pixel
+ADAPTIVE_CASES = [
+    ((2, 3, 7, 9), (3, 4)),
+    ((1, 2, 13, 13), (4, 4)),      # overlapping bins
+    ((1, 2, 5, 5), (7, 8)),        # output larger than the input: pixels repeat
+    ((1, 2, 3, 6), (5, 2)),
+    ((2, 1, 6, 6), (6, 6)),
+    ((1, 1, 1, 1), (3, 2)),
+    ((1, 2, 2, 7), (7, 3)),        # torchvision VGG's 7x7 from a 2-pixel-high map
+]
+
+
+def _close_to_scale(actual, expected, dtype, what, scale=None):
+    """Equal to rounding, relative to the largest entry (sums in another order), or to
+    ``scale``, the size of the terms whose difference ``expected`` is."""
+    if scale is None:
+        scale = float(np.abs(expected).max(initial=0.0))
+    scale = max(scale, 1e-30)
+    err = float(np.abs(np.asarray(actual, np.float64) - expected).max(initial=0.0)) / scale
+    limit = 1e-5 if dtype == np.float32 else 1e-12
+    assert err <= limit, f"{what}: relative error {err:.2e} > {limit:.0e}"
+
+
+def check_batchnorm(cuda_norm, to_dev, to_host, x_shape, dtype, rng):
+    from minconv._kernels import reference_norm as ref
+    x = (rng.standard_normal(x_shape) * 2 + 1.5).astype(dtype)
+    mean_ref, var_ref = ref.batchnorm_stats(x)
+    mean, var = cuda_norm.batchnorm_stats(to_dev(x))
+    assert mean.dtype == dtype and var.dtype == dtype and mean.shape == (x_shape[1],)
+    _close_to_scale(to_host(mean), mean_ref, dtype, "batchnorm mean")
+    _close_to_scale(to_host(var), var_ref, dtype, "batchnorm var")
+    C = x_shape[1]
+    scale, shift = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    y = cuda_norm.batchnorm_apply(to_dev(x), to_dev(scale), to_dev(shift))
+    assert y.dtype == dtype and y.shape == tuple(x_shape)
+    _close_to_scale(to_host(y), ref.batchnorm_apply(x, scale, shift), dtype, "batchnorm_apply")
+    dy = rng.standard_normal(x_shape).astype(dtype)
+    gamma = rng.standard_normal(C).astype(dtype)
+    invstd = (1 / np.sqrt(var_ref + dtype(1e-5))).astype(dtype)
+    for train in (True, False):
+        expected = ref.batchnorm_backward(dy, x, mean_ref, invstd, gamma, train)
+        got = cuda_norm.batchnorm_backward(to_dev(dy), to_dev(x), to_dev(mean_ref),
+                                           to_dev(invstd), to_dev(gamma), train)
+        # dx in training is a difference of terms of the size of gamma*invstd*dy (it
+        # vanishes when M = 2): rounding is measured against those terms
+        terms = float(np.abs(dy * (gamma * invstd).reshape(1, -1, 1, 1)).max())
+        for g, e, name in zip(got, expected, ("dx", "dgamma", "dbeta")):
+            assert g.dtype == dtype and g.shape == e.shape, name
+            _close_to_scale(to_host(g), e, dtype, f"batchnorm_backward {name} train={train}",
+                            terms if name == "dx" else None)
+
+
+def check_avgpool(cuda_avgpool, to_dev, to_host, case, dtype, rng):
+    from minconv._kernels import reference_avgpool as ref
+    from minconv.geometry import pool_output_size
+    x_shape, kernel, stride, padding, ceil_mode, include = case
+    out = tuple(pool_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], ceil_mode)
+                for a in (0, 1))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    expected = ref.avgpool_forward(x, kernel, stride, padding, out, include)
+    y = cuda_avgpool.avgpool_forward(to_dev(x), kernel, stride, padding, out, include)
+    assert y.dtype == dtype and y.shape == expected.shape
+    _allclose(to_host(y), expected, dtype, "avgpool_forward")
+    dy = rng.standard_normal(expected.shape).astype(dtype)
+    expected = ref.avgpool_backward(dy, x_shape, kernel, stride, padding, include)
+    dx = cuda_avgpool.avgpool_backward(to_dev(dy), x_shape, kernel, stride, padding, include)
+    assert dx.dtype == dtype and dx.shape == tuple(x_shape)
+    _allclose(to_host(dx), expected, dtype, "avgpool_backward")
+
+
+def check_adaptive_avgpool(cuda_avgpool, to_dev, to_host, case, dtype, rng):
+    from minconv._kernels import reference_avgpool as ref
+    x_shape, out = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    expected = ref.adaptive_avgpool_forward(x, out)
+    y = cuda_avgpool.adaptive_avgpool_forward(to_dev(x), out)
+    assert y.dtype == dtype and y.shape == expected.shape == tuple(x_shape[:2]) + tuple(out)
+    _close_to_scale(to_host(y), expected, dtype, "adaptive_avgpool_forward")
+    dy = rng.standard_normal(expected.shape).astype(dtype)
+    expected = ref.adaptive_avgpool_backward(dy, x_shape)
+    dx = cuda_avgpool.adaptive_avgpool_backward(to_dev(dy), x_shape)
+    assert dx.dtype == dtype and dx.shape == tuple(x_shape)
+    _close_to_scale(to_host(dx), expected, dtype, "adaptive_avgpool_backward")

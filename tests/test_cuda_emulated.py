@@ -8,14 +8,14 @@ arguments passed from Python; test_gpu.py checks the same cases on a GPU.
 """
 import shutil
 import subprocess
+import types
 
 import numpy as np
 import pytest
 
 import _cuda_cases as cases
 import _cuda_emulator as emulator
-from minconv._kernels import cuda
-
+from minconv._kernels import cuda, cuda_avgpool, cuda_module, cuda_norm
 
 
 def _same(a):
@@ -37,6 +37,16 @@ def emulated(monkeypatch):
     yield cuda
     cuda._module.cache_clear()
     cuda._function.cache_clear()
+
+
+@pytest.fixture
+def emulated_layers(emulated, monkeypatch):
+    """cuda_norm and cuda_avgpool on the emulator (they launch through cuda.py's settings),
+    with 5 partial sums per channel so that a thread's walk crosses rows and images."""
+    monkeypatch.setattr(cuda_norm, "PARTIALS", 5)
+    cuda_module.clear_cache()
+    yield types.SimpleNamespace(norm=cuda_norm, avgpool=cuda_avgpool)
+    cuda_module.clear_cache()
 
 
 @pytest.fixture
@@ -69,6 +79,54 @@ def test_lrn(emulated, case, dtype, rng):
     cases.check_lrn(emulated, _same, _same, case, dtype, rng)
 
 
+@pytest.mark.parametrize("partials", [5, 64], ids=["5-partials", "64-partials"])
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("x_shape", cases.BN_CASES, ids=cases.case_id)
+def test_batchnorm(emulated_layers, monkeypatch, x_shape, dtype, partials, rng):
+    monkeypatch.setattr(cuda_norm, "PARTIALS", partials)  # fewer or more than H*W
+    cases.check_batchnorm(emulated_layers.norm, _same, _same, x_shape, dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("case", cases.AVGPOOL_CASES, ids=cases.case_id)
+def test_avgpool(emulated_layers, case, dtype, rng):
+    cases.check_avgpool(emulated_layers.avgpool, _same, _same, case, dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("case", cases.ADAPTIVE_CASES, ids=cases.case_id)
+def test_adaptive_avgpool(emulated_layers, case, dtype, rng):
+    cases.check_adaptive_avgpool(emulated_layers.avgpool, _same, _same, case, dtype, rng)
+
+
+def test_layer_kernels_take_the_references_signatures():
+    import inspect
+
+    from minconv._kernels import reference_avgpool, reference_norm
+    for twin, ref in ((cuda_norm, reference_norm), (cuda_avgpool, reference_avgpool)):
+        for name in twin.__all__:
+            assert (list(inspect.signature(getattr(twin, name)).parameters)
+                    == list(inspect.signature(getattr(ref, name)).parameters)), name
+
+
+def test_layer_kernels_empty_and_bad_input(emulated_layers):
+    mean, var = cuda_norm.batchnorm_stats(np.zeros((0, 3, 4, 4), np.float32))
+    assert mean.shape == var.shape == (3,)
+    y = cuda_avgpool.avgpool_forward(np.zeros((0, 2, 4, 4), np.float64), (2, 2), (2, 2), (0, 0),
+                                     (2, 2), True)
+    assert y.shape == (0, 2, 2, 2)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        cuda_norm.batchnorm_stats(np.zeros((1, 2, 3, 3), np.int32))
+    with pytest.raises(ValueError, match="scale must have shape"):
+        cuda_norm.batchnorm_apply(np.zeros((1, 2, 3, 3), np.float32), np.ones(3), np.ones(2))
+    with pytest.raises(ValueError, match="does not match"):
+        cuda_norm.batchnorm_backward(np.zeros((1, 2, 3, 3), np.float32),
+                                     np.zeros((1, 2, 3, 4), np.float32), np.zeros(2),
+                                     np.ones(2), np.ones(2), True)
+    with pytest.raises(ValueError, match="does not match"):
+        cuda_avgpool.adaptive_avgpool_backward(np.zeros((1, 2, 3, 3), np.float32), (1, 3, 5, 5))
+
+
 def test_64bit_indices(emulated, monkeypatch, rng):
     """Arrays of 2**31 elements or more switch to the long long instantiations;
     lowering the threshold runs those on small inputs."""
@@ -77,6 +135,11 @@ def test_64bit_indices(emulated, monkeypatch, rng):
     cases.check_col2im(emulated, _same, _same, cases.CONV_CASES[3], np.float64, rng)
     cases.check_maxpool(emulated, _same, _same, cases.POOL_CASES[1], np.float32, rng, ties=True)
     cases.check_lrn(emulated, _same, _same, cases.LRN_CASES[0], np.float64, rng)
+    cuda_module.clear_cache()
+    cases.check_batchnorm(cuda_norm, _same, _same, cases.BN_CASES[1], np.float32, rng)
+    cases.check_avgpool(cuda_avgpool, _same, _same, cases.AVGPOOL_CASES[2], np.float64, rng)
+    cases.check_adaptive_avgpool(cuda_avgpool, _same, _same, cases.ADAPTIVE_CASES[2],
+                                 np.float32, rng)
 
 
 def test_argument_sizes_are_checked(emulated):

@@ -5,7 +5,8 @@
 ``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``,
 ``lrn_backward`` and ``relu_backward`` for the device and dtype of ``x``:
 
-- CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`;
+- CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`, ``cuda_norm``
+  and ``cuda_avgpool``;
 - float32/float64 NumPy arrays get the Cython kernels when the extension is
   built, else the NumPy reference (with one warning at import);
 - anything else gets the reference.
@@ -22,7 +23,8 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_backward",
          "lrn_forward", "lrn_backward", "relu_backward",
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
-         "avgpool_forward", "avgpool_backward")
+         "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
+         "adaptive_avgpool_backward")
 # the Cython kernels' OpenMP controls, whether their tiles run, and the instruction-set
 # cap of the tiles (absent from the reference and CUDA namespaces; minconv.runtime and
 # the convolution planner ask them)
@@ -74,7 +76,8 @@ def kernels_for(x):
     if get_array_module(x) is not np:
         if _cuda is None:
             from . import cuda as _cuda_module
-            _cuda = _namespace(_cuda_module, *_optional("cuda_norm"), reference)
+            _cuda = _namespace(_cuda_module, *_optional("cuda_norm"),
+                               *_optional("cuda_avgpool"), reference)
         return _cuda
     if x.dtype in (np.float32, np.float64):
         return cpu

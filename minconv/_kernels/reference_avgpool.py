@@ -80,3 +80,19 @@ def adaptive_matrix(xp, dtype, n, n_out):
     for i, (start, end) in enumerate(adaptive_bins(n, n_out)):
         A[i, start:end] = 1.0 / (end - start)
     return A
+
+
+def adaptive_avgpool_forward(x, out_size):
+    """y (N, C, Ho, Wo) = A_h x A_w^T for each (N, C) plane of x (N, C, H, W)."""
+    xp = get_array_module(x)
+    (H, W), (Ho, Wo) = x.shape[2:], out_size
+    Ah, Aw = adaptive_matrix(xp, x.dtype, H, Ho), adaptive_matrix(xp, x.dtype, W, Wo)
+    return xp.matmul(Ah, xp.matmul(x, Aw.T))       # (Ho, H) @ (N, C, H, Wo)
+
+
+def adaptive_avgpool_backward(dy, x_shape):
+    """dx (x_shape) = A_h^T dy A_w: each dy spread evenly over its bin."""
+    xp = get_array_module(dy)
+    (H, W), (Ho, Wo) = x_shape[2:], dy.shape[2:]
+    Ah, Aw = adaptive_matrix(xp, dy.dtype, H, Ho), adaptive_matrix(xp, dy.dtype, W, Wo)
+    return xp.ascontiguousarray(xp.matmul(Ah.T, xp.matmul(dy, Aw)))   # (H, Ho) @ (N, C, Ho, W)

@@ -5,7 +5,6 @@ the window it came from; under every backward rule (grad, deconv, guided) the
 signal goes down the same way.
 """
 from .._kernels import kernels_for
-from .._kernels.reference_avgpool import adaptive_matrix
 from ..backend import get_array_module
 from ._checks import check_array, check_shape, pair
 from .pool import pool_geometry
@@ -61,9 +60,7 @@ def adaptive_avg_pool2d(x, output_size):
     H, W = x.shape[2:]
     if (Ho, Wo) == (1, 1):
         return x.mean(axis=(2, 3), keepdims=True)
-    xp = get_array_module(x)
-    Ah, Aw = adaptive_matrix(xp, x.dtype, H, Ho), adaptive_matrix(xp, x.dtype, W, Wo)
-    return xp.matmul(Ah, xp.matmul(x, Aw.T))       # (Ho, H) @ (N, C, H, Wo)
+    return kernels_for(x).adaptive_avgpool_forward(x, (Ho, Wo))
 
 
 def adaptive_avg_pool2d_backward(dy, x_shape):
@@ -77,5 +74,4 @@ def adaptive_avg_pool2d_backward(dy, x_shape):
     xp = get_array_module(dy)
     if (Ho, Wo) == (1, 1):
         return xp.broadcast_to(dy / dy.dtype.type(H * W), tuple(x_shape)).copy()
-    Ah, Aw = adaptive_matrix(xp, dy.dtype, H, Ho), adaptive_matrix(xp, dy.dtype, W, Wo)
-    return xp.ascontiguousarray(xp.matmul(Ah.T, xp.matmul(dy, Aw)))   # (H, Ho) @ (N, C, Ho, W)
+    return kernels_for(dy).adaptive_avgpool_backward(dy, tuple(x_shape))
