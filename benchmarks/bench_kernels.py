@@ -1,7 +1,7 @@
 """Time the Cython kernels against the NumPy reference and PyTorch at ZFNet's sizes.
 
     python benchmarks/bench_kernels.py [--batch 8 32] [--repeat 7] [--no-reference]
-                                       [--only pool1] [--single-thread]
+                                       [--only pool1] [--single-thread] [--tiles]
 
 Prints one markdown table per batch size: the median milliseconds of each
 kernel (Cython, reference, PyTorch CPU) and the ratio torch / Cython (above 1
@@ -9,6 +9,14 @@ means minconv is faster). PyTorch equivalents: ``F.unfold``/``F.fold`` for
 im2col/col2im, ``max_pool2d(return_indices=True, ceil_mode=True)`` and its
 backward for pooling, ``local_response_norm`` and its autograd backward for
 LRN, and ``conv2d`` forward + backward against im2col + GEMM + col2im.
+
+``--tiles`` times instead the compiled float32 tiles under each instruction set
+the CPU has (``cpu_conv.set_isa_cap``) against the unfolding + GEMM they
+replace, on one core's share of the batch (the layers split it among the
+cores): the products ``im2row_matmul`` (forward) and ``im2row_t_matmul`` (weight
+gradient) at zfnet_mini's and ZFNet's sizes, whatever their weights' size, and
+``conv2d_direct`` and its weight gradient on few input channels. Run it with
+``--single-thread`` and ``OPENBLAS_CORETYPE=Haswell`` to hold the GEMM to AVX2.
 """
 import argparse
 import os
@@ -149,6 +157,96 @@ def lrn_cases(N, rng):
         yield f"{name} bwd", *bwd, tb
 
 
+# (name, N, C, H, F, k, padding): one core's share of batch 8; stride 1
+TILE_PRODUCTS = [("mini conv2", 4, 32, 14, 64, 5, 2), ("mini conv3", 4, 64, 7, 96, 3, 1),
+                 ("mini conv4", 4, 96, 7, 96, 3, 1), ("ZFNet conv3", 4, 256, 13, 384, 3, 1),
+                 ("ZFNet conv4", 4, 384, 13, 384, 3, 1), ("ZFNet conv5", 4, 384, 13, 256, 3, 1)]
+TILE_DIRECT = [("mini conv1", 32, 1, 28, 32, 5, 2), ("RGB 3x3", 8, 3, 64, 64, 3, 1),
+               ("RGB 7x7", 2, 3, 112, 96, 7, 3)]
+
+
+def tile_sets():
+    """The instruction sets whose tiles this CPU runs, best first."""
+    sets = []
+    for name in ("avx512", "avx2"):
+        previous = cpu_conv.set_isa_cap(name)
+        if cpu_conv.isa() == name:
+            sets.append(name)
+        cpu_conv.set_isa_cap(previous)
+    return sets
+
+
+def tile_cases(rng):
+    """(name, {instruction set: function}, im2row/im2col + GEMM function) for each case,
+    each valid until the next is drawn (the functions share the loop's arrays)."""
+    sets = tile_sets()
+    limits = dict(cpu_conv._FUSED_MAX_WEIGHTS)
+
+    def under(name, fn):
+        def run():
+            cpu_conv.set_isa_cap(name)
+            cpu_conv._FUSED_MAX_WEIGHTS.update({s: 1 << 62 for s in limits})
+            try:
+                return fn()
+            finally:
+                cpu_conv._FUSED_MAX_WEIGHTS.update(limits)
+                cpu_conv.set_isa_cap("avx512")
+        return run
+
+    for name, N, C, H, F, k, p in TILE_PRODUCTS:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        w = rng.standard_normal((k * k * C, F), dtype=np.float32) * 0.01
+        geo = (k, k, (1, 1), (p, p), (1, 1))
+        dy = rng.standard_normal((N * H * H, F), dtype=np.float32)
+        yield (f"{name} rows @ w", {s: under(s, lambda: cpu_conv.im2row_matmul(x, w, *geo))
+                                    for s in sets}, lambda: cpu_conv.im2row(x, *geo) @ w)
+        yield (f"{name} rows.T @ dy", {s: under(s, lambda: cpu_conv.im2row_t_matmul(x, dy, *geo))
+                                       for s in sets}, lambda: cpu_conv.im2row(x, *geo).T @ dy)
+    for name, N, C, H, F, k, p in TILE_DIRECT:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        W = rng.standard_normal((F, C, k, k), dtype=np.float32)
+        geo = ((1, 1), (p, p), (1, 1))
+        L = H * H
+        dy = rng.standard_normal((N, F, H, H), dtype=np.float32)
+        W2 = W.reshape(F, -1)
+
+        def gemm_forward():
+            cols = cpu_conv.im2col(x, k, k, *geo)
+            return [W2 @ cols[:, n * L:(n + 1) * L] for n in range(N)]
+
+        def gemm_weight_grad():
+            cols = cpu_conv.im2col(x, k, k, *geo)
+            return sum(dy[n].reshape(F, L) @ cols[:, n * L:(n + 1) * L].T for n in range(N))
+
+        yield (f"{name} direct", {s: under(s, lambda: cpu_conv.conv2d_direct(x, W, None, *geo))
+                                  for s in sets}, gemm_forward)
+        yield (f"{name} direct dW", {
+            s: under(s, lambda: cpu_conv.conv2d_direct_weight_grad(dy, x, W.shape, *geo))
+            for s in sets}, gemm_weight_grad)
+
+
+def tiles_table(repeat, only):
+    sets = tile_sets()
+    print(f"\n### the float32 tiles, medians of {repeat} runs (ms); the GEMM: "
+          f"{gemm_kernel()}\n")
+    print("| case | " + " | ".join(sets) + " | unfolding + GEMM |")
+    print("| --- |" + " ---: |" * (len(sets) + 1))
+    for name, by_set, gemm in tile_cases(np.random.default_rng(0)):
+        if only not in name:
+            continue
+        times = median_ms(list(by_set.values()) + [gemm], repeat)
+        print(f"| {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |", flush=True)
+
+
+def gemm_kernel():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    return ", ".join(f"{p.get('internal_api')} {p.get('architecture')}" for p in blas) or "unknown"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
@@ -158,12 +256,17 @@ def main():
     parser.add_argument("--single-thread", action="store_true",
                         help="one thread everywhere, timed in CPU time of this thread: "
                              "steady on a machine shared with other jobs")
+    parser.add_argument("--tiles", action="store_true",
+                        help="the float32 tiles under each instruction set against the GEMM")
     args = parser.parse_args()
     global CLOCK
     if args.single_thread:
         CLOCK = time.thread_time
         if torch is not None:
             torch.set_num_threads(1)
+    if args.tiles:
+        tiles_table(args.repeat, args.only)
+        return
     rng = np.random.default_rng(0)
     for N in args.batch:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
