@@ -5,8 +5,9 @@
 
 For the five ZFNet convolutions (forward, and forward+backward with dx, dW, db),
 LRN and 3x3/2 ceil-mode max pooling at ZFNet's sizes, prints a markdown table:
-median milliseconds, GFLOP/s, share of the measured float32 GEMM peak, and the
-ratio minconv / PyTorch (below 1.0 means minconv is faster).
+median milliseconds (minconv's and PyTorch's runs alternating), GFLOP/s, share of
+the measured float32 GEMM peak, and the ratio minconv / PyTorch (below 1.0 means
+minconv is faster).
 
 Both run in this one process and so share one OpenMP runtime, which minconv
 sets to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``, see
@@ -24,8 +25,10 @@ fresh process of this script; with several, one table holds them all.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -41,6 +44,21 @@ CONVS = [("conv1", 3, 96, 7, 2, 1, 224), ("conv2", 96, 256, 5, 2, 0, 55),
          ("conv5", 384, 256, 3, 1, 1, 13)]
 POOLS = [("pool1", 96, 110), ("pool2", 256, 26)]     # 3x3 stride 2, ceil_mode
 NORMS = [("norm1", 96, 55), ("norm2", 256, 13)]      # LRN size 5
+
+
+def paired_ms(fn_a, fn_b, repeats):
+    """Median milliseconds of ``fn_a()`` and of ``fn_b()`` over ``repeats`` runs each,
+    after one warm-up, the runs alternating: on a shared machine a busy neighbour
+    then slows both alike, and their ratio holds where each time alone would not."""
+    fn_a()
+    fn_b()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, a), (fn_b, b)):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(a), statistics.median(b)
 
 
 def naive_conv2d(x, W, stride, pad):
@@ -81,8 +99,7 @@ def bench_conv(torch, name, C, F, k, s, p, size, N, repeats, rng):
     for what, fn_mc, fn_torch, fn_naive, mult in [
             ("fwd", lambda: layer.forward(x), torch_fwd, lambda: naive_conv2d(x, layer.params["W"], s, p), 1),
             ("fwd+bwd", mc_fwd_bwd, torch_fwd_bwd, None, 3)]:
-        t_mc = median_ms(fn_mc, repeats)
-        t_torch = median_ms(fn_torch, repeats)
+        t_mc, t_torch = paired_ms(fn_mc, fn_torch, repeats)
         t_naive = median_ms(fn_naive, max(1, repeats // 2)) if fn_naive else None
         rows.append((name, N, what, t_mc, t_torch, t_naive, mult * flops))
     return rows
@@ -106,10 +123,10 @@ def bench_pool_lrn(torch, N, repeats, rng):
         def torch_fwd_bwd():
             torch.autograd.grad(tf.max_pool2d(tx, 3, 2, ceil_mode=True), tx, tdy)
 
-        rows.append((name, N, "fwd", median_ms(lambda: layer.forward(x), repeats),
-                     median_ms(torch_fwd, repeats), None, None))
-        rows.append((name, N, "fwd+bwd", median_ms(lambda: (layer.forward(x), layer.backward(dy)), repeats),
-                     median_ms(torch_fwd_bwd, repeats), None, None))
+        rows.append((name, N, "fwd", *paired_ms(lambda: layer.forward(x), torch_fwd, repeats),
+                     None, None))
+        rows.append((name, N, "fwd+bwd", *paired_ms(lambda: (layer.forward(x), layer.backward(dy)),
+                                                    torch_fwd_bwd, repeats), None, None))
     for name, C, size in NORMS:
         x = rng.standard_normal((N, C, size, size)).astype(np.float32)
         layer = mc.nn.LRN(5, 1e-4, 0.75, 2.0)
@@ -124,10 +141,10 @@ def bench_pool_lrn(torch, N, repeats, rng):
         def torch_fwd_bwd():
             torch.autograd.grad(tf.local_response_norm(tx, 5, 1e-4, 0.75, 2.0), tx, tdy)
 
-        rows.append((name, N, "fwd", median_ms(lambda: layer.forward(x), repeats),
-                     median_ms(torch_fwd, repeats), None, None))
-        rows.append((name, N, "fwd+bwd", median_ms(lambda: (layer.forward(x), layer.backward(dy)), repeats),
-                     median_ms(torch_fwd_bwd, repeats), None, None))
+        rows.append((name, N, "fwd", *paired_ms(lambda: layer.forward(x), torch_fwd, repeats),
+                     None, None))
+        rows.append((name, N, "fwd+bwd", *paired_ms(lambda: (layer.forward(x), layer.backward(dy)),
+                                                    torch_fwd_bwd, repeats), None, None))
     return rows
 
 
