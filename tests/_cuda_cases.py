@@ -229,3 +229,39 @@ def check_adaptive_avgpool(cuda_avgpool, to_dev, to_host, case, dtype, rng):
     dx = cuda_avgpool.adaptive_avgpool_backward(to_dev(dy), x_shape)
     assert dx.dtype == dtype and dx.shape == tuple(x_shape)
     _close_to_scale(to_host(dx), expected, dtype, "adaptive_avgpool_backward")
+
+
+def check_layer_ops(F, to_dev, close, dtype, rng):
+    """minconv.functional's batch norm and (adaptive) average pooling on device arrays
+    (``to_dev``) against the same on NumPy arrays; ``close(device_result, host_result,
+    dtype, what)`` compares."""
+    x = (rng.standard_normal((4, 5, 6, 7)) * 2 + 1).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    gamma, beta, rmean = (rng.standard_normal(5).astype(dtype) for _ in range(3))
+    rvar = rng.random(5).astype(dtype) + 0.5
+    grm, grv = to_dev(rmean.copy()), to_dev(rvar.copy())
+    y, (mean, invstd) = F.batch_norm(x, gamma, beta, rmean, rvar, train=True)
+    gy, (gmean, ginvstd) = F.batch_norm(to_dev(x), to_dev(gamma), to_dev(beta), grm, grv,
+                                        train=True)
+    close(gy, y, dtype, "batch_norm")
+    close(grm, rmean, dtype, "running_mean")
+    close(grv, rvar, dtype, "running_var")
+    for train in (True, False):
+        expected = F.batch_norm_backward(dy, x, gamma, mean, invstd, train)
+        got = F.batch_norm_backward(to_dev(dy), to_dev(x), to_dev(gamma), gmean, ginvstd, train)
+        for g, e, name in zip(got, expected, ("dx", "dgamma", "dbeta")):
+            close(g, e, dtype, f"batch_norm_backward {name} (train={train})")
+    # (kernel, stride, padding, ceil_mode, count_include_pad)
+    for args in (((3, 3), 2, 1, True, False), ((2, 3), (2, 1), 0, False, True)):
+        y = F.avg_pool2d(x, *args)
+        close(F.avg_pool2d(to_dev(x), *args), y, dtype, f"avg_pool2d {args}")
+        d = rng.standard_normal(y.shape).astype(dtype)
+        close(F.avg_pool2d_backward(to_dev(d), x.shape, *args),
+              F.avg_pool2d_backward(d, x.shape, *args), dtype, f"avg_pool2d_backward {args}")
+    for size in ((3, 2), (9, 11), 1):
+        y = F.adaptive_avg_pool2d(x, size)
+        close(F.adaptive_avg_pool2d(to_dev(x), size), y, dtype, f"adaptive_avg_pool2d {size}")
+        d = rng.standard_normal(y.shape).astype(dtype)
+        close(F.adaptive_avg_pool2d_backward(to_dev(d), x.shape),
+              F.adaptive_avg_pool2d_backward(d, x.shape), dtype,
+              f"adaptive_avg_pool2d_backward {size}")

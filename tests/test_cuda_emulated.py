@@ -99,6 +99,32 @@ def test_adaptive_avgpool(emulated_layers, case, dtype, rng):
     cases.check_adaptive_avgpool(emulated_layers.avgpool, _same, _same, case, dtype, rng)
 
 
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+def test_layer_ops_through_the_cuda_namespace(emulated_layers, monkeypatch, dtype, rng):
+    """minconv.functional's batch norm and average pooling, dispatched as for a CuPy array
+    (the namespace kernels_for builds for one), against the same ops on NumPy arrays."""
+    from minconv import _kernels, functional as F
+    from minconv.functional import avgpool, norm
+    ops = _kernels._namespace(cuda, cuda_norm, cuda_avgpool, _kernels.reference)
+    for module in (cuda_norm, cuda_avgpool):
+        for name in module.__all__:
+            assert getattr(ops, name) is getattr(module, name), name
+    numpy_ops = _kernels.kernels_for
+
+    def dispatch(a):  # arrays tagged "on the device" get the CUDA namespace
+        return ops if isinstance(a, _Device) else numpy_ops(a)
+    monkeypatch.setattr(norm, "kernels_for", dispatch)
+    monkeypatch.setattr(avgpool, "kernels_for", dispatch)
+
+    def close(got, expected, dtype, what):
+        cases._close_to_scale(np.asarray(got), expected, dtype, what)
+    cases.check_layer_ops(F, lambda a: np.asarray(a).view(_Device), close, dtype, rng)
+
+
+class _Device(np.ndarray):
+    """A NumPy array standing for a device array in the dispatch test."""
+
+
 def test_layer_kernels_take_the_references_signatures():
     import inspect
 
@@ -172,14 +198,16 @@ def test_empty_batch(emulated):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA toolkit (nvcc) installed")
-def test_source_compiles_with_nvcc(tmp_path):
-    """Every instantiation that cuda.py asks NVRTC for compiles as real device code,
-    without warnings. Taking each kernel's address instantiates it, as CuPy's
+@pytest.mark.parametrize("module", [cuda, cuda_norm, cuda_avgpool],
+                         ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_source_compiles_with_nvcc(tmp_path, module):
+    """Every instantiation that a CUDA kernel file asks NVRTC for compiles as real device
+    code, without warnings. Taking each kernel's address instantiates it, as CuPy's
     name_expressions do."""
-    names = [cuda._name(k, c, i) for k in cuda.KERNELS
+    names = [cuda._name(k, c, i) for k in module.KERNELS
              for c in cuda._CTYPES.values() for i in cuda._ITYPES.values()]
     source = tmp_path / "kernels.cu"
-    source.write_text(cuda.SOURCE + "\nvoid* minconv_kernels[] = {"
+    source.write_text(module.SOURCE + "\nvoid* minconv_kernels[] = {"
                       + ", ".join(f"(void*)&{name}" for name in names) + "};\n")
     result = subprocess.run(["nvcc", "--ptx", "-arch=sm_75", "-Werror", "all-warnings",
                              str(source), "-o", str(tmp_path / "kernels.ptx")],

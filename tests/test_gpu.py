@@ -273,6 +273,53 @@ def test_lrn_and_elementwise_ops(cp, dtype, rng):
     assert abs(float(loss) - float(expected)) <= TOL[dtype] * abs(float(expected))
 
 
+# ---------------------------------------------------------------- batch norm and average pooling
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("x_shape", cases.BN_CASES + [(8, 16, 20, 20), (2, 3, 300, 300)],
+                         ids=cases.case_id)
+def test_batchnorm_kernels(cp, x_shape, dtype, rng):
+    from minconv._kernels import cuda_norm
+    cases.check_batchnorm(cuda_norm, cp.asarray, cp.asnumpy, x_shape, dtype, rng)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("case", cases.AVGPOOL_CASES
+                         + [((2, 64, 56, 56), (3, 3), (2, 2), (1, 1), True, False)],
+                         ids=cases.case_id)
+def test_avgpool_kernels(cp, case, dtype, rng):
+    from minconv._kernels import cuda_avgpool
+    cases.check_avgpool(cuda_avgpool, cp.asarray, cp.asnumpy, case, dtype, rng)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("case", cases.ADAPTIVE_CASES + [((2, 512, 3, 3), (7, 7))],
+                         ids=cases.case_id)
+def test_adaptive_avgpool_kernels(cp, case, dtype, rng):
+    from minconv._kernels import cuda_avgpool
+    cases.check_adaptive_avgpool(cuda_avgpool, cp.asarray, cp.asnumpy, case, dtype, rng)
+
+
+@needs_gpu
+def test_dispatch_picks_the_layer_kernels(cp):
+    from minconv._kernels import cuda_avgpool, cuda_norm, kernels_for
+    ops = kernels_for(cp.zeros((1, 1, 2, 2), cp.float64))
+    for module in (cuda_norm, cuda_avgpool):
+        for name in module.__all__:
+            assert getattr(ops, name) is getattr(module, name), name
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+def test_batchnorm_and_avgpool_ops(cp, dtype, rng):
+    """The functional ops on CuPy arrays (CUDA kernels) against NumPy ones (Cython or reference),
+    running statistics included."""
+    cases.check_layer_ops(F, cp.asarray, assert_close, dtype, rng)
+
+
 # ---------------------------------------------------------------- nets, GPU vs CPU
 
 @needs_gpu
