@@ -93,6 +93,11 @@ GRID = [
     (2, 4, 7, 9, 4, 3, 3, 2, 1, 1, 4),                  # depthwise, stride 2
     (2, 3, 6, 6, 6, 3, 3, 1, 2, 2, 3),                  # depthwise, channel multiplier 2
     (2, 2, 26, 25, 3, 3, 3, 1, 1, 1, 1),                # >= 512 positions (per-image maps)
+    (2, 6, 11, 12, 8, 1, 1, 1, 0, 1, 1),                # 1x1: pointwise, one GEMM per chunk
+    (3, 6, 11, 12, 5, 1, 1, 2, 0, 1, 1),                # 1x1 stride 2: the kept positions
+    (2, 8, 9, 7, 6, 1, 1, (1, 2), 0, 1, 2),             # 1x1, per-axis stride, groups=2
+    (2, 4, 24, 23, 8, 1, 1, 1, 0, 1, 4),                # 1x1 depthwise-like, >= 100 positions
+    (2, 5, 25, 26, 4, 1, 1, 2, 0, 1, 1),                # 1x1 stride 2, 169 positions per image
 ]
 IDS = [f"N{c[0]}C{c[1]}F{c[4]}_{c[2]}x{c[3]}k{c[5]}x{c[6]}s{c[7]}p{c[8]}d{c[9]}g{c[10]}"
        for c in GRID]
@@ -173,6 +178,35 @@ def test_default_plan_follows_the_instruction_set(isa, isa_cap):
     assert F.choose_plan(x, W, stride=2, padding=1).data_grad == "rows"
     first = F.choose_plan(np.zeros((2, 3, 12, 12), np.float32), np.zeros((8, 3, 3, 3), np.float32))
     assert first.forward == first.weight_grad == ("direct" if tiles else "rows")
+
+
+def test_default_plan_one_by_one_filters_take_the_pointwise_gemm():
+    for dtype in (np.float32, np.float64):
+        for shape, stride in (((2, 64, 56, 56), 1), ((2, 512, 7, 7), 1), ((2, 256, 14, 14), 2)):
+            x, W = np.zeros(shape, dtype), np.zeros((32, shape[1], 1, 1), dtype)
+            assert str(F.choose_plan(x, W, stride=stride)) == "pointwise"
+    x = np.zeros((2, 16, 7, 7), np.float32)
+    assert str(F.choose_plan(x, np.zeros((8, 16, 1, 1), np.float32), padding=1)) != "pointwise"
+
+
+@pytest.mark.parametrize("shape,stride", [((3, 6, 12, 11), 1), ((3, 6, 12, 11), 2),
+                                          ((2, 4, 30, 28), 1), ((2, 4, 30, 28), 2)])
+def test_pointwise_unfolds_nothing(shape, stride, rng, monkeypatch):
+    kernels = mc._kernels.kernels_for(np.zeros(1))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pointwise path unfolded its input")
+    for name in ("im2col", "col2im", "im2row", "row2im"):
+        if hasattr(kernels, name):
+            monkeypatch.setattr(kernels, name, refuse)
+    x = rng.standard_normal(shape)
+    W = rng.standard_normal((5, shape[1], 1, 1))
+    y = F.conv2d(x, W, None, stride, plan="pointwise")
+    assert rel_error(y, reference_conv(x, W, None, stride, 0, 1, 1)) <= 1e-12
+    dy = rng.standard_normal(y.shape)
+    got = F.conv2d_backward(dy, x, W, stride, plan="pointwise")
+    for a, e in zip(got, reference_grads(dy, x, W, stride, 0, 1, 1)):
+        assert rel_error(a, e) <= 1e-12
 
 
 def test_a_grouped_convolution_plans_one_group(rng):

@@ -8,6 +8,7 @@ A :class:`Plan` names a path (:mod:`.conv_paths`) for the forward product, the
 data gradient (C^T) and the weight gradient. The default choice, from the
 shapes, the device, the dtype and what the compiled tiles serve on this CPU:
 
+    CPU, 1x1 filters, no padding      pointwise (a GEMM per image, nothing unfolded)
     GPU (CuPy)                        columns; per_image on maps of >= 512 positions
     CPU, maps of >= 512 positions     per_image
     CPU, smaller maps                 rows; fused_rows for each product whose weights
@@ -28,9 +29,9 @@ import numpy as np
 
 from .._kernels import kernels_for
 from ..backend import get_array_module
-from .conv_paths import Window, direct, fused_rows, output_hw, per_image, rows
+from .conv_paths import Window, direct, fused_rows, output_hw, per_image, pointwise, rows
 
-PLANS = ("columns", "per_image", "rows", "fused_rows", "direct")
+PLANS = ("columns", "per_image", "rows", "fused_rows", "direct", "pointwise")
 
 # Maps of at least this many positions take one GEMM per image.
 PER_IMAGE_MIN_POSITIONS = 512
@@ -61,7 +62,7 @@ def path(name):
         from .conv import COLUMNS  # the readable path lives with the math
         return COLUMNS
     paths = {"per_image": per_image.PATH, "rows": rows.PATH, "fused_rows": fused_rows.PATH,
-             "direct": direct.PATH}
+             "direct": direct.PATH, "pointwise": pointwise.PATH}
     if name not in paths:
         raise ValueError(f"unknown convolution plan {name!r}: expected one of {PLANS}")
     return paths[name]
@@ -98,6 +99,9 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     F, C, kh, kw = W_shape
     Ho, Wo = output_hw(x_shape, W_shape, win)
     L = Ho * Wo
+    if xp is np and pointwise.serves(W_shape, win):
+        return Plan("pointwise", "pointwise", "pointwise",
+                    "1x1 filters, no padding: W (F, C) @ x (C, H*W), nothing unfolded")
     if L >= PER_IMAGE_MIN_POSITIONS:
         fwd = dgrad = wgrad = "per_image"
         reason = f"{Ho}x{Wo} map >= {PER_IMAGE_MIN_POSITIONS} positions: one GEMM per image"
