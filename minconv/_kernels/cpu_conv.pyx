@@ -437,10 +437,17 @@ cdef int _ISA_SUPPORTED = 2 if mc_fused_available() else (1 if mc_avx2_available
 cdef int _isa_cap = 2
 cdef int _isa = _ISA_SUPPORTED
 
-# The tiles stream the whole (kh*kw*C, F) weight matrix once per few positions:
-# they beat im2row + GEMM while it stays in the core's L2 cache (1 MB here, of
-# 2 MB). ZFNet's 13x13 layers (3.5-5.3 MB of weights) measured 2-4x slower fused.
-_FUSED_MAX_WEIGHTS = {"avx512": 2 ** 18, "avx2": 2 ** 18}
+# The AVX-512 tiles stream the whole (kh*kw*C, F) weight matrix once per few
+# positions: they beat im2row + GEMM while it stays in the core's L2 cache (1 MB
+# here, of 2 MB); ZFNet's 13x13 layers (3.5-5.3 MB of weights) measured 2-4x
+# slower fused. The AVX2 tiles stream one 16-channel panel of it (ZFNet's conv4:
+# 221 KB), and their forward product (and the flipped one of dx) stayed 5-10%
+# ahead of im2row + OpenBLAS's Haswell sgemm at every size measured, up to
+# ZFNet's conv3-5 (`bench_kernels.py --tiles`); their weight gradient fell
+# 10-30% behind there, and keeps the AVX-512 limit.
+_FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 18, ("avx512", "weight_grad"): 2 ** 18,
+                      ("avx2", "forward"): 2 ** 62, ("avx2", "weight_grad"): 2 ** 18}
+PRODUCTS = ("forward", "weight_grad")
 
 
 def _isa_level(name, what):
@@ -478,19 +485,23 @@ def fused_kernels(dtype):
     return _fusing_level(dtype) > 0
 
 
-def fuses_im2row(dtype, taps, channels):
-    """True when :func:`im2row_matmul` and :func:`im2row_t_matmul` with a weight
-    matrix of ``taps`` x ``channels`` (kh*kw*C x F) run without forming the rows."""
-    return _fusing_level(dtype, taps, channels) > 0
+def fuses_im2row(dtype, taps, channels, product="forward"):
+    """True when the product ``product`` with a weight matrix of ``taps`` x ``channels``
+    (kh*kw*C x F) runs without forming the rows: "forward" for :func:`im2row_matmul`
+    (the output, and dx as a flipped convolution), "weight_grad" for
+    :func:`im2row_t_matmul`."""
+    if product not in PRODUCTS:
+        raise ValueError(f"fuses_im2row: product must be one of {PRODUCTS}, got {product!r}")
+    return _fusing_level(dtype, taps, channels, product) > 0
 
 
-def _fusing_level(dtype, taps=0, channels=0):
+def _fusing_level(dtype, taps=0, channels=0, product="forward"):
     """The level of the tiles that serve ``dtype`` and these weights now, 0 for none;
     read once per call, so a cap set meanwhile never splits one product across two."""
     level = _isa
     if level == 0 or np.dtype(dtype) != np.float32:
         return 0
-    return level if taps * channels <= _FUSED_MAX_WEIGHTS[ISA_NAMES[level]] else 0
+    return level if taps * channels <= _FUSED_MAX_WEIGHTS[ISA_NAMES[level], product] else 0
 
 
 def _matrix(a, rows, dtype, op, what):
@@ -584,7 +595,7 @@ def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
         x.shape, kh, kw, stride, padding, dilation)
     dy_rows = _matrix(dy_rows, N * Ho * Wo, x.dtype, "im2row_t_matmul", "dy_rows")
     dw_rows = _unfold_target(out, (kh * kw * C, dy_rows.shape[1]), x, "im2row_t_matmul")
-    level = _fusing_level(x.dtype, kh * kw * C, dy_rows.shape[1])
+    level = _fusing_level(x.dtype, kh * kw * C, dy_rows.shape[1], "weight_grad")
     if dw_rows.size == 0 or dy_rows.size == 0:
         dw_rows[...] = 0
     elif level:
