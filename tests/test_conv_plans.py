@@ -154,10 +154,24 @@ def test_conv_transpose_backward_on_every_plan(plan, rng):
 # ---------------------------------------------------------------- the planner's choices
 
 def test_default_plan_large_maps_take_one_gemm_per_image(rng):
-    x = np.zeros((2, 8, 30, 30), np.float32)
-    plan = F.choose_plan(x, np.zeros((16, 8, 3, 3), np.float32), padding=1)
+    x = np.zeros((2, 8, 30, 30))                              # float64: no tiles
+    plan = F.choose_plan(x, np.zeros((16, 8, 3, 3)), padding=1)
     assert (plan.forward, plan.data_grad, plan.weight_grad) == ("per_image",) * 3
     assert "512" in plan.reason and str(plan) == "per_image"
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
+def test_default_plan_large_maps_fuse_small_weights(isa, isa_cap):
+    isa_cap(isa)
+    tiles = isa != "none"
+    x = np.zeros((2, 64, 56, 56), np.float32)                 # ResNet's first stage
+    plan = F.choose_plan(x, np.zeros((64, 64, 3, 3), np.float32), padding=1)
+    assert str(plan) == ("fused_rows" if tiles else "per_image")
+    strided = F.choose_plan(x, np.zeros((64, 64, 3, 3), np.float32), stride=2, padding=1)
+    assert strided.data_grad == "per_image"
+    wide = F.choose_plan(np.zeros((2, 96, 26, 26), np.float32),     # ZFNet's conv2: too big
+                         np.zeros((256, 96, 5, 5), np.float32), padding=2)
+    assert str(wide) == "per_image"
 
 
 def test_default_plan_small_maps_go_channels_last():

@@ -10,7 +10,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
 
     CPU, 1x1 filters, no padding      pointwise (a GEMM per image, nothing unfolded)
     GPU (CuPy)                        columns; per_image on maps of >= 512 positions
-    CPU, maps of >= 512 positions     per_image
+    CPU, maps of >= 512 positions     per_image; fused_rows as below when the weights fit the
+                                      tiles and there are more than 4 input channels
     CPU, smaller maps                 rows; fused_rows for each product whose weights
                                       fit the tiles' cache budget (float32 with AVX2/AVX-512),
                                       the data gradient only at stride 1
@@ -35,6 +36,9 @@ PLANS = ("columns", "per_image", "rows", "fused_rows", "direct", "pointwise")
 
 # Maps of at least this many positions take one GEMM per image.
 PER_IMAGE_MIN_POSITIONS = 512
+# On such maps the fused tiles take over from per_image for weights of at most this
+# many values (ResNet's and VGG's first stages; ZFNet's conv2, 614k, stays per_image).
+LARGE_MAP_FUSED_WEIGHTS = 2 ** 18
 # Inputs of at most this many channels (first layers) convolve tap by tap.
 DIRECT_MAX_CHANNELS = 4
 
@@ -105,6 +109,14 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     if L >= PER_IMAGE_MIN_POSITIONS:
         fwd = dgrad = wgrad = "per_image"
         reason = f"{Ho}x{Wo} map >= {PER_IMAGE_MIN_POSITIONS} positions: one GEMM per image"
+        if (xp is np and C > DIRECT_MAX_CHANNELS and C * kh * kw * F <= LARGE_MAP_FUSED_WEIGHTS
+                and _fuses(kernels, dtype, C * kh * kw, F)):
+            fwd = wgrad = "fused_rows"
+            reason += "; weights fit the tiles: fused, the columns never formed"
+            if (fused_rows.flipped_padding(W_shape, win) is not None
+                    and _fuses(kernels, dtype, kh * kw * F, C)):
+                dgrad = "fused_rows"
+                reason += "; dx as a flipped convolution"
     elif xp is not np:
         fwd = dgrad = wgrad = "columns"
         reason = "GPU: one GEMM per chunk"
