@@ -155,23 +155,26 @@ def test_the_predicates_answer_for_the_active_set(isa):
     assert cpu_conv.fused_kernels(np.float32) == (isa != "none")
     assert not cpu_conv.fused_kernels(np.float64)
     assert not cpu_conv.fuses_im2row(np.float64, 864, 96)
-    # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) only in
-    # the forward product of the AVX2 tiles, which stream one 16-channel panel of it
+    # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) not
     for product in ("forward", "weight_grad"):
         assert cpu_conv.fuses_im2row(np.float32, 864, 96, product) == (isa != "none")
-    assert cpu_conv.fuses_im2row(np.float32, 3456, 256) == (isa == "avx2")
-    assert not cpu_conv.fuses_im2row(np.float32, 3456, 256, "weight_grad")
+        assert not cpu_conv.fuses_im2row(np.float32, 3456, 256, product)
     with pytest.raises(ValueError, match=r"fuses_im2row: product must be one of"):
         cpu_conv.fuses_im2row(np.float32, 864, 96, "backward")
 
 
-def test_large_weights_match_reference(isa):
-    """ZFNet's conv5 on a 13x13 map: the AVX2 forward product runs fused at this size."""
+def test_large_weights_match_reference(isa, monkeypatch):
+    """ZFNet's conv5 on a 13x13 map, fused past the cache limit (as bench_kernels --tiles runs it)."""
+    monkeypatch.setattr(cpu_conv, "_FUSED_MAX_WEIGHTS",
+                        dict.fromkeys(cpu_conv._FUSED_MAX_WEIGHTS, 2 ** 62))
     x = random((1, 384, 13, 13), 0)
     w_rows = random((9 * 384, 256), 1) * 0.05
     geometry = (3, 3, (1, 1), (1, 1), (1, 1))
-    assert_close_to(cpu_conv.im2row_matmul(x, w_rows, *geometry),
-                    ref.im2row_matmul(x, w_rows, *geometry))
+    y = cpu_conv.im2row_matmul(x, w_rows, *geometry)
+    assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry))
+    dy_rows = random(y.shape, 3)
+    assert_close_to(cpu_conv.im2row_t_matmul(x, dy_rows, *geometry),
+                    ref.im2row_t_matmul(x, dy_rows, *geometry))
 
 
 def test_the_cap_returns_the_previous_one_and_names_a_wrong_one():

@@ -437,16 +437,16 @@ cdef int _ISA_SUPPORTED = 2 if mc_fused_available() else (1 if mc_avx2_available
 cdef int _isa_cap = 2
 cdef int _isa = _ISA_SUPPORTED
 
-# The AVX-512 tiles stream the whole (kh*kw*C, F) weight matrix once per few
-# positions: they beat im2row + GEMM while it stays in the core's L2 cache (1 MB
-# here, of 2 MB); ZFNet's 13x13 layers (3.5-5.3 MB of weights) measured 2-4x
-# slower fused. The AVX2 tiles stream one 16-channel panel of it (ZFNet's conv4:
-# 221 KB), and their forward product (and the flipped one of dx) stayed 5-10%
-# ahead of im2row + OpenBLAS's Haswell sgemm at every size measured, up to
-# ZFNet's conv3-5 (`bench_kernels.py --tiles`); their weight gradient fell
-# 10-30% behind there, and keeps the AVX-512 limit.
+# The tiles stream the whole (kh*kw*C, F) weight matrix once per few positions
+# (the AVX2 ones one 16-channel panel of it at a time): they beat im2row + GEMM
+# while it stays in the core's L2 cache (1 MB here, of 2 MB). ZFNet's 13x13
+# layers (3.5-5.3 MB of weights) measured 2-4x slower fused with AVX-512. With
+# AVX2 their forward product alone, on one core, ran 5-10% ahead of im2row and
+# OpenBLAS's Haswell sgemm (`bench_kernels.py --tiles`), but the layers on both
+# cores ran 10-30% slower fused (`bench_layers.py --isa avx2`), and their weight
+# gradient fell 10-30% behind even alone: both keep the limit.
 _FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 18, ("avx512", "weight_grad"): 2 ** 18,
-                      ("avx2", "forward"): 2 ** 62, ("avx2", "weight_grad"): 2 ** 18}
+                      ("avx2", "forward"): 2 ** 18, ("avx2", "weight_grad"): 2 ** 18}
 PRODUCTS = ("forward", "weight_grad")
 
 
