@@ -11,7 +11,8 @@ into minconv with ``minconv.io.from_torch_state_dict``), the same random images;
 ``forward`` is inference (evaluation mode, no gradients kept), ``step`` one SGD step
 (training mode: BatchNorm on batch statistics, loss, backward, update). Times are
 medians of ``--steps`` runs after a warm-up. Both frameworks get the same threads;
-minconv runs with ``runtime.configure(malloc="keep")``, the trainer's setting.
+minconv runs with ``runtime.configure(malloc="keep")``, the trainer's setting
+(``--malloc default`` for glibc's own).
 The output is a markdown table with minconv/PyTorch ratios.
 """
 import argparse
@@ -78,9 +79,10 @@ def child(args):
         import minconv as mc
         from minconv.nn.base import shapes_only
         from minconv.train.optim import SGD
-        # as the trainer does: freed activations are reused, not unmapped and faulted in
-        # again on every pass (DenseNet-121's forward pass takes twice as long without)
-        mc.runtime.configure(malloc="keep")
+        # "keep" (the trainer's setting): freed activations are reused, not unmapped and
+        # faulted in again on every pass (DenseNet-121's forward pass takes twice as long
+        # without), at the cost of a larger resident set (VGG-16's grows by ~15%)
+        mc.runtime.configure(malloc=args.malloc)
         with shapes_only():  # the weights come from torchvision: draw none
             net = mc.models.build(args.model)
         mc.io.from_torch_state_dict(net, torch_model(args.model).state_dict())
@@ -130,7 +132,8 @@ def measure(framework, model, batch, args):
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                OPENBLAS_NUM_THREADS=str(args.threads))
     command = [sys.executable, os.path.abspath(__file__), "--child", framework, "--model", model,
-               "--batch", str(batch), "--steps", str(args.steps), "--threads", str(args.threads)]
+               "--batch", str(batch), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--malloc", args.malloc]
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{framework} {model} batch {batch} failed:\n{out.stderr[-2000:]}")
@@ -144,6 +147,8 @@ def main():
     p.add_argument("--steps", type=int, default=3, help="timed runs per figure (median)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--quick", action="store_true", help="resnet18 and googlenet at batch 8")
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="minconv's malloc policy (runtime.configure); keep: the trainer's")
     p.add_argument("--bn", action="store_true", help="BatchNorm alone, batch --batches[0]")
     p.add_argument("--child", choices=("minconv", "torch", "bn"), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -154,7 +159,7 @@ def main():
     if args.child:
         args.framework = args.child
         return child(args)
-    print(f"{machine()}; {args.threads} threads\n")
+    print(f"{machine()}; {args.threads} threads; minconv malloc={args.malloc}\n")
     if args.bn:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "bn",
