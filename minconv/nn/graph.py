@@ -141,10 +141,16 @@ class Graph(Container):
             stack.extend(split_path(i)[0] for i in self._inputs[name])
         return needed
 
-    def _inner_reads(self, name, needed):
-        """Paths inside node ``name`` that needed nodes read (relative to ``name``)."""
-        return sorted({i[len(name) + 1:] for n in needed for i in self._inputs[n]
-                       if i.startswith(name + ".")})
+    def _inner_reads(self, needed):
+        """{node: sorted paths inside it that needed nodes read (relative to the node)},
+        one pass over the edges (node names hold no '.')."""
+        inner = {}
+        for n in needed:
+            for i in self._inputs[n]:
+                node, _, path = i.partition(".")
+                if path:
+                    inner.setdefault(node, set()).add(path)
+        return {node: sorted(paths) for node, paths in inner.items()}
 
     def _ordered_children(self):
         return [(name, self._layers[name]) for name in self.order()]
@@ -173,12 +179,13 @@ class Graph(Container):
         self.outputs = {}
         self._shapes = {}
         values = {INPUT: x}
+        inner_reads = self._inner_reads(needed)
         for name in order:
             layer, inputs = self._layers[name], self._inputs[name]
             args = [values[i] for i in inputs]
             if mutates_input(layer) and uses[inputs[0]] > 1:
                 args[0] = args[0].copy()  # others still read it
-            inner = self._inner_reads(name, needed)
+            inner = inner_reads.get(name, [])
             y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
                                     else args[0], train, until=rest if name == head else None,
                                     record=tuple(self._sub_record(name, record)) + tuple(inner))
