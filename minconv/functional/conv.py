@@ -32,7 +32,7 @@ from ..backend import get_array_module
 from ..geometry import (check_groups, conv_geometry, conv_transpose_geometry,
                         conv_transpose_output_size)
 from ._checks import check_array, check_same_dtype, check_shape
-from .conv_paths import ConvPath, Gather, Window, chunk_rows, chunks, output_hw, sum_in_order
+from .conv_paths import ConvPath, Gather, Window, chunk_rows, chunks, output_hw, weight_grad_by_chunks
 from .conv_plan import resolve, run_data_grad, run_forward, run_weight_grad
 
 # ---------------------------------------------------------------- the paper's path: columns
@@ -85,20 +85,16 @@ def columns_weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     N, F, Ho, Wo = dy.shape
     _, C, kh, kw = W_shape
 
-    def correlate(share):
-        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-        db = xp.zeros(F, dtype=dy.dtype) if with_bias else None
-        for part in chunks(share, C * kh * kw, Ho * Wo, x.dtype.itemsize, workspace, xp):
-            n = part.stop - part.start
-            cols = runtime.scratch(xp, x.dtype, (C * kh * kw, n * Ho * Wo))
-            kernels.im2col(x[part], kh, kw, *win, out=cols)
-            dY = chunk_rows(dy[part], F, Ho * Wo)                         # (F, n*Ho*Wo)
-            dW2 += dY @ cols.T                                            # (F, C*kh*kw)
-            if with_bias:
-                db += dY.sum(axis=1)
-        return dW2, db
+    def add_chunk(part, dW2, db):
+        n = part.stop - part.start
+        cols = runtime.scratch(xp, x.dtype, (C * kh * kw, n * Ho * Wo))
+        kernels.im2col(x[part], kh, kw, *win, out=cols)
+        dY = chunk_rows(dy[part], F, Ho * Wo)                             # (F, n*Ho*Wo)
+        dW2 += dY @ cols.T                                                # (F, C*kh*kw)
+        if db is not None:
+            db += dY.sum(axis=1)
 
-    dW2, db = sum_in_order(runtime.map_shares(correlate, N, xp), with_bias)
+    dW2, db = weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk)
     return dW2.reshape(W_shape), db
 
 

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ... import runtime
+from ...backend import get_array_module
 from ...geometry import conv_output_size
 
 
@@ -82,6 +83,28 @@ class Gather:
 
     def result(self):
         return self.whole if self.whole is not None else self.out
+
+
+def weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk):
+    """dW2 = sum over the batch of each chunk's product, (F, C*kh*kw); db = dY summed, (F,).
+
+    The cores take their shares of the batch; each walks its share chunk by chunk
+    (:func:`chunks`), calling ``add_chunk(part, dW2, db)`` to add that chunk's terms in
+    place (``db`` is None without a bias), and the shares' sums are then added in share
+    order. The tap order of dW2's columns is the path's own.
+    """
+    xp = get_array_module(x)
+    N, F, Ho, Wo = dy.shape
+    _, C, kh, kw = W_shape
+
+    def correlate(share):
+        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+        db = xp.zeros(F, dtype=dy.dtype) if with_bias else None
+        for part in chunks(share, C * kh * kw, Ho * Wo, x.dtype.itemsize, workspace, xp):
+            add_chunk(part, dW2, db)
+        return dW2, db
+
+    return sum_in_order(runtime.map_shares(correlate, N, xp), with_bias)
 
 
 def sum_in_order(partials, with_bias):

@@ -20,7 +20,7 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from . import (ConvPath, Gather, channels_first, chunks, output_hw, position_rows, rows,
-               sum_in_order, weight_matrix_channels_last, weights_from_channels_last)
+               weight_grad_by_chunks, weight_matrix_channels_last, weights_from_channels_last)
 
 
 def flipped_padding(W_shape, win):
@@ -84,21 +84,16 @@ def data_grad(dy, W, x_shape, win, workspace=None):
 
 
 def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
-    xp, kernels = get_array_module(x), kernels_for(x)
-    N, F, Ho, Wo = dy.shape
-    _, C, kh, kw = W_shape
+    kernels = kernels_for(x)
+    _, _, kh, kw = W_shape
 
-    def correlate(share):
-        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-        db = xp.zeros(F, dtype=dy.dtype) if with_bias else None
-        for part in chunks(share, C * kh * kw, Ho * Wo, x.dtype.itemsize, workspace, xp):
-            dy_rows = position_rows(dy[part])                             # (n*L, F)
-            dW2 += kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, *win).T  # (F, kh*kw*C)
-            if with_bias:
-                db += dy_rows.sum(axis=0)
-        return dW2, db
+    def add_chunk(part, dW2, db):
+        dy_rows = position_rows(dy[part])                                 # (n*L, F)
+        dW2 += kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, *win).T  # (F, kh*kw*C)
+        if db is not None:
+            db += dy_rows.sum(axis=0)
 
-    dW2, db = sum_in_order(runtime.map_shares(correlate, N, xp), with_bias)
+    dW2, db = weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk)
     return weights_from_channels_last(dW2, W_shape), db
 
 

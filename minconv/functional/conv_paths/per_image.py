@@ -12,7 +12,7 @@ layout transposes of the one-GEMM path disappear.
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import ConvPath, Gather, chunks, output_hw, sum_in_order, weight_matrix
+from . import ConvPath, Gather, chunks, output_hw, weight_grad_by_chunks, weight_matrix
 
 
 def _image_columns(cols, i, L):
@@ -68,21 +68,17 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     _, C, kh, kw = W_shape
     L = Ho * Wo
 
-    def correlate(share):
-        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-        db = xp.zeros(F, dtype=dy.dtype) if with_bias else None
-        for part in chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
-            n = part.stop - part.start
-            cols = runtime.scratch(xp, x.dtype, (C * kh * kw, n * L))
-            kernels.im2col(x[part], kh, kw, *win, out=cols)
-            dy3 = dy[part].reshape(n, F, L)
-            for i in range(n):
-                dW2 += dy3[i] @ _image_columns(cols, i, L).T              # (F, C*kh*kw)
-                if with_bias:
-                    db += dy3[i].sum(axis=1)
-        return dW2, db
+    def add_chunk(part, dW2, db):
+        n = part.stop - part.start
+        cols = runtime.scratch(xp, x.dtype, (C * kh * kw, n * L))
+        kernels.im2col(x[part], kh, kw, *win, out=cols)
+        dy3 = dy[part].reshape(n, F, L)
+        for i in range(n):
+            dW2 += dy3[i] @ _image_columns(cols, i, L).T                  # (F, C*kh*kw)
+            if db is not None:
+                db += dy3[i].sum(axis=1)
 
-    dW2, db = sum_in_order(runtime.map_shares(correlate, N, xp), with_bias)
+    dW2, db = weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk)
     return dW2.reshape(W_shape), db
 
 

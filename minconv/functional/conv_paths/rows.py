@@ -14,7 +14,7 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from . import (ConvPath, Gather, channels_first, chunks, output_hw, position_rows,
-               sum_in_order, weight_matrix_channels_last, weights_from_channels_last)
+               weight_grad_by_chunks, weight_matrix_channels_last, weights_from_channels_last)
 
 
 def forward(x, W, b, win, workspace=None):
@@ -62,20 +62,16 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     _, C, kh, kw = W_shape
     L = Ho * Wo
 
-    def correlate(share):
-        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-        db = xp.zeros(F, dtype=dy.dtype) if with_bias else None
-        for part in chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
-            n = part.stop - part.start
-            dy_rows = position_rows(dy[part])                             # (n*L, F)
-            rows = runtime.scratch(xp, x.dtype, (n * L, C * kh * kw))
-            kernels.im2row(x[part], kh, kw, *win, out=rows)
-            dW2 += dy_rows.T @ rows                                       # (F, kh*kw*C)
-            if with_bias:
-                db += dy_rows.sum(axis=0)
-        return dW2, db
+    def add_chunk(part, dW2, db):
+        n = part.stop - part.start
+        dy_rows = position_rows(dy[part])                                 # (n*L, F)
+        rows = runtime.scratch(xp, x.dtype, (n * L, C * kh * kw))
+        kernels.im2row(x[part], kh, kw, *win, out=rows)
+        dW2 += dy_rows.T @ rows                                           # (F, kh*kw*C)
+        if db is not None:
+            db += dy_rows.sum(axis=0)
 
-    dW2, db = sum_in_order(runtime.map_shares(correlate, N, xp), with_bias)
+    dW2, db = weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk)
     return weights_from_channels_last(dW2, W_shape), db
 
 
