@@ -435,3 +435,18 @@ def test_weights_in_external_data_files(tmp_path, rng):
     (external.parent / "mini.weights").unlink()
     with pytest.raises((ValueError, FileNotFoundError), match="mini"):
         mc.io.load_onnx(external)
+
+
+def test_backend_run_node_matches_the_reference_evaluator(x, rng):
+    from minconv.io.onnx.backend import MinconvBackend
+    W = rng.standard_normal((3, x.shape[1], 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 0, 1, 2], strides=[2, 1])
+    (y,) = MinconvBackend.run_node(node, [x, W])
+    model = helper.make_model(helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+                      helper.make_tensor_value_info("W", TensorProto.FLOAT, W.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]))
+    (expected,) = ReferenceEvaluator(model).run(None, {"x": x, "W": W})
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="reads 2 inputs but 1"):
+        MinconvBackend.run_node(node, [x])

@@ -64,9 +64,45 @@ class MinconvBackend(Backend):
 
     @classmethod
     def run_node(cls, node, inputs, device="CPU", outputs_info=None, **kwargs):
-        raise NotImplementedError("minconv runs whole models (prepare/run), not single nodes")
+        """Run one node: it becomes a one-node model whose graph inputs are ``inputs``
+        (in the order of the node's non-empty input names), run as any other model."""
+        super().run_node(node, inputs, device, outputs_info, **kwargs)  # onnx.checker on the node
+        return cls.run_model(_one_node_model(node, inputs, outputs_info, kwargs.get(
+            "opset_version")), inputs, device)
 
     @classmethod
     def supports_device(cls, device):
         return device == "CPU"
 
+
+def _one_node_model(node, inputs, outputs_info, opset_version):
+    """A ModelProto holding only ``node``, typed from the arrays given to it."""
+    from onnx import ValueInfoProto, defs, helper, shape_inference
+    from onnx.helper import np_dtype_to_tensor_dtype
+    arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    names = [n for n in node.input if n]
+    if len(names) != len(arrays):
+        raise ValueError(f"ONNX node {node.name or node.op_type!r} ({node.op_type}) reads "
+                         f"{len(names)} inputs but {len(arrays)} arrays were given")
+    graph_inputs = [helper.make_tensor_value_info(n, np_dtype_to_tensor_dtype(np.asarray(a).dtype),
+                                                  np.shape(a)) for n, a in zip(names, arrays)]
+    outputs = [n for n in node.output if n]
+    graph = helper.make_graph([node], f"{node.op_type}_node", graph_inputs,
+                              [ValueInfoProto(name=n) for n in outputs])
+    opset = helper.make_opsetid("", int(opset_version or defs.onnx_opset_version()))
+    # the outputs' types as ONNX's shape inference gives them (or as outputs_info says)
+    inferred = shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[opset]))
+    types = {v.name: v for v in inferred.graph.value_info}
+    types.update({v.name: v for v in inferred.graph.output if v.type.ByteSize()})
+    info = list(outputs_info or [])
+    del graph.output[:]
+    for k, n in enumerate(outputs):
+        if k < len(info):
+            graph.output.append(helper.make_tensor_value_info(
+                n, np_dtype_to_tensor_dtype(np.dtype(info[k][0])), info[k][1]))
+        elif n in types:
+            graph.output.append(types[n])
+        else:
+            raise ValueError(f"ONNX node {node.name or node.op_type!r} ({node.op_type}): the "
+                             f"type of its output {n!r} is unknown; pass outputs_info")
+    return helper.make_model(graph, opset_imports=[opset])
