@@ -193,7 +193,7 @@ def test_gzip_idx_declaring_more_than_it_can_hold_is_refused(tmp_path, monkeypat
         f.write(bytes([0, 0, 8, 3]) + np.array([60000, 512, 512], ">u4").tobytes())
     with pytest.raises(DataError, match=r"over the limit|more than \d+ bytes of gzip"):
         data.read_idx(path)
-    monkeypatch.setattr(data, "MAX_IDX_BYTES", 100)
+    monkeypatch.setattr(data.idx, "MAX_IDX_BYTES", 100)  # where read_idx looks it up
     path = tmp_path / "c-idx1-ubyte"
     path.write_bytes(idx_bytes(np.zeros(200, np.uint8)))
     with pytest.raises(DataError, match=r"over the limit of 100 bytes"):
