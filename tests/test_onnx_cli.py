@@ -121,6 +121,49 @@ def test_evaluate_an_onnx_model(tmp_path, capsys):
     assert f"top-1 error {expected['top1_error']:.4f}" in capsys.readouterr().out
 
 
+def test_evaluate_an_ensemble_of_onnx_models(tmp_path, image_folder, capsys):
+    """Several .onnx files: each net and their mean softmax, on the same prepared images,
+    equal to evaluate_ensemble on the nets themselves."""
+    import json
+    from minconv.io.sources import load_net_file
+    from minconv.train.ensemble import evaluate_ensemble
+    paths = []
+    for seed in (0, 1):
+        np.random.seed(seed)
+        net = small_imagenet_style_graph()
+        for p in net.params.values():
+            p[...] = np.random.default_rng(seed).standard_normal(p.shape).astype(p.dtype)
+        paths.append(str(tmp_path / f"net{seed}.onnx"))
+        mc.io.save_onnx(net, paths[-1], (1, 3, 32, 32))
+    args = ["evaluate", "--checkpoint", *paths, "--data", image_folder, "--mean",
+            "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--json"]
+    assert main(args) == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)
+    assert [row["checkpoint"] for row in printed["single"]] == paths
+    singles = []
+    for path in paths:
+        assert main(args[:2] + [path] + args[4:]) == 0
+        singles.append(json.loads(capsys.readouterr().out))
+    for row, single in zip(printed["single"], singles):
+        assert row["top1_error"] == single["top1_error"]
+        assert row["loss"] == pytest.approx(single["loss"], rel=1e-6)
+    assert printed["single"][0]["loss"] != printed["single"][1]["loss"]
+    from argparse import Namespace
+    from minconv.io.sources import source_data
+    first = load_net_file(paths[0])
+    view = source_data(first, Namespace(data=image_folder, split="test", mean="0.5,0.5,0.5",
+                                        std="0.25,0.25,0.25", resize=None))
+    batches = [(view.preprocess(view.images[0:4]), np.asarray(view.images.folder.labels))]
+    expected = evaluate_ensemble([first.net, load_net_file(paths[1]).net], batches)
+    assert printed["ensemble"]["count"] == expected["ensemble"]["count"] == 4
+    assert printed["ensemble"]["loss"] == pytest.approx(expected["ensemble"]["loss"], rel=1e-6)
+    assert printed["ensemble"]["top1_error"] == expected["ensemble"]["top1_error"]
+    # an .npz among .onnx models is refused, naming it
+    assert main(["evaluate", "--checkpoint", paths[0], str(tmp_path / "run.npz"), "--data",
+                 image_folder]) == 1
+    assert "run.npz" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("suffix", [".onnx", ".safetensors", ".pth"])
 def test_train_init_from_onnx_and_weights(suffix, tmp_path, capsys):
     """train --init-from takes an .onnx model or .safetensors/.pth weights (minconv's or

@@ -254,15 +254,28 @@ def predicted_labels(net, images, preprocess, batch=16):
 
 # ------------------------------------------------------------------ evaluate
 
-def evaluate_imported(args):
+def evaluate_imported(args, paths=None):
     """``minconv evaluate --checkpoint model.onnx --data DIR``: loss and errors of an
     imported net against the data's own labels (IDX files standardised with the
     Fashion-MNIST statistics, or an image folder whose sorted class names are the net's
-    classes, prepared as in the module docstring)."""
+    classes, prepared as in the module docstring). Several .onnx files: each and their
+    ensemble (softmax averaged), on the images prepared for the first."""
     from .. import data
     from ..train import evaluate
     from ..vis.datasets import Standardize
+    paths = [p for p in (paths or []) if p is not None]
+    if len(paths) > 1:
+        plain = [p for p in paths if not str(p).lower().endswith(".onnx")]
+        if plain:
+            raise ValueError(f"{plain[0]}: an ensemble with .onnx models takes .onnx models "
+                             "only (a .npz carries its own data preparation)")
     checkpoint = load_source(args, device=args.device)
+    others = [load_net_file(p, args.device) for p in paths[1:]]
+    for other in others:
+        if tuple(other.input_shape[1:]) != tuple(checkpoint.input_shape[1:]):
+            raise ValueError(f"{other.path}: input {tuple(other.input_shape[1:])} differs from "
+                             f"{checkpoint.path}'s {tuple(checkpoint.input_shape[1:])}; an "
+                             "ensemble needs nets that read the same inputs")
     root = args.data
     if not root:
         raise ValueError(f"{checkpoint.path}: an imported net records no data; pass --data")
@@ -277,7 +290,17 @@ def evaluate_imported(args):
         images, labels = images[:args.limit], labels[:args.limit]
     batches = [(prepare(images[i:i + args.batch_size]), np.asarray(labels[i:i + args.batch_size]))
                for i in range(0, len(labels), args.batch_size)]
+    if others:
+        from ..train.ensemble import evaluate_ensemble, print_ensemble_table
+        result = evaluate_ensemble([checkpoint.net] + [o.net for o in others], batches,
+                                   device=args.device)
+        print_ensemble_table(paths, result, args.split, "none", getattr(args, "json", False))
+        return 0
     result = evaluate(checkpoint.net, batches, device=args.device)
+    if getattr(args, "json", False):
+        from .._cli_args import strict_json
+        print(strict_json(dict(result, checkpoint=checkpoint.path, split=args.split)))
+        return 0
     print(f"{checkpoint.path} on {result['count']} {args.split} images\n  loss "
           f"{result['loss']:.4f}  top-1 error {result['top1_error']:.4f} (accuracy "
           f"{1 - result['top1_error']:.4f})  top-5 error {result['top5_error']:.4f}")

@@ -378,9 +378,9 @@ def add_evaluate_arguments(p):
 def run_evaluate(args):
     paths = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
     args.checkpoint = paths[0]
-    if paths[0] is None or (len(paths) == 1 and paths[0].lower().endswith(".onnx")):
+    if paths[0] is None or any(str(p).lower().endswith(".onnx") for p in paths):
         from ..io.sources import evaluate_imported  # .onnx, or --model with --weights
-        return evaluate_imported(args)
+        return evaluate_imported(args, paths)
     checkpoint = load_checkpoint(args.checkpoint, device=args.device)
     spec = checkpoint.extra.get("data", {})
     settings = checkpoint.extra.get("settings", {})

@@ -49,7 +49,6 @@ def print_ensemble(paths, checkpoints, loader, split, tta, as_json=False, device
     """``minconv evaluate --checkpoint a.npz b.npz ...``: each checkpoint and the ensemble,
     side by side. The data and views are those of the first checkpoint's run; the others
     must have been trained on data prepared the same way."""
-    from .._cli_args import strict_json
     first = checkpoints[0].extra.get("data", {})
     for path, checkpoint in zip(paths[1:], checkpoints[1:]):
         spec = checkpoint.extra.get("data", {})
@@ -59,11 +58,18 @@ def print_ensemble(paths, checkpoints, loader, split, tta, as_json=False, device
                              f" differs from {paths[0]}'s {dict((k, first.get(k)) for k in keys)}"
                              "; an ensemble needs nets that read the same inputs")
     result = evaluate_ensemble([c.net for c in checkpoints], loader, device=device)
+    print_ensemble_table(paths, result, split, tta, as_json)
+    return result
+
+
+def print_ensemble_table(paths, result, split, tta, as_json=False):
+    """:func:`evaluate_ensemble`'s result as a Markdown table (or JSON), a row per net."""
+    from .._cli_args import strict_json
     if as_json:
         rows = [dict(r, checkpoint=p) for p, r in zip(paths, result["single"])]
         print(strict_json({"single": rows, "ensemble": result["ensemble"], "split": split,
                            "tta": tta}))
-        return result
+        return
     count = result["ensemble"]["count"]
     print(f"{len(paths)} checkpoints on {count} {split} images, views: {tta}")
     print("| model | loss | top-1 error | top-5 error |\n|---|---|---|---|")
@@ -72,4 +78,3 @@ def print_ensemble(paths, checkpoints, loader, split, tta, as_json=False, device
     r = result["ensemble"]
     print(f"| ensemble of {len(paths)} (mean softmax) | {r['loss']:.4f} | "
           f"{r['top1_error']:.4f} | {r['top5_error']:.4f} |")
-    return result
