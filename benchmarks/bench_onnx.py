@@ -15,8 +15,10 @@ weights saturate the probabilities); the same .onnx file is then run by
   PyTorch       the imported graph run node by node with torch.nn.functional on the same
                 weights (an onnx2torch-style conversion; onnx2torch itself is not installed)
 
-Times are medians of ``--repeats`` runs after one warm-up, in ms; the last columns are
-minconv's time over the others'. Outputs are checked to agree before timing.
+Each framework runs in a process of its own, one after the other, so that no runtime's
+idle threads (onnxruntime's and OpenMP's spin for a while after each call) take a core
+from the next. Times are medians of ``--repeats`` runs after one warm-up, in ms; the last
+columns are minconv's time over the others'. The outputs are compared afterwards.
 """
 import argparse
 import os
@@ -189,48 +191,85 @@ def torch_runner(graph):
     return run
 
 
+FRAMEWORKS = ("minconv", "onnxruntime", "torch")
+
+
+def child(args):
+    """One framework on one model, alone in this process (no other runtime's threads
+    spinning beside it): writes each batch's output and median time to ``args.out``."""
+    if args.child == "torch":
+        import torch  # before minconv, which asks OpenMP to sleep when idle: torch keeps its default
+        torch.set_num_threads(args.threads)
+    import onnx
+    import minconv as mc
+    model = randomized(light_model_path(MODELS[args.model]))
+    shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, f"{args.model}.onnx")
+        onnx.save(model, path)
+        net = mc.io.load_onnx(path)
+        if args.child == "onnxruntime":
+            import onnxruntime as ort
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
+        elif args.child == "torch":
+            run = torch_runner(net)
+        else:
+            run = net.forward
+    results = {}
+    for batch in (int(b) for b in args.batches.split(",")):
+        x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+        results[f"y{batch}"] = run(x)
+        results[f"ms{batch}"] = np.float64(median_ms(lambda: run(x), args.repeats))
+    np.savez(args.out, **results)
+
+
+def run_child(framework, model, args, folder):
+    import subprocess
+    out = os.path.join(folder, f"{framework}_{model}.npz")
+    command = [sys.executable, os.path.abspath(__file__), "--child", framework, "--model",
+               model, "--batches", args.batches, "--repeats", str(args.repeats), "--threads",
+               str(args.threads), "--out", out]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_onnx: {framework} on {model} failed:\n{done.stderr[-2000:]}")
+    with np.load(out) as f:
+        return dict(f)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import onnx
+    if args.child:
+        return child(args)
     import onnxruntime as ort
     import torch
-    import minconv as mc
-    torch.set_num_threads(args.threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
     print(f"# {machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
-          f"{args.threads} threads")
+          f"{args.threads} threads, each framework in its own process")
     rows = []
-    for key in args.models.split(","):
-        model = randomized(light_model_path(MODELS[key]))
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, f"{key}.onnx")
-            onnx.save(model, path)
-            net = mc.io.load_onnx(path)
-            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
-        shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
-        torch_run = torch_runner(net)
-        for batch in (int(b) for b in args.batches.split(",")):
-            x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
-            ours, theirs, torchs = net.forward(x), session.run(None, {input_name: x})[0], \
-                torch_run(x)
-            scale = max(np.abs(theirs).max(), 1e-12)
-            agree = max(np.abs(ours - theirs).max(), np.abs(torchs - theirs).max()) / scale
-            t_mc = median_ms(lambda: net.forward(x), args.repeats)
-            net.clear_cache()
-            t_ort = median_ms(lambda: session.run(None, {input_name: x}), args.repeats)
-            t_torch = median_ms(lambda: torch_run(x), args.repeats)
-            rows.append((key, batch, f"{t_mc:.0f}", f"{t_ort:.0f}", f"{t_torch:.0f}",
-                         f"{t_mc / t_ort:.2f}", f"{t_mc / t_torch:.2f}", f"{agree:.0e}"))
-            print(markdown_table(("model", "batch", "minconv ms", "onnxruntime ms", "PyTorch ms",
-                                  "/ ort", "/ torch", "max diff"), rows[-1:]).splitlines()[-1],
-                  flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for key in args.models.split(","):
+            ours, theirs, torchs = (run_child(f, key, args, folder) for f in FRAMEWORKS)
+            for batch in (int(b) for b in args.batches.split(",")):
+                y, y_ort, y_torch = ours[f"y{batch}"], theirs[f"y{batch}"], torchs[f"y{batch}"]
+                scale = max(np.abs(y_ort).max(), 1e-12)
+                agree = max(np.abs(y - y_ort).max(), np.abs(y_torch - y_ort).max()) / scale
+                t_mc, t_ort, t_torch = (float(r[f"ms{batch}"]) for r in (ours, theirs, torchs))
+                rows.append((key, batch, f"{t_mc:.0f}", f"{t_ort:.0f}", f"{t_torch:.0f}",
+                             f"{t_mc / t_ort:.2f}", f"{t_mc / t_torch:.2f}", f"{agree:.0e}"))
+                print(markdown_table(("model", "batch", "minconv ms", "onnxruntime ms",
+                                      "PyTorch ms", "/ ort", "/ torch", "max diff"),
+                                     rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown_table(("model", "batch", "minconv ms", "onnxruntime ms", "PyTorch ms",
                           "minconv / ort", "minconv / torch", "max rel. diff"), rows))
