@@ -11,7 +11,8 @@ minconv is faster).
 
 Both run in this one process and so share one OpenMP runtime, which minconv
 sets to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``, see
-``minconv/__init__.py``). ``benchmarks/bench_train.py`` runs each framework in
+``minconv/runtime.py``), and one malloc, set as the trainer sets it (freed blocks kept
+for reuse: ``runtime.configure(malloc="keep")``). ``benchmarks/bench_train.py`` runs each framework in
 its own process with its own settings.
 
 ``--isa`` caps the instruction set of minconv's tiles (``MINCONV_ISA``) and,
@@ -182,6 +183,10 @@ def libraries(torch):
 def measure(args, torch):
     """Print the machine and the libraries; return the rows and the GEMM peak."""
     rng = np.random.default_rng(0)
+    # the trainer's setting, for both frameworks in this process: glibc keeps freed blocks
+    # for reuse, so an output of more than 32 MB (conv1's at batch 8) is not unmapped and
+    # faulted in again on every call (59 ms instead of 25 for conv1's forward pass)
+    mc.runtime.configure(malloc="keep")
     peak = gemm_peak_gflops()
     print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"Cython kernels built: {CPU_BUILT}")
