@@ -98,6 +98,14 @@ def _fuses(kernels, dtype, taps, channels):
     return fuses is not None and bool(fuses(dtype, taps, channels))
 
 
+def _fuses_flipped(kernels, dtype, W_shape, win):
+    """Whether the data gradient runs on the tiles, as a convolution of dy with the
+    flipped filters: stride 1, and their (kh*kw*F, C) weights fit the tiles."""
+    F, C, kh, kw = W_shape
+    return (fused_rows.flipped_padding(W_shape, win) is not None
+            and _fuses(kernels, dtype, kh * kw * F, C))
+
+
 def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     """The planner's choice for one group: x_shape (N, C, H, W), W_shape (F, C, kh, kw)."""
     F, C, kh, kw = W_shape
@@ -113,8 +121,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
                 and _fuses(kernels, dtype, C * kh * kw, F)):
             fwd = wgrad = "fused_rows"
             reason += "; weights fit the tiles: fused, the columns never formed"
-            if (fused_rows.flipped_padding(W_shape, win) is not None
-                    and _fuses(kernels, dtype, kh * kw * F, C)):
+            if _fuses_flipped(kernels, dtype, W_shape, win):
                 dgrad = "fused_rows"
                 reason += "; dx as a flipped convolution"
     elif xp is not np:
@@ -126,8 +133,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         if _fuses(kernels, dtype, C * kh * kw, F):
             fwd = wgrad = "fused_rows"
             reason += "; weights fit the tiles"
-        if (fused_rows.flipped_padding(W_shape, win) is not None
-                and _fuses(kernels, dtype, kh * kw * F, C)):
+        if _fuses_flipped(kernels, dtype, W_shape, win):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
     fused = getattr(kernels, "fused_kernels", None)
