@@ -75,15 +75,22 @@ __global__ void avgpool_backward(const T* dy, T* dx, I planes, I H, I W, I kh, I
     }
 }
 
-// y (planes, Ho, Wo) from x (planes, H, W); one thread per output averages its bin,
-// rows floor(i*H/Ho) ... ceil((i+1)*H/Ho) - 1 (columns alike)
+// PyTorch's adaptive bins: bin i of m over an axis of n covers bin_start(i, n, m) ...
+// bin_end(i, n, m) - 1, that is floor(i*n/m) ... ceil((i+1)*n/m) - 1.
+template <typename I>
+__device__ inline I bin_start(I i, I n, I m) { return i * n / m; }
+
+template <typename I>
+__device__ inline I bin_end(I i, I n, I m) { return ((i + 1) * n + m - 1) / m; }
+
+// y (planes, Ho, Wo) from x (planes, H, W); one thread per output averages its bin
 template <typename T, typename I>
 __global__ void adaptive_avgpool_forward(const T* x, T* y, I planes, I H, I W, I Ho, I Wo) {
     FOR_EACH(e, planes * Ho * Wo) {
         // e = (p*Ho + i)*Wo + j
         const I j = e % Wo, i = (e / Wo) % Ho, p = e / (Wo * Ho);
-        const I h0 = i * H / Ho, h1 = ((i + 1) * H + Ho - 1) / Ho;
-        const I w0 = j * W / Wo, w1 = ((j + 1) * W + Wo - 1) / Wo;
+        const I h0 = bin_start(i, H, Ho), h1 = bin_end(i, H, Ho);
+        const I w0 = bin_start(j, W, Wo), w1 = bin_end(j, W, Wo);
         const T* plane = x + p * H * W;
         T sum = T(0);
         for (I h = h0; h < h1; ++h)
@@ -100,14 +107,14 @@ __global__ void adaptive_avgpool_backward(const T* dy, T* dx, I planes, I H, I W
     FOR_EACH(e, planes * H * W) {
         // e = (p*H + h)*W + w
         const I w = e % W, h = (e / W) % H, p = e / (W * H);
-        const I i0 = h * Ho / H, i1 = ((h + 1) * Ho + H - 1) / H;
-        const I j0 = w * Wo / W, j1 = ((w + 1) * Wo + W - 1) / W;
+        const I i0 = bin_start(h, Ho, H), i1 = bin_end(h, Ho, H);
+        const I j0 = bin_start(w, Wo, W), j1 = bin_end(w, Wo, W);
         const T* grad = dy + p * Ho * Wo;
         T sum = T(0);
         for (I i = i0; i < i1; ++i) {
-            const I bh = ((i + 1) * H + Ho - 1) / Ho - i * H / Ho;  // rows in bin i
+            const I bh = bin_end(i, H, Ho) - bin_start(i, H, Ho);  // rows in bin i
             for (I j = j0; j < j1; ++j) {
-                const I bw = ((j + 1) * W + Wo - 1) / Wo - j * W / Wo;
+                const I bw = bin_end(j, W, Wo) - bin_start(j, W, Wo);
                 sum += grad[i * Wo + j] / T(bh * bw);
             }
         }
