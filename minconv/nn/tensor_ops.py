@@ -41,7 +41,11 @@ def reshape_target(x_shape, shape, allowzero=False, label="Reshape"):
 
 
 class _Rearrange(Layer):
-    """Shared backward: ``dy`` goes back through the inverse rearrangement."""
+    """Shared backward: ``dy`` goes back through the inverse rearrangement.
+
+    Each subclass gives ``_output_shape(x_shape)``; a reshape needs nothing more, a
+    rearrangement that moves values (Transpose) also overrides ``_apply`` and ``_invert``.
+    """
 
     def forward(self, x, train=False):
         self._cache = x.shape
@@ -51,9 +55,6 @@ class _Rearrange(Layer):
         x_shape = self._saved()
         check_shape(dy, self._output_shape(x_shape), self._label(), "dy")
         return self._invert(dy, x_shape)
-
-    def _output_shape(self, x_shape):
-        raise NotImplementedError
 
     def _apply(self, x):
         return x.reshape(self._output_shape(x.shape))
