@@ -129,7 +129,6 @@ def test_evaluate_an_ensemble_of_onnx_models(tmp_path, image_folder, capsys):
     from minconv.train.ensemble import evaluate_ensemble
     paths = []
     for seed in (0, 1):
-        np.random.seed(seed)
         net = small_imagenet_style_graph()
         for p in net.params.values():
             p[...] = np.random.default_rng(seed).standard_normal(p.shape).astype(p.dtype)
