@@ -16,7 +16,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ("cpu_conv", "cpu_pool", "cpu_lrn", "cpu_activation", "cpu_norm")
+KERNELS = ("cpu_conv", "cpu_tiles", "cpu_pool", "cpu_lrn", "cpu_activation", "cpu_norm")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_im2row_matmul", "_im2row_matmul_avx2", "_direct_avx2")]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
@@ -73,7 +73,7 @@ class BuildExt(build_ext):
 extensions = [
     Extension(f"minconv._kernels.{name}", [f"minconv/_kernels/{name}.pyx"],
               include_dirs=[np.get_include(), "minconv/_kernels"],
-              depends=TILE_HEADERS if name == "cpu_conv" else [],
+              depends=TILE_HEADERS if name == "cpu_tiles" else [],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNELS
 ]

@@ -11,7 +11,7 @@ backward for pooling, ``local_response_norm`` and its autograd backward for
 LRN, and ``conv2d`` forward + backward against im2col + GEMM + col2im.
 
 ``--tiles`` times instead the compiled float32 tiles under each instruction set
-the CPU has (``cpu_conv.set_isa_cap``) against the unfolding + GEMM they
+the CPU has (``cpu_tiles.set_isa_cap``) against the unfolding + GEMM they
 replace, on one core's share of the batch (the layers split it among the
 cores): the products ``im2row_matmul`` (forward) and ``im2row_t_matmul`` (weight
 gradient) at zfnet_mini's and ZFNet's sizes, whatever their weights' size, and
@@ -32,7 +32,7 @@ if __name__ == "__main__" and "--single-thread" in sys.argv:
 import numpy as np
 
 from minconv._kernels import reference as ref
-from minconv._kernels import cpu_conv, cpu_pool, cpu_lrn
+from minconv._kernels import cpu_conv, cpu_lrn, cpu_pool, cpu_tiles
 
 try:
     import torch
@@ -169,10 +169,10 @@ def tile_sets():
     """The instruction sets whose tiles this CPU runs, best first."""
     sets = []
     for name in ("avx512", "avx2"):
-        previous = cpu_conv.set_isa_cap(name)
-        if cpu_conv.isa() == name:
+        previous = cpu_tiles.set_isa_cap(name)
+        if cpu_tiles.isa() == name:
             sets.append(name)
-        cpu_conv.set_isa_cap(previous)
+        cpu_tiles.set_isa_cap(previous)
     return sets
 
 
@@ -180,17 +180,17 @@ def tile_cases(rng):
     """(name, {instruction set: function}, im2row/im2col + GEMM function) for each case,
     each valid until the next is drawn (the functions share the loop's arrays)."""
     sets = tile_sets()
-    limits = dict(cpu_conv._FUSED_MAX_WEIGHTS)
+    limits = dict(cpu_tiles._FUSED_MAX_WEIGHTS)
 
     def under(name, fn):
         def run():
-            cpu_conv.set_isa_cap(name)
-            cpu_conv._FUSED_MAX_WEIGHTS.update({s: 1 << 62 for s in limits})
+            cpu_tiles.set_isa_cap(name)
+            cpu_tiles._FUSED_MAX_WEIGHTS.update({s: 1 << 62 for s in limits})
             try:
                 return fn()
             finally:
-                cpu_conv._FUSED_MAX_WEIGHTS.update(limits)
-                cpu_conv.set_isa_cap("avx512")
+                cpu_tiles._FUSED_MAX_WEIGHTS.update(limits)
+                cpu_tiles.set_isa_cap("avx512")
         return run
 
     for name, N, C, H, F, k, p in TILE_PRODUCTS:
@@ -198,9 +198,9 @@ def tile_cases(rng):
         w = rng.standard_normal((k * k * C, F), dtype=np.float32) * 0.01
         geo = (k, k, (1, 1), (p, p), (1, 1))
         dy = rng.standard_normal((N * H * H, F), dtype=np.float32)
-        yield (f"{name} rows @ w", {s: under(s, lambda: cpu_conv.im2row_matmul(x, w, *geo))
+        yield (f"{name} rows @ w", {s: under(s, lambda: cpu_tiles.im2row_matmul(x, w, *geo))
                                     for s in sets}, lambda: cpu_conv.im2row(x, *geo) @ w)
-        yield (f"{name} rows.T @ dy", {s: under(s, lambda: cpu_conv.im2row_t_matmul(x, dy, *geo))
+        yield (f"{name} rows.T @ dy", {s: under(s, lambda: cpu_tiles.im2row_t_matmul(x, dy, *geo))
                                        for s in sets}, lambda: cpu_conv.im2row(x, *geo).T @ dy)
     for name, N, C, H, F, k, p in TILE_DIRECT:
         x = rng.standard_normal((N, C, H, H), dtype=np.float32)
@@ -218,10 +218,10 @@ def tile_cases(rng):
             cols = cpu_conv.im2col(x, k, k, *geo)
             return sum(dy[n].reshape(F, L) @ cols[:, n * L:(n + 1) * L].T for n in range(N))
 
-        yield (f"{name} direct", {s: under(s, lambda: cpu_conv.conv2d_direct(x, W, None, *geo))
+        yield (f"{name} direct", {s: under(s, lambda: cpu_tiles.conv2d_direct(x, W, None, *geo))
                                   for s in sets}, gemm_forward)
         yield (f"{name} direct dW", {
-            s: under(s, lambda: cpu_conv.conv2d_direct_weight_grad(dy, x, W.shape, *geo))
+            s: under(s, lambda: cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, *geo))
             for s in sets}, gemm_weight_grad)
 
 

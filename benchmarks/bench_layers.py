@@ -165,8 +165,8 @@ def isa_environment(isa, native_baselines):
 
 def libraries(torch):
     """One line naming the instruction sets the tiles, PyTorch and NumPy's BLAS use."""
-    from minconv._kernels import cpu_conv
-    parts = [f"minconv tiles: {cpu_conv.isa()}",
+    from minconv._kernels import cpu_tiles
+    parts = [f"minconv tiles: {cpu_tiles.isa()}",
              f"PyTorch ATen: {torch.backends.cpu.get_cpu_capability()}",
              f"oneDNN max ISA: {os.environ.get('ONEDNN_MAX_CPU_ISA', 'native')}"]
     try:
@@ -245,9 +245,9 @@ def main(argv=None):
     if args.isa:
         results = run_children(args)
     else:
-        from minconv._kernels import cpu_conv
+        from minconv._kernels import cpu_tiles
         rows, peak = measure(args, torch)
-        results = [(cpu_conv.isa(), row, peak) for row in rows]
+        results = [(cpu_tiles.isa(), row, peak) for row in rows]
     table = []
     totals = {}
     for isa, (name, N, what, t_mc, t_torch, t_naive, flops), peak in results:

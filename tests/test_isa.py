@@ -1,7 +1,7 @@
 """The tiles of each instruction set against the NumPy reference, and the cap on it.
 
 The compiled tiles (``_im2row_matmul.h`` for AVX-512, ``_im2row_matmul_avx2.h``
-for AVX2+FMA) run where the CPU has them; ``cpu_conv.set_isa_cap`` or
+for AVX2+FMA) run where the CPU has them; ``cpu_tiles.set_isa_cap`` or
 ``MINCONV_ISA`` holds them to a lower set, so one machine tests every set it
 has. Each set is checked over the product and direct-convolution grids with
 tails in every dimension a tile splits: output channels that are not a whole
@@ -18,8 +18,8 @@ import pytest
 
 from minconv._kernels import reference as ref
 
-cpu_conv = pytest.importorskip(
-    "minconv._kernels.cpu_conv",
+cpu_tiles = pytest.importorskip(
+    "minconv._kernels.cpu_tiles",
     reason="the Cython kernels are not built (run `python setup.py build_ext --inplace`)")
 
 
@@ -45,12 +45,12 @@ def isa(request):
     if name != "none" and not HAS[name]:
         pytest.skip(f"this CPU lacks {name} (or its flags are unreadable here): "
                     f"its tiles cannot run")
-    previous = cpu_conv.set_isa_cap(name)
+    previous = cpu_tiles.set_isa_cap(name)
     try:
-        assert cpu_conv.isa() == name
+        assert cpu_tiles.isa() == name
         yield name
     finally:
-        cpu_conv.set_isa_cap(previous)
+        cpu_tiles.set_isa_cap(previous)
 
 
 def random(shape, seed):
@@ -89,15 +89,15 @@ def test_im2row_products_match_reference(isa, case, F):
     x = random(shape, 0)
     w_rows = random((kh * kw * shape[1], F), 1)
     bias = random((F,), 2)
-    assert cpu_conv.fuses_im2row(np.float32, kh * kw * shape[1], F) == (isa != "none")
-    assert cpu_conv.fuses_im2row(np.float32, kh * kw * shape[1], F, "weight_grad") == \
+    assert cpu_tiles.fuses_im2row(np.float32, kh * kw * shape[1], F) == (isa != "none")
+    assert cpu_tiles.fuses_im2row(np.float32, kh * kw * shape[1], F, "weight_grad") == \
         (isa != "none")
-    y = cpu_conv.im2row_matmul(x, w_rows, *geometry, bias=bias)
+    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry, bias=bias)
     assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry, bias=bias))
-    assert_close_to(cpu_conv.im2row_matmul(x, w_rows, *geometry),
+    assert_close_to(cpu_tiles.im2row_matmul(x, w_rows, *geometry),
                     ref.im2row_matmul(x, w_rows, *geometry))
     dy_rows = random(y.shape, 3)
-    assert_close_to(cpu_conv.im2row_t_matmul(x, dy_rows, *geometry),
+    assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
                     ref.im2row_t_matmul(x, dy_rows, *geometry))
 
 
@@ -109,7 +109,7 @@ def test_im2row_products_leave_the_rest_of_out_alone(isa):
     w_rows = random((kh * kw * shape[1], 13), 1)
     wide = np.full((ref.im2row_matmul(x, w_rows, *geometry).shape[0], 20), 7.0, np.float32)
     out = wide[:, :13]                     # a strided view: written through a copy
-    cpu_conv.im2row_matmul(x, w_rows, *geometry, out=out)
+    cpu_tiles.im2row_matmul(x, w_rows, *geometry, out=out)
     assert_close_to(out, ref.im2row_matmul(x, w_rows, *geometry))
     assert np.all(wide[:, 13:] == 7.0)
 
@@ -140,70 +140,70 @@ def test_direct_convolution_matches_reference(isa, case):
     x = random(shape, 0)
     W = random((F, shape[1], kh, kw), 1)
     bias = random((F,), 2)
-    y = cpu_conv.conv2d_direct(x, W, bias, stride, padding, dilation)
+    y = cpu_tiles.conv2d_direct(x, W, bias, stride, padding, dilation)
     assert_close_to(y, ref.conv2d_direct(x, W, bias, stride, padding, dilation))
-    assert_close_to(cpu_conv.conv2d_direct(x, W, None, stride, padding, dilation),
+    assert_close_to(cpu_tiles.conv2d_direct(x, W, None, stride, padding, dilation),
                     ref.conv2d_direct(x, W, None, stride, padding, dilation))
     dy = random(y.shape, 3)
-    assert_close_to(cpu_conv.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
+    assert_close_to(cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     ref.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation))
 
 
 # ---------------------------------------------------------------- the cap
 
 def test_the_predicates_answer_for_the_active_set(isa):
-    assert cpu_conv.fused_kernels(np.float32) == (isa != "none")
-    assert not cpu_conv.fused_kernels(np.float64)
-    assert not cpu_conv.fuses_im2row(np.float64, 864, 96)
+    assert cpu_tiles.fused_kernels(np.float32) == (isa != "none")
+    assert not cpu_tiles.fused_kernels(np.float64)
+    assert not cpu_tiles.fuses_im2row(np.float64, 864, 96)
     # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) not
     for product in ("forward", "weight_grad"):
-        assert cpu_conv.fuses_im2row(np.float32, 864, 96, product) == (isa != "none")
-        assert not cpu_conv.fuses_im2row(np.float32, 3456, 256, product)
+        assert cpu_tiles.fuses_im2row(np.float32, 864, 96, product) == (isa != "none")
+        assert not cpu_tiles.fuses_im2row(np.float32, 3456, 256, product)
     with pytest.raises(ValueError, match=r"fuses_im2row: product must be one of"):
-        cpu_conv.fuses_im2row(np.float32, 864, 96, "backward")
+        cpu_tiles.fuses_im2row(np.float32, 864, 96, "backward")
 
 
 def test_large_weights_match_reference(isa, monkeypatch):
     """ZFNet's conv5 on a 13x13 map, fused past the cache limit (as bench_kernels --tiles runs it)."""
-    monkeypatch.setattr(cpu_conv, "_FUSED_MAX_WEIGHTS",
-                        dict.fromkeys(cpu_conv._FUSED_MAX_WEIGHTS, 2 ** 62))
+    monkeypatch.setattr(cpu_tiles, "_FUSED_MAX_WEIGHTS",
+                        dict.fromkeys(cpu_tiles._FUSED_MAX_WEIGHTS, 2 ** 62))
     x = random((1, 384, 13, 13), 0)
     w_rows = random((9 * 384, 256), 1) * 0.05
     geometry = (3, 3, (1, 1), (1, 1), (1, 1))
-    y = cpu_conv.im2row_matmul(x, w_rows, *geometry)
+    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry)
     assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry))
     dy_rows = random(y.shape, 3)
-    assert_close_to(cpu_conv.im2row_t_matmul(x, dy_rows, *geometry),
+    assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
                     ref.im2row_t_matmul(x, dy_rows, *geometry))
 
 
 def test_the_cap_returns_the_previous_one_and_names_a_wrong_one():
-    previous = cpu_conv.set_isa_cap("none")
+    previous = cpu_tiles.set_isa_cap("none")
     try:
-        assert cpu_conv.isa() == "none"
-        assert cpu_conv.set_isa_cap("avx2") == "none"
-        assert cpu_conv.isa() == ("avx2" if HAS["avx2"] else "none")
+        assert cpu_tiles.isa() == "none"
+        assert cpu_tiles.set_isa_cap("avx2") == "none"
+        assert cpu_tiles.isa() == ("avx2" if HAS["avx2"] else "none")
         with pytest.raises(ValueError, match=r"set_isa_cap: expected one of .*'sse4'"):
-            cpu_conv.set_isa_cap("sse4")
-        assert cpu_conv.set_isa_cap("avx512") == "avx2"   # the wrong name changed nothing
+            cpu_tiles.set_isa_cap("sse4")
+        assert cpu_tiles.set_isa_cap("avx512") == "avx2"   # the wrong name changed nothing
     finally:
-        cpu_conv.set_isa_cap(previous)
+        cpu_tiles.set_isa_cap(previous)
 
 
 def test_without_a_cap_the_best_set_of_the_cpu_runs():
     if FLAGS is None:
         pytest.skip("the CPU's flags are read from /proc/cpuinfo on x86-64 Linux")
-    previous = cpu_conv.set_isa_cap("avx512")
+    previous = cpu_tiles.set_isa_cap("avx512")
     try:
         want = "avx512" if HAS["avx512"] else ("avx2" if HAS["avx2"] else "none")
-        assert cpu_conv.isa() == want
+        assert cpu_tiles.isa() == want
     finally:
-        cpu_conv.set_isa_cap(previous)
+        cpu_tiles.set_isa_cap(previous)
 
 
 def _isa_in_child(value):
     env = dict(os.environ, MINCONV_ISA=value)
-    code = "from minconv._kernels import cpu_conv; print(cpu_conv.isa())"
+    code = "from minconv._kernels import cpu_tiles; print(cpu_tiles.isa())"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 

@@ -15,6 +15,7 @@ from minconv._kernels import reference as ref
 REASON = "the Cython kernels are not built (run `pip install -e .` or " \
          "`python setup.py build_ext --inplace`)"
 cpu_conv = pytest.importorskip("minconv._kernels.cpu_conv", reason=REASON)
+cpu_tiles = pytest.importorskip("minconv._kernels.cpu_tiles", reason=REASON)
 cpu_pool = pytest.importorskip("minconv._kernels.cpu_pool", reason=REASON)
 cpu_lrn = pytest.importorskip("minconv._kernels.cpu_lrn", reason=REASON)
 
@@ -153,13 +154,13 @@ def test_im2row_products_match_reference(case, dtype, F):
     w_rows = random((kh * kw * shape[1], F), dtype, seed=1)
     bias = random((F,), dtype, seed=2)
     geometry = (kh, kw, stride, padding, dilation)
-    y = cpu_conv.im2row_matmul(x, w_rows, *geometry, bias=bias)
+    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry, bias=bias)
     assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry, bias=bias), dtype)
-    assert_close_to(cpu_conv.im2row_matmul(x, w_rows, *geometry),
+    assert_close_to(cpu_tiles.im2row_matmul(x, w_rows, *geometry),
                     ref.im2row_matmul(x, w_rows, *geometry), dtype)
 
     dy_rows = random(y.shape, dtype, seed=3)
-    assert_close_to(cpu_conv.im2row_t_matmul(x, dy_rows, *geometry),
+    assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
                     ref.im2row_t_matmul(x, dy_rows, *geometry), dtype)
 
 
@@ -170,13 +171,13 @@ def test_im2row_products_are_fused_where_the_cpu_has_avx512_or_avx2():
     has_tiles = " fma" in flags and (" avx512f" in flags or " avx2" in flags)
     if os.environ.get("MINCONV_ISA", "").strip().lower() == "none":
         has_tiles = False                          # capped (tests/test_isa.py checks the cap)
-    assert cpu_conv.fused_kernels(np.float32) == has_tiles
-    assert not cpu_conv.fused_kernels(np.float64)
+    assert cpu_tiles.fused_kernels(np.float32) == has_tiles
+    assert not cpu_tiles.fused_kernels(np.float64)
     # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) not in the
     # weight gradient (tests/test_isa.py checks each instruction set's limits)
-    assert cpu_conv.fuses_im2row(np.float32, 864, 96) == has_tiles
-    assert not cpu_conv.fuses_im2row(np.float32, 3456, 256, "weight_grad")
-    assert not cpu_conv.fuses_im2row(np.float64, 864, 96)
+    assert cpu_tiles.fuses_im2row(np.float32, 864, 96) == has_tiles
+    assert not cpu_tiles.fuses_im2row(np.float32, 3456, 256, "weight_grad")
+    assert not cpu_tiles.fuses_im2row(np.float64, 864, 96)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -187,11 +188,11 @@ def test_im2row_products_write_into_out(dtype):
     w_rows = random((kh * kw * shape[1], 20), dtype, seed=1)
     want = ref.im2row_matmul(x, w_rows, *geometry)
     out = np.full(want.shape, np.nan, dtype=dtype)
-    assert cpu_conv.im2row_matmul(non_contiguous(x), w_rows, *geometry, out=out) is out
+    assert cpu_tiles.im2row_matmul(non_contiguous(x), w_rows, *geometry, out=out) is out
     assert_close_to(out, want, dtype)
     dy_rows = random(want.shape, dtype, seed=3)
     out = np.full(w_rows.shape, np.nan, dtype=dtype)
-    assert cpu_conv.im2row_t_matmul(x, dy_rows, *geometry, out=out) is out
+    assert cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry, out=out) is out
     assert_close_to(out, ref.im2row_t_matmul(x, dy_rows, *geometry), dtype)
 
 
@@ -201,14 +202,14 @@ def test_im2row_products_name_wrong_operands():
     x = random(shape, np.float32)
     w_rows = random((kh * kw * shape[1], 8), np.float32)
     with pytest.raises(ValueError, match=r"im2row_matmul: w_rows must be a float32 matrix with 18"):
-        cpu_conv.im2row_matmul(x, w_rows[:-1], *geometry)
+        cpu_tiles.im2row_matmul(x, w_rows[:-1], *geometry)
     with pytest.raises(ValueError, match=r"im2row_matmul: w_rows must be a float32"):
-        cpu_conv.im2row_matmul(x, w_rows.astype(np.float64), *geometry)
+        cpu_tiles.im2row_matmul(x, w_rows.astype(np.float64), *geometry)
     with pytest.raises(ValueError, match=r"im2row_matmul: bias must be float32 \(8,\)"):
-        cpu_conv.im2row_matmul(x, w_rows, *geometry, bias=np.zeros(7, np.float32))
-    y = cpu_conv.im2row_matmul(x, w_rows, *geometry)
+        cpu_tiles.im2row_matmul(x, w_rows, *geometry, bias=np.zeros(7, np.float32))
+    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry)
     with pytest.raises(ValueError, match=r"im2row_t_matmul: dy_rows must be a float32 matrix"):
-        cpu_conv.im2row_t_matmul(x, y[:-1], *geometry)
+        cpu_tiles.im2row_t_matmul(x, y[:-1], *geometry)
 
 
 # (x_shape, F, k, stride, padding, dilation): outputs one vector wide, two, and more
@@ -230,12 +231,12 @@ def test_direct_convolution_matches_reference(case, dtype):
     x = random(shape, dtype)
     W = random((F, shape[1], k, k), dtype, seed=1)
     bias = random((F,), dtype, seed=2)
-    y = cpu_conv.conv2d_direct(x, W, bias, stride, padding, dilation)
+    y = cpu_tiles.conv2d_direct(x, W, bias, stride, padding, dilation)
     assert_close_to(y, ref.conv2d_direct(x, W, bias, stride, padding, dilation), dtype)
-    assert_close_to(cpu_conv.conv2d_direct(x, W, None, stride, padding, dilation),
+    assert_close_to(cpu_tiles.conv2d_direct(x, W, None, stride, padding, dilation),
                     ref.conv2d_direct(x, W, None, stride, padding, dilation), dtype)
     dy = random(y.shape, dtype, seed=3)
-    assert_close_to(cpu_conv.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
+    assert_close_to(cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     ref.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     dtype)
 
@@ -260,11 +261,11 @@ def test_direct_convolution_names_wrong_operands():
     x = random(shape, np.float32)
     W = random((F, shape[1], k, k), np.float32)
     with pytest.raises(ValueError, match=r"conv2d_direct: input \(3, 1, 28, 28\) does not match"):
-        cpu_conv.conv2d_direct(x, W[:, :0], None, stride, padding, dilation)
+        cpu_tiles.conv2d_direct(x, W[:, :0], None, stride, padding, dilation)
     with pytest.raises(ValueError, match=r"conv2d_direct: weight and bias must be float32"):
-        cpu_conv.conv2d_direct(x, W.astype(np.float64), None, stride, padding, dilation)
+        cpu_tiles.conv2d_direct(x, W.astype(np.float64), None, stride, padding, dilation)
     with pytest.raises(ValueError, match=r"conv2d_direct_weight_grad: dy must be float32"):
-        cpu_conv.conv2d_direct_weight_grad(np.zeros((3, F, 27, 28), np.float32), x, W.shape,
+        cpu_tiles.conv2d_direct_weight_grad(np.zeros((3, F, 27, 28), np.float32), x, W.shape,
                                            stride, padding, dilation)
 
 

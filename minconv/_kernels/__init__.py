@@ -55,9 +55,10 @@ def _optional(name):
 
 
 try:
-    from . import cpu_activation, cpu_conv, cpu_lrn, cpu_pool
+    from . import cpu_activation, cpu_conv, cpu_lrn, cpu_pool, cpu_tiles
     CPU_BUILT = True
-    cpu = _namespace(cpu_conv, cpu_pool, cpu_lrn, cpu_activation, *_optional("cpu_norm"))
+    cpu = _namespace(cpu_conv, cpu_tiles, cpu_pool, cpu_lrn, cpu_activation,
+                     *_optional("cpu_norm"))
 except ImportError as error:  # not compiled: stay usable, but say so once
     CPU_BUILT = False
     cpu = _namespace(reference)

@@ -18,7 +18,7 @@
    speed of the largest GEMMs, where im2row + GEMM reaches about two thirds.
 
    Float32 on x86-64 CPUs with AVX-512F, chosen at run time (mc_fused_available);
-   _im2row_matmul_avx2.h holds the same tiles for AVX2+FMA, and cpu_conv.pyx
+   _im2row_matmul_avx2.h holds the same tiles for AVX2+FMA, and cpu_tiles.pyx
    picks one of the two (or none: im2row and a GEMM). The functions are
    single-threaded: the caller splits the batch among the cores. */
 #ifndef MINCONV_IM2ROW_MATMUL_H

@@ -1,0 +1,327 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled tiles: a convolution's products computed without unfolding the input.
+
+im2row_matmul and im2row_t_matmul are the two products a convolution takes of
+im2row's rows (:mod:`minconv._kernels.cpu_conv`), ``rows @ w`` and ``rows.T @ dy``.
+In float32 on CPUs with AVX-512 or AVX2+FMA, for weights that fit in a core's cache,
+they never form the rows: the C tiles of ``_im2row_matmul.h`` (AVX-512) and
+``_im2row_matmul_avx2.h`` read the taps from the padded image as they multiply.
+conv2d_direct and its weight gradient do the same channels first, for inputs of few
+channels. :func:`isa` names the instruction set in use; :func:`set_isa_cap` or
+``MINCONV_ISA`` can hold it lower; without tiles the products are im2row and a GEMM,
+and the direct convolution is the reference's. All four run on the calling thread
+alone.
+"""
+cdef extern from "_im2row_matmul.h" nogil:
+    int mc_fused_available()
+    void mc_im2row_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                          Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                          Py_ssize_t Ho, Py_ssize_t Wo, const float *w, Py_ssize_t F,
+                          const float *bias, float *y)
+    int mc_im2row_t_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                           Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                           Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
+                           float *dwt)
+    void mc_conv2d_direct(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
+                          Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw, Py_ssize_t Ho,
+                          Py_ssize_t Wo, const float *wt, Py_ssize_t F, const float *bias,
+                          float *y)
+    void mc_conv2d_direct_wgrad(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
+                                Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw,
+                                Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
+                                float *dwt)
+
+cdef extern from "_im2row_matmul_avx2.h" nogil:
+    int mc_avx2_available()
+    int mc_avx2_im2row_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                              Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                              Py_ssize_t Ho, Py_ssize_t Wo, const float *w, Py_ssize_t F,
+                              const float *bias, float *y)
+    int mc_avx2_im2row_t_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
+                                Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+                                Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
+                                float *dwt)
+    void mc_avx2_conv2d_direct(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
+                               Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw,
+                               Py_ssize_t Ho, Py_ssize_t Wo, const float *wt, Py_ssize_t F,
+                               const float *bias, float *y)
+    void mc_avx2_conv2d_direct_wgrad(const float *xp, Py_ssize_t N, Py_ssize_t C,
+                                     Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh,
+                                     int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
+                                     const float *dy, Py_ssize_t F, float *dwt)
+
+import os
+
+import numpy as np
+
+from . import reference
+from .cpu_conv import (_float_array, _geometry, _padded_channels_last, _unfold_target,
+                       _written_into, im2row)
+
+
+# ---------------------------------------------------------------- products of the rows
+
+# The instruction sets of the tiles, by level: the CPU's best is chosen when the
+# module loads, and a cap (MINCONV_ISA, or set_isa_cap) can hold it lower, so
+# that any machine can run and measure the AVX2 tiles or none.
+ISA_NAMES = ("none", "avx2", "avx512")
+cdef int _ISA_SUPPORTED = 2 if mc_fused_available() else (1 if mc_avx2_available() else 0)
+cdef int _isa_cap = 2
+cdef int _isa = _ISA_SUPPORTED
+
+# The tiles stream the whole (kh*kw*C, F) weight matrix once per few positions
+# (the AVX2 ones one 16-channel panel of it at a time): they beat im2row + GEMM
+# while it stays in the core's L2 cache (1 MB here, of 2 MB). ZFNet's 13x13
+# layers (3.5-5.3 MB of weights) measured 2-4x slower fused with AVX-512. With
+# AVX2 their forward product alone, on one core, ran 5-10% ahead of im2row and
+# OpenBLAS's Haswell sgemm (`bench_kernels.py --tiles`), but the layers on both
+# cores ran 10-30% slower fused (`bench_layers.py --isa avx2`), and their weight
+# gradient fell 10-30% behind even alone: both keep the limit.
+_FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 18, ("avx512", "weight_grad"): 2 ** 18,
+                      ("avx2", "forward"): 2 ** 18, ("avx2", "weight_grad"): 2 ** 18}
+PRODUCTS = ("forward", "weight_grad")
+
+
+def _isa_level(name, what):
+    if name not in ISA_NAMES:
+        raise ValueError(f"{what}: expected one of {ISA_NAMES}, got {name!r}")
+    return ISA_NAMES.index(name)
+
+
+def isa():
+    """The instruction set the tiles run with now: 'avx512', 'avx2' or 'none'
+    (im2row + GEMM and the reference's direct convolution)."""
+    return ISA_NAMES[_isa]
+
+
+def set_isa_cap(name):
+    """Let the tiles use at most instruction set ``name`` ('avx512', 'avx2' or
+    'none'; the CPU's best when it lacks the one named). Returns the previous cap."""
+    global _isa_cap, _isa
+    level = _isa_level(name, "set_isa_cap")
+    previous = ISA_NAMES[_isa_cap]
+    _isa_cap = level
+    _isa = min(level, _ISA_SUPPORTED)
+    return previous
+
+
+if os.environ.get("MINCONV_ISA", "").strip():
+    set_isa_cap(ISA_NAMES[_isa_level(os.environ["MINCONV_ISA"].strip().lower(),
+                                     "the environment variable MINCONV_ISA")])
+
+
+def fused_kernels(dtype):
+    """True when the tiles serve ``dtype`` (float32 on a CPU with AVX-512 or AVX2+FMA,
+    see :func:`isa`): then :func:`conv2d_direct` runs compiled for width stride 1, and
+    the im2row products of small enough weights never form the rows (:func:`fuses_im2row`)."""
+    return _fusing_level(dtype) > 0
+
+
+def fuses_im2row(dtype, taps, channels, product="forward"):
+    """True when the product ``product`` with a weight matrix of ``taps`` x ``channels``
+    (kh*kw*C x F) runs without forming the rows: "forward" for :func:`im2row_matmul`
+    (the output, and dx as a flipped convolution), "weight_grad" for
+    :func:`im2row_t_matmul`."""
+    if product not in PRODUCTS:
+        raise ValueError(f"fuses_im2row: product must be one of {PRODUCTS}, got {product!r}")
+    return _fusing_level(dtype, taps, channels, product) > 0
+
+
+def _fusing_level(dtype, taps=0, channels=0, product="forward"):
+    """The level of the tiles that serve ``dtype`` and these weights now, 0 for none;
+    read once per call, so a cap set meanwhile never splits one product across two."""
+    level = _isa
+    if level == 0 or np.dtype(dtype) != np.float32:
+        return 0
+    return level if taps * channels <= _FUSED_MAX_WEIGHTS[ISA_NAMES[level], product] else 0
+
+
+def _matrix(a, rows, dtype, op, what):
+    """``a`` as a C-contiguous 2-D array of ``dtype`` with ``rows`` rows."""
+    a = np.ascontiguousarray(a)
+    if a.ndim != 2 or a.shape[0] != rows or a.dtype != dtype:
+        raise ValueError(f"{op}: {what} must be a {np.dtype(dtype).name} matrix with {rows} "
+                         f"rows, got {a.dtype} {a.shape}")
+    return a
+
+
+cdef int _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
+                       const float[::1] bias, float[:, ::1] y, int kh, int kw, int sh, int sw,
+                       int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, int level) noexcept:
+    cdef const float *b = NULL
+    cdef int status = 0
+    if bias is not None:
+        b = &bias[0]
+    with nogil:
+        if level == 2:
+            mc_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
+                             xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &w[0, 0], w.shape[1],
+                             b, &y[0, 0])
+        else:
+            status = mc_avx2_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
+                                           xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw,
+                                           Ho, Wo, &w[0, 0], w.shape[1], b, &y[0, 0])
+    return status
+
+
+cdef int _fused_t_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] dy, float[:, ::1] dwt,
+                         int kh, int kw, int sh, int sw, int dh, int dw, Py_ssize_t Ho,
+                         Py_ssize_t Wo, int level) noexcept:
+    cdef int status
+    with nogil:
+        if level == 2:
+            status = mc_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
+                                        xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &dy[0, 0],
+                                        dy.shape[1], &dwt[0, 0])
+        else:
+            status = mc_avx2_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
+                                             xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw,
+                                             Ho, Wo, &dy[0, 0], dy.shape[1], &dwt[0, 0])
+    return status
+
+
+def im2row_matmul(x, w_rows, kh, kw, stride, padding, dilation, bias=None, out=None):
+    """``im2row(x) @ w_rows + bias``: a convolution, output channels last.
+
+    x      : (N, C, H, W) float32 or float64
+    w_rows : (kh*kw*C, F), row ``(i*kw + j)*C + c`` the weights of tap (i, j) of channel c
+    bias   : (F,) or None
+    y      : (N*Ho*Wo, F), ``out`` when given
+    """
+    x = _float_array(x, "im2row_matmul: input")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x.shape, kh, kw, stride, padding, dilation)
+    w_rows = _matrix(w_rows, kh * kw * C, x.dtype, "im2row_matmul", "w_rows")
+    F = w_rows.shape[1]
+    if bias is not None:
+        bias = np.ascontiguousarray(bias)
+        if bias.shape != (F,) or bias.dtype != x.dtype:
+            raise ValueError(f"im2row_matmul: bias must be {x.dtype} ({F},), got "
+                             f"{bias.dtype} {bias.shape}")
+    y = _unfold_target(out, (N * Ho * Wo, F), x, "im2row_matmul")
+    if y.size == 0:
+        return _written_into(y, out)
+    level = _fusing_level(x.dtype, kh * kw * C, F)
+    if level:
+        if _fused_matmul(_padded_channels_last(x, ph, pw), w_rows, bias, y,
+                         kh, kw, sh, sw, dh, dw, Ho, Wo, level) != 0:
+            raise MemoryError("im2row_matmul: out of memory for the padded weights")
+    else:
+        np.matmul(im2row(x, kh, kw, stride, padding, dilation), w_rows, out=y)
+        if bias is not None:
+            y += bias
+    return _written_into(y, out)
+
+
+def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
+    """``im2row(x).T @ dy_rows``: a convolution's weight gradient, channels last.
+
+    x       : (N, C, H, W) float32 or float64
+    dy_rows : (N*Ho*Wo, F), one row per output position
+    dw_rows : (kh*kw*C, F), the layout of im2row_matmul's ``w_rows``; ``out`` when given
+    """
+    x = _float_array(x, "im2row_t_matmul: input")
+    kh, kw = int(kh), int(kw)
+    N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
+        x.shape, kh, kw, stride, padding, dilation)
+    dy_rows = _matrix(dy_rows, N * Ho * Wo, x.dtype, "im2row_t_matmul", "dy_rows")
+    dw_rows = _unfold_target(out, (kh * kw * C, dy_rows.shape[1]), x, "im2row_t_matmul")
+    level = _fusing_level(x.dtype, kh * kw * C, dy_rows.shape[1], "weight_grad")
+    if dw_rows.size == 0 or dy_rows.size == 0:
+        dw_rows[...] = 0
+    elif level:
+        if _fused_t_matmul(_padded_channels_last(x, ph, pw), dy_rows, dw_rows,
+                           kh, kw, sh, sw, dh, dw, Ho, Wo, level) != 0:
+            raise MemoryError("im2row_t_matmul: out of memory for its scratch arrays")
+    else:
+        np.matmul(im2row(x, kh, kw, stride, padding, dilation).T, dy_rows, out=dw_rows)
+    return _written_into(dw_rows, out)
+
+
+# ---------------------------------------------------------------- few input channels
+
+def _direct_operands(op, x, W_shape, stride, padding, dilation):
+    x = _float_array(x, f"{op}: input")
+    F, C, kh, kw = (int(v) for v in W_shape)
+    if x.ndim != 4 or x.shape[1] != C:
+        raise ValueError(f"{op}: input {x.shape} does not match the weight shape {tuple(W_shape)}")
+    geometry = _geometry(x.shape, kh, kw, stride, padding, dilation)
+    return x, F, C, kh, kw, geometry
+
+
+def conv2d_direct(x, W, bias, stride, padding, dilation, out=None):
+    """A convolution summed tap by tap, channels first (the reference's twin).
+
+    x : (N, C, H, W), W : (F, C, kh, kw), bias : (F,) or None -> y : (N, F, Ho, Wo),
+    ``out`` when given. Compiled for float32 with width stride 1 where the
+    tiles run (:func:`fused_kernels`); otherwise the reference computes it.
+    """
+    x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct", x, np.shape(W), stride,
+                                                 padding, dilation)
+    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
+    W = np.ascontiguousarray(W)
+    if W.dtype != x.dtype or (bias is not None and np.asarray(bias).dtype != x.dtype):
+        raise ValueError(f"conv2d_direct: weight and bias must be {x.dtype}")
+    level = _fusing_level(x.dtype)
+    if level == 0 or sw != 1:
+        return reference.conv2d_direct(x, W, bias, stride, padding, dilation, out=out)
+    y = _unfold_target(out, (N, F, Ho, Wo), x, "conv2d_direct")
+    wt = np.ascontiguousarray(W.reshape(F, -1).T)                        # (C*kh*kw, F)
+    b = None if bias is None else np.ascontiguousarray(bias)
+    if y.size:
+        _direct(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), wt, b, y, kh, kw, sh, dh, dw,
+                level)
+    return _written_into(y, out)
+
+
+def conv2d_direct_weight_grad(dy, x, W_shape, stride, padding, dilation):
+    """The weight gradient of :func:`conv2d_direct`: dy (N, F, Ho, Wo), x -> (F, C, kh, kw)."""
+    x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct_weight_grad", x, W_shape,
+                                                 stride, padding, dilation)
+    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
+    dy = np.ascontiguousarray(dy)
+    if dy.shape != (N, F, Ho, Wo) or dy.dtype != x.dtype:
+        raise ValueError(f"conv2d_direct_weight_grad: dy must be {x.dtype} {(N, F, Ho, Wo)}, "
+                         f"got {dy.dtype} {dy.shape}")
+    level = _fusing_level(x.dtype)
+    if level == 0 or sw != 1:
+        return reference.conv2d_direct_weight_grad(dy, x, (F, C, kh, kw), stride, padding,
+                                                   dilation)
+    dwt = np.zeros((C * kh * kw, F), dtype=x.dtype)
+    if dy.size:
+        _direct_wgrad(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), dy, dwt,
+                      kh, kw, sh, dh, dw, level)
+    return np.ascontiguousarray(dwt.T).reshape(F, C, kh, kw)
+
+
+cdef void _direct(const float[:, :, :, ::1] xp, const float[:, ::1] wt, const float[::1] bias,
+                  float[:, :, :, ::1] y, int kh, int kw, int sh, int dh, int dw,
+                  int level) noexcept:
+    cdef const float *b = NULL
+    if bias is not None:
+        b = &bias[0]
+    with nogil:
+        if level == 2:
+            mc_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                             xp.shape[3], kh, kw, sh, dh, dw, y.shape[2], y.shape[3], &wt[0, 0],
+                             wt.shape[1], b, &y[0, 0, 0, 0])
+        else:
+            mc_avx2_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                                  xp.shape[3], kh, kw, sh, dh, dw, y.shape[2], y.shape[3],
+                                  &wt[0, 0], wt.shape[1], b, &y[0, 0, 0, 0])
+
+
+cdef void _direct_wgrad(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
+                        float[:, ::1] dwt, int kh, int kw, int sh, int dh, int dw,
+                        int level) noexcept:
+    with nogil:
+        if level == 2:
+            mc_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                                   xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2], dy.shape[3],
+                                   &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])
+        else:
+            mc_avx2_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1],
+                                        xp.shape[2], xp.shape[3], kh, kw, sh, dh, dw,
+                                        dy.shape[2], dy.shape[3], &dy[0, 0, 0, 0],
+                                        dy.shape[1], &dwt[0, 0])
