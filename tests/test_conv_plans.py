@@ -296,23 +296,3 @@ def test_summary_shows_each_convolutions_plan():
     conv3 = mc.models.zfnet_mini()["conv3"]
     assert rows["conv3"]["plan"] == str(F.choose_plan(x, conv3.params["W"], padding=1))
     assert rows["relu1"]["plan"] is None
-
-
-@pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
-@pytest.mark.parametrize("F_out,bias", [(48, True), (40, False)])
-def test_one_image_shares_out_its_output_channels(isa, F_out, bias, isa_cap, rng):
-    """Inference on one image: the cores take panels of output channels (three panels of
-    16, or 16 + 16 + 8, split unevenly over two cores) and the result is the reference's;
-    a batch of one takes this way by default when it is large enough."""
-    from minconv.functional.conv_paths import Window, fused_rows
-    isa_cap(isa)
-    x = rng.standard_normal((1, 64, 32, 31)).astype(np.float32)
-    W = rng.standard_normal((F_out, 64, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(F_out).astype(np.float32) if bias else None
-    win = Window((1, 1), (1, 1), (1, 1))
-    w_rows = np.ascontiguousarray(W.transpose(0, 2, 3, 1).reshape(F_out, -1).T)
-    y = fused_rows.forward_by_panels(x, w_rows, b, 3, 3, win, 32, 31)
-    expected = reference_conv(x, W, b, 1, 1, 1, 1)
-    assert rel_error(y, expected) <= 2e-5
-    assert w_rows.size * 32 * 31 >= fused_rows.SPLIT_MIN_MACS
-    assert rel_error(F.conv2d(x, W, b, 1, 1, plan="fused_rows"), expected) <= 2e-5

@@ -16,20 +16,11 @@ a convolution of dy padded by p' with the filters flipped in space and their
 in/out channels swapped. Larger strides (and p > d(k-1)) fold with row2im as the
 ``rows`` path does.
 """
-import numpy as np
-
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from . import (ConvPath, Gather, channels_first, chunks, output_hw, position_rows, rows,
                weight_grad_by_chunks, weight_matrix_channels_last, weights_from_channels_last)
-
-
-# Output channels of one AVX-512 vector: the unit in which the cores share out a small
-# batch's forward product; worth it above about this many multiply-adds per image (handing
-# work to the cores costs about 0.1 ms).
-PANEL = 16
-SPLIT_MIN_MACS = 2 ** 24
 
 
 def flipped_padding(W_shape, win):
@@ -56,9 +47,6 @@ def forward(x, W, b, win, workspace=None):
     Ho, Wo = output_hw(x.shape, W.shape, win)
     L = Ho * Wo
     w_rows = xp.ascontiguousarray(weight_matrix_channels_last(W).T)        # (kh*kw*C, F)
-    if (xp is np and x.shape[0] < runtime.cpu_threads() and F >= 2 * PANEL
-            and w_rows.size * L >= SPLIT_MIN_MACS):
-        return forward_by_panels(x, w_rows, b, kh, kw, win, Ho, Wo)
     y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
 
     def convolve(share):
@@ -69,24 +57,6 @@ def forward(x, W, b, win, workspace=None):
             y[part] = channels_first(y_rows, n, Ho, Wo)
 
     runtime.map_shares(convolve, x.shape[0], xp)
-    return y
-
-
-def forward_by_panels(x, w_rows, b, kh, kw, win, Ho, Wo):
-    """The forward product of a batch smaller than the core count (inference on one
-    image): the cores share out the output channels in panels of :data:`PANEL` rather
-    than the images, each computing ``y[:, panels] = rows @ w_rows[:, panels] + b[panels]``."""
-    kernels = kernels_for(x)
-    F = w_rows.shape[1]
-    y = np.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
-
-    def convolve(panels):
-        channels = slice(panels.start * PANEL, min(F, panels.stop * PANEL))
-        y_rows = kernels.im2row_matmul(x, np.ascontiguousarray(w_rows[:, channels]), kh, kw,
-                                       *win, bias=None if b is None else b[channels])
-        y[:, channels] = channels_first(y_rows, x.shape[0], Ho, Wo)
-
-    runtime.map_shares(convolve, -(-F // PANEL))
     return y
 
 
