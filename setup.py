@@ -16,7 +16,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ("cpu_conv", "cpu_tiles", "cpu_pool", "cpu_lrn", "cpu_activation", "cpu_norm")
+KERNELS = ("cpu_conv", "cpu_tiles", "cpu_layout", "cpu_pool", "cpu_lrn", "cpu_activation",
+           "cpu_norm")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_im2row_matmul", "_im2row_matmul_avx2", "_direct_avx2")]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,

@@ -155,10 +155,13 @@ def test_the_predicates_answer_for_the_active_set(isa):
     assert cpu_tiles.fused_kernels(np.float32) == (isa != "none")
     assert not cpu_tiles.fused_kernels(np.float64)
     assert not cpu_tiles.fuses_im2row(np.float64, 864, 96)
-    # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) not
+    # zfnet_mini's conv4 (864 x 96 weights) fused; ZFNet's conv5 (3456 x 256) only in the
+    # AVX-512 forward tiles, which sweep wide weights by chunks; none past 4M floats
     for product in ("forward", "weight_grad"):
         assert cpu_tiles.fuses_im2row(np.float32, 864, 96, product) == (isa != "none")
-        assert not cpu_tiles.fuses_im2row(np.float32, 3456, 256, product)
+        assert cpu_tiles.fuses_im2row(np.float32, 3456, 256, product) == \
+            (isa == "avx512" and product == "forward")
+        assert not cpu_tiles.fuses_im2row(np.float32, 9 * 1024, 1024, product)
     with pytest.raises(ValueError, match=r"fuses_im2row: product must be one of"):
         cpu_tiles.fuses_im2row(np.float32, 864, 96, "backward")
 
@@ -175,6 +178,19 @@ def test_large_weights_match_reference(isa, monkeypatch):
     dy_rows = random(y.shape, 3)
     assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
                     ref.im2row_t_matmul(x, dy_rows, *geometry))
+
+
+@pytest.mark.parametrize("C, kh", [(150, 3), (40, 5)])
+def test_weights_swept_by_chunks_of_channels_match_reference(isa, C, kh):
+    """Past the chunk of input channels that fits a core's L2 (64 at 3x3, 16 at 5x5) the
+    AVX-512 tiles add the chunks' sums into y: a ragged last chunk, a bias, and more
+    positions than one block of 192."""
+    x = random((2, C, 11, 11), 0)
+    w_rows = random((kh * kh * C, 40), 1) * 0.1
+    bias = random((40,), 2)
+    geometry = (kh, kh, (1, 1), (kh // 2, kh // 2), (1, 1))
+    assert_close_to(cpu_tiles.im2row_matmul(x, w_rows, *geometry, bias=bias),
+                    ref.im2row_matmul(x, w_rows, *geometry, bias=bias))
 
 
 def test_the_cap_returns_the_previous_one_and_names_a_wrong_one():

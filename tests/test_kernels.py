@@ -389,6 +389,39 @@ def test_relu_backward_names_mismatched_operands():
         cpu_activation.relu_backward(np.zeros(3, np.int64), np.zeros(3, np.int64))
 
 
+# ---------------------------------------------------------------- layouts
+
+cpu_layout = pytest.importorskip("minconv._kernels.cpu_layout", reason=REASON)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 13), (300, 7), (1, 1, 1), (7, 5, 3),
+                                   (64, 40, 9), (9, 33, 70), (130, 3, 1)], ids=str)
+def test_reversed_axes_matches_reference(shape, dtype):
+    # sizes off the 4x4 blocks and the 16-row bands, and as many elements as two threads split
+    a = random(shape, dtype)
+    got = cpu_layout.reversed_axes(a)
+    assert got.dtype == dtype and got.shape == shape[::-1] and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref.reversed_axes(a))
+    np.testing.assert_array_equal(got, a.T)
+    if shape[-1] > 1:
+        np.testing.assert_array_equal(cpu_layout.reversed_axes(non_contiguous(a)), a.T)
+
+
+def test_reversed_axes_splits_large_arrays_among_the_cores():
+    a = random((512, 256, 9), np.float32)     # 1.2M elements: above one thread's share
+    np.testing.assert_array_equal(cpu_layout.reversed_axes(a), a.T)
+
+
+def test_reversed_axes_names_what_it_cannot_take():
+    with pytest.raises(ValueError, match=r"reversed_axes: .* got int64 \(3, 2\)"):
+        cpu_layout.reversed_axes(np.zeros((3, 2), np.int64))
+    with pytest.raises(ValueError, match=r"reversed_axes: .* got float32 \(2, 2, 2, 2\)"):
+        cpu_layout.reversed_axes(np.zeros((2, 2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"reversed_axes: expected a 2-D or 3-D array"):
+        ref.reversed_axes(np.zeros(4))
+
+
 # ---------------------------------------------------------------- LRN
 
 # (x_shape, size, alpha, beta, k); alpha is large enough for the sum to matter
@@ -447,7 +480,7 @@ def test_every_twin_has_the_references_signature():
     import inspect
 
     from minconv._kernels import NAMES, cpu_activation, cuda
-    modules = [cuda, cpu_conv, cpu_pool, cpu_lrn, cpu_activation]
+    modules = [cuda, cpu_conv, cpu_pool, cpu_lrn, cpu_activation, cpu_layout]
     compared = set()
     for name in NAMES:
         if not hasattr(ref, name):
@@ -460,3 +493,4 @@ def test_every_twin_has_the_references_signature():
                 compared.add((module.__name__, name))
     assert ("minconv._kernels.cuda", "relu_backward") in compared
     assert ("minconv._kernels.cuda", "im2col") in compared
+    assert ("minconv._kernels.cpu_layout", "reversed_axes") in compared

@@ -3,7 +3,8 @@
 ``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
 ``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``conv2d_direct``,
 ``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``,
-``lrn_backward`` and ``relu_backward`` for the device and dtype of ``x``:
+``lrn_backward``, ``relu_backward`` and ``reversed_axes`` (with the batch-norm and
+average-pooling kernels) for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`, ``cuda_norm``
   and ``cuda_avgpool``;
@@ -24,7 +25,7 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "lrn_forward", "lrn_backward", "relu_backward",
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
          "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
-         "adaptive_avgpool_backward")
+         "adaptive_avgpool_backward", "reversed_axes")
 # the Cython kernels' OpenMP controls, whether their tiles run, and the instruction-set
 # cap of the tiles (absent from the reference and CUDA namespaces; minconv.runtime and
 # the convolution planner ask them)
@@ -55,9 +56,9 @@ def _optional(name):
 
 
 try:
-    from . import cpu_activation, cpu_conv, cpu_lrn, cpu_pool, cpu_tiles
+    from . import cpu_activation, cpu_conv, cpu_layout, cpu_lrn, cpu_pool, cpu_tiles
     CPU_BUILT = True
-    cpu = _namespace(cpu_conv, cpu_tiles, cpu_pool, cpu_lrn, cpu_activation,
+    cpu = _namespace(cpu_conv, cpu_tiles, cpu_layout, cpu_pool, cpu_lrn, cpu_activation,
                      *_optional("cpu_norm"))
 except ImportError as error:  # not compiled: stay usable, but say so once
     CPU_BUILT = False

@@ -63,12 +63,14 @@ MC_TILE __mmask16 mc_lanes(int channels_left) {
                                : (__mmask16)((1u << (channels_left > 0 ? channels_left : 0)) - 1);
 }
 
-/* y[r, :] = bias + sum over taps (i, j, c) of xt[base[r] + i*row_step + j*tap_step + c] * w[tap, :]
+/* y[r, :] = (y[r, :] if accumulate, else bias) + sum over taps (i, j) and channels c < C of
+   xt[base[r] + i*row_step + j*tap_step + c] * w[(i*kw + j)*w_tap_step + c*ldw, :]
    for ROWS positions (their offsets in xt: base) and NV*16 channels starting at w. */
 MC_TILE void mc_matmul_tile(const float *xt, const ptrdiff_t *base, const int ROWS, const int NV,
-                            const float *w, ptrdiff_t ldw, int kh, int kw, ptrdiff_t C,
-                            ptrdiff_t row_step, ptrdiff_t tap_step, const float *bias,
-                            float *y, ptrdiff_t ldy, int channels)
+                            const float *w, ptrdiff_t ldw, ptrdiff_t w_tap_step, int kh, int kw,
+                            ptrdiff_t C, ptrdiff_t row_step, ptrdiff_t tap_step,
+                            const float *bias, int accumulate, float *y, ptrdiff_t ldy,
+                            int channels)
 {
     __m512 acc[MC_MAX_ROWS][MC_MAX_VECTORS];
     __mmask16 lanes[MC_MAX_VECTORS];
@@ -78,11 +80,12 @@ MC_TILE void mc_matmul_tile(const float *xt, const ptrdiff_t *base, const int RO
     for (int r = 0; r < ROWS; r++) {
         #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
-            acc[r][v] = bias ? _mm512_maskz_loadu_ps(lanes[v], bias + 16 * v) : _mm512_setzero_ps();
+            acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(lanes[v], y + r * ldy + 16 * v)
+                      : bias ? _mm512_maskz_loadu_ps(lanes[v], bias + 16 * v) : _mm512_setzero_ps();
     }
-    const float *wk = w;
     for (int i = 0; i < kh; i++) {
         for (int j = 0; j < kw; j++) {
+            const float *wk = w + ((ptrdiff_t)i * kw + j) * w_tap_step;
             const float *tap[MC_MAX_ROWS];
             #pragma GCC unroll 8
             for (int r = 0; r < ROWS; r++) tap[r] = xt + base[r] + i * row_step + j * tap_step;
@@ -146,15 +149,16 @@ MC_TILE void mc_t_matmul_tile(const float *xt, const ptrdiff_t *tap_offset, cons
 
 /* One function per (vectors, rows) pair, so that each tile is compiled with
    constant sizes: its accumulators then live in registers. */
-#define MC_MATMUL_CASE(NV, R) case R: mc_matmul_tile(xt, base, R, NV, w, ldw, kh, kw, C, \
-        row_step, tap_step, bias, y, ldy, channels); break;
+#define MC_MATMUL_CASE(NV, R) case R: mc_matmul_tile(xt, base, R, NV, w, ldw, w_tap_step, kh, \
+        kw, C, row_step, tap_step, bias, accumulate, y, ldy, channels); break;
 #define MC_MATMUL_VECTORS(NV) case NV: switch (rows) { \
         MC_MATMUL_CASE(NV, 1) MC_MATMUL_CASE(NV, 2) MC_MATMUL_CASE(NV, 3) MC_MATMUL_CASE(NV, 4) \
         MC_MATMUL_CASE(NV, 5) MC_MATMUL_CASE(NV, 6) MC_MATMUL_CASE(NV, 7) MC_MATMUL_CASE(NV, 8) } break;
 
 static MC_TARGET void mc_matmul_tile_of(int vectors, int rows, const float *xt, const ptrdiff_t *base,
-        const float *w, ptrdiff_t ldw, int kh, int kw, ptrdiff_t C, ptrdiff_t row_step,
-        ptrdiff_t tap_step, const float *bias, float *y, ptrdiff_t ldy, int channels)
+        const float *w, ptrdiff_t ldw, ptrdiff_t w_tap_step, int kh, int kw, ptrdiff_t C,
+        ptrdiff_t row_step, ptrdiff_t tap_step, const float *bias, int accumulate, float *y,
+        ptrdiff_t ldy, int channels)
 {
     switch (vectors) { MC_MATMUL_VECTORS(1) MC_MATMUL_VECTORS(2) MC_MATMUL_VECTORS(3) MC_MATMUL_VECTORS(4) }
 }
@@ -180,26 +184,50 @@ static ptrdiff_t mc_position_offset(ptrdiff_t m, ptrdiff_t Ho, ptrdiff_t Wo, ptr
     return ((n * Hp + (q / Wo) * sh) * Wp + (q % Wo) * sw) * C;
 }
 
+/* Input channels a chunk of the weights holds: its (kh*kw*chunk, 64) block of weights
+   stays within MC_CHUNK_BYTES of the core's L2 while the positions of a block sweep
+   it. Wider weights would be read from L3 once per tile of positions: ResNet's
+   512-channel layers ran about 20% slower so. */
+#define MC_CHUNK_BYTES (160 * 1024)
+#define MC_POSITION_BLOCK 192   /* positions whose partial sums stay in L2 across chunks */
+
+static ptrdiff_t mc_channel_chunk(int kh, int kw, ptrdiff_t C)
+{
+    ptrdiff_t chunk = MC_CHUNK_BYTES / ((ptrdiff_t)kh * kw * 64 * (ptrdiff_t)sizeof(float));
+    chunk -= chunk % 16;
+    if (chunk < 16)
+        chunk = 16;
+    return C <= chunk + chunk / 2 ? C : chunk;   /* no chunk left narrow */
+}
+
 /* y (N*Ho*Wo, F) = im2row(xt) @ w (kh*kw*C, F) + bias (F, or NULL). */
 static MC_TARGET void mc_im2row_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdiff_t Wp,
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
         const float *w, ptrdiff_t F, const float *bias, float *y)
 {
-    const ptrdiff_t M = N * Ho * Wo;
+    const ptrdiff_t M = N * Ho * Wo, chunk = mc_channel_chunk(kh, kw, C);
     const ptrdiff_t row_step = (ptrdiff_t)dh * Wp * C, tap_step = (ptrdiff_t)dw * C;
     const int vector_count = (int)((F + 15) / 16);
     ptrdiff_t base[MC_MAX_ROWS];
-    /* channel blocks outside, positions inside: one block's weights stay in cache */
+    /* channel blocks outside, then blocks of positions, then chunks of input channels:
+       a chunk's weights stay in cache while the block's tiles sum over them */
     for (int v0 = 0; v0 < vector_count; ) {
         const int vectors = mc_tile_vectors(vector_count - v0), tile = mc_tile_rows(vectors);
         const int channels = (int)(F - 16 * v0);
-        for (ptrdiff_t m0 = 0; m0 < M; m0 += tile) {
-            const int rows = (int)(M - m0 < tile ? M - m0 : tile);
-            for (int r = 0; r < rows; r++)
-                base[r] = mc_position_offset(m0 + r, Ho, Wo, Hp, Wp, C, sh, sw);
-            mc_matmul_tile_of(vectors, rows, xt, base, w + 16 * v0, F, kh, kw, C, row_step,
-                              tap_step, bias ? bias + 16 * v0 : NULL, y + m0 * F + 16 * v0, F,
-                              channels);
+        for (ptrdiff_t b0 = 0; b0 < M; b0 += MC_POSITION_BLOCK) {
+            const ptrdiff_t b1 = M - b0 < MC_POSITION_BLOCK ? M : b0 + MC_POSITION_BLOCK;
+            for (ptrdiff_t c0 = 0; c0 < C; c0 += chunk) {
+                const ptrdiff_t cc = C - c0 < chunk ? C - c0 : chunk;
+                for (ptrdiff_t m0 = b0; m0 < b1; m0 += tile) {
+                    const int rows = (int)(b1 - m0 < tile ? b1 - m0 : tile);
+                    for (int r = 0; r < rows; r++)
+                        base[r] = mc_position_offset(m0 + r, Ho, Wo, Hp, Wp, C, sh, sw);
+                    mc_matmul_tile_of(vectors, rows, xt + c0, base, w + c0 * F + 16 * v0, F,
+                                      C * F, kh, kw, cc, row_step, tap_step,
+                                      bias ? bias + 16 * v0 : NULL, c0 > 0, y + m0 * F + 16 * v0,
+                                      F, channels);
+                }
+            }
         }
         v0 += vectors;
     }

@@ -69,15 +69,19 @@ cdef int _ISA_SUPPORTED = 2 if mc_fused_available() else (1 if mc_avx2_available
 cdef int _isa_cap = 2
 cdef int _isa = _ISA_SUPPORTED
 
-# The tiles stream the whole (kh*kw*C, F) weight matrix once per few positions
-# (the AVX2 ones one 16-channel panel of it at a time): they beat im2row + GEMM
-# while it stays in the core's L2 cache (1 MB here, of 2 MB). ZFNet's 13x13
-# layers (3.5-5.3 MB of weights) measured 2-4x slower fused with AVX-512. With
-# AVX2 their forward product alone, on one core, ran 5-10% ahead of im2row and
-# OpenBLAS's Haswell sgemm (`bench_kernels.py --tiles`), but the layers on both
-# cores ran 10-30% slower fused (`bench_layers.py --isa avx2`), and their weight
-# gradient fell 10-30% behind even alone: both keep the limit.
-_FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 18, ("avx512", "weight_grad"): 2 ** 18,
+# How large a (kh*kw*C, F) weight matrix each set's tiles take, in floats. The
+# AVX-512 forward tiles sweep the weights a chunk of input channels at a time, each
+# chunk small enough to stay in a core's L2 cache, so they take the families' widest
+# 3x3 layers (512 -> 512, 2.4M floats): there they run 10-20% ahead of im2row +
+# OpenBLAS (`bench_conv_shapes.py`), as on ZFNet's 13x13 layers. Their weight
+# gradient re-reads the whole gradient matrix for every 256 positions and falls
+# behind past about 1 MB (512 -> 512 on 7x7: 15.9 ms against 14.4). The AVX2 tiles
+# stream one 16-channel panel of the weights at a time: with their forward product
+# alone on one core 5-10% ahead of im2row and OpenBLAS's Haswell sgemm
+# (`bench_kernels.py --tiles`), ZFNet's 13x13 layers on both cores ran 10-30% slower
+# fused (`bench_layers.py --isa avx2`), and their weight gradient 10-30% slower even
+# alone: both keep the 1 MB limit.
+_FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 22, ("avx512", "weight_grad"): 2 ** 18,
                       ("avx2", "forward"): 2 ** 18, ("avx2", "weight_grad"): 2 ** 18}
 PRODUCTS = ("forward", "weight_grad")
 

@@ -318,3 +318,13 @@ def relu_backward(dy, x):
     """The ReLU's true gradient: dx = dy where x > 0, else 0 (x its input or output)."""
     xp = get_array_module(dy)
     return xp.where(x > 0, dy, xp.zeros((), dtype=dy.dtype))
+
+
+# ---------------------------------------------------------------- layouts
+
+def reversed_axes(a):
+    """``a.T`` as a new C-contiguous array (2-D: (A, C) -> (C, A); 3-D: (A, B, C) -> (C, B, A))."""
+    xp = get_array_module(a)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"reversed_axes: expected a 2-D or 3-D array, got {a.shape}")
+    return xp.ascontiguousarray(a.T)

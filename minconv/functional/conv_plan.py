@@ -93,9 +93,9 @@ def _check(plan):
                          "or a Plan")
 
 
-def _fuses(kernels, dtype, taps, channels):
+def _fuses(kernels, dtype, taps, channels, product="forward"):
     fuses = getattr(kernels, "fuses_im2row", None)
-    return fuses is not None and bool(fuses(dtype, taps, channels))
+    return fuses is not None and bool(fuses(dtype, taps, channels, product))
 
 
 def _fuses_flipped(kernels, dtype, W_shape, win):
@@ -118,7 +118,8 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         fwd = dgrad = wgrad = "per_image"
         reason = f"{Ho}x{Wo} map >= {PER_IMAGE_MIN_POSITIONS} positions: one GEMM per image"
         if (xp is np and C > DIRECT_MAX_CHANNELS and C * kh * kw * F <= LARGE_MAP_FUSED_WEIGHTS
-                and _fuses(kernels, dtype, C * kh * kw, F)):
+                and _fuses(kernels, dtype, C * kh * kw, F)
+                and _fuses(kernels, dtype, C * kh * kw, F, "weight_grad")):
             fwd = wgrad = "fused_rows"
             reason += "; weights fit the tiles: fused, the columns never formed"
             if _fuses_flipped(kernels, dtype, W_shape, win):
@@ -131,8 +132,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         fwd = dgrad = wgrad = "rows"
         reason = f"{Ho}x{Wo} map on the CPU: channels last"
         if _fuses(kernels, dtype, C * kh * kw, F):
-            fwd = wgrad = "fused_rows"
+            fwd = "fused_rows"
             reason += "; weights fit the tiles"
+        if _fuses(kernels, dtype, C * kh * kw, F, "weight_grad"):
+            wgrad = "fused_rows"
+            reason += "; and their gradient's"
         if _fuses_flipped(kernels, dtype, W_shape, win):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"

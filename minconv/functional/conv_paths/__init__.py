@@ -85,8 +85,9 @@ class Gather:
         return self.whole if self.whole is not None else self.out
 
 
-def weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk):
-    """dW2 = sum over the batch of each chunk's product, (F, C*kh*kw); db = dY summed, (F,).
+def weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk, shape=None):
+    """dW2 = sum over the batch of each chunk's product, ``shape`` (F, C*kh*kw unless
+    given); db = dY summed, (F,).
 
     The cores take their shares of the batch; each walks its share chunk by chunk
     (:func:`chunks`), calling ``add_chunk(part, dW2, db)`` to add that chunk's terms in
@@ -98,7 +99,7 @@ def weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk):
     _, C, kh, kw = W_shape
 
     def correlate(share):
-        dW2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+        dW2 = xp.zeros(shape or (F, C * kh * kw), dtype=x.dtype)
         db = xp.zeros(F, dtype=dy.dtype) if with_bias else None
         for part in chunks(share, C * kh * kw, Ho * Wo, x.dtype.itemsize, workspace, xp):
             add_chunk(part, dW2, db)

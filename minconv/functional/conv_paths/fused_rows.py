@@ -20,7 +20,7 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from . import (ConvPath, Gather, channels_first, chunks, output_hw, position_rows, rows,
-               weight_grad_by_chunks, weight_matrix_channels_last, weights_from_channels_last)
+               weight_grad_by_chunks)
 
 
 def flipped_padding(W_shape, win):
@@ -41,12 +41,19 @@ def _flipped_weight_rows(W):
     return W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * F, C)
 
 
+def tap_major_weights(W, kernels):
+    """W (F, C, kh, kw) as the tiles' ``w_rows``: W[f, c, i, j] at row (i*kw + j)*C + c,
+    column f, so (kh*kw*C, F); the reversal of the axes of W viewed as (F, C, kh*kw)."""
+    F, C, kh, kw = W.shape
+    return kernels.reversed_axes(W.reshape(F, C, kh * kw)).reshape(kh * kw * C, F)
+
+
 def forward(x, W, b, win, workspace=None):
     xp, kernels = get_array_module(x), kernels_for(x)
     F, C, kh, kw = W.shape
     Ho, Wo = output_hw(x.shape, W.shape, win)
     L = Ho * Wo
-    w_rows = xp.ascontiguousarray(weight_matrix_channels_last(W).T)        # (kh*kw*C, F)
+    w_rows = tap_major_weights(W, kernels)                                  # (kh*kw*C, F)
     y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
 
     def convolve(share):
@@ -85,16 +92,18 @@ def data_grad(dy, W, x_shape, win, workspace=None):
 
 def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     kernels = kernels_for(x)
-    _, _, kh, kw = W_shape
+    F, C, kh, kw = W_shape
 
-    def add_chunk(part, dW2, db):
+    def add_chunk(part, dW_rows, db):
         dy_rows = position_rows(dy[part])                                 # (n*L, F)
-        dW2 += kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, *win).T  # (F, kh*kw*C)
+        dW_rows += kernels.im2row_t_matmul(x[part], dy_rows, kh, kw, *win)  # (kh*kw*C, F)
         if db is not None:
             db += dy_rows.sum(axis=0)
 
-    dW2, db = weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk)
-    return weights_from_channels_last(dW2, W_shape), db
+    dW_rows, db = weight_grad_by_chunks(dy, x, W_shape, workspace, with_bias, add_chunk,
+                                        shape=(kh * kw * C, F))
+    # (kh*kw, C, F) -> (F, C, kh*kw)
+    return kernels.reversed_axes(dW_rows.reshape(kh * kw, C, F)).reshape(W_shape), db
 
 
 PATH = ConvPath("fused_rows", forward, data_grad, weight_grad)
