@@ -174,6 +174,23 @@ def test_default_plan_large_maps_fuse_small_weights(isa, isa_cap):
     assert str(wide) == "per_image"
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
+def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_cap,
+                                                                       monkeypatch):
+    isa_cap(isa)
+    monkeypatch.setattr(mc.runtime, "cpu_threads", lambda: 2)
+    W = np.zeros((512, 512, 3, 3), np.float32)                # ResNet's last stage
+    batch = F.choose_plan(np.zeros((8, 512, 7, 7), np.float32), W, padding=1)
+    chunked = isa == "avx512"                                 # only these sweep by chunks
+    assert batch.forward == batch.data_grad == ("fused_rows" if chunked else "rows")
+    assert batch.weight_grad == "rows"
+    one = F.choose_plan(np.zeros((1, 512, 7, 7), np.float32), W, padding=1)
+    assert str(one) == "rows"                                 # a core would sit idle
+    small = F.choose_plan(np.zeros((1, 64, 7, 7), np.float32),
+                          np.zeros((64, 64, 3, 3), np.float32), padding=1)
+    assert str(small) == ("fused_rows" if isa != "none" else "rows")
+
+
 def test_default_plan_small_maps_go_channels_last():
     x = np.zeros((2, 16, 7, 7))                               # float64: no tiles
     plan = F.choose_plan(x, np.zeros((32, 16, 3, 3)), padding=1)

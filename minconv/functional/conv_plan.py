@@ -13,7 +13,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     CPU, maps of >= 512 positions     per_image; fused_rows as below when the weights fit the
                                       tiles and there are more than 4 input channels
     CPU, smaller maps                 rows; fused_rows for each product whose weights
-                                      fit the tiles' cache budget (float32 with AVX2/AVX-512),
+                                      the tiles take (float32 with AVX2/AVX-512; wide
+                                      weights only with a share of the batch per core),
                                       the data gradient only at stride 1
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import runtime
 from .._kernels import kernels_for
 from ..backend import get_array_module
 from .conv_paths import Window, direct, fused_rows, output_hw, per_image, pointwise, rows
@@ -39,6 +41,11 @@ PER_IMAGE_MIN_POSITIONS = 512
 # On such maps the fused tiles take over from per_image for weights of at most this
 # many values (ResNet's and VGG's first stages; ZFNet's conv2, 614k, stays per_image).
 LARGE_MAP_FUSED_WEIGHTS = 2 ** 18
+# The tiles run one share of the batch per core. Past this many weights a batch
+# smaller than the cores leaves a core idle for longer than the tiles gain: there the
+# rows' GEMM, which splits one product, runs instead (512->512 on 7x7 at batch 1:
+# 4.6 ms fused on one core, 3.5 ms as rows on two).
+SHARED_BATCH_FUSED_WEIGHTS = 2 ** 18
 # Inputs of at most this many channels (first layers) convolve tap by tap.
 DIRECT_MAX_CHANNELS = 4
 
@@ -93,17 +100,22 @@ def _check(plan):
                          "or a Plan")
 
 
-def _fuses(kernels, dtype, taps, channels, product="forward"):
+def _fuses(kernels, dtype, taps, channels, product="forward", batch=None):
+    """Whether the tiles take this product: its (taps, channels) weights within their cap,
+    and, for wide weights, a ``batch`` that gives every core a share."""
     fuses = getattr(kernels, "fuses_im2row", None)
+    if batch is not None and taps * channels > SHARED_BATCH_FUSED_WEIGHTS \
+            and batch < runtime.cpu_threads():
+        return False
     return fuses is not None and bool(fuses(dtype, taps, channels, product))
 
 
-def _fuses_flipped(kernels, dtype, W_shape, win):
+def _fuses_flipped(kernels, dtype, W_shape, win, batch):
     """Whether the data gradient runs on the tiles, as a convolution of dy with the
     flipped filters: stride 1, and their (kh*kw*F, C) weights fit the tiles."""
     F, C, kh, kw = W_shape
     return (fused_rows.flipped_padding(W_shape, win) is not None
-            and _fuses(kernels, dtype, kh * kw * F, C))
+            and _fuses(kernels, dtype, kh * kw * F, C, batch=batch))
 
 
 def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
@@ -122,7 +134,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
                 and _fuses(kernels, dtype, C * kh * kw, F, "weight_grad")):
             fwd = wgrad = "fused_rows"
             reason += "; weights fit the tiles: fused, the columns never formed"
-            if _fuses_flipped(kernels, dtype, W_shape, win):
+            if _fuses_flipped(kernels, dtype, W_shape, win, x_shape[0]):
                 dgrad = "fused_rows"
                 reason += "; dx as a flipped convolution"
     elif xp is not np:
@@ -131,13 +143,13 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     else:
         fwd = dgrad = wgrad = "rows"
         reason = f"{Ho}x{Wo} map on the CPU: channels last"
-        if _fuses(kernels, dtype, C * kh * kw, F):
+        if _fuses(kernels, dtype, C * kh * kw, F, batch=x_shape[0]):
             fwd = "fused_rows"
             reason += "; weights fit the tiles"
-        if _fuses(kernels, dtype, C * kh * kw, F, "weight_grad"):
+        if _fuses(kernels, dtype, C * kh * kw, F, "weight_grad", batch=x_shape[0]):
             wgrad = "fused_rows"
             reason += "; and their gradient's"
-        if _fuses_flipped(kernels, dtype, W_shape, win):
+        if _fuses_flipped(kernels, dtype, W_shape, win, x_shape[0]):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
     fused = getattr(kernels, "fused_kernels", None)
