@@ -11,7 +11,10 @@ reset then): the same weights (torchvision's, loaded
 into minconv with ``minconv.io.from_torch_state_dict``), the same random images;
 ``forward`` is inference (evaluation mode, no gradients kept), ``step`` one SGD step
 (training mode: BatchNorm on batch statistics, loss, backward, update). Times are
-medians of ``--steps`` runs after a warm-up. Both frameworks get the same threads;
+medians of ``--steps`` runs after a warm-up. In minconv's process minconv is imported
+before torch, which only supplies the weights: torch's OpenMP runtime, loaded first,
+would keep its idle threads spinning beside minconv's workers (minconv warns then).
+Both frameworks get the same threads;
 minconv runs with ``runtime.configure(malloc="keep")``, the trainer's setting
 (``--malloc default`` for glibc's own).
 The output is a markdown table with minconv/PyTorch ratios.
@@ -54,7 +57,11 @@ def torch_model(name):
 
 def child(args):
     """One (framework, model, batch) measurement, printed as JSON."""
-    import torch
+    if args.framework == "minconv":
+        # first, as a user of minconv would: OpenMP's idle threads then sleep (torch's
+        # runtime, loaded first, would keep them spinning beside minconv's workers)
+        import minconv  # noqa: F401
+    import torch  # the PyTorch child loads it first and keeps PyTorch's own OpenMP policy
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, 3, 224, 224)).astype(np.float32)
@@ -135,9 +142,9 @@ def _peak_rss_mb():
 
 def bn_child(args):
     """BatchNorm forward + backward in training mode on ResNet's first map (N, 64, 112, 112)."""
+    import minconv as mc  # first: both frameworks share its OpenMP setting (idle threads sleep)
     import torch
     torch.set_num_threads(args.threads)
-    import minconv as mc
     x = np.random.default_rng(0).standard_normal((args.batch, 64, 112, 112)).astype(np.float32)
     dy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
     bn = mc.nn.BatchNorm2D(64)

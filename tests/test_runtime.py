@@ -150,3 +150,30 @@ def test_four_threads_at_once_compute_the_serial_results():
     assert not errors, errors
     for seed in seeds:
         _close(results[seed], serial[seed])
+
+
+# ---------------------------------------------------------------- an OpenMP runtime loaded first
+
+def _import_minconv_after(preamble):
+    """stderr of a fresh Python that runs ``preamble`` and then imports minconv, with no
+    OMP_WAIT_POLICY of its own."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", preamble + "\nimport minconv"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_an_openmp_runtime_loaded_before_minconv_is_named():
+    import ctypes.util
+    gomp = ctypes.util.find_library("gomp")
+    if gomp is None or not os.path.exists("/proc/self/maps"):
+        pytest.skip("no libgomp to load first, or no /proc/self/maps to see it by")
+    stderr = _import_minconv_after(f"import ctypes; ctypes.CDLL({gomp!r})")
+    assert "OpenMP runtime was loaded before minconv" in stderr
+    assert "OMP_WAIT_POLICY=PASSIVE" in stderr
+    assert "OpenMP" not in _import_minconv_after("")
