@@ -29,6 +29,7 @@ cdef extern from *:
 
     #define MC_LAYOUT_A_BLOCK 16
     #define MC_LAYOUT_B_BLOCK 8
+    #define MC_LAYOUT_C_BLOCK 16
 
     static inline void mc_reverse_element(const float *src, ptrdiff_t sa, ptrdiff_t sb,
                                           float *out, ptrdiff_t A, ptrdiff_t B,
@@ -37,62 +38,76 @@ cdef extern from *:
         out[(c * B + b) * A + a] = src[a * sa + b * sb + c];
     }
 
-    /* out[(c*B + b)*A + a] = src[a*sa + b*sb + c] for a in [a0, a1), src rows contiguous
-       along c: tiles of 16 a by 8 b, which read 16 runs of 8*C and write whole 64-byte
-       runs of 16 a, so that what a tile touches stays in L1 and in few pages */
+    /* out[(c*B + b)*A + a] = src[a*sa + b*sb + c] for a in [a_start, a_stop) and c in
+       [c_start, c_stop) (threads share the work by whichever of the two is longer), src
+       rows contiguous along c, in tiles of 16 a by 8 b by 16 c: a tile reads 16 runs of
+       16 c and writes 16 runs of 16 a, so what it touches stays in L1 and in few pages
+       whichever axis is long */
     static void mc_reverse_axes_f32(const float *src, ptrdiff_t sa, ptrdiff_t sb, float *out,
-                                    ptrdiff_t A, ptrdiff_t B, ptrdiff_t C,
-                                    ptrdiff_t a_start, ptrdiff_t a_stop)
+                                    ptrdiff_t A, ptrdiff_t B, ptrdiff_t a_start, ptrdiff_t a_stop,
+                                    ptrdiff_t c_start, ptrdiff_t c_stop)
     {
         const ptrdiff_t ostep = B * A;            /* from out[c, b, :] to out[c + 1, b, :] */
         for (ptrdiff_t a0 = a_start; a0 < a_stop; a0 += MC_LAYOUT_A_BLOCK) {
             const ptrdiff_t a1 = a0 + MC_LAYOUT_A_BLOCK < a_stop ? a0 + MC_LAYOUT_A_BLOCK : a_stop;
             for (ptrdiff_t b0 = 0; b0 < B; b0 += MC_LAYOUT_B_BLOCK) {
                 const ptrdiff_t b1 = b0 + MC_LAYOUT_B_BLOCK < B ? b0 + MC_LAYOUT_B_BLOCK : B;
-                for (ptrdiff_t b = b0; b < b1; b++) {
-                    ptrdiff_t a = a0;
+                for (ptrdiff_t c0 = c_start; c0 < c_stop; c0 += MC_LAYOUT_C_BLOCK) {
+                    const ptrdiff_t c1 = c0 + MC_LAYOUT_C_BLOCK < c_stop ? c0 + MC_LAYOUT_C_BLOCK
+                                                                         : c_stop;
+                    for (ptrdiff_t b = b0; b < b1; b++) {
+                        ptrdiff_t a = a0;
     #if MC_LAYOUT_SSE
-                    for (; a + 4 <= a1; a += 4) {
-                        const float *s = src + a * sa + b * sb;
-                        float *o = out + b * A + a;
-                        ptrdiff_t c = 0;
-                        for (; c + 4 <= C; c += 4) {
-                            __m128 r0 = _mm_loadu_ps(s + c);
-                            __m128 r1 = _mm_loadu_ps(s + sa + c);
-                            __m128 r2 = _mm_loadu_ps(s + 2 * sa + c);
-                            __m128 r3 = _mm_loadu_ps(s + 3 * sa + c);
-                            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                            _mm_storeu_ps(o + c * ostep, r0);
-                            _mm_storeu_ps(o + (c + 1) * ostep, r1);
-                            _mm_storeu_ps(o + (c + 2) * ostep, r2);
-                            _mm_storeu_ps(o + (c + 3) * ostep, r3);
+                        for (; a + 4 <= a1; a += 4) {
+                            const float *s = src + a * sa + b * sb;
+                            float *o = out + b * A + a;
+                            ptrdiff_t c = c0;
+                            for (; c + 4 <= c1; c += 4) {
+                                __m128 r0 = _mm_loadu_ps(s + c);
+                                __m128 r1 = _mm_loadu_ps(s + sa + c);
+                                __m128 r2 = _mm_loadu_ps(s + 2 * sa + c);
+                                __m128 r3 = _mm_loadu_ps(s + 3 * sa + c);
+                                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                                _mm_storeu_ps(o + c * ostep, r0);
+                                _mm_storeu_ps(o + (c + 1) * ostep, r1);
+                                _mm_storeu_ps(o + (c + 2) * ostep, r2);
+                                _mm_storeu_ps(o + (c + 3) * ostep, r3);
+                            }
+                            for (; c < c1; c++)
+                                for (ptrdiff_t q = 0; q < 4; q++)
+                                    mc_reverse_element(src, sa, sb, out, A, B, a + q, b, c);
                         }
-                        for (; c < C; c++)
-                            for (ptrdiff_t q = 0; q < 4; q++)
-                                mc_reverse_element(src, sa, sb, out, A, B, a + q, b, c);
-                    }
     #endif
-                    for (; a < a1; a++)
-                        for (ptrdiff_t c = 0; c < C; c++)
-                            mc_reverse_element(src, sa, sb, out, A, B, a, b, c);
+                        for (; a < a1; a++)
+                            for (ptrdiff_t c = c0; c < c1; c++)
+                                mc_reverse_element(src, sa, sb, out, A, B, a, b, c);
+                    }
                 }
             }
         }
     }
     """
     void mc_reverse_axes_f32(const float *src, Py_ssize_t sa, Py_ssize_t sb, float *out,
-                             Py_ssize_t A, Py_ssize_t B, Py_ssize_t C, Py_ssize_t a_start,
-                             Py_ssize_t a_stop) nogil
+                             Py_ssize_t A, Py_ssize_t B, Py_ssize_t a_start, Py_ssize_t a_stop,
+                             Py_ssize_t c_start, Py_ssize_t c_stop) nogil
 
 
 cdef void _reverse_axes_f32(const float[:, :, ::1] a3, float[:, :, ::1] out) noexcept nogil:
-    cdef Py_ssize_t A = a3.shape[0], share, part
-    cdef int parts = threads_for(2 * A * a3.shape[1] * a3.shape[2])   # read and written
-    share = (A + parts - 1) // parts
+    """Shared among the cores by bands of whichever of a and c is longer, so that two
+    threads neither read the same input nor write the same output lines."""
+    cdef Py_ssize_t A = a3.shape[0], B = a3.shape[1], C = a3.shape[2], share, part
+    cdef int parts = threads_for(2 * A * B * C)                   # read and written
+    cdef bint by_a = A >= C
+    share = ((A if by_a else C) + parts - 1) // parts
+    if by_a:
+        share = (share + 15) // 16 * 16                           # whole output lines
     for part in prange(parts, num_threads=parts, schedule="static"):
-        mc_reverse_axes_f32(&a3[0, 0, 0], a3.shape[1] * a3.shape[2], a3.shape[2],
-                            &out[0, 0, 0], A, a3.shape[1], a3.shape[2], part * share,
-                            min(A, (part + 1) * share))
+        if by_a:
+            mc_reverse_axes_f32(&a3[0, 0, 0], B * C, C, &out[0, 0, 0], A, B,
+                                min(A, part * share), min(A, (part + 1) * share), 0, C)
+        else:
+            mc_reverse_axes_f32(&a3[0, 0, 0], B * C, C, &out[0, 0, 0], A, B, 0, A,
+                                min(C, part * share), min(C, (part + 1) * share))
 
 
 cdef void _reverse_axes(const floating[:, :, :] a3, floating[:, :, ::1] out) noexcept nogil:
