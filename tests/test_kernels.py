@@ -382,6 +382,35 @@ def test_relu_backward_matches_reference(shape, dtype):
     np.testing.assert_array_equal(want, np.where(x > 0, dy, 0))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (7,), (3, 5, 40000)], ids=str)
+def test_relu_forward_matches_reference(shape, dtype):
+    x = np.round(random(shape, dtype), 1)      # exact zeros in places
+    x.flat[:4] = [np.nan, -np.inf, np.inf, -0.0][:x.size]
+    want = ref.relu_forward(x)
+    y = cpu_activation.relu_forward(x)
+    assert y.dtype == dtype and y.shape == shape and y is not x
+    np.testing.assert_array_equal(y, want)                 # NaN where x is NaN
+    np.testing.assert_array_equal(want, np.maximum(x, 0))
+    inplace = x.copy()
+    assert cpu_activation.relu_forward(inplace, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, want)
+    if x.ndim > 1:
+        np.testing.assert_array_equal(cpu_activation.relu_forward(non_contiguous(x)),
+                                      np.maximum(non_contiguous(x), 0))
+
+
+def test_relu_forward_names_what_it_cannot_take():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"relu_forward: x must be .* got int64 \(3,\)"):
+        cpu_activation.relu_forward(np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"relu_forward: out must be .* float32 array of "
+                                         r"shape \(2, 3\), got float32 \(3, 2\)"):
+        cpu_activation.relu_forward(x, out=np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"relu_forward: out must be .* got float64"):
+        cpu_activation.relu_forward(x, out=np.zeros((2, 3)))
+
+
 def test_relu_backward_names_mismatched_operands():
     with pytest.raises(ValueError, match=r"relu_backward: .* float32 \(2, 3\) and float32 \(3, 2\)"):
         cpu_activation.relu_backward(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32))

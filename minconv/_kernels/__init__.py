@@ -3,7 +3,7 @@
 ``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
 ``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``conv2d_direct``,
 ``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``,
-``lrn_backward``, ``relu_backward`` and ``reversed_axes`` (with the batch-norm and
+``lrn_backward``, ``relu_forward``, ``relu_backward`` and ``reversed_axes`` (with the batch-norm and
 average-pooling kernels) for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`, ``cuda_norm``
@@ -22,7 +22,7 @@ from ..backend import get_array_module
 
 NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matmul",
          "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_backward",
-         "lrn_forward", "lrn_backward", "relu_backward",
+         "lrn_forward", "lrn_backward", "relu_forward", "relu_backward",
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
          "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
          "adaptive_avgpool_backward", "reversed_axes")

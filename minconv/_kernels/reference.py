@@ -312,7 +312,13 @@ def lrn_backward(dy, x, y, scale, size, alpha, beta):
     return dy * scale ** -beta - (2.0 * alpha * beta / size) * x * back
 
 
-# ---------------------------------------------------------------- the ReLU's gradient
+# ---------------------------------------------------------------- the ReLU and its gradient
+
+def relu_forward(x, out=None):
+    """max(x, 0), elementwise (NaN stays NaN); ``out=x`` makes it in place."""
+    xp = get_array_module(x)
+    return xp.maximum(x, x.dtype.type(0), out=out)
+
 
 def relu_backward(dy, x):
     """The ReLU's true gradient: dx = dy where x > 0, else 0 (x its input or output)."""
