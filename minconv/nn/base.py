@@ -154,7 +154,13 @@ class Layer(abc.ABC):
         return self._cache
 
     def _wants_param_grads(self, rule, param_grads):
-        return rule == "grad" if param_grads is None else bool(param_grads)
+        """Whether this backward pass computes parameter gradients. When it does, the
+        last pass's are dropped first: the new ones replace them anyway, and a step then
+        never holds both (VGG-16's fc6 gradient alone is 411 MB)."""
+        wanted = rule == "grad" if param_grads is None else bool(param_grads)
+        if wanted:
+            self.grads.clear()
+        return wanted
 
     def clear_cache(self):
         """Forget what the last forward kept (frees its activations)."""
