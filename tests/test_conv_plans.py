@@ -184,11 +184,19 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     chunked = isa == "avx512"                                 # only these sweep by chunks
     assert batch.forward == batch.data_grad == ("fused_rows" if chunked else "rows")
     assert batch.weight_grad == "rows"
+    # a batch smaller than the cores: the tiles would leave a core idle, so only small
+    # products take them; the larger ones go to a GEMM that splits one product
     one = F.choose_plan(np.zeros((1, 512, 7, 7), np.float32), W, padding=1)
-    assert str(one) == "rows"                                 # a core would sit idle
-    small = F.choose_plan(np.zeros((1, 64, 7, 7), np.float32),
-                          np.zeros((64, 64, 3, 3), np.float32), padding=1)
+    assert str(one) == "rows"
+    small = F.choose_plan(np.zeros((1, 128, 14, 14), np.float32),
+                          np.zeros((32, 128, 3, 3), np.float32), padding=1)
     assert str(small) == ("fused_rows" if isa != "none" else "rows")
+    large_map = F.choose_plan(np.zeros((1, 128, 112, 112), np.float32),
+                              np.zeros((128, 128, 3, 3), np.float32), padding=1)
+    assert str(large_map) == "per_image"
+    two = F.choose_plan(np.zeros((2, 128, 112, 112), np.float32),
+                        np.zeros((128, 128, 3, 3), np.float32), padding=1)
+    assert str(two) == ("fused_rows" if isa != "none" else "per_image")
 
 
 def test_default_plan_small_maps_go_channels_last():

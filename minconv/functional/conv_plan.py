@@ -13,8 +13,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     CPU, maps of >= 512 positions     per_image; fused_rows as below when the weights fit the
                                       tiles and there are more than 4 input channels
     CPU, smaller maps                 rows; fused_rows for each product whose weights
-                                      the tiles take (float32 with AVX2/AVX-512; wide
-                                      weights only with a share of the batch per core),
+                                      the tiles take (float32 with AVX2/AVX-512; with a
+                                      batch smaller than the cores only small products),
                                       the data gradient only at stride 1
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
@@ -41,11 +41,13 @@ PER_IMAGE_MIN_POSITIONS = 512
 # On such maps the fused tiles take over from per_image for weights of at most this
 # many values (ResNet's and VGG's first stages; ZFNet's conv2, 614k, stays per_image).
 LARGE_MAP_FUSED_WEIGHTS = 2 ** 18
-# The tiles run one share of the batch per core. Past this many weights a batch
-# smaller than the cores leaves a core idle for longer than the tiles gain: there the
-# rows' GEMM, which splits one product, runs instead (512->512 on 7x7 at batch 1:
-# 4.6 ms fused on one core, 3.5 ms as rows on two).
-SHARED_BATCH_FUSED_WEIGHTS = 2 ** 18
+# The tiles run one share of the batch per core, so a batch smaller than the cores
+# leaves a core idle while they run. Then only products of at most this many
+# multiply-adds take them (there handing work to the cores costs more than it saves);
+# larger ones run as rows or per_image, whose GEMM splits one product. At batch 1:
+# 128->128 on 112x112 took 41.6 ms fused on one core, 24.0 as per_image on two;
+# 128->128 on 28x28 2.9 against 2.1 as rows; 128->32 on 14x14 0.34 against 0.44.
+ONE_CORE_FUSED_MACS = 2 ** 24
 # Inputs of at most this many channels (first layers) convolve tap by tap.
 DIRECT_MAX_CHANNELS = 4
 
@@ -100,22 +102,23 @@ def _check(plan):
                          "or a Plan")
 
 
-def _fuses(kernels, dtype, taps, channels, product="forward", batch=None):
+def _fuses(kernels, dtype, taps, channels, product="forward", batch=None, positions=0):
     """Whether the tiles take this product: its (taps, channels) weights within their cap,
-    and, for wide weights, a ``batch`` that gives every core a share."""
+    and, where ``batch`` leaves a core idle, few enough multiply-adds over the batch's
+    ``positions``."""
     fuses = getattr(kernels, "fuses_im2row", None)
-    if batch is not None and taps * channels > SHARED_BATCH_FUSED_WEIGHTS \
-            and batch < runtime.cpu_threads():
+    if (batch is not None and batch < runtime.cpu_threads()
+            and positions * taps * channels > ONE_CORE_FUSED_MACS):
         return False
     return fuses is not None and bool(fuses(dtype, taps, channels, product))
 
 
-def _fuses_flipped(kernels, dtype, W_shape, win, batch):
+def _fuses_flipped(kernels, dtype, W_shape, win, batch, positions):
     """Whether the data gradient runs on the tiles, as a convolution of dy with the
     flipped filters: stride 1, and their (kh*kw*F, C) weights fit the tiles."""
     F, C, kh, kw = W_shape
     return (fused_rows.flipped_padding(W_shape, win) is not None
-            and _fuses(kernels, dtype, kh * kw * F, C, batch=batch))
+            and _fuses(kernels, dtype, kh * kw * F, C, batch=batch, positions=positions))
 
 
 def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
@@ -123,6 +126,10 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     F, C, kh, kw = W_shape
     Ho, Wo = output_hw(x_shape, W_shape, win)
     L = Ho * Wo
+    N = x_shape[0]
+    # the data gradient's positions are the input's (a stride-1 convolution of dy)
+    batch = dict(batch=N, positions=N * L)
+    flipped = dict(batch=N, positions=N * x_shape[2] * x_shape[3])
     if xp is np and pointwise.serves(W_shape, win):
         return Plan("pointwise", "pointwise", "pointwise",
                     "1x1 filters, no padding: W (F, C) @ x (C, H*W), nothing unfolded")
@@ -130,11 +137,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         fwd = dgrad = wgrad = "per_image"
         reason = f"{Ho}x{Wo} map >= {PER_IMAGE_MIN_POSITIONS} positions: one GEMM per image"
         if (xp is np and C > DIRECT_MAX_CHANNELS and C * kh * kw * F <= LARGE_MAP_FUSED_WEIGHTS
-                and _fuses(kernels, dtype, C * kh * kw, F)
-                and _fuses(kernels, dtype, C * kh * kw, F, "weight_grad")):
+                and _fuses(kernels, dtype, C * kh * kw, F, **batch)
+                and _fuses(kernels, dtype, C * kh * kw, F, "weight_grad", **batch)):
             fwd = wgrad = "fused_rows"
             reason += "; weights fit the tiles: fused, the columns never formed"
-            if _fuses_flipped(kernels, dtype, W_shape, win, x_shape[0]):
+            if _fuses_flipped(kernels, dtype, W_shape, win, **flipped):
                 dgrad = "fused_rows"
                 reason += "; dx as a flipped convolution"
     elif xp is not np:
@@ -143,13 +150,13 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     else:
         fwd = dgrad = wgrad = "rows"
         reason = f"{Ho}x{Wo} map on the CPU: channels last"
-        if _fuses(kernels, dtype, C * kh * kw, F, batch=x_shape[0]):
+        if _fuses(kernels, dtype, C * kh * kw, F, **batch):
             fwd = "fused_rows"
             reason += "; weights fit the tiles"
-        if _fuses(kernels, dtype, C * kh * kw, F, "weight_grad", batch=x_shape[0]):
+        if _fuses(kernels, dtype, C * kh * kw, F, "weight_grad", **batch):
             wgrad = "fused_rows"
             reason += "; and their gradient's"
-        if _fuses_flipped(kernels, dtype, W_shape, win, x_shape[0]):
+        if _fuses_flipped(kernels, dtype, W_shape, win, **flipped):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
     fused = getattr(kernels, "fused_kernels", None)
