@@ -173,10 +173,10 @@ def test_im2row_products_are_fused_where_the_cpu_has_avx512_or_avx2():
         has_tiles = False                          # capped (tests/test_isa.py checks the cap)
     assert cpu_tiles.fused_kernels(np.float32) == has_tiles
     assert not cpu_tiles.fused_kernels(np.float64)
-    # zfnet_mini's conv4 (864 x 96 weights) fused; ResNet's 512 -> 512 (4608 x 512) not in
-    # the weight gradient (tests/test_isa.py checks each instruction set's limits)
+    # zfnet_mini's conv4 (864 x 96 weights) fused; 1024 -> 1024 3x3 (9216 x 1024) not
+    # (tests/test_isa.py checks each instruction set's limits)
     assert cpu_tiles.fuses_im2row(np.float32, 864, 96) == has_tiles
-    assert not cpu_tiles.fuses_im2row(np.float32, 4608, 512, "weight_grad")
+    assert not cpu_tiles.fuses_im2row(np.float32, 9216, 1024, "weight_grad")
     assert not cpu_tiles.fuses_im2row(np.float64, 864, 96)
 
 

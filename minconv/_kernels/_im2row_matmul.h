@@ -65,12 +65,13 @@ MC_TILE __mmask16 mc_lanes(int channels_left) {
 
 /* y[r, :] = (y[r, :] if accumulate, else bias) + sum over taps (i, j) and channels c < C of
    xt[base[r] + i*row_step + j*tap_step + c] * w[(i*kw + j)*w_tap_step + c*ldw, :]
-   for ROWS positions (their offsets in xt: base) and NV*16 channels starting at w. */
-MC_TILE void mc_matmul_tile(const float *xt, const ptrdiff_t *base, const int ROWS, const int NV,
-                            const float *w, ptrdiff_t ldw, ptrdiff_t w_tap_step, int kh, int kw,
-                            ptrdiff_t C, ptrdiff_t row_step, ptrdiff_t tap_step,
-                            const float *bias, int accumulate, float *y, ptrdiff_t ldy,
-                            int channels)
+   for ROWS positions (their offsets in xt: base) and NV*16 channels starting at w.
+   FULL: all NV vectors hold channels, so the inner loop reads w without masks. */
+MC_TILE void mc_matmul_tile_body(const float *xt, const ptrdiff_t *base, const int ROWS,
+                                 const int NV, const int FULL, const float *w, ptrdiff_t ldw,
+                                 ptrdiff_t w_tap_step, int kh, int kw, ptrdiff_t C,
+                                 ptrdiff_t row_step, ptrdiff_t tap_step, const float *bias,
+                                 int accumulate, float *y, ptrdiff_t ldy, int channels)
 {
     __m512 acc[MC_MAX_ROWS][MC_MAX_VECTORS];
     __mmask16 lanes[MC_MAX_VECTORS];
@@ -92,7 +93,9 @@ MC_TILE void mc_matmul_tile(const float *xt, const ptrdiff_t *base, const int RO
             for (ptrdiff_t c = 0; c < C; c++, wk += ldw) {
                 __m512 wv[MC_MAX_VECTORS];
                 #pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) wv[v] = _mm512_maskz_loadu_ps(lanes[v], wk + 16 * v);
+                for (int v = 0; v < NV; v++)
+                    wv[v] = FULL ? _mm512_loadu_ps(wk + 16 * v)
+                                 : _mm512_maskz_loadu_ps(lanes[v], wk + 16 * v);
                 #pragma GCC unroll 8
                 for (int r = 0; r < ROWS; r++) {
                     const __m512 x = _mm512_set1_ps(tap[r][c]);
@@ -109,12 +112,26 @@ MC_TILE void mc_matmul_tile(const float *xt, const ptrdiff_t *base, const int RO
     }
 }
 
+MC_TILE void mc_matmul_tile(const float *xt, const ptrdiff_t *base, const int ROWS, const int NV,
+                            const float *w, ptrdiff_t ldw, ptrdiff_t w_tap_step, int kh, int kw,
+                            ptrdiff_t C, ptrdiff_t row_step, ptrdiff_t tap_step,
+                            const float *bias, int accumulate, float *y, ptrdiff_t ldy,
+                            int channels)
+{
+    if (channels >= 16 * NV)
+        mc_matmul_tile_body(xt, base, ROWS, NV, 1, w, ldw, w_tap_step, kh, kw, C, row_step,
+                            tap_step, bias, accumulate, y, ldy, channels);
+    else
+        mc_matmul_tile_body(xt, base, ROWS, NV, 0, w, ldw, w_tap_step, kh, kw, C, row_step,
+                            tap_step, bias, accumulate, y, ldy, channels);
+}
+
 /* dwt[t, :] += sum over the block's positions m of xt[pos[m] + tap_offset[t]] * dy[m, :]
-   for TAPS consecutive taps and NV*16 channels starting at dy and dwt. */
-MC_TILE void mc_t_matmul_tile(const float *xt, const ptrdiff_t *tap_offset, const int TAPS,
-                              const int NV, const ptrdiff_t *pos, ptrdiff_t positions,
-                              const float *dy, ptrdiff_t ldy, float *dwt, ptrdiff_t ldw,
-                              int channels)
+   for TAPS consecutive taps and NV*16 channels starting at dy and dwt; FULL as above. */
+MC_TILE void mc_t_matmul_tile_body(const float *xt, const ptrdiff_t *tap_offset, const int TAPS,
+                                   const int NV, const int FULL, const ptrdiff_t *pos,
+                                   ptrdiff_t positions, const float *dy, ptrdiff_t ldy,
+                                   float *dwt, ptrdiff_t ldw, int channels)
 {
     __m512 acc[MC_MAX_ROWS][MC_MAX_VECTORS];
     __mmask16 lanes[MC_MAX_VECTORS];
@@ -132,7 +149,8 @@ MC_TILE void mc_t_matmul_tile(const float *xt, const ptrdiff_t *tap_offset, cons
         const ptrdiff_t at = pos[m];
         __m512 dv[MC_MAX_VECTORS];
         #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) dv[v] = _mm512_maskz_loadu_ps(lanes[v], d + 16 * v);
+        for (int v = 0; v < NV; v++)
+            dv[v] = FULL ? _mm512_loadu_ps(d + 16 * v) : _mm512_maskz_loadu_ps(lanes[v], d + 16 * v);
         #pragma GCC unroll 8
         for (int t = 0; t < TAPS; t++) {
             const __m512 x = _mm512_set1_ps(tap[t][at]);
@@ -145,6 +163,19 @@ MC_TILE void mc_t_matmul_tile(const float *xt, const ptrdiff_t *tap_offset, cons
         #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(dwt + t * ldw + 16 * v, lanes[v], acc[t][v]);
     }
+}
+
+MC_TILE void mc_t_matmul_tile(const float *xt, const ptrdiff_t *tap_offset, const int TAPS,
+                              const int NV, const ptrdiff_t *pos, ptrdiff_t positions,
+                              const float *dy, ptrdiff_t ldy, float *dwt, ptrdiff_t ldw,
+                              int channels)
+{
+    if (channels >= 16 * NV)
+        mc_t_matmul_tile_body(xt, tap_offset, TAPS, NV, 1, pos, positions, dy, ldy, dwt, ldw,
+                              channels);
+    else
+        mc_t_matmul_tile_body(xt, tap_offset, TAPS, NV, 0, pos, positions, dy, ldy, dwt, ldw,
+                              channels);
 }
 
 /* One function per (vectors, rows) pair, so that each tile is compiled with
@@ -176,12 +207,24 @@ static MC_TARGET void mc_t_matmul_tile_of(int vectors, int taps, const float *xt
     switch (vectors) { MC_T_MATMUL_VECTORS(1) MC_T_MATMUL_VECTORS(2) MC_T_MATMUL_VECTORS(3) MC_T_MATMUL_VECTORS(4) }
 }
 
-/* Offset in xt of output position m's first tap. */
-static ptrdiff_t mc_position_offset(ptrdiff_t m, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Hp,
-                                    ptrdiff_t Wp, ptrdiff_t C, int sh, int sw)
+/* Offsets in xt of the first taps of output positions m0 .. m0 + count - 1: one
+   division for the first, then a step through (n, ho, wo), since a tile's few
+   positions would otherwise cost three 64-bit divisions each. */
+static void mc_position_offsets(ptrdiff_t m0, ptrdiff_t count, ptrdiff_t Ho, ptrdiff_t Wo,
+                                ptrdiff_t Hp, ptrdiff_t Wp, ptrdiff_t C, int sh, int sw,
+                                ptrdiff_t *offsets)
 {
-    const ptrdiff_t n = m / (Ho * Wo), q = m % (Ho * Wo);
-    return ((n * Hp + (q / Wo) * sh) * Wp + (q % Wo) * sw) * C;
+    ptrdiff_t n = m0 / (Ho * Wo), ho = (m0 % (Ho * Wo)) / Wo, wo = m0 % Wo;
+    for (ptrdiff_t r = 0; r < count; r++) {
+        offsets[r] = ((n * Hp + ho * sh) * Wp + wo * sw) * C;
+        if (++wo == Wo) {
+            wo = 0;
+            if (++ho == Ho) {
+                ho = 0;
+                n++;
+            }
+        }
+    }
 }
 
 /* Input channels a chunk of the weights holds: its (kh*kw*chunk, 64) block of weights
@@ -220,8 +263,7 @@ static MC_TARGET void mc_im2row_matmul(const float *xt, ptrdiff_t N, ptrdiff_t H
                 const ptrdiff_t cc = C - c0 < chunk ? C - c0 : chunk;
                 for (ptrdiff_t m0 = b0; m0 < b1; m0 += tile) {
                     const int rows = (int)(b1 - m0 < tile ? b1 - m0 : tile);
-                    for (int r = 0; r < rows; r++)
-                        base[r] = mc_position_offset(m0 + r, Ho, Wo, Hp, Wp, C, sh, sw);
+                    mc_position_offsets(m0, rows, Ho, Wo, Hp, Wp, C, sh, sw, base);
                     mc_matmul_tile_of(vectors, rows, xt + c0, base, w + c0 * F + 16 * v0, F,
                                       C * F, kh, kw, cc, row_step, tap_step,
                                       bias ? bias + 16 * v0 : NULL, c0 > 0, y + m0 * F + 16 * v0,
@@ -252,8 +294,7 @@ static MC_TARGET int mc_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrdiff_t 
         dwt[t] = 0.0f;
     for (ptrdiff_t m0 = 0; m0 < M; m0 += MC_WGRAD_BLOCK) {
         const ptrdiff_t positions = M - m0 < MC_WGRAD_BLOCK ? M - m0 : MC_WGRAD_BLOCK;
-        for (ptrdiff_t m = 0; m < positions; m++)
-            pos[m] = mc_position_offset(m0 + m, Ho, Wo, Hp, Wp, C, sh, sw);
+        mc_position_offsets(m0, positions, Ho, Wo, Hp, Wp, C, sh, sw, pos);
         for (int v0 = 0; v0 < vector_count; ) {
             const int vectors = mc_tile_vectors(vector_count - v0), tile = mc_tile_rows(vectors);
             for (ptrdiff_t t0 = 0; t0 < K; t0 += tile) {

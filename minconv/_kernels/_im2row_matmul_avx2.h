@@ -202,8 +202,7 @@ static MC2_TARGET int mc_avx2_im2row_matmul(const float *xt, ptrdiff_t N, ptrdif
         const float *panel = panels + f0 * K;
         for (ptrdiff_t m0 = 0; m0 < M; m0 += tile) {
             const int rows = (int)(M - m0 < tile ? M - m0 : tile);
-            for (int r = 0; r < rows; r++)
-                base[r] = mc_position_offset(m0 + r, Ho, Wo, Hp, Wp, C, sh, sw);
+            mc_position_offsets(m0, rows, Ho, Wo, Hp, Wp, C, sh, sw, base);
             mc2_matmul_tile_of(vectors, rows, xt, base, panel, MC2_PANEL, kh, kw, C, row_step,
                                tap_step, bias ? bias + f0 : NULL, y + m0 * F + f0, F,
                                (int)(F - f0));
@@ -236,8 +235,7 @@ static MC2_TARGET int mc_avx2_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrd
         dwt[t] = 0.0f;
     for (ptrdiff_t m0 = 0; m0 < M; m0 += MC2_WGRAD_BLOCK) {
         const ptrdiff_t positions = M - m0 < MC2_WGRAD_BLOCK ? M - m0 : MC2_WGRAD_BLOCK;
-        for (ptrdiff_t m = 0; m < positions; m++)
-            pos[m] = mc_position_offset(m0 + m, Ho, Wo, Hp, Wp, C, sh, sw);
+        mc_position_offsets(m0, positions, Ho, Wo, Hp, Wp, C, sh, sw, pos);
         for (ptrdiff_t f0 = 0; f0 < F; f0 += MC2_PANEL) {
             const int vectors = F - f0 > 8 ? 2 : 1, tile = mc2_tile_rows(vectors);
             const float *panel = panels + f0 * M + m0 * MC2_PANEL;

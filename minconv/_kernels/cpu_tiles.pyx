@@ -70,19 +70,17 @@ cdef int _isa_cap = 2
 cdef int _isa = _ISA_SUPPORTED
 
 # How large a (kh*kw*C, F) weight matrix each set's tiles take, in floats. The
-# AVX-512 forward tiles sweep the weights a chunk of input channels at a time, each
-# chunk small enough to stay in a core's L2 cache, so they take the families' widest
-# 3x3 layers (512 -> 512, 2.4M floats): there they run up to 15% ahead of im2row +
-# OpenBLAS (`bench_conv_shapes.py`), as on ZFNet's 13x13 layers. Their weight
-# gradient re-reads the whole gradient matrix for every 256 positions: ahead of
-# im2row + GEMM on 256 -> 256 3x3 layers (10.8 ms against 11.2 at batch 8), level
-# with it at 512 -> 512 (14.5 against 14.6), so it stops at 1M. The AVX2 tiles
+# AVX-512 tiles sweep wide weights a chunk of input channels at a time, each chunk
+# small enough to stay in a core's L2 cache, and run at 95% of the cores' peak on
+# ResNet's 3x3 layers; they take the families' widest (512 -> 512, 2.4M floats):
+# at batch 8 on 7x7 maps 11.6 ms for dx against 12.2 as im2row + OpenBLAS, 13.8 for
+# dW against 14.4 (`bench_conv_shapes.py` has the forward pass). The AVX2 tiles
 # stream one 16-channel panel of the weights at a time: with their forward product
 # alone on one core 5-10% ahead of im2row and OpenBLAS's Haswell sgemm
 # (`bench_kernels.py --tiles`), ZFNet's 13x13 layers on both cores ran 10-30% slower
 # fused (`bench_layers.py --isa avx2`), and their weight gradient 10-30% slower even
 # alone: both keep a 256K limit.
-_FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 22, ("avx512", "weight_grad"): 2 ** 20,
+_FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 22, ("avx512", "weight_grad"): 2 ** 22,
                       ("avx2", "forward"): 2 ** 18, ("avx2", "weight_grad"): 2 ** 18}
 PRODUCTS = ("forward", "weight_grad")
 
