@@ -313,3 +313,20 @@ def test_a_backward_pass_drops_the_last_gradients_before_computing_new_ones(monk
     layer.forward(x)
     layer.backward(dy, rule="deconv")          # no parameter gradients: the last ones stay
     assert set(layer.grads) == {"W", "b"}
+
+
+def test_a_convolution_without_bias_skips_the_bias_gradient():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8))
+    W = rng.standard_normal((4, 3, 3, 3))
+    dy = rng.standard_normal((2, 4, 8, 8))
+    dx, dW, db = mc.functional.conv2d_backward(dy, x, W, padding=1)
+    dx2, dW2, none = mc.functional.conv2d_backward(dy, x, W, padding=1, need_bias_grad=False)
+    assert none is None
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(dW2, dW)
+    np.testing.assert_array_equal(dx2, dx)
+    layer = mc.nn.Conv2D(3, 4, 3, padding=1, bias=False, dtype="float64")
+    layer.forward(x)
+    layer.backward(dy)
+    assert set(layer.grads) == {"W"}

@@ -123,11 +123,13 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None
 
 
 def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *, plan=None,
-                    workspace=None, need_input_grad=True, need_weight_grad=True):
+                    workspace=None, need_input_grad=True, need_weight_grad=True,
+                    need_bias_grad=True):
     """Gradients of :func:`conv2d`: ``(dx, dW, db)``.
 
     dy : (N, F, Ho, Wo)  ->  dx : (N, C, H, W) = C^T dy,  dW : (F, C/groups, kh, kw),  db : (F,)
-    A gradient that is not needed comes back as None. ``plan`` as in :func:`conv2d`
+    A gradient that is not needed comes back as None (db also without
+    ``need_bias_grad``: a convolution without bias). ``plan`` as in :func:`conv2d`
     (a layer passes the plan its forward pass used).
     """
     op = "conv2d_backward"
@@ -138,7 +140,8 @@ def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *, plan
     plan = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win)
     dx = dW = db = None
     if need_weight_grad:
-        dW, db = run_weight_grad(plan, dy, x, W.shape, win, groups, workspace, with_bias=True)
+        dW, db = run_weight_grad(plan, dy, x, W.shape, win, groups, workspace,
+                                 with_bias=need_bias_grad)
     if need_input_grad:
         dx = run_data_grad(plan, dy, W, x.shape, win, groups, workspace)
     return dx, dW, db

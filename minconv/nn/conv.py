@@ -81,7 +81,8 @@ class Conv2D(_ConvBase):
         need_params = self._wants_param_grads(rule, param_grads)
         dx, dW, db = F.conv2d_backward(dy, x, self.params["W"], **self._geometry, plan=plan,
                                        need_weight_grad=need_params,
-                                       need_input_grad=input_grad)
+                                       need_input_grad=input_grad,
+                                       need_bias_grad="b" in self.params)
         if need_params:
             self._store_grads(dW, db)
         return dx
