@@ -1,4 +1,4 @@
-/* The few-input-channel convolution of _im2row_matmul.h in AVX2+FMA.
+/* The few-input-channel convolution of _direct_avx512.h in AVX2+FMA.
 
        y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xp[n, c, ho*sh + i*dh, wo + j*dw]
 

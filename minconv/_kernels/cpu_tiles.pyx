@@ -3,52 +3,34 @@
 
 im2row_matmul and im2row_t_matmul are the two products a convolution takes of
 im2row's rows (:mod:`minconv._kernels.cpu_conv`), ``rows @ w`` and ``rows.T @ dy``.
-In float32 on CPUs with AVX-512 or AVX2+FMA, for weights that fit in a core's cache,
+In float32 on CPUs with AVX-512 or AVX2+FMA, for weights within each set's cap (below),
 they never form the rows: the C tiles of ``_im2row_matmul.h`` (AVX-512) and
-``_im2row_matmul_avx2.h`` read the taps from the padded image as they multiply.
+``_im2row_matmul_avx2.h`` read the taps from the padded image as they multiply
+(``_tiles.h`` gives each product one entry that takes the instruction set's level).
 conv2d_direct and its weight gradient do the same channels first, for inputs of few
 channels. :func:`isa` names the instruction set in use; :func:`set_isa_cap` or
 ``MINCONV_ISA`` can hold it lower; without tiles the products are im2row and a GEMM,
 and the direct convolution is the reference's. All four run on the calling thread
 alone.
 """
-cdef extern from "_im2row_matmul.h" nogil:
-    int mc_fused_available()
-    void mc_im2row_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
-                          Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
-                          Py_ssize_t Ho, Py_ssize_t Wo, const float *w, Py_ssize_t F,
-                          const float *bias, float *y)
-    int mc_im2row_t_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
-                           Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
-                           Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
-                           float *dwt)
-    void mc_conv2d_direct(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
-                          Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw, Py_ssize_t Ho,
-                          Py_ssize_t Wo, const float *wt, Py_ssize_t F, const float *bias,
-                          float *y)
-    void mc_conv2d_direct_wgrad(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
-                                Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw,
-                                Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
-                                float *dwt)
-
-cdef extern from "_im2row_matmul_avx2.h" nogil:
-    int mc_avx2_available()
-    int mc_avx2_im2row_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
-                              Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
-                              Py_ssize_t Ho, Py_ssize_t Wo, const float *w, Py_ssize_t F,
-                              const float *bias, float *y)
-    int mc_avx2_im2row_t_matmul(const float *xt, Py_ssize_t N, Py_ssize_t Hp, Py_ssize_t Wp,
-                                Py_ssize_t C, int kh, int kw, int sh, int sw, int dh, int dw,
-                                Py_ssize_t Ho, Py_ssize_t Wo, const float *dy, Py_ssize_t F,
-                                float *dwt)
-    void mc_avx2_conv2d_direct(const float *xp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hp,
-                               Py_ssize_t Wp, int kh, int kw, int sh, int dh, int dw,
-                               Py_ssize_t Ho, Py_ssize_t Wo, const float *wt, Py_ssize_t F,
-                               const float *bias, float *y)
-    void mc_avx2_conv2d_direct_wgrad(const float *xp, Py_ssize_t N, Py_ssize_t C,
-                                     Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh,
-                                     int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
-                                     const float *dy, Py_ssize_t F, float *dwt)
+cdef extern from "_tiles.h" nogil:
+    int mc_tiles_level()
+    int mc_tiles_im2row_matmul(int level, const float *xt, Py_ssize_t N, Py_ssize_t Hp,
+                               Py_ssize_t Wp, Py_ssize_t C, int kh, int kw, int sh, int sw,
+                               int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, const float *w,
+                               Py_ssize_t F, const float *bias, float *y)
+    int mc_tiles_im2row_t_matmul(int level, const float *xt, Py_ssize_t N, Py_ssize_t Hp,
+                                 Py_ssize_t Wp, Py_ssize_t C, int kh, int kw, int sh, int sw,
+                                 int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, const float *dy,
+                                 Py_ssize_t F, float *dwt)
+    void mc_tiles_conv2d_direct(int level, const float *xp, Py_ssize_t N, Py_ssize_t C,
+                                Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh, int dh,
+                                int dw, Py_ssize_t Ho, Py_ssize_t Wo, const float *wt,
+                                Py_ssize_t F, const float *bias, float *y)
+    void mc_tiles_conv2d_direct_wgrad(int level, const float *xp, Py_ssize_t N, Py_ssize_t C,
+                                      Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh,
+                                      int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
+                                      const float *dy, Py_ssize_t F, float *dwt)
 
 import os
 
@@ -65,7 +47,7 @@ from .cpu_conv import (_float_array, _geometry, _padded_channels_last, _unfold_t
 # module loads, and a cap (MINCONV_ISA, or set_isa_cap) can hold it lower, so
 # that any machine can run and measure the AVX2 tiles or none.
 ISA_NAMES = ("none", "avx2", "avx512")
-cdef int _ISA_SUPPORTED = 2 if mc_fused_available() else (1 if mc_avx2_available() else 0)
+cdef int _ISA_SUPPORTED = mc_tiles_level()
 cdef int _isa_cap = 2
 cdef int _isa = _ISA_SUPPORTED
 
@@ -152,18 +134,13 @@ cdef int _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
                        const float[::1] bias, float[:, ::1] y, int kh, int kw, int sh, int sw,
                        int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, int level) noexcept:
     cdef const float *b = NULL
-    cdef int status = 0
+    cdef int status
     if bias is not None:
         b = &bias[0]
     with nogil:
-        if level == 2:
-            mc_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
-                             xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &w[0, 0], w.shape[1],
-                             b, &y[0, 0])
-        else:
-            status = mc_avx2_im2row_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
-                                           xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw,
-                                           Ho, Wo, &w[0, 0], w.shape[1], b, &y[0, 0])
+        status = mc_tiles_im2row_matmul(level, &xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
+                                        xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw, Ho,
+                                        Wo, &w[0, 0], w.shape[1], b, &y[0, 0])
     return status
 
 
@@ -172,14 +149,9 @@ cdef int _fused_t_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] dy, f
                          Py_ssize_t Wo, int level) noexcept:
     cdef int status
     with nogil:
-        if level == 2:
-            status = mc_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1], xt.shape[2],
-                                        xt.shape[3], kh, kw, sh, sw, dh, dw, Ho, Wo, &dy[0, 0],
-                                        dy.shape[1], &dwt[0, 0])
-        else:
-            status = mc_avx2_im2row_t_matmul(&xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
-                                             xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw,
-                                             Ho, Wo, &dy[0, 0], dy.shape[1], &dwt[0, 0])
+        status = mc_tiles_im2row_t_matmul(level, &xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
+                                          xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw, Ho,
+                                          Wo, &dy[0, 0], dy.shape[1], &dwt[0, 0])
     return status
 
 
@@ -305,26 +277,15 @@ cdef void _direct(const float[:, :, :, ::1] xp, const float[:, ::1] wt, const fl
     if bias is not None:
         b = &bias[0]
     with nogil:
-        if level == 2:
-            mc_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
-                             xp.shape[3], kh, kw, sh, dh, dw, y.shape[2], y.shape[3], &wt[0, 0],
-                             wt.shape[1], b, &y[0, 0, 0, 0])
-        else:
-            mc_avx2_conv2d_direct(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
-                                  xp.shape[3], kh, kw, sh, dh, dw, y.shape[2], y.shape[3],
-                                  &wt[0, 0], wt.shape[1], b, &y[0, 0, 0, 0])
+        mc_tiles_conv2d_direct(level, &xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
+                               xp.shape[3], kh, kw, sh, dh, dw, y.shape[2], y.shape[3],
+                               &wt[0, 0], wt.shape[1], b, &y[0, 0, 0, 0])
 
 
 cdef void _direct_wgrad(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
                         float[:, ::1] dwt, int kh, int kw, int sh, int dh, int dw,
                         int level) noexcept:
     with nogil:
-        if level == 2:
-            mc_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1], xp.shape[2],
-                                   xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2], dy.shape[3],
-                                   &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])
-        else:
-            mc_avx2_conv2d_direct_wgrad(&xp[0, 0, 0, 0], xp.shape[0], xp.shape[1],
-                                        xp.shape[2], xp.shape[3], kh, kw, sh, dh, dw,
-                                        dy.shape[2], dy.shape[3], &dy[0, 0, 0, 0],
-                                        dy.shape[1], &dwt[0, 0])
+        mc_tiles_conv2d_direct_wgrad(level, &xp[0, 0, 0, 0], xp.shape[0], xp.shape[1],
+                                     xp.shape[2], xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2],
+                                     dy.shape[3], &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])

@@ -1,0 +1,166 @@
+/* The few-input-channel convolution in AVX-512, beside the products of _im2row_matmul.h.
+
+   With one to a few input channels (a first layer on grey or colour images)
+   the taps of a position are too few for the product tiles. There the
+   convolution runs channels-first, 16 neighbouring outputs of a row to a
+   vector, which needs width stride 1:
+
+       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xp[n, c, ho*sh + i*dh, wo + j*dw]
+
+   xp is the zero-padded input (N, C, Hp, Wp), wt the weights (C*kh*kw, F).
+   Included by _im2row_matmul.h, which defines the helpers used here;
+   _direct_avx2.h is its AVX2 twin. */
+#ifndef MINCONV_DIRECT_AVX512_H
+#define MINCONV_DIRECT_AVX512_H
+
+#define MC_DIRECT_FILTERS 8   /* filters of a tile; with 2 vectors of positions, 16 accumulators */
+#define MC_DIRECT_TAPS 6      /* taps of a weight-gradient tile: 4 filters x 6 taps */
+
+/* FR filters x WV vectors of 16 positions of one output row. */
+MC_TILE void mc_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, const int FR, const int WV,
+                            const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh, int dw,
+                            const float *bias, float *y, ptrdiff_t yplane, __mmask16 last)
+{
+    __m512 acc[MC_DIRECT_FILTERS][2];
+    #pragma GCC unroll 8
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 2
+        for (int v = 0; v < WV; v++) acc[f][v] = bias ? _mm512_set1_ps(bias[f]) : _mm512_setzero_ps();
+    }
+    const float *wk = wt;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        for (int i = 0; i < kh; i++) {
+            const float *row = x + c * plane + (ptrdiff_t)i * dh * Wp;
+            for (int j = 0; j < kw; j++, wk += F) {
+                __m512 xv[2];
+                #pragma GCC unroll 2
+                for (int v = 0; v < WV; v++)
+                    xv[v] = _mm512_maskz_loadu_ps(v == WV - 1 ? last : (__mmask16)0xFFFF,
+                                                  row + j * dw + 16 * v);
+                #pragma GCC unroll 8
+                for (int f = 0; f < FR; f++) {
+                    const __m512 w = _mm512_set1_ps(wk[f]);
+                    #pragma GCC unroll 2
+                    for (int v = 0; v < WV; v++) acc[f][v] = _mm512_fmadd_ps(w, xv[v], acc[f][v]);
+                }
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 2
+        for (int v = 0; v < WV; v++)
+            _mm512_mask_storeu_ps(y + f * yplane + 16 * v, v == WV - 1 ? last : (__mmask16)0xFFFF,
+                                  acc[f][v]);
+    }
+}
+
+/* dwt[t, f] += sum over n, ho, wo of xp[n, c, ho*sh + i*dh, wo + (j0 + t)*dw] * dy[n, f, ho, wo]
+   for FR filters and TJ taps j0.. of one (c, i), accumulated in vectors, summed at the end. */
+MC_TILE void mc_direct_wgrad_tile(const float *x, ptrdiff_t N, ptrdiff_t image, ptrdiff_t Wp,
+                                  int sh, int dw, const float *dy, ptrdiff_t dy_image,
+                                  ptrdiff_t yplane, ptrdiff_t Ho, ptrdiff_t Wo, const int FR,
+                                  const int TJ, float *dwt, ptrdiff_t ldw)
+{
+    __m512 acc[4][MC_DIRECT_TAPS];
+    #pragma GCC unroll 4
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 6
+        for (int t = 0; t < TJ; t++) acc[f][t] = _mm512_setzero_ps();
+    }
+    for (ptrdiff_t n = 0; n < N; n++) {
+        for (ptrdiff_t ho = 0; ho < Ho; ho++) {
+            const float *xrow = x + n * image + ho * sh * Wp;
+            const float *drow = dy + n * dy_image + ho * Wo;
+            for (ptrdiff_t wo = 0; wo < Wo; wo += 16) {
+                const __mmask16 lanes = mc_lanes((int)(Wo - wo));
+                __m512 dv[4];
+                #pragma GCC unroll 4
+                for (int f = 0; f < FR; f++) dv[f] = _mm512_maskz_loadu_ps(lanes, drow + f * yplane + wo);
+                #pragma GCC unroll 6
+                for (int t = 0; t < TJ; t++) {
+                    const __m512 xv = _mm512_maskz_loadu_ps(lanes, xrow + wo + t * dw);
+                    #pragma GCC unroll 4
+                    for (int f = 0; f < FR; f++) acc[f][t] = _mm512_fmadd_ps(xv, dv[f], acc[f][t]);
+                }
+            }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int f = 0; f < FR; f++) {
+        #pragma GCC unroll 6
+        for (int t = 0; t < TJ; t++) dwt[t * ldw + f] += _mm512_reduce_add_ps(acc[f][t]);
+    }
+}
+
+#define MC_DIRECT_CASE(WV, FR) case FR: mc_direct_tile(x, plane, Wp, FR, WV, wt, F, C, kh, kw, dh, \
+        dw, bias, y, yplane, last); break;
+#define MC_DIRECT_VECTORS(WV) case WV: switch (filters) { \
+        MC_DIRECT_CASE(WV, 1) MC_DIRECT_CASE(WV, 2) MC_DIRECT_CASE(WV, 3) MC_DIRECT_CASE(WV, 4) \
+        MC_DIRECT_CASE(WV, 5) MC_DIRECT_CASE(WV, 6) MC_DIRECT_CASE(WV, 7) MC_DIRECT_CASE(WV, 8) } break;
+
+static MC_TARGET void mc_direct_tile_of(int vectors, int filters, const float *x, ptrdiff_t plane,
+        ptrdiff_t Wp, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh, int dw,
+        const float *bias, float *y, ptrdiff_t yplane, __mmask16 last)
+{
+    switch (vectors) { MC_DIRECT_VECTORS(1) MC_DIRECT_VECTORS(2) }
+}
+
+#define MC_DIRECT_WG_CASE(FR, TJ) case TJ: mc_direct_wgrad_tile(x, N, image, Wp, sh, dw, dy, \
+        dy_image, yplane, Ho, Wo, FR, TJ, dwt, ldw); break;
+#define MC_DIRECT_WG_FILTERS(FR) case FR: switch (taps) { \
+        MC_DIRECT_WG_CASE(FR, 1) MC_DIRECT_WG_CASE(FR, 2) MC_DIRECT_WG_CASE(FR, 3) \
+        MC_DIRECT_WG_CASE(FR, 4) MC_DIRECT_WG_CASE(FR, 5) MC_DIRECT_WG_CASE(FR, 6) } break;
+
+static MC_TARGET void mc_direct_wgrad_tile_of(int filters, int taps, const float *x, ptrdiff_t N,
+        ptrdiff_t image, ptrdiff_t Wp, int sh, int dw, const float *dy, ptrdiff_t dy_image,
+        ptrdiff_t yplane, ptrdiff_t Ho, ptrdiff_t Wo, float *dwt, ptrdiff_t ldw)
+{
+    switch (filters) { MC_DIRECT_WG_FILTERS(1) MC_DIRECT_WG_FILTERS(2) MC_DIRECT_WG_FILTERS(3) MC_DIRECT_WG_FILTERS(4) }
+}
+
+/* y (N, F, Ho, Wo) = the convolution of xp (N, C, Hp, Wp, padded) with wt (C*kh*kw, F), width stride 1. */
+static MC_TARGET void mc_conv2d_direct(const float *xp, ptrdiff_t N, ptrdiff_t C, ptrdiff_t Hp,
+        ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
+        const float *wt, ptrdiff_t F, const float *bias, float *y)
+{
+    const ptrdiff_t plane = Hp * Wp, yplane = Ho * Wo;
+    for (ptrdiff_t n = 0; n < N; n++)
+        for (ptrdiff_t ho = 0; ho < Ho; ho++)
+            for (ptrdiff_t wo = 0; wo < Wo; wo += 32) {
+                const int vectors = Wo - wo > 16 ? 2 : 1;
+                const __mmask16 last = mc_lanes((int)(Wo - wo - 16 * (vectors - 1)));
+                const float *x = xp + (n * C * Hp + ho * sh) * Wp + wo;
+                for (ptrdiff_t f = 0; f < F; f += MC_DIRECT_FILTERS) {
+                    const int filters = (int)(F - f < MC_DIRECT_FILTERS ? F - f : MC_DIRECT_FILTERS);
+                    mc_direct_tile_of(vectors, filters, x, plane, Wp, wt + f, F, C, kh, kw, dh, dw,
+                                      bias ? bias + f : NULL, y + (n * F + f) * yplane + ho * Wo + wo,
+                                      yplane, last);
+                }
+            }
+}
+
+/* dwt (C*kh*kw, F) = the weight gradient of mc_conv2d_direct for dy (N, F, Ho, Wo). */
+static MC_TARGET void mc_conv2d_direct_wgrad(const float *xp, ptrdiff_t N, ptrdiff_t C,
+        ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
+        ptrdiff_t Wo, const float *dy, ptrdiff_t F, float *dwt)
+{
+    const ptrdiff_t image = C * Hp * Wp, yplane = Ho * Wo;
+    for (ptrdiff_t t = 0; t < C * kh * kw * F; t++)
+        dwt[t] = 0.0f;
+    /* filters outside: their dy planes are read again from cache for every tap row */
+    for (ptrdiff_t f = 0; f < F; f += 4) {
+        const int filters = (int)(F - f < 4 ? F - f : 4);
+        for (ptrdiff_t c = 0; c < C; c++)
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j += MC_DIRECT_TAPS) {
+                    const int taps = kw - j < MC_DIRECT_TAPS ? kw - j : MC_DIRECT_TAPS;
+                    const float *x = xp + (c * Hp + (ptrdiff_t)i * dh) * Wp + (ptrdiff_t)j * dw;
+                    mc_direct_wgrad_tile_of(filters, taps, x, N, image, Wp, sh, dw,
+                                            dy + f * yplane, F * yplane, yplane, Ho, Wo,
+                                            dwt + ((c * kh + i) * kw + j) * F + f, F);
+                }
+    }
+}
+
+#endif

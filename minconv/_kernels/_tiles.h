@@ -1,0 +1,61 @@
+/* One entry per product of the tiles, for cpu_tiles.pyx: `level` 2 runs the AVX-512
+   tiles (_im2row_matmul.h, _direct_avx512.h), level 1 the AVX2+FMA ones
+   (_im2row_matmul_avx2.h, _direct_avx2.h). mc_tiles_level() is the best level this
+   CPU runs, 0 for none. The products return -1 when out of memory, else 0. */
+#ifndef MINCONV_TILES_H
+#define MINCONV_TILES_H
+
+#include "_im2row_matmul.h"
+#include "_im2row_matmul_avx2.h"
+
+static int mc_tiles_level(void)
+{
+    return mc_fused_available() ? 2 : (mc_avx2_available() ? 1 : 0);
+}
+
+/* y (N*Ho*Wo, F) = im2row(xt) @ w (kh*kw*C, F) + bias (F, or NULL) */
+static int mc_tiles_im2row_matmul(int level, const float *xt, ptrdiff_t N, ptrdiff_t Hp,
+        ptrdiff_t Wp, ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+        ptrdiff_t Ho, ptrdiff_t Wo, const float *w, ptrdiff_t F, const float *bias, float *y)
+{
+    if (level == 2) {
+        mc_im2row_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, w, F, bias, y);
+        return 0;
+    }
+    return mc_avx2_im2row_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, w, F, bias,
+                                 y);
+}
+
+/* dwt (kh*kw*C, F) = im2row(xt)^T @ dy (N*Ho*Wo, F) */
+static int mc_tiles_im2row_t_matmul(int level, const float *xt, ptrdiff_t N, ptrdiff_t Hp,
+        ptrdiff_t Wp, ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw,
+        ptrdiff_t Ho, ptrdiff_t Wo, const float *dy, ptrdiff_t F, float *dwt)
+{
+    return level == 2
+        ? mc_im2row_t_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, dy, F, dwt)
+        : mc_avx2_im2row_t_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, dy, F, dwt);
+}
+
+/* y (N, F, Ho, Wo): xp (N, C, Hp, Wp, padded) convolved with wt (C*kh*kw, F), width stride 1 */
+static void mc_tiles_conv2d_direct(int level, const float *xp, ptrdiff_t N, ptrdiff_t C,
+        ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
+        ptrdiff_t Wo, const float *wt, ptrdiff_t F, const float *bias, float *y)
+{
+    if (level == 2)
+        mc_conv2d_direct(xp, N, C, Hp, Wp, kh, kw, sh, dh, dw, Ho, Wo, wt, F, bias, y);
+    else
+        mc_avx2_conv2d_direct(xp, N, C, Hp, Wp, kh, kw, sh, dh, dw, Ho, Wo, wt, F, bias, y);
+}
+
+/* dwt (C*kh*kw, F): the weight gradient of mc_tiles_conv2d_direct for dy (N, F, Ho, Wo) */
+static void mc_tiles_conv2d_direct_wgrad(int level, const float *xp, ptrdiff_t N, ptrdiff_t C,
+        ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
+        ptrdiff_t Wo, const float *dy, ptrdiff_t F, float *dwt)
+{
+    if (level == 2)
+        mc_conv2d_direct_wgrad(xp, N, C, Hp, Wp, kh, kw, sh, dh, dw, Ho, Wo, dy, F, dwt);
+    else
+        mc_avx2_conv2d_direct_wgrad(xp, N, C, Hp, Wp, kh, kw, sh, dh, dw, Ho, Wo, dy, F, dwt);
+}
+
+#endif
