@@ -14,8 +14,9 @@ LRN, and ``conv2d`` forward + backward against im2col + GEMM + col2im.
 the CPU has (``cpu_tiles.set_isa_cap``) against the unfolding + GEMM they
 replace, on one core's share of the batch (the layers split it among the
 cores): the products ``im2row_matmul`` (forward) and ``im2row_t_matmul`` (weight
-gradient) at zfnet_mini's and ZFNet's sizes, whatever their weights' size, and
-``conv2d_direct`` and its weight gradient on few input channels. Run it with
+gradient) at zfnet_mini's, ZFNet's and ResNet's 3x3 sizes, whatever their weights' size, and
+``conv2d_direct`` and its weight gradient on few input channels, with each set's rate
+in GFLOP/s. Run it with
 ``--single-thread`` and ``OPENBLAS_CORETYPE=Haswell`` to hold the GEMM to AVX2.
 """
 import argparse
@@ -160,7 +161,9 @@ def lrn_cases(N, rng):
 # (name, N, C, H, F, k, padding): one core's share of batch 8; stride 1
 TILE_PRODUCTS = [("mini conv2", 4, 32, 14, 64, 5, 2), ("mini conv3", 4, 64, 7, 96, 3, 1),
                  ("mini conv4", 4, 96, 7, 96, 3, 1), ("ZFNet conv3", 4, 256, 13, 384, 3, 1),
-                 ("ZFNet conv4", 4, 384, 13, 384, 3, 1), ("ZFNet conv5", 4, 384, 13, 256, 3, 1)]
+                 ("ZFNet conv4", 4, 384, 13, 384, 3, 1), ("ZFNet conv5", 4, 384, 13, 256, 3, 1),
+                 ("ResNet 64@56", 4, 64, 56, 64, 3, 1), ("ResNet 128@28", 4, 128, 28, 128, 3, 1),
+                 ("ResNet 256@14", 4, 256, 14, 256, 3, 1), ("ResNet 512@7", 4, 512, 7, 512, 3, 1)]
 TILE_DIRECT = [("mini conv1", 32, 1, 28, 32, 5, 2), ("RGB 3x3", 8, 3, 64, 64, 3, 1),
                ("RGB 7x7", 2, 3, 112, 96, 7, 3)]
 
@@ -177,8 +180,8 @@ def tile_sets():
 
 
 def tile_cases(rng):
-    """(name, {instruction set: function}, im2row/im2col + GEMM function) for each case,
-    each valid until the next is drawn (the functions share the loop's arrays)."""
+    """(name, multiply-adds, {instruction set: function}, im2row/im2col + GEMM function) for
+    each case, each valid until the next is drawn (the functions share the loop's arrays)."""
     sets = tile_sets()
     limits = dict(cpu_tiles._FUSED_MAX_WEIGHTS)
 
@@ -198,9 +201,10 @@ def tile_cases(rng):
         w = rng.standard_normal((k * k * C, F), dtype=np.float32) * 0.01
         geo = (k, k, (1, 1), (p, p), (1, 1))
         dy = rng.standard_normal((N * H * H, F), dtype=np.float32)
-        yield (f"{name} rows @ w", {s: under(s, lambda: cpu_tiles.im2row_matmul(x, w, *geo))
+        macs = N * H * H * k * k * C * F
+        yield (f"{name} rows @ w", macs, {s: under(s, lambda: cpu_tiles.im2row_matmul(x, w, *geo))
                                     for s in sets}, lambda: cpu_conv.im2row(x, *geo) @ w)
-        yield (f"{name} rows.T @ dy", {s: under(s, lambda: cpu_tiles.im2row_t_matmul(x, dy, *geo))
+        yield (f"{name} rows.T @ dy", macs, {s: under(s, lambda: cpu_tiles.im2row_t_matmul(x, dy, *geo))
                                        for s in sets}, lambda: cpu_conv.im2row(x, *geo).T @ dy)
     for name, N, C, H, F, k, p in TILE_DIRECT:
         x = rng.standard_normal((N, C, H, H), dtype=np.float32)
@@ -218,9 +222,10 @@ def tile_cases(rng):
             cols = cpu_conv.im2col(x, k, k, *geo)
             return sum(dy[n].reshape(F, L) @ cols[:, n * L:(n + 1) * L].T for n in range(N))
 
-        yield (f"{name} direct", {s: under(s, lambda: cpu_tiles.conv2d_direct(x, W, None, *geo))
+        macs = N * L * k * k * C * F
+        yield (f"{name} direct", macs, {s: under(s, lambda: cpu_tiles.conv2d_direct(x, W, None, *geo))
                                   for s in sets}, gemm_forward)
-        yield (f"{name} direct dW", {
+        yield (f"{name} direct dW", macs, {
             s: under(s, lambda: cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, *geo))
             for s in sets}, gemm_weight_grad)
 
@@ -229,13 +234,16 @@ def tiles_table(repeat, only):
     sets = tile_sets()
     print(f"\n### the float32 tiles, medians of {repeat} runs (ms); the GEMM: "
           f"{gemm_kernel()}\n")
-    print("| case | " + " | ".join(sets) + " | unfolding + GEMM |")
-    print("| --- |" + " ---: |" * (len(sets) + 1))
-    for name, by_set, gemm in tile_cases(np.random.default_rng(0)):
+    print("| case | " + " | ".join(sets) + " | unfolding + GEMM | "
+          + " | ".join(f"{name} GFLOP/s" for name in sets) + " |")
+    print("| --- |" + " ---: |" * (2 * len(sets) + 1))
+    for name, macs, by_set, gemm in tile_cases(np.random.default_rng(0)):
         if only not in name:
             continue
         times = median_ms(list(by_set.values()) + [gemm], repeat)
-        print(f"| {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |", flush=True)
+        rates = [2 * macs / (t * 1e6) for t in times[:len(sets)]]
+        print(f"| {name} | " + " | ".join(f"{t:.2f}" for t in times) + " | "
+              + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
 
 
 def gemm_kernel():

@@ -40,7 +40,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 
-
 def _openmp_already_loaded():
     """Whether an OpenMP runtime is mapped into this process already (Linux; else False)."""
     try:

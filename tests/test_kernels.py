@@ -437,8 +437,10 @@ def test_reversed_axes_matches_reference(shape, dtype):
         np.testing.assert_array_equal(cpu_layout.reversed_axes(non_contiguous(a)), a.T)
 
 
-def test_reversed_axes_splits_large_arrays_among_the_cores():
-    a = random((512, 256, 9), np.float32)     # 1.2M elements: above one thread's share
+def test_reversed_axes_is_exact_where_the_cores_share_the_work():
+    a = random((512, 256, 9), np.float32)     # 1.2M elements: the cores split them
+    np.testing.assert_array_equal(cpu_layout.reversed_axes(a), a.T)
+    a = random((9, 256, 512), np.float32)     # the split along the other outer axis
     np.testing.assert_array_equal(cpu_layout.reversed_axes(a), a.T)
 
 

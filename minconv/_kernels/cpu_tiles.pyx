@@ -53,10 +53,12 @@ cdef int _isa = _ISA_SUPPORTED
 
 # How large a (kh*kw*C, F) weight matrix each set's tiles take, in floats. The
 # AVX-512 tiles sweep wide weights a chunk of input channels at a time, each chunk
-# small enough to stay in a core's L2 cache, and run at 95% of the cores' peak on
-# ResNet's 3x3 layers; they take the families' widest (512 -> 512, 2.4M floats):
+# small enough to stay in a core's L2 cache (on one core, ResNet's 3x3 layers at
+# 95-106 GFLOP/s: `bench_kernels.py --tiles`); they take the families' widest
+# (512 -> 512, 2.4M floats):
 # at batch 8 on 7x7 maps 11.6 ms for dx against 12.2 as im2row + OpenBLAS, 13.8 for
-# dW against 14.4 (`bench_conv_shapes.py` has the forward pass). The AVX2 tiles
+# dW against 14.4 (the two paths' functions timed alone; `bench_conv_shapes.py` has
+# the forward pass). The AVX2 tiles
 # stream one 16-channel panel of the weights at a time: with their forward product
 # alone on one core 5-10% ahead of im2row and OpenBLAS's Haswell sgemm
 # (`bench_kernels.py --tiles`), ZFNet's 13x13 layers on both cores ran 10-30% slower
