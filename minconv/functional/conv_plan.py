@@ -103,13 +103,12 @@ def _check(plan):
                          "or a Plan")
 
 
-def _fuses(kernels, dtype, taps, channels, product="forward", batch=None, positions=0):
+def _fuses(kernels, dtype, taps, channels, batch, positions, product="forward"):
     """Whether the tiles take this product: its (taps, channels) weights within their cap,
     and, where ``batch`` leaves a core idle, few enough multiply-adds over the batch's
     ``positions``."""
     fuses = getattr(kernels, "fuses_im2row", None)
-    if (batch is not None and batch < runtime.cpu_threads()
-            and positions * taps * channels > ONE_CORE_FUSED_MACS):
+    if batch < runtime.cpu_threads() and positions * taps * channels > ONE_CORE_FUSED_MACS:
         return False
     return fuses is not None and bool(fuses(dtype, taps, channels, product))
 
@@ -119,7 +118,7 @@ def _fuses_flipped(kernels, dtype, W_shape, win, batch, positions):
     flipped filters: stride 1, and their (kh*kw*F, C) weights fit the tiles."""
     F, C, kh, kw = W_shape
     return (fused_rows.flipped_padding(W_shape, win) is not None
-            and _fuses(kernels, dtype, kh * kw * F, C, batch=batch, positions=positions))
+            and _fuses(kernels, dtype, kh * kw * F, C, batch, positions))
 
 
 def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
@@ -129,8 +128,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     L = Ho * Wo
     N = x_shape[0]
     # the data gradient's positions are the input's (a stride-1 convolution of dy)
-    batch = dict(batch=N, positions=N * L)
-    flipped = dict(batch=N, positions=N * x_shape[2] * x_shape[3])
+    batch, flipped = (N, N * L), (N, N * x_shape[2] * x_shape[3])
     if xp is np and pointwise.serves(W_shape, win):
         return Plan("pointwise", "pointwise", "pointwise",
                     "1x1 filters, no padding: W (F, C) @ x (C, H*W), nothing unfolded")
@@ -138,11 +136,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         fwd = dgrad = wgrad = "per_image"
         reason = f"{Ho}x{Wo} map >= {PER_IMAGE_MIN_POSITIONS} positions: one GEMM per image"
         if (xp is np and C > DIRECT_MAX_CHANNELS and C * kh * kw * F <= LARGE_MAP_FUSED_WEIGHTS
-                and _fuses(kernels, dtype, C * kh * kw, F, **batch)
-                and _fuses(kernels, dtype, C * kh * kw, F, "weight_grad", **batch)):
+                and _fuses(kernels, dtype, C * kh * kw, F, *batch)
+                and _fuses(kernels, dtype, C * kh * kw, F, *batch, "weight_grad")):
             fwd = wgrad = "fused_rows"
             reason += "; weights fit the tiles: fused, the columns never formed"
-            if _fuses_flipped(kernels, dtype, W_shape, win, **flipped):
+            if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
                 dgrad = "fused_rows"
                 reason += "; dx as a flipped convolution"
     elif xp is not np:
@@ -151,13 +149,13 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     else:
         fwd = dgrad = wgrad = "rows"
         reason = f"{Ho}x{Wo} map on the CPU: channels last"
-        if _fuses(kernels, dtype, C * kh * kw, F, **batch):
+        if _fuses(kernels, dtype, C * kh * kw, F, *batch):
             fwd = "fused_rows"
             reason += "; weights fit the tiles"
-        if _fuses(kernels, dtype, C * kh * kw, F, "weight_grad", **batch):
+        if _fuses(kernels, dtype, C * kh * kw, F, *batch, "weight_grad"):
             wgrad = "fused_rows"
             reason += "; and their gradient's"
-        if _fuses_flipped(kernels, dtype, W_shape, win, **flipped):
+        if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
     fused = getattr(kernels, "fused_kernels", None)
