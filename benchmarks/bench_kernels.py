@@ -8,7 +8,10 @@ kernel (Cython, reference, PyTorch CPU) and the ratio torch / Cython (above 1
 means minconv is faster). PyTorch equivalents: ``F.unfold``/``F.fold`` for
 im2col/col2im, ``max_pool2d(return_indices=True, ceil_mode=True)`` and its
 backward for pooling, ``local_response_norm`` and its autograd backward for
-LRN, and ``conv2d`` forward + backward against im2col + GEMM + col2im.
+LRN, ``conv2d`` forward + backward against im2col + GEMM + col2im, and the layout
+changes of the channels-last paths (``--only layout``: a padded channels-last copy of
+the input, the product's rows back to channels first, the weights' reorder) against
+``permute(...).contiguous()``.
 
 ``--tiles`` times instead the compiled float32 tiles under each instruction set
 the CPU has (``cpu_tiles.set_isa_cap``) against the unfolding + GEMM they
@@ -33,7 +36,7 @@ if __name__ == "__main__" and "--single-thread" in sys.argv:
 import numpy as np
 
 from minconv._kernels import reference as ref
-from minconv._kernels import cpu_conv, cpu_lrn, cpu_pool, cpu_tiles
+from minconv._kernels import cpu_conv, cpu_layout, cpu_lrn, cpu_pool, cpu_tiles
 
 try:
     import torch
@@ -156,6 +159,32 @@ def lrn_cases(N, rng):
             tb = lambda: torch.autograd.grad(ty, txg, tdy, retain_graph=True)
         yield f"{name} fwd", *fwd, tf
         yield f"{name} bwd", *bwd, tb
+
+
+# (name, C, H): activations whose layout the channels-last paths change
+LAYOUTS = [("VGG 64@224", 64, 224), ("ResNet 64@56", 64, 56), ("ResNet 256@14", 256, 14),
+           ("ResNet 512@7", 512, 7)]
+
+
+def layout_cases(N, rng):
+    for name, C, H in LAYOUTS:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        yt = rng.standard_normal((N, H, H, C), dtype=np.float32)
+        pad = (lambda: cpu_layout.padded_channels_last(x, 1, 1),
+               lambda: ref.padded_channels_last(x, 1, 1))
+        back = (lambda: cpu_layout.channels_first(yt), lambda: ref.channels_first(yt))
+        tp = tb = None
+        if torch is not None:
+            tx, tyt = torch.from_numpy(x), torch.from_numpy(yt)
+            tp = lambda: TF.pad(tx, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()
+            tb = lambda: tyt.permute(0, 3, 1, 2).contiguous()
+        yield f"layout {name} padded channels last", *pad, tp
+        yield f"layout {name} channels first", *back, tb
+    W = rng.standard_normal((512, 512, 9), dtype=np.float32)
+    tW = torch.from_numpy(W) if torch is not None else None
+    yield ("layout 512x512x3x3 weights reversed", lambda: cpu_layout.reversed_axes(W),
+           lambda: ref.reversed_axes(W),
+           (lambda: tW.permute(2, 1, 0).contiguous()) if torch is not None else None)
 
 
 # (name, N, C, H, F, k, padding): one core's share of batch 8; stride 1
@@ -284,7 +313,7 @@ def main():
               f"{os.cpu_count()} CPUs, load {load:.1f}, torch threads {threads}\n")
         print("| kernel | minconv | reference | torch | torch / minconv |")
         print("| --- | ---: | ---: | ---: | ---: |")
-        for cases in (pool_cases, lrn_cases, conv_cases):
+        for cases in (pool_cases, lrn_cases, conv_cases, layout_cases):
             for name, ours, reference, theirs in cases(N, rng):
                 if args.only not in name:
                     continue

@@ -453,6 +453,59 @@ def test_reversed_axes_names_what_it_cannot_take():
         ref.reversed_axes(np.zeros(4))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,pads", [((1, 1, 1, 1), (0, 0)), ((2, 3, 5, 7), (1, 2)),
+                                        ((1, 17, 9, 13), (3, 0)), ((3, 70, 6, 33), (0, 1)),
+                                        ((2, 64, 72, 75), (1, 1)), ((1, 5, 4, 4), (2, 2))],
+                         ids=str)
+def test_padded_channels_last_matches_reference(shape, pads, dtype):
+    # channels and widths off the 4x4 blocks and the 16-wide tiles; zeros only in the
+    # padding (a mutation that leaves a border unwritten reads np.empty's garbage); the
+    # (2, 64, 72, 75) case is large enough for the cores to share the rows
+    x = random(shape, dtype) + 3
+    got = cpu_layout.padded_channels_last(x, *pads)
+    N, C, H, W = shape
+    ph, pw = pads
+    assert got.shape == (N, H + 2 * ph, W + 2 * pw, C) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref.padded_channels_last(x, *pads))
+    np.testing.assert_array_equal(got[:, ph:ph + H, pw:pw + W], x.transpose(0, 2, 3, 1))
+    assert np.count_nonzero(got) == x.size
+    if W > 1:
+        np.testing.assert_array_equal(cpu_layout.padded_channels_last(non_contiguous(x), *pads),
+                                      got)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 5, 7, 3), (1, 9, 13, 17), (3, 6, 33, 70),
+                                   (1, 56, 56, 128), (2, 7, 7, 700), (5, 28, 28, 64)], ids=str)
+def test_channels_first_matches_reference(shape, dtype):
+    # one image split by positions (56x56x128) and by channels (7x7x700) among the cores,
+    # and images shared among them (5 of 28x28x64)
+    yt = random(shape, dtype)
+    want = yt.transpose(0, 3, 1, 2)
+    got = cpu_layout.channels_first(yt)
+    assert got.shape == want.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, ref.channels_first(yt))
+    batch = np.full((shape[0] + 2,) + want.shape[1:], 7, dtype)
+    assert cpu_layout.channels_first(yt, out=batch[1:-1]) is not None
+    np.testing.assert_array_equal(batch[1:-1], want)
+    assert (batch[0] == 7).all() and (batch[-1] == 7).all()
+
+
+def test_channels_last_layouts_name_what_they_cannot_take():
+    with pytest.raises(ValueError, match=r"padded_channels_last: x must be a 4-D .* got float32 \(2, 3\)"):
+        cpu_layout.padded_channels_last(np.zeros((2, 3), np.float32), 1, 1)
+    with pytest.raises(ValueError, match=r"padded_channels_last: padding must be >= 0"):
+        cpu_layout.padded_channels_last(np.zeros((1, 2, 3, 3), np.float32), -1, 0)
+    with pytest.raises(ValueError, match=r"channels_first: yt must be a 4-D .* got int64"):
+        cpu_layout.channels_first(np.zeros((1, 2, 3, 4), np.int64))
+    with pytest.raises(ValueError, match=r"channels_first: out must be a C-contiguous float32 "
+                                         r"array of shape \(1, 4, 2, 3\), got float32 \(1, 4, 3, 2\)"):
+        cpu_layout.channels_first(np.zeros((1, 2, 3, 4), np.float32),
+                                  out=np.zeros((1, 4, 3, 2), np.float32))
+
+
 # ---------------------------------------------------------------- LRN
 
 # (x_shape, size, alpha, beta, k); alpha is large enough for the sum to matter
@@ -525,3 +578,5 @@ def test_every_twin_has_the_references_signature():
     assert ("minconv._kernels.cuda", "relu_backward") in compared
     assert ("minconv._kernels.cuda", "im2col") in compared
     assert ("minconv._kernels.cpu_layout", "reversed_axes") in compared
+    assert ("minconv._kernels.cpu_layout", "channels_first") in compared
+    assert ("minconv._kernels.cuda", "padded_channels_last") in compared

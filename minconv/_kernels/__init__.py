@@ -3,8 +3,9 @@
 ``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
 ``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``conv2d_direct``,
 ``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``,
-``lrn_backward``, ``relu_forward``, ``relu_backward`` and ``reversed_axes`` (with the batch-norm and
-average-pooling kernels) for the device and dtype of ``x``:
+``lrn_backward``, ``relu_forward``, ``relu_backward``, ``reversed_axes``,
+``padded_channels_last`` and ``channels_first`` (with the batch-norm and average-pooling
+kernels) for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`, ``cuda_norm``
   and ``cuda_avgpool``;
@@ -25,7 +26,8 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "lrn_forward", "lrn_backward", "relu_forward", "relu_backward",
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
          "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
-         "adaptive_avgpool_backward", "reversed_axes")
+         "adaptive_avgpool_backward", "reversed_axes", "padded_channels_last",
+         "channels_first")
 # the Cython kernels' OpenMP controls, whether their tiles run, and the instruction-set
 # cap of the tiles (absent from the reference and CUDA namespaces; minconv.runtime and
 # the convolution planner ask them)

@@ -34,6 +34,7 @@ from minconv._kernels._rows cimport add_row_d, add_row_f, copy_row_d, copy_row_f
 import numpy as np
 
 from ..geometry import kernel_geometry
+from .cpu_layout import padded_channels_last
 
 
 cdef inline Py_ssize_t _first_valid(Py_ssize_t offset, Py_ssize_t stride,
@@ -335,14 +336,6 @@ def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
     return x
 
 
-def _padded_channels_last(x, ph, pw):
-    """x (N, C, H, W) -> (N, H + 2*ph, W + 2*pw, C), zero in the padding."""
-    N, C, H, W = x.shape
-    xt = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
-    xt[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
-    return xt
-
-
 def im2row(x, kh, kw, stride, padding, dilation, out=None):
     """Unfold every receptive field of ``x`` into a row (channels last).
 
@@ -355,7 +348,7 @@ def im2row(x, kh, kw, stride, padding, dilation, out=None):
     N, C, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo = _geometry(
         x.shape, kh, kw, stride, padding, dilation)
     rows = _unfold_target(out, (N * Ho * Wo, kh * kw * C), x, "im2row")
-    xt = _padded_channels_last(x, ph, pw)
+    xt = padded_channels_last(x, ph, pw)
     if x.dtype == np.float32:
         _im2row[float](xt, rows, kh, kw, sh, sw, dh, dw, Ho, Wo)
     else:

@@ -1,21 +1,31 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Axis reversal in Cython: the twin of :func:`minconv._kernels.reference.reversed_axes`.
+"""Layout changes in Cython: the twins of :func:`minconv._kernels.reference.reversed_axes`,
+``padded_channels_last`` and ``channels_first``.
 
-    out[c, b, a] = a3[a, b, c]        (A, B, C) -> (C, B, A), C-contiguous
+    reversed_axes          out[c, b, a] = a3[a, b, c]         (A, B, C) -> (C, B, A)
+    padded_channels_last   xt[n, h + ph, w + pw, c] = x[n, c, h, w], zero padding
+                                                               (N, C, H, W) -> (N, Hp, Wp, C)
+    channels_first         y[n, c, h, w] = yt[n, h, w, c]     (N, H, W, C) -> (N, C, H, W)
 
-The convolution's weights change layout on every call: W (F, C, kh*kw) becomes
-the tiles' (kh*kw, C, F), and their gradient goes back. NumPy copies such a
-permutation element by element, 4-5 ms for 512x512x3x3 weights, as long as the
-layer's own product on 7x7 maps; one scalar load and store per element is
-still 3-4 ms. Here float32 moves in 4x4 blocks: four rows of four read at once,
-transposed in registers (SSE, every x86-64 CPU has it), four rows written.
+The channels-last paths of the convolution change layout on every call: the
+weights W (F, C, kh*kw) become the tiles' (kh*kw, C, F) and their gradient goes
+back, the input becomes a padded channels-last image, and the product's rows (one
+per position) become the channels-first output. NumPy copies such a permutation
+element by element: 4-5 ms for 512x512x3x3 weights, as long as the layer's own
+product on 7x7 maps, and 85 ms to pad eight 64x224x224 images channels last.
+Here float32 moves in 4x4 blocks: four rows of four read at once, transposed in
+registers (SSE, every x86-64 CPU has it), four rows written.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 
+from libc.string cimport memset
+
 from minconv._kernels._parallel cimport threads_for
 
 import numpy as np
+
+from . import reference
 
 cdef extern from *:
     """
@@ -133,3 +143,88 @@ def reversed_axes(a):
         else:
             _reverse_axes[double](a3, out)
     return out.reshape(a.shape[::-1])
+
+
+# ---------------------------------------------------------------- channels last and back
+
+def _image_array(a, op, what):
+    a = np.asarray(a)
+    if a.ndim != 4 or a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{op}: {what} must be a 4-D float32 or float64 array, got "
+                         f"{a.dtype} {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+cdef void _padded_channels_last_f32(const float[:, :, :, ::1] x, int ph, int pw,
+                                    float[:, :, :, ::1] xt) noexcept nogil:
+    """Each output row (n, h) is one thread's: a (C, W) slab of the input transposed
+    into W runs of C values between the zeroed left and right padding."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Hp = xt.shape[1], Wp = xt.shape[2], r, n, h
+    cdef float *row
+    for r in prange(N * Hp, num_threads=threads_for(2 * N * Hp * Wp * C), schedule="static"):
+        n = r // Hp
+        h = r % Hp - ph
+        row = &xt[n, r % Hp, 0, 0]
+        if h < 0 or h >= H:
+            memset(row, 0, Wp * C * sizeof(float))
+        else:
+            memset(row, 0, pw * C * sizeof(float))
+            memset(row + (pw + W) * C, 0, (Wp - pw - W) * C * sizeof(float))
+            mc_reverse_axes_f32(&x[n, 0, h, 0], H * W, 0, row + pw * C, C, 1, 0, C, 0, W)
+
+
+def padded_channels_last(x, ph, pw):
+    """x (N, C, H, W) -> (N, H + 2*ph, W + 2*pw, C), zero in the padding: the padded
+    channels-last image that im2row and the tiles read (one run of C values a position)."""
+    x = _image_array(x, "padded_channels_last", "x")
+    ph, pw = int(ph), int(pw)
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padded_channels_last: padding must be >= 0, got ({ph}, {pw})")
+    if x.dtype != np.float32 or x.size == 0:
+        return reference.padded_channels_last(x, ph, pw)
+    N, C, H, W = x.shape
+    xt = np.empty((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+    _padded_channels_last_f32(x, ph, pw, xt)
+    return xt
+
+
+cdef void _channels_first_f32(const float[:, :, :, ::1] yt, float[:, :, :, ::1] y) noexcept nogil:
+    """Image n's (H*W, C) block transposed to (C, H*W). With fewer images than threads
+    each image is split by bands of whichever of positions and channels is longer (bands
+    of positions whole output lines of 16), so no two threads write one line."""
+    cdef Py_ssize_t N = yt.shape[0], L = yt.shape[1] * yt.shape[2], C = yt.shape[3]
+    cdef int parts = threads_for(2 * N * L * C)
+    cdef Py_ssize_t bands = max(1, parts // N), job, n, band, share
+    cdef bint by_positions = L >= C
+    share = ((L if by_positions else C) + bands - 1) // bands
+    if by_positions:
+        share = (share + 15) // 16 * 16
+    for job in prange(N * bands, num_threads=parts, schedule="static"):
+        n = job // bands
+        band = job % bands
+        if by_positions:
+            mc_reverse_axes_f32(&yt[n, 0, 0, 0], C, 0, &y[n, 0, 0, 0], L, 1,
+                                min(L, band * share), min(L, (band + 1) * share), 0, C)
+        else:
+            mc_reverse_axes_f32(&yt[n, 0, 0, 0], C, 0, &y[n, 0, 0, 0], L, 1, 0, L,
+                                min(C, band * share), min(C, (band + 1) * share))
+
+
+def channels_first(yt, out=None):
+    """yt (N, H, W, C) -> (N, C, H, W), C-contiguous: into ``out`` when given (a
+    C-contiguous array of that shape and yt's dtype, which may be a slice of a batch)."""
+    yt = _image_array(yt, "channels_first", "yt")
+    N, H, W, C = yt.shape
+    if out is None:
+        out = np.empty((N, C, H, W), dtype=yt.dtype)
+    elif (not isinstance(out, np.ndarray) or out.shape != (N, C, H, W)
+          or out.dtype != yt.dtype or not out.flags.c_contiguous):
+        raise ValueError(f"channels_first: out must be a C-contiguous {yt.dtype} array of "
+                         f"shape {(N, C, H, W)}, got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")
+    if yt.dtype != np.float32 or yt.size == 0:
+        out[...] = yt.transpose(0, 3, 1, 2)
+    else:
+        _channels_first_f32(yt, out)
+    return out

@@ -37,8 +37,8 @@ import os
 import numpy as np
 
 from . import reference
-from .cpu_conv import (_float_array, _geometry, _padded_channels_last, _unfold_target,
-                       _written_into, im2row)
+from .cpu_conv import _float_array, _geometry, _unfold_target, _written_into, im2row
+from .cpu_layout import padded_channels_last
 
 
 # ---------------------------------------------------------------- products of the rows
@@ -181,7 +181,7 @@ def im2row_matmul(x, w_rows, kh, kw, stride, padding, dilation, bias=None, out=N
         return _written_into(y, out)
     level = _fusing_level(x.dtype, kh * kw * C, F)
     if level:
-        if _fused_matmul(_padded_channels_last(x, ph, pw), w_rows, bias, y,
+        if _fused_matmul(padded_channels_last(x, ph, pw), w_rows, bias, y,
                          kh, kw, sh, sw, dh, dw, Ho, Wo, level) != 0:
             raise MemoryError("im2row_matmul: out of memory for the padded weights")
     else:
@@ -208,7 +208,7 @@ def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
     if dw_rows.size == 0 or dy_rows.size == 0:
         dw_rows[...] = 0
     elif level:
-        if _fused_t_matmul(_padded_channels_last(x, ph, pw), dy_rows, dw_rows,
+        if _fused_t_matmul(padded_channels_last(x, ph, pw), dy_rows, dw_rows,
                            kh, kw, sh, sw, dh, dw, Ho, Wo, level) != 0:
             raise MemoryError("im2row_t_matmul: out of memory for its scratch arrays")
     else:

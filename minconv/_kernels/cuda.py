@@ -415,3 +415,5 @@ def relu_backward(dy, x):
 
 # CuPy's own copy of a transposed array is coalesced: the reference serves
 reversed_axes = reference.reversed_axes
+padded_channels_last = reference.padded_channels_last
+channels_first = reference.channels_first

@@ -334,3 +334,22 @@ def reversed_axes(a):
     if a.ndim not in (2, 3):
         raise ValueError(f"reversed_axes: expected a 2-D or 3-D array, got {a.shape}")
     return xp.ascontiguousarray(a.T)
+
+
+def padded_channels_last(x, ph, pw):
+    """x (N, C, H, W) -> (N, H + 2*ph, W + 2*pw, C), zero in the padding: the image im2row
+    and the tiles read, one run of C values a position."""
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    xt = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+    xt[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+    return xt
+
+
+def channels_first(yt, out=None):
+    """yt (N, H, W, C) -> (N, C, H, W), C-contiguous; into ``out`` when given."""
+    xp = get_array_module(yt)
+    if out is None:
+        return xp.ascontiguousarray(yt.transpose(0, 3, 1, 2))
+    out[...] = yt.transpose(0, 3, 1, 2)
+    return out

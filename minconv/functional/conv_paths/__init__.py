@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ... import runtime
+from ..._kernels import kernels_for
 from ...backend import get_array_module
 from ...geometry import conv_output_size
 
@@ -127,13 +128,16 @@ def chunk_rows(dy_part, F, L):
 
 
 def position_rows(dy_part):
-    """dy of a chunk with one row per position: (n, F, Ho, Wo) -> (n*Ho*Wo, F)."""
-    return dy_part.transpose(0, 2, 3, 1).reshape(-1, dy_part.shape[1])
+    """dy of a chunk with one row per position: (n, F, Ho, Wo) -> (n*Ho*Wo, F), a new
+    array (the kernels' blocked transpose: NumPy's strided copy is 2-5x slower)."""
+    return kernels_for(dy_part).padded_channels_last(dy_part, 0, 0).reshape(-1, dy_part.shape[1])
 
 
-def channels_first(rows, n, Ho, Wo):
-    """(n*Ho*Wo, F) with one row per position -> (n, F, Ho, Wo), a view."""
-    return rows.reshape(n, Ho, Wo, -1).transpose(0, 3, 1, 2)
+def write_channels_first(rows, out):
+    """Rows of a product, one per position (n*Ho*Wo, F), written channels first into
+    ``out`` (n, F, Ho, Wo), C-contiguous (a slice of the batch's output)."""
+    n, F, Ho, Wo = out.shape
+    kernels_for(rows).channels_first(rows.reshape(n, Ho, Wo, F), out=out)
 
 
 def weight_matrix(W):

@@ -16,11 +16,12 @@ a convolution of dy padded by p' with the filters flipped in space and their
 in/out channels swapped. Larger strides (and p > d(k-1)) fold with row2im as the
 ``rows`` path does.
 """
+
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import (ConvPath, Gather, channels_first, chunks, output_hw, position_rows, rows,
-               weight_grad_by_chunks)
+from . import (ConvPath, chunks, output_hw, position_rows, rows, weight_grad_by_chunks,
+               write_channels_first)
 
 
 def flipped_padding(W_shape, win):
@@ -61,7 +62,7 @@ def forward(x, W, b, win, workspace=None):
             n = part.stop - part.start
             y_rows = kernels.im2row_matmul(x[part], w_rows, kh, kw, *win, bias=b,
                                            out=runtime.scratch(xp, x.dtype, (n * L, F)))
-            y[part] = channels_first(y_rows, n, Ho, Wo)
+            write_channels_first(y_rows, y[part])
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y
@@ -76,7 +77,7 @@ def data_grad(dy, W, x_shape, win, workspace=None):
     _, C, kh, kw = W.shape
     H, Wd = x_shape[2:]
     w_rows = xp.ascontiguousarray(_flipped_weight_rows(W))                # (kh*kw*F, C)
-    dx = Gather(xp, x_shape, dy.dtype)
+    dx = xp.empty(x_shape, dtype=dy.dtype)
 
     def fold(share):
         for part in chunks(share, C * kh * kw, Ho * Wo, dy.dtype.itemsize, workspace, xp):
@@ -84,10 +85,10 @@ def data_grad(dy, W, x_shape, win, workspace=None):
             dx_rows = kernels.im2row_matmul(dy[part], w_rows, kh, kw, (1, 1), full,
                                             win.dilation,
                                             out=runtime.scratch(xp, dy.dtype, (n * H * Wd, C)))
-            dx.put(part, channels_first(dx_rows, n, H, Wd), fresh=False)  # scratch: copied
+            write_channels_first(dx_rows, dx[part])
 
     runtime.map_shares(fold, N, xp)
-    return dx.result()
+    return dx
 
 
 def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):

@@ -13,8 +13,8 @@ the columns reordered from (c, i, j) to (i, j, c), so the weights are too:
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import (ConvPath, Gather, channels_first, chunks, output_hw, position_rows,
-               weight_grad_by_chunks, weight_matrix_channels_last, weights_from_channels_last)
+from . import (ConvPath, Gather, chunks, output_hw, position_rows, weight_grad_by_chunks,
+               weight_matrix_channels_last, weights_from_channels_last, write_channels_first)
 
 
 def forward(x, W, b, win, workspace=None):
@@ -32,7 +32,7 @@ def forward(x, W, b, win, workspace=None):
             y_rows = rows @ W2.T                                          # (n*L, F)
             if b is not None:
                 y_rows += b
-            y[part] = channels_first(y_rows, n, Ho, Wo)
+            write_channels_first(y_rows, y[part])
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y
