@@ -194,6 +194,23 @@ def test_weights_swept_by_chunks_of_channels_match_reference(isa, C, kh):
                     ref.im2row_matmul(x, w_rows, *geometry, bias=bias))
 
 
+@pytest.mark.parametrize("hw", [(11, 22), (16, 18), (10, 30), (2, 281), (16, 89), (28, 58)],
+                         ids=str)
+def test_a_short_last_block_of_positions_joins_the_one_before(isa, hw):
+    """The blocks of positions (192 for the AVX-512 forward product, 256 and 1024 for the
+    weight gradients) take a remainder of less than half a block into the last one: 242,
+    288, 300, 562, 1424 and 1624 positions, each just under or over the line; both
+    products equal the reference's."""
+    x = random((1, 150) + hw, 0)
+    w_rows = random((9 * 150, 24), 1) * 0.1
+    geometry = (3, 3, (1, 1), (1, 1), (1, 1))
+    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry)
+    assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry))
+    dy_rows = random(y.shape, 3)
+    assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
+                    ref.im2row_t_matmul(x, dy_rows, *geometry))
+
+
 def test_the_cap_returns_the_previous_one_and_names_a_wrong_one():
     previous = cpu_tiles.set_isa_cap("none")
     try:

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "_blocks.h"
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define MC_HAVE_FUSED 1
 #include <immintrin.h>
@@ -257,8 +259,8 @@ static MC_TARGET void mc_im2row_matmul(const float *xt, ptrdiff_t N, ptrdiff_t H
     for (int v0 = 0; v0 < vector_count; ) {
         const int vectors = mc_tile_vectors(vector_count - v0), tile = mc_tile_rows(vectors);
         const int channels = (int)(F - 16 * v0);
-        for (ptrdiff_t b0 = 0; b0 < M; b0 += MC_POSITION_BLOCK) {
-            const ptrdiff_t b1 = M - b0 < MC_POSITION_BLOCK ? M : b0 + MC_POSITION_BLOCK;
+        for (ptrdiff_t b0 = 0, b1; b0 < M; b0 = b1) {
+            b1 = mc_block_end(b0, M, MC_POSITION_BLOCK);
             for (ptrdiff_t c0 = 0; c0 < C; c0 += chunk) {
                 const ptrdiff_t cc = C - c0 < chunk ? C - c0 : chunk;
                 for (ptrdiff_t m0 = b0; m0 < b1; m0 += tile) {
@@ -282,7 +284,8 @@ static MC_TARGET int mc_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrdiff_t 
 {
     const ptrdiff_t M = N * Ho * Wo, K = (ptrdiff_t)kh * kw * C;
     const int vector_count = (int)((F + 15) / 16);
-    ptrdiff_t *tap_offset = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (K + MC_WGRAD_BLOCK));
+    ptrdiff_t *tap_offset = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) *
+                                                (K + MC_WGRAD_BLOCK + MC_WGRAD_BLOCK / 2));
     if (tap_offset == NULL)
         return -1;
     ptrdiff_t *pos = tap_offset + K;
@@ -292,8 +295,8 @@ static MC_TARGET int mc_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrdiff_t 
                 tap_offset[((ptrdiff_t)i * kw + j) * C + c] = ((ptrdiff_t)i * dh * Wp + (ptrdiff_t)j * dw) * C + c;
     for (ptrdiff_t t = 0; t < K * F; t++)
         dwt[t] = 0.0f;
-    for (ptrdiff_t m0 = 0; m0 < M; m0 += MC_WGRAD_BLOCK) {
-        const ptrdiff_t positions = M - m0 < MC_WGRAD_BLOCK ? M - m0 : MC_WGRAD_BLOCK;
+    for (ptrdiff_t m0 = 0, positions; m0 < M; m0 += positions) {
+        positions = mc_block_end(m0, M, MC_WGRAD_BLOCK) - m0;
         mc_position_offsets(m0, positions, Ho, Wo, Hp, Wp, C, sh, sw, pos);
         for (int v0 = 0; v0 < vector_count; ) {
             const int vectors = mc_tile_vectors(vector_count - v0), tile = mc_tile_rows(vectors);

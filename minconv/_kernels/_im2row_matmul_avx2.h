@@ -221,7 +221,8 @@ static MC2_TARGET int mc_avx2_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrd
     float *panels = mc2_panels(dy, M, F);
     if (panels == NULL)
         return -1;
-    ptrdiff_t *tap_offset = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (K + MC2_WGRAD_BLOCK));
+    ptrdiff_t *tap_offset = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) *
+                                                (K + MC2_WGRAD_BLOCK + MC2_WGRAD_BLOCK / 2));
     if (tap_offset == NULL) {
         free(panels);
         return -1;
@@ -233,8 +234,8 @@ static MC2_TARGET int mc_avx2_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrd
                 tap_offset[((ptrdiff_t)i * kw + j) * C + c] = ((ptrdiff_t)i * dh * Wp + (ptrdiff_t)j * dw) * C + c;
     for (ptrdiff_t t = 0; t < K * F; t++)
         dwt[t] = 0.0f;
-    for (ptrdiff_t m0 = 0; m0 < M; m0 += MC2_WGRAD_BLOCK) {
-        const ptrdiff_t positions = M - m0 < MC2_WGRAD_BLOCK ? M - m0 : MC2_WGRAD_BLOCK;
+    for (ptrdiff_t m0 = 0, positions; m0 < M; m0 += positions) {
+        positions = mc_block_end(m0, M, MC2_WGRAD_BLOCK) - m0;
         mc_position_offsets(m0, positions, Ho, Wo, Hp, Wp, C, sh, sw, pos);
         for (ptrdiff_t f0 = 0; f0 < F; f0 += MC2_PANEL) {
             const int vectors = F - f0 > 8 ? 2 : 1, tile = mc2_tile_rows(vectors);
