@@ -149,6 +149,10 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     else:
         fwd = dgrad = wgrad = "rows"
         reason = f"{Ho}x{Wo} map on the CPU: channels last"
+        if F > N * L:
+            fwd = dgrad = wgrad = "per_image"
+            reason = (f"{Ho}x{Wo} map, more filters ({F}) than positions ({N * L}): the "
+                      "weights as they lie, not reordered for channels last")
         if _fuses(kernels, dtype, C * kh * kw, F, *batch):
             fwd = "fused_rows"
             reason += "; weights fit the tiles"
