@@ -258,6 +258,45 @@ def test_deconvnet_on_imported_graph_matches_torch(tmp_path, rng):
     np.testing.assert_allclose(dx, t.grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_relus_rectify_fresh_arrays_in_place_and_nothing_else(rng):
+    """A Relu overwrites its input only where that is a fresh array: after a Conv read
+    also by an Add (the graph copies it first), a Gemm, an Add; not after the graph
+    input, an Identity (a view of the Conv's output, which the Add still reads) or a
+    Sigmoid (which keeps its output for its backward pass). Values, the recorded Conv
+    output and the input gradient are the same as with every ReLU out of place."""
+    W = weights(rng, 3, 3, 3, 3)
+    nodes = [helper.make_node("Relu", ["x"], ["r0"], name="relu_input"),
+             helper.make_node("Conv", ["r0", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r1"], name="relu_conv"),
+             helper.make_node("Identity", ["c"], ["i"], name="identity"),
+             helper.make_node("Relu", ["i"], ["r2"], name="relu_identity"),
+             helper.make_node("Add", ["r1", "c"], ["a"], name="add"),
+             helper.make_node("Add", ["a", "r2"], ["a2"], name="add2"),
+             helper.make_node("Relu", ["a2"], ["r3"], name="relu_add"),
+             helper.make_node("Sigmoid", ["r3"], ["n"], name="sigmoid"),
+             helper.make_node("Relu", ["n"], ["y"], name="relu_sigmoid")]
+    graph = helper.make_graph(
+        nodes, "fan-out", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 7])],
+        [helper.make_empty_tensor_value_info("y")], [numpy_helper.from_array(W, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = weights(rng, 2, 3, 6, 7)
+    net = assert_matches_reference(model, x)
+    in_place = {name for name in net.names if getattr(net[name], "inplace", False)}
+    assert in_place == {"relu_conv", "relu_add"}
+    x_before = x.copy()
+    y = net.forward(x, record=("conv",))
+    np.testing.assert_array_equal(x, x_before)
+    conv = net.outputs["conv"]
+    assert (conv < 0).any()  # recorded before relu_conv rectified it
+    dy = weights(rng, *y.shape)
+    dx = net.backward(dy)
+    for name in in_place:
+        net[name].inplace = False
+    np.testing.assert_array_equal(net.forward(x, record=("conv",)), y)
+    np.testing.assert_array_equal(net.outputs["conv"], conv)
+    np.testing.assert_allclose(net.backward(dy), dx, rtol=1e-6, atol=1e-7)
+
+
 # -- bad input ------------------------------------------------------------------
 
 def test_unsupported_operator_names_operator_and_node(x):

@@ -220,7 +220,25 @@ class Importer:
         self.graph.onnx_constants = {o: self.constants[o] for o in outputs
                                      if o in self.constants and o not in self.producer}
         self.graph.onnx_opset = self.opset
+        rectify_in_place(self.graph)
         return self.graph
+
+
+def rectify_in_place(graph):
+    """Let every ReLU that reads a fresh array (a convolution's, a normalisation's, a
+    sum's...) overwrite it, as torchvision's ``ReLU(inplace=True)`` does: on VGG-19 at
+    batch 8 the separate outputs were 0.9 GB of new pages a pass. The graph copies an
+    input that other nodes still read (and a recorded output) first; a producer outside
+    this list may hand out a view of its input or a stored constant, or keep its output
+    for its backward pass (LRN, Sigmoid, Tanh, Softmax)."""
+    from ... import nn
+    from ...nn import arith
+    fresh = (nn.Conv2D, nn.BatchNorm2D, nn.Linear, nn.Add, nn.Concat, arith.Scale, arith.Shift)
+    for name in graph.order():
+        layer, inputs = graph[name], graph.inputs_of(name)
+        if (type(layer) is nn.ReLU and inputs[0] != GRAPH_INPUT
+                and type(graph[inputs[0]]) in fresh):
+            layer.inplace = True
 
 
 def load_onnx(path, bind=None):
