@@ -17,7 +17,10 @@ weights saturate the probabilities); the same .onnx file is then run by
 
 Each framework runs in a process of its own, one after the other, so that no runtime's
 idle threads (onnxruntime's and OpenMP's spin for a while after each call) take a core
-from the next. Times are medians of ``--repeats`` runs after one warm-up, in ms; the last
+from the next. minconv runs with ``runtime.configure(malloc="keep")``, the trainer's
+setting, as in bench_models.py (``--malloc default`` for glibc's own: every activation
+over 32 MB is then a fresh mapping whose pages fault in on first touch, on every pass).
+Times are medians of ``--repeats`` runs after one warm-up, in ms; the last
 columns are minconv's time over the others'. The outputs are compared afterwards.
 """
 import argparse
@@ -218,6 +221,7 @@ def child(args):
         elif args.child == "torch":
             run = torch_runner(net)
         else:
+            mc.runtime.configure(malloc=args.malloc)
             run = net.forward
     results = {}
     for batch in (int(b) for b in args.batches.split(",")):
@@ -232,7 +236,7 @@ def run_child(framework, model, args, folder):
     out = os.path.join(folder, f"{framework}_{model}.npz")
     command = [sys.executable, os.path.abspath(__file__), "--child", framework, "--model",
                model, "--batches", args.batches, "--repeats", str(args.repeats), "--threads",
-               str(args.threads), "--out", out]
+               str(args.threads), "--malloc", args.malloc, "--out", out]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench_onnx: {framework} on {model} failed:\n{done.stderr[-2000:]}")
@@ -246,6 +250,8 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="minconv's malloc policy (runtime.configure); keep: the trainer's")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -255,7 +261,8 @@ def main(argv=None):
     import onnxruntime as ort
     import torch
     print(f"# {machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
-          f"{args.threads} threads, each framework in its own process")
+          f"{args.threads} threads, each framework in its own process, minconv malloc="
+          f"{args.malloc}")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models.split(","):
