@@ -11,8 +11,8 @@ What lives here, and nowhere else in the package:
   of the images with one BLAS thread and one OpenMP thread, so its columns stay
   in its own cache and the cores meet once per call (on zfnet_mini's 14x14 and
   7x7 maps about a third faster than letting BLAS and OpenMP split every call).
-  The fully connected layers share out the rows of their products the same way
-  (:func:`matmul`), so a training step makes no multi-threaded BLAS call: after
+  The fully connected layers share out their products the same way (:func:`matmul`,
+  by rows or by columns), so a training step makes no multi-threaded BLAS call: after
   one, OpenBLAS's helper threads keep spinning and take a core from the workers.
   Images never interact in a convolution, so the output does not depend on the
   split; a weight gradient's per-share sums are added in share order, the same
