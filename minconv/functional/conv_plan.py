@@ -12,7 +12,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     GPU (CuPy)                        columns; per_image on maps of >= 512 positions
     CPU, maps of >= 512 positions     per_image; fused_rows as below when the weights fit the
                                       tiles and there are more than 4 input channels
-    CPU, smaller maps                 rows; fused_rows for each product whose weights
+    CPU, smaller maps                 rows (per_image with at least twice as many filters as
+                                      positions); fused_rows for each product whose weights
                                       the tiles take (float32 with AVX2/AVX-512; with a
                                       batch smaller than the cores only small products),
                                       the data gradient only at stride 1
@@ -149,10 +150,10 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     else:
         fwd = dgrad = wgrad = "rows"
         reason = f"{Ho}x{Wo} map on the CPU: channels last"
-        if F > N * L:
+        if F >= 2 * N * L:
             fwd = dgrad = wgrad = "per_image"
-            reason = (f"{Ho}x{Wo} map, more filters ({F}) than positions ({N * L}): the "
-                      "weights as they lie, not reordered for channels last")
+            reason = (f"{Ho}x{Wo} map, {F} filters for {N * L} positions: the weights as "
+                      "they lie, not reordered for channels last")
         if _fuses(kernels, dtype, C * kh * kw, F, *batch):
             fwd = "fused_rows"
             reason += "; weights fit the tiles"
