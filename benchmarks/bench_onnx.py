@@ -10,10 +10,14 @@ weights reduced to ConstantOfShape fills. Here each fill becomes a random initia
 symbolic, and the final Softmax is dropped (outputs are compared as logits: random
 weights saturate the probabilities); the same .onnx file is then run by
 
-  minconv       mc.io.load_onnx(...).forward(x)
+  minconv       mc.io.load_onnx(..., fold_batchnorm=True).forward(x)
   onnxruntime   InferenceSession, CPU provider, all graph optimisations
-  PyTorch       the imported graph run node by node with torch.nn.functional on the same
-                weights (an onnx2torch-style conversion; onnx2torch itself is not installed)
+  PyTorch       the same imported graph run node by node with torch.nn.functional on the
+                same weights (an onnx2torch-style conversion; onnx2torch itself is not
+                installed)
+
+Both minconv and PyTorch run the graph with every BatchNormalization that alone reads a
+Conv folded into it, as onnxruntime's graph optimisations do (``--no-fold`` keeps them).
 
 Each framework runs in a process of its own, one after the other, so that no runtime's
 idle threads (onnxruntime's and OpenMP's spin for a while after each call) take a core
@@ -210,7 +214,7 @@ def child(args):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, f"{args.model}.onnx")
         onnx.save(model, path)
-        net = mc.io.load_onnx(path)
+        net = mc.io.load_onnx(path, fold_batchnorm=args.fold)
         if args.child == "onnxruntime":
             import onnxruntime as ort
             options = ort.SessionOptions()
@@ -237,6 +241,8 @@ def run_child(framework, model, args, folder):
     command = [sys.executable, os.path.abspath(__file__), "--child", framework, "--model",
                model, "--batches", args.batches, "--repeats", str(args.repeats), "--threads",
                str(args.threads), "--malloc", args.malloc, "--out", out]
+    if not args.fold:
+        command.append("--no-fold")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench_onnx: {framework} on {model} failed:\n{done.stderr[-2000:]}")
@@ -252,6 +258,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
                         help="minconv's malloc policy (runtime.configure); keep: the trainer's")
+    parser.add_argument("--no-fold", dest="fold", action="store_false",
+                        help="keep the BatchNormalization nodes (minconv and PyTorch)")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -262,7 +270,7 @@ def main(argv=None):
     import torch
     print(f"# {machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"{args.threads} threads, each framework in its own process, minconv malloc="
-          f"{args.malloc}")
+          f"{args.malloc}, BatchNormalization {'folded' if args.fold else 'kept'}")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models.split(","):

@@ -297,6 +297,49 @@ def test_relus_rectify_fresh_arrays_in_place_and_nothing_else(rng):
     np.testing.assert_allclose(net.backward(dy), dx, rtol=1e-6, atol=1e-7)
 
 
+def test_fold_batchnorm_folds_each_normalisation_that_alone_reads_a_conv(rng):
+    """``fold_batchnorm``: Conv -> BatchNormalization pairs become one Conv (a bias added
+    where the Conv had none); a BatchNormalization whose Conv output is also read by an
+    Add stays; the outputs equal onnxruntime's and the unfolded graph's."""
+    C = 4
+    def bn(name):
+        return [numpy_helper.from_array(rng.uniform(0.5, 1.5, C).astype(np.float32), f"{name}_s"),
+                numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), f"{name}_b"),
+                numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), f"{name}_m"),
+                numpy_helper.from_array(rng.uniform(0.5, 2, C).astype(np.float32), f"{name}_v")]
+    inits = [numpy_helper.from_array(weights(rng, C, 3, 3, 3), "W1"),
+             numpy_helper.from_array(weights(rng, C), "b1"),
+             numpy_helper.from_array(weights(rng, C, C, 3, 3), "W2"),
+             numpy_helper.from_array(weights(rng, C, C, 1, 1), "W3")] + bn("bn1") + bn("bn2") \
+        + bn("bn3")
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], name="conv1", pads=[1] * 4),
+             helper.make_node("BatchNormalization", ["c1"] + [f"bn1_{k}" for k in "sbmv"],
+                              ["n1"], name="bn1", epsilon=1e-3),
+             helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "W2"], ["c2"], name="conv2", pads=[1] * 4),
+             helper.make_node("BatchNormalization", ["c2"] + [f"bn2_{k}" for k in "sbmv"],
+                              ["n2"], name="bn2"),
+             helper.make_node("Conv", ["n2", "W3"], ["c3"], name="conv3"),
+             helper.make_node("BatchNormalization", ["c3"] + [f"bn3_{k}" for k in "sbmv"],
+                              ["n3"], name="bn3"),
+             helper.make_node("Add", ["n3", "c3"], ["y"], name="add")]
+    graph = helper.make_graph(
+        nodes, "conv-bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 9])],
+        [helper.make_empty_tensor_value_info("y")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    x = weights(rng, 2, 3, 8, 9)
+    plain = graph_from_model(model)
+    folded = graph_from_model(model, fold_batchnorm=True)
+    assert folded.folded == {"bn1": "conv1", "bn2": "conv2"}
+    assert "bn1" not in folded.names and "bn2" not in folded.names and "bn3" in folded.names
+    assert "b" in folded["conv2"].params and "b" not in plain["conv2"].params
+    assert plain.folded == {}
+    y = folded.forward(x)  # the folded weights round differently in float32
+    np.testing.assert_allclose(y, plain.forward(x), rtol=1e-4, atol=2e-4)
+    np.testing.assert_allclose(y, run_onnxruntime(model, x), rtol=1e-4, atol=2e-4)
+    assert folded["relu1"].inplace  # the Relu now reads the Conv's fresh output
+
+
 # -- bad input ------------------------------------------------------------------
 
 def test_unsupported_operator_names_operator_and_node(x):

@@ -5,11 +5,12 @@ from .torch_files import load_torch_weights, read_torch_state_dict
 from .torch_state import from_torch_state_dict, to_torch_state_dict
 
 
-def load_onnx(path):
+def load_onnx(path, fold_batchnorm=False):
     """An .onnx file as a :class:`minconv.nn.Graph` named after the ONNX nodes (needs the
-    ``onnx`` package, imported only here; see :mod:`minconv.io.onnx`)."""
+    ``onnx`` package, imported only here; see :mod:`minconv.io.onnx`). ``fold_batchnorm``
+    folds each BatchNormalization that alone reads a Conv's output into that Conv."""
     from .onnx import load_onnx as load
-    return load(path)
+    return load(path, fold_batchnorm=fold_batchnorm)
 
 
 def save_onnx(net, path, input_shape):

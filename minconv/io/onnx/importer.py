@@ -8,6 +8,7 @@ handed to the converter registered for its operator type and opset
 """
 import os
 import re
+from collections import Counter
 
 import numpy as np
 
@@ -97,10 +98,12 @@ def _sanitise(name):
 class Importer:
     """Builds the Graph; converters reach it through :class:`Node`."""
 
-    def __init__(self, model, label, bind=None, require_input=True):
+    def __init__(self, model, label, bind=None, require_input=True, fold_batchnorm=False):
         import onnx.numpy_helper
         from ...nn import Graph
         self.model, self.label = model, label
+        self.fold_batchnorm = fold_batchnorm
+        self.folded = {}  # BatchNormalization node -> the Conv node it was folded into
         self.opset = model_opset(model, label)
         self.graph = Graph()
         graph = model.graph
@@ -112,6 +115,8 @@ class Importer:
                 f"{label}: the graph has {len(self.inputs)} inputs ({', '.join(self.inputs)}); "
                 f"a minconv net takes exactly one (the others must be initializers)")
         self.producer = {name: GRAPH_INPUT for name in self.inputs}  # ONNX tensor -> node name
+        self.readers = Counter(t for proto in graph.node for t in proto.input if t)
+        self.readers.update(o.name for o in graph.output)
         self.declared = _static_shapes(model, infer=False)
         self._shapes = None  # ONNX's shape inference, run when a converter first needs it
         self.node_names = set()
@@ -220,6 +225,7 @@ class Importer:
         self.graph.onnx_constants = {o: self.constants[o] for o in outputs
                                      if o in self.constants and o not in self.producer}
         self.graph.onnx_opset = self.opset
+        self.graph.folded = dict(self.folded)
         rectify_in_place(self.graph)
         return self.graph
 
@@ -241,19 +247,26 @@ def rectify_in_place(graph):
             layer.inplace = True
 
 
-def load_onnx(path, bind=None):
+def load_onnx(path, bind=None, fold_batchnorm=False):
     """An ONNX file as a minconv :class:`~minconv.nn.Graph`.
 
     The graph's nodes carry the ONNX node names (with '_' for '.', '/' and the like); its
     input is the model's one graph input and its output the model's first output (others are the
     outputs of the nodes listed in ``graph.onnx_outputs``). ``bind`` gives values for
     further graph inputs, which then count as constants.
+
+    ``fold_batchnorm`` folds every BatchNormalization whose input is a Conv's output read
+    by nothing else into that Conv (its weights scaled, its bias shifted), as inference
+    runtimes do: one pass over the activations less per pair, but the BatchNormalization
+    node is gone and the Conv node's output is the normalised one
+    (``graph.folded`` maps each folded node to its Conv).
     """
     model = read_model(path)
-    return Importer(model, os.fspath(path), bind).run()
+    return Importer(model, os.fspath(path), bind, fold_batchnorm=fold_batchnorm).run()
 
 
-def graph_from_model(model, bind=None, label="ONNX model", require_input=True):
+def graph_from_model(model, bind=None, label="ONNX model", require_input=True,
+                     fold_batchnorm=False):
     """Like :func:`load_onnx`, from an ``onnx.ModelProto`` already in memory.
     ``require_input=False`` accepts a model whose outputs are all constants."""
-    return Importer(model, label, bind, require_input).run()
+    return Importer(model, label, bind, require_input, fold_batchnorm).run()

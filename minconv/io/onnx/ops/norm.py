@@ -8,7 +8,7 @@ size puts the extra channel on the other side, and is refused.
 import numpy as np
 
 from ....backend import get_array_module
-from ....nn import LRN, Dropout
+from ....nn import LRN, Conv2D, Dropout
 from ....nn.base import Layer
 from ....nn.merge import Identity
 from ....nn.norm import BatchNorm2D
@@ -41,11 +41,40 @@ def batch_norm(node):
         raise node.unsupported("spatial", "0 (per-position statistics) is not supported")
     scale, shift, mean, var = (as_float(node.required_constant(i, what)) for i, what in
                                enumerate(("scale", "B", "input_mean", "input_var"), start=1))
+    folded = _fold_into_convolution(node, scale, shift, mean, var, node.attr("epsilon", 1e-5))
+    if folded is not None:
+        return folded
     layer = BatchNorm2D(scale.shape[0], eps=node.attr("epsilon", 1e-5), dtype=scale.dtype)
     layer.params["gamma"], layer.params["beta"] = scale, shift.astype(scale.dtype)
     layer.buffers["running_mean"] = mean.astype(scale.dtype)
     layer.buffers["running_var"] = var.astype(scale.dtype)
     return node.layer(layer)
+
+
+def _fold_into_convolution(node, scale, shift, mean, var, eps):
+    """With the importer's ``fold_batchnorm``, a BatchNormalization that alone reads a
+    Conv's output becomes part of it, since per output channel f
+
+        scale (conv(x) + b - mean) / sqrt(var + eps) + shift  =  conv'(x) + b',
+        W'[f] = s[f] W[f],  b'[f] = s[f] (b[f] - mean[f]) + shift[f],  s = scale / sqrt(var + eps),
+
+    and returns the Conv node's name; None where it does not apply."""
+    importer, source = node.importer, node.inputs[0]
+    producer = importer.producer.get(source)
+    if (not importer.fold_batchnorm or importer.readers[source] != 1
+            or producer not in importer.node_names):
+        return None
+    conv = importer.graph[producer]
+    W = conv.params.get("W")
+    if type(conv) is not Conv2D or W is None or W.shape[0] != scale.shape[0]:
+        return None
+    s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    b = conv.params.get("b", np.zeros(W.shape[0], W.dtype)).astype(np.float64)
+    conv.params["W"] = (W * s.reshape(-1, 1, 1, 1)).astype(W.dtype)
+    conv.params["b"] = (s * (b - mean) + shift).astype(W.dtype)
+    importer.producer[node.outputs[0]] = producer
+    importer.folded[node.name] = producer
+    return producer
 
 
 class DropoutMask(Layer):
