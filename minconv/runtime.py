@@ -340,15 +340,18 @@ def elementwise(ufunc, out, *operands):
     """``ufunc(*operands, out=out)``, each core taking its share of the first axis.
 
     NumPy lets go of the GIL inside a ufunc's loop, so the shares run at once;
-    each element is computed as one call would compute it. CuPy arrays and small
-    arrays take one call.
+    each element is computed as one call would compute it. An operand broadcast along
+    the first axis (fewer axes, or a first axis of 1: a per-channel constant) goes whole
+    to every share. CuPy arrays and small arrays take one call.
     """
     if not isinstance(out, np.ndarray) or out.size < _SMALL_ELEMENTWISE or out.ndim == 0:
         return ufunc(*operands, out=out)
 
+    def split(a):
+        return getattr(a, "ndim", 0) == out.ndim and a.shape[0] == out.shape[0]
+
     def share(part):
-        ufunc(*(a[part] if getattr(a, "ndim", 0) == out.ndim else a for a in operands),
-              out=out[part])
+        ufunc(*(a[part] if split(a) else a for a in operands), out=out[part])
 
     map_shares(share, out.shape[0])
     return out

@@ -340,6 +340,42 @@ def test_fold_batchnorm_folds_each_normalisation_that_alone_reads_a_conv(rng):
     assert folded["relu1"].inplace  # the Relu now reads the Conv's fresh output
 
 
+def test_fold_batchnorm_folds_per_channel_mul_and_add_into_the_layer_before(rng):
+    """DenseNet's export: BatchNormalization, then Mul and Add by per-channel constants.
+    With ``fold_batchnorm`` both go into the normalisation (and into a Conv where one
+    comes first); a Mul by a constant that is not per channel (one value per column)
+    stays a node; outputs equal the unfolded graph's and onnxruntime's."""
+    C = 5
+    inits = [numpy_helper.from_array(rng.uniform(0.5, 1.5, C).astype(np.float32), "s"),
+             numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), "m"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, C).astype(np.float32), "v"),
+             numpy_helper.from_array(weights(rng, 1, C, 1, 1), "mul_c"),
+             numpy_helper.from_array(weights(rng, C, 1, 1), "add_c"),
+             numpy_helper.from_array(weights(rng, 7), "cols"),
+             numpy_helper.from_array(weights(rng, C, C, 1, 1), "W"),
+             numpy_helper.from_array(np.float32(1.5), "two")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("BatchNormalization", ["r", "s", "b", "m", "v"], ["n"], name="bn"),
+             helper.make_node("Mul", ["n", "mul_c"], ["p"], name="mul"),
+             helper.make_node("Add", ["add_c", "p"], ["q"], name="add"),
+             helper.make_node("Mul", ["q", "cols"], ["u"], name="by_column"),
+             helper.make_node("Conv", ["u", "W"], ["c"], name="conv"),
+             helper.make_node("Mul", ["c", "two"], ["y"], name="double")]
+    graph = helper.make_graph(
+        nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, C, 6, 7])],
+        [helper.make_empty_tensor_value_info("y")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    x = weights(rng, 2, C, 6, 7)
+    plain = graph_from_model(model)
+    folded = graph_from_model(model, fold_batchnorm=True)
+    assert folded.folded == {"mul": "bn", "add": "bn", "double": "conv"}
+    assert isinstance(folded["by_column"], mc.nn.arith.Scale)
+    y = folded.forward(x)
+    np.testing.assert_allclose(y, plain.forward(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, run_onnxruntime(model, x), rtol=1e-4, atol=1e-4)
+
+
 # -- bad input ------------------------------------------------------------------
 
 def test_unsupported_operator_names_operator_and_node(x):

@@ -152,6 +152,12 @@ def test_elementwise_shares_the_first_axis_and_equals_one_call(rng):
     rows.clear()                                                  # small: one call, here
     _parallel.elementwise(negate, np.empty_like(x[:2]), x[:2])
     assert rows == [(2, True)]
+    # a per-channel constant (first axis 1) and a vector broadcast: whole to every share
+    for c in (rng.standard_normal((1, 8, 1, 1)).astype(np.float32),
+              rng.standard_normal(32).astype(np.float32)):
+        out = np.empty_like(x)
+        assert _parallel.elementwise(np.multiply, out, x, c) is out
+        np.testing.assert_array_equal(out, x * c)
 
 
 @pytest.mark.parametrize("shape", [(64, 32, 28, 28), (5, 7)])

@@ -256,10 +256,11 @@ def load_onnx(path, bind=None, fold_batchnorm=False):
     further graph inputs, which then count as constants.
 
     ``fold_batchnorm`` folds every BatchNormalization whose input is a Conv's output read
-    by nothing else into that Conv (its weights scaled, its bias shifted), as inference
-    runtimes do: one pass over the activations less per pair, but the BatchNormalization
-    node is gone and the Conv node's output is the normalised one
-    (``graph.folded`` maps each folded node to its Conv).
+    by nothing else into that Conv (its weights scaled, its bias shifted), and every Mul
+    or Add by a per-channel constant that alone reads a BatchNormalization's or a Conv's
+    output into that layer, as inference runtimes do: one pass over the activations less
+    per node folded, but the folded nodes are gone and the layer before each gives the
+    output it gave (``graph.folded`` maps each folded node to its layer).
     """
     model = read_model(path)
     return Importer(model, os.fspath(path), bind, fold_batchnorm=fold_batchnorm).run()

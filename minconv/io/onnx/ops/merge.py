@@ -10,6 +10,7 @@ from ....nn.arith import Constant, Multiply, Scale, Shift
 from ....nn.merge import Add, Concat, Identity
 from ..node import as_float
 from ..registry import converter
+from .norm import fold_channel_affine
 
 
 def _split(node):
@@ -34,7 +35,8 @@ def _elementwise(node, merge, constant_layer, combine):
         if not variables:
             raise node.unsupported("inputs", "are all constant")
         if len(variables) == 1:
-            return node.layer(constant_layer(value), inputs=variables)
+            folded = fold_channel_affine(node, variables[0], value, constant_layer is Scale)
+            return folded or node.layer(constant_layer(value), inputs=variables)
         merged = node.layer(merge(), inputs=variables, output=None, suffix="merge")
         return node.layer(constant_layer(value), inputs=[node.importer.internal(merged)])
     if len(variables) == 1:

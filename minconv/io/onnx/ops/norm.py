@@ -77,6 +77,56 @@ def _fold_into_convolution(node, scale, shift, mean, var, eps):
     return producer
 
 
+def fold_channel_affine(node, source, value, multiply):
+    """With the importer's ``fold_batchnorm``, a Mul (``multiply``) or an Add of the
+    constant ``value`` that alone reads a BatchNormalization's or a Conv's output, where
+    ``value`` is one number per channel (or one for all), becomes part of that layer:
+
+        BatchNorm  gamma' = c gamma, beta' = c beta  (Mul);  beta' = beta + c  (Add)
+        Conv       W'[f] = c[f] W[f], b' = c b       (Mul);  b' = b + c        (Add)
+
+    (DenseNet's export writes each BatchNorm as BatchNormalization, Mul and Add.) Returns
+    that layer's node name; None where it does not apply."""
+    importer = node.importer
+    producer = importer.producer.get(source)
+    if (not importer.fold_batchnorm or importer.readers[source] != 1
+            or producer not in importer.node_names):
+        return None
+    layer = importer.graph[producer]
+    if type(layer) is BatchNorm2D:
+        channels, dtype = layer.num_features, layer.params["gamma"].dtype
+    elif type(layer) is Conv2D and "W" in layer.params:
+        channels, dtype = layer.params["W"].shape[0], layer.params["W"].dtype
+    else:
+        return None
+    value = np.asarray(value)
+    try:
+        c = np.broadcast_to(value, (1, channels, 1, 1)).reshape(channels).astype(np.float64)
+    except ValueError:
+        return None
+    if value.ndim > 4:
+        return None
+    if type(layer) is BatchNorm2D:
+        gamma, beta = (layer.params[k].astype(np.float64) for k in ("gamma", "beta"))
+        if multiply:
+            gamma, beta = c * gamma, c * beta
+        else:
+            beta = beta + c
+        layer.params["gamma"], layer.params["beta"] = gamma.astype(dtype), beta.astype(dtype)
+    else:
+        W = layer.params["W"]
+        b = layer.params.get("b", np.zeros(channels, dtype)).astype(np.float64)
+        if multiply:
+            layer.params["W"] = (W * c.reshape(-1, 1, 1, 1)).astype(dtype)
+            b = c * b
+        else:
+            b = b + c
+        layer.params["b"] = b.astype(dtype)
+    importer.producer[node.outputs[0]] = producer
+    importer.folded[node.name] = producer
+    return producer
+
+
 class DropoutMask(Layer):
     """Dropout's optional mask output at inference: all True (every unit kept)."""
 
