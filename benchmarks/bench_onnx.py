@@ -16,8 +16,10 @@ weights saturate the probabilities); the same .onnx file is then run by
                 same weights (an onnx2torch-style conversion; onnx2torch itself is not
                 installed)
 
-Both minconv and PyTorch run the graph with every BatchNormalization that alone reads a
-Conv folded into it, as onnxruntime's graph optimisations do (``--no-fold`` keeps them).
+Both minconv and PyTorch run the graph loaded with ``fold_batchnorm=True`` (each
+BatchNormalization, and each per-channel Mul and Add, folded into the Conv or
+normalisation that alone feeds it), as onnxruntime's graph optimisations do
+(``--no-fold`` keeps every node).
 
 Each framework runs in a process of its own, one after the other, so that no runtime's
 idle threads (onnxruntime's and OpenMP's spin for a while after each call) take a core

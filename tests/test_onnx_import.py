@@ -342,9 +342,10 @@ def test_fold_batchnorm_folds_each_normalisation_that_alone_reads_a_conv(rng):
 
 def test_fold_batchnorm_folds_per_channel_mul_and_add_into_the_layer_before(rng):
     """DenseNet's export: BatchNormalization, then Mul and Add by per-channel constants.
-    With ``fold_batchnorm`` both go into the normalisation (and into a Conv where one
-    comes first); a Mul by a constant that is not per channel (one value per column)
-    stays a node; outputs equal the unfolded graph's and onnxruntime's."""
+    With ``fold_batchnorm`` both go into the normalisation, as does a second
+    BatchNormalization after them (and a Mul into a Conv); a Mul by a constant that is not
+    per channel (one value per column) stays a node; outputs equal the unfolded graph's
+    and onnxruntime's."""
     C = 5
     inits = [numpy_helper.from_array(rng.uniform(0.5, 1.5, C).astype(np.float32), "s"),
              numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), "b"),
@@ -359,7 +360,9 @@ def test_fold_batchnorm_folds_per_channel_mul_and_add_into_the_layer_before(rng)
              helper.make_node("BatchNormalization", ["r", "s", "b", "m", "v"], ["n"], name="bn"),
              helper.make_node("Mul", ["n", "mul_c"], ["p"], name="mul"),
              helper.make_node("Add", ["add_c", "p"], ["q"], name="add"),
-             helper.make_node("Mul", ["q", "cols"], ["u"], name="by_column"),
+             helper.make_node("BatchNormalization", ["q", "s", "b", "m", "v"], ["q2"],
+                              name="bn2"),
+             helper.make_node("Mul", ["q2", "cols"], ["u"], name="by_column"),
              helper.make_node("Conv", ["u", "W"], ["c"], name="conv"),
              helper.make_node("Mul", ["c", "two"], ["y"], name="double")]
     graph = helper.make_graph(
@@ -369,7 +372,7 @@ def test_fold_batchnorm_folds_per_channel_mul_and_add_into_the_layer_before(rng)
     x = weights(rng, 2, C, 6, 7)
     plain = graph_from_model(model)
     folded = graph_from_model(model, fold_batchnorm=True)
-    assert folded.folded == {"mul": "bn", "add": "bn", "double": "conv"}
+    assert folded.folded == {"mul": "bn", "add": "bn", "bn2": "bn", "double": "conv"}
     assert isinstance(folded["by_column"], mc.nn.arith.Scale)
     y = folded.forward(x)
     np.testing.assert_allclose(y, plain.forward(x), rtol=1e-5, atol=1e-5)

@@ -8,8 +8,8 @@ from .torch_state import from_torch_state_dict, to_torch_state_dict
 def load_onnx(path, fold_batchnorm=False):
     """An .onnx file as a :class:`minconv.nn.Graph` named after the ONNX nodes (needs the
     ``onnx`` package, imported only here; see :mod:`minconv.io.onnx`). ``fold_batchnorm``
-    folds each BatchNormalization that alone reads a Conv's output into that Conv, and
-    each per-channel Mul or Add after one into it."""
+    folds each BatchNormalization, and each per-channel Mul or Add, that alone reads a
+    Conv's or a BatchNormalization's output into that layer."""
     from .onnx import load_onnx as load
     return load(path, fold_batchnorm=fold_batchnorm)
 

@@ -255,10 +255,10 @@ def load_onnx(path, bind=None, fold_batchnorm=False):
     outputs of the nodes listed in ``graph.onnx_outputs``). ``bind`` gives values for
     further graph inputs, which then count as constants.
 
-    ``fold_batchnorm`` folds every BatchNormalization whose input is a Conv's output read
-    by nothing else into that Conv (its weights scaled, its bias shifted), and every Mul
-    or Add by a per-channel constant that alone reads a BatchNormalization's or a Conv's
-    output into that layer, as inference runtimes do: one pass over the activations less
+    ``fold_batchnorm`` folds every BatchNormalization, and every Mul or Add by a
+    per-channel constant, whose input is a Conv's or a BatchNormalization's output read by
+    nothing else into that layer (its weights or scales multiplied, its bias or shift
+    moved: :func:`.ops.norm.fold_affine`), as inference runtimes do: one pass over the activations less
     per node folded, but the folded nodes are gone and the layer before each gives the
     output it gave (``graph.folded`` maps each folded node to its layer).
     """

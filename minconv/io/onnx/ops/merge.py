@@ -10,7 +10,7 @@ from ....nn.arith import Constant, Multiply, Scale, Shift
 from ....nn.merge import Add, Concat, Identity
 from ..node import as_float
 from ..registry import converter
-from .norm import fold_channel_affine
+from .norm import fold_affine
 
 
 def _split(node):
@@ -35,7 +35,8 @@ def _elementwise(node, merge, constant_layer, combine):
         if not variables:
             raise node.unsupported("inputs", "are all constant")
         if len(variables) == 1:
-            folded = fold_channel_affine(node, variables[0], value, constant_layer is Scale)
+            scale, shift = (value, 0.0) if constant_layer is Scale else (1.0, value)
+            folded = fold_affine(node, variables[0], scale, shift)
             return folded or node.layer(constant_layer(value), inputs=variables)
         merged = node.layer(merge(), inputs=variables, output=None, suffix="merge")
         return node.layer(constant_layer(value), inputs=[node.importer.internal(merged)])

@@ -41,7 +41,10 @@ def batch_norm(node):
         raise node.unsupported("spatial", "0 (per-position statistics) is not supported")
     scale, shift, mean, var = (as_float(node.required_constant(i, what)) for i, what in
                                enumerate(("scale", "B", "input_mean", "input_var"), start=1))
-    folded = _fold_into_convolution(node, scale, shift, mean, var, node.attr("epsilon", 1e-5))
+    # in inference a BatchNormalization is the affine map s v + (shift - s mean)
+    s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + node.attr("epsilon", 1e-5))
+    folded = fold_affine(node, node.inputs[0], s.reshape(-1, 1, 1),
+                         (shift - s * mean).reshape(-1, 1, 1))
     if folded is not None:
         return folded
     layer = BatchNorm2D(scale.shape[0], eps=node.attr("epsilon", 1e-5), dtype=scale.dtype)
@@ -51,77 +54,37 @@ def batch_norm(node):
     return node.layer(layer)
 
 
-def _fold_into_convolution(node, scale, shift, mean, var, eps):
-    """With the importer's ``fold_batchnorm``, a BatchNormalization that alone reads a
-    Conv's output becomes part of it, since per output channel f
+def fold_affine(node, source, scale, shift):
+    """With the importer's ``fold_batchnorm``: the per-channel affine map ``scale * v + shift``
+    of ``source`` (v), where v is a Conv's or a BatchNormalization's output that nothing
+    else reads, becomes part of that layer (``scale`` and ``shift`` one value per channel,
+    or one for all):
 
-        scale (conv(x) + b - mean) / sqrt(var + eps) + shift  =  conv'(x) + b',
-        W'[f] = s[f] W[f],  b'[f] = s[f] (b[f] - mean[f]) + shift[f],  s = scale / sqrt(var + eps),
+        Conv       W'[f] = scale[f] W[f],        b'[f] = scale[f] b[f] + shift[f]
+        BatchNorm  gamma'[f] = scale[f] gamma[f],  beta'[f] = scale[f] beta[f] + shift[f]
 
-    and returns the Conv node's name; None where it does not apply."""
-    importer, source = node.importer, node.inputs[0]
-    producer = importer.producer.get(source)
-    if (not importer.fold_batchnorm or importer.readers[source] != 1
-            or producer not in importer.node_names):
-        return None
-    conv = importer.graph[producer]
-    W = conv.params.get("W")
-    if type(conv) is not Conv2D or W is None or W.shape[0] != scale.shape[0]:
-        return None
-    s = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
-    b = conv.params.get("b", np.zeros(W.shape[0], W.dtype)).astype(np.float64)
-    conv.params["W"] = (W * s.reshape(-1, 1, 1, 1)).astype(W.dtype)
-    conv.params["b"] = (s * (b - mean) + shift).astype(W.dtype)
-    importer.producer[node.outputs[0]] = producer
-    importer.folded[node.name] = producer
-    return producer
-
-
-def fold_channel_affine(node, source, value, multiply):
-    """With the importer's ``fold_batchnorm``, a Mul (``multiply``) or an Add of the
-    constant ``value`` that alone reads a BatchNormalization's or a Conv's output, where
-    ``value`` is one number per channel (or one for all), becomes part of that layer:
-
-        BatchNorm  gamma' = c gamma, beta' = c beta  (Mul);  beta' = beta + c  (Add)
-        Conv       W'[f] = c[f] W[f], b' = c b       (Mul);  b' = b + c        (Add)
-
-    (DenseNet's export writes each BatchNorm as BatchNormalization, Mul and Add.) Returns
-    that layer's node name; None where it does not apply."""
+    The node then maps to that layer's output. Returns the layer's node name; None where
+    the map does not apply (a constant that is not per channel, say)."""
     importer = node.importer
     producer = importer.producer.get(source)
     if (not importer.fold_batchnorm or importer.readers[source] != 1
             or producer not in importer.node_names):
         return None
     layer = importer.graph[producer]
-    if type(layer) is BatchNorm2D:
-        channels, dtype = layer.num_features, layer.params["gamma"].dtype
-    elif type(layer) is Conv2D and "W" in layer.params:
-        channels, dtype = layer.params["W"].shape[0], layer.params["W"].dtype
-    else:
+    keys = {Conv2D: ("W", "b"), BatchNorm2D: ("gamma", "beta")}.get(type(layer))
+    if keys is None or keys[0] not in layer.params:
         return None
-    value = np.asarray(value)
+    weight = layer.params[keys[0]]
+    channels = weight.shape[0]
     try:
-        c = np.broadcast_to(value, (1, channels, 1, 1)).reshape(channels).astype(np.float64)
+        scale, shift = (np.broadcast_to(np.asarray(v, np.float64), (1, channels, 1, 1))
+                        .reshape(channels) for v in (scale, shift))
     except ValueError:
         return None
-    if value.ndim > 4:
-        return None
-    if type(layer) is BatchNorm2D:
-        gamma, beta = (layer.params[k].astype(np.float64) for k in ("gamma", "beta"))
-        if multiply:
-            gamma, beta = c * gamma, c * beta
-        else:
-            beta = beta + c
-        layer.params["gamma"], layer.params["beta"] = gamma.astype(dtype), beta.astype(dtype)
-    else:
-        W = layer.params["W"]
-        b = layer.params.get("b", np.zeros(channels, dtype)).astype(np.float64)
-        if multiply:
-            layer.params["W"] = (W * c.reshape(-1, 1, 1, 1)).astype(dtype)
-            b = c * b
-        else:
-            b = b + c
-        layer.params["b"] = b.astype(dtype)
+    bias = layer.params.get(keys[1], np.zeros(channels, weight.dtype)).astype(np.float64)
+    layer.params[keys[0]] = (weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+                             ).astype(weight.dtype)
+    layer.params[keys[1]] = (scale * bias + shift).astype(weight.dtype)
     importer.producer[node.outputs[0]] = producer
     importer.folded[node.name] = producer
     return producer
