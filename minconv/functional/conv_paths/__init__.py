@@ -69,16 +69,16 @@ def chunks(part, rows, positions, itemsize, workspace, xp=np):
 
 class Gather:
     """dx assembled chunk by chunk into a fresh array; a chunk that is the whole batch
-    and already a fresh array is taken as it is (no copy)."""
+    (a fresh array: every caller folds into one) is taken as it is (no copy)."""
 
     def __init__(self, xp, shape, dtype):
         self.xp, self.shape, self.dtype = xp, tuple(shape), dtype
         self.out = xp.empty(self.shape, dtype=dtype) if self.shape[0] != 1 else None
         self.whole = None
 
-    def put(self, part, folded, fresh=True):
+    def put(self, part, folded):
         if part.stop - part.start == self.shape[0]:
-            self.whole = folded if fresh else folded.copy()
+            self.whole = folded
         else:
             self.out[part] = folded
 
