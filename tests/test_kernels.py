@@ -488,7 +488,8 @@ def test_channels_first_matches_reference(shape, dtype):
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, ref.channels_first(yt))
     batch = np.full((shape[0] + 2,) + want.shape[1:], 7, dtype)
-    assert cpu_layout.channels_first(yt, out=batch[1:-1]) is not None
+    written = cpu_layout.channels_first(yt, out=batch[1:-1])
+    assert np.shares_memory(written, batch) and written.shape == want.shape
     np.testing.assert_array_equal(batch[1:-1], want)
     assert (batch[0] == 7).all() and (batch[-1] == 7).all()
 

@@ -224,7 +224,7 @@ def channels_first(yt, out=None):
                          f"shape {(N, C, H, W)}, got {getattr(out, 'dtype', type(out).__name__)} "
                          f"{getattr(out, 'shape', '')}")
     if yt.dtype != np.float32 or yt.size == 0:
-        out[...] = yt.transpose(0, 3, 1, 2)
+        reference.channels_first(yt, out)
     else:
         _channels_first_f32(yt, out)
     return out
