@@ -167,6 +167,15 @@ def test_the_predicates_answer_for_the_active_set(isa):
         cpu_tiles.fuses_im2row(np.float32, 864, 96, "backward")
 
 
+def assert_both_products_match_reference(x, w_rows, geometry):
+    """The tiles' forward product and weight gradient equal the reference's."""
+    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry)
+    assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry))
+    dy_rows = random(y.shape, 3)
+    assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
+                    ref.im2row_t_matmul(x, dy_rows, *geometry))
+
+
 def test_large_weights_match_reference(isa, monkeypatch):
     """ZFNet's conv5 on a 13x13 map, fused past the cache limit (as bench_kernels --tiles runs it)."""
     monkeypatch.setattr(cpu_tiles, "_FUSED_MAX_WEIGHTS",
@@ -174,11 +183,7 @@ def test_large_weights_match_reference(isa, monkeypatch):
     x = random((1, 384, 13, 13), 0)
     w_rows = random((9 * 384, 256), 1) * 0.05
     geometry = (3, 3, (1, 1), (1, 1), (1, 1))
-    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry)
-    assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry))
-    dy_rows = random(y.shape, 3)
-    assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
-                    ref.im2row_t_matmul(x, dy_rows, *geometry))
+    assert_both_products_match_reference(x, w_rows, geometry)
 
 
 @pytest.mark.parametrize("C, kh", [(150, 3), (40, 5)])
@@ -204,11 +209,7 @@ def test_a_short_last_block_of_positions_joins_the_one_before(isa, hw):
     x = random((1, 150) + hw, 0)
     w_rows = random((9 * 150, 24), 1) * 0.1
     geometry = (3, 3, (1, 1), (1, 1), (1, 1))
-    y = cpu_tiles.im2row_matmul(x, w_rows, *geometry)
-    assert_close_to(y, ref.im2row_matmul(x, w_rows, *geometry))
-    dy_rows = random(y.shape, 3)
-    assert_close_to(cpu_tiles.im2row_t_matmul(x, dy_rows, *geometry),
-                    ref.im2row_t_matmul(x, dy_rows, *geometry))
+    assert_both_products_match_reference(x, w_rows, geometry)
 
 
 def test_the_cap_returns_the_previous_one_and_names_a_wrong_one():
