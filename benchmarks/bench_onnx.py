@@ -2,6 +2,7 @@
 
     python benchmarks/bench_onnx.py                       # all seven models, batch 1 and 8
     python benchmarks/bench_onnx.py --models vgg19,resnet50 --batches 1 --repeats 3
+    python benchmarks/bench_onnx.py --layers --models squeezenet --batches 8   # minconv's time by layer type
 
 The ``onnx`` package ships the graphs of bvlc_alexnet, zfnet512, vgg19, resnet50,
 inception_v1, densenet121 and squeezenet (onnx/backend/test/data/light) with their
@@ -237,6 +238,47 @@ def child(args):
     np.savez(args.out, **results)
 
 
+def layer_times(args):
+    """minconv alone: each imported graph's forward time split by layer type (a timer
+    around every node, medians over ``--repeats`` passes), as a markdown table."""
+    import collections
+    import time
+    import onnx
+    import minconv as mc
+    mc.runtime.configure(malloc=args.malloc)
+    rows = []
+    for key in args.models.split(","):
+        model = randomized(light_model_path(MODELS[key]))
+        shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, f"{key}.onnx")
+            onnx.save(model, path)
+            net = mc.io.load_onnx(path, fold_batchnorm=args.fold)
+        forward_child = net._forward_child
+        passes = []
+
+        def timed(name, layer, *rest, **options):
+            start = time.perf_counter()
+            y = forward_child(name, layer, *rest, **options)
+            passes[-1][type(layer).__name__] += time.perf_counter() - start
+            return y
+
+        net._forward_child = timed
+        for batch in (int(b) for b in args.batches.split(",")):
+            x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+            passes.clear()
+            for _ in range(args.repeats + 1):  # the first pass warms up
+                passes.append(collections.Counter())
+                net.forward(x)
+            passes = passes[1:]
+            total = float(np.median([sum(p.values()) for p in passes])) * 1e3
+            counts = collections.Counter(type(net[n]).__name__ for n in net.names)
+            for kind in sorted(counts, key=lambda k: -np.median([p[k] for p in passes])):
+                ms = float(np.median([p[kind] for p in passes])) * 1e3
+                rows.append((key, batch, kind, counts[kind], f"{ms:.1f}", f"{ms / total:.0%}"))
+    print(markdown_table(("model", "batch", "layer", "nodes", "minconv ms", "of the pass"), rows))
+
+
 def run_child(framework, model, args, folder):
     import subprocess
     out = os.path.join(folder, f"{framework}_{model}.npz")
@@ -262,12 +304,16 @@ def main(argv=None):
                         help="minconv's malloc policy (runtime.configure); keep: the trainer's")
     parser.add_argument("--no-fold", dest="fold", action="store_false",
                         help="keep the BatchNormalization nodes (minconv and PyTorch)")
+    parser.add_argument("--layers", action="store_true",
+                        help="minconv alone: its time by layer type")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
+    if args.layers:
+        return layer_times(args)
     import onnxruntime as ort
     import torch
     print(f"# {machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
