@@ -32,6 +32,7 @@ What lives here, and nowhere else in the package:
 - **the instruction-set cap** of the compiled tiles ("avx512", "avx2", "none"),
   also settable before start-up with the environment variable ``MINCONV_ISA``.
 """
+import math
 import os
 import threading
 import warnings
@@ -230,9 +231,9 @@ def scratch(xp, dtype, shape):
     """
     if xp is not np:
         return xp.empty(shape, dtype=dtype)
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     buffers = _local.__dict__.setdefault("scratch", {})
-    key = np.dtype(dtype).name
+    key = np.dtype(dtype)
     buf = buffers.get(key)
     if buf is None or buf.size < size:
         buf = buffers[key] = np.empty(size, dtype=dtype)

@@ -151,6 +151,21 @@ def test_conv_transpose_backward_on_every_plan(plan, rng):
         assert rel_error(a, e) <= 1e-11
 
 
+def test_conv2d_planned_returns_the_output_and_the_plan_it_ran(rng):
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    W = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    y, plan = F.conv2d_planned(x, W, b, stride=2, padding=1)
+    assert plan == F.choose_plan(x, W, stride=2, padding=1)
+    np.testing.assert_array_equal(y, F.conv2d(x, W, b, stride=2, padding=1))
+    forced = F.conv2d_planned(x, W, b, stride=2, padding=1, plan="columns")[1]
+    assert str(forced) == "columns" and forced.reason == "forced"
+    layer = mc.nn.Conv2D(4, 6, 3, stride=2, padding=1)
+    layer.params["W"][...], layer.params["b"][...] = W, b
+    np.testing.assert_array_equal(layer.forward(x), y)
+    assert layer.plan == plan                            # what its backward pass reuses
+
+
 # ---------------------------------------------------------------- the planner's choices
 
 def test_default_plan_large_maps_take_one_gemm_per_image(rng):

@@ -166,6 +166,22 @@ def test_forward_frees_outputs_nobody_reads(rng):
     assert g["mix"]._cache is None
 
 
+def test_forward_follows_nodes_added_after_a_pass(rng):
+    """A pass's schedule (order, reader counts) is worked out once per head; adding a
+    node or moving the output must make the next pass follow the new graph."""
+    g = nn.Graph()
+    g.add("conv", nn.Conv2D(1, 2, 3, padding=1))
+    g.add("relu", nn.ReLU())
+    x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    c = g["conv"].forward(x)
+    np.testing.assert_allclose(g.forward(x), np.maximum(c, 0), rtol=1e-6)
+    np.testing.assert_allclose(g.forward(x, until="conv"), c, rtol=1e-6)
+    g.add("add", nn.Add(), inputs=["relu", "conv"])   # conv is now read twice
+    np.testing.assert_allclose(g.forward(x), np.maximum(c, 0) + c, rtol=1e-6)
+    g.output = "conv"
+    np.testing.assert_allclose(g.forward(x), c, rtol=1e-6)
+
+
 def test_state_dict_round_trip_and_other_architecture(rng):
     a, b = basic_block(3, 3, 1), basic_block(3, 3, 1)
     for value in a.state_dict().values():

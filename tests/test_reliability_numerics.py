@@ -98,6 +98,8 @@ def empty(*shape, dtype=np.float32):
 W = np.ones((4, 3, 3, 3), np.float32)
 OPS = {
     "conv2d": lambda: F.conv2d(empty(0, 3, 8, 8), W, np.zeros(4, np.float32), padding=1),
+    "conv2d_planned": lambda: F.conv2d_planned(empty(0, 3, 8, 8), W, np.zeros(4, np.float32),
+                                               padding=1),
     "conv2d_backward": lambda: F.conv2d_backward(empty(0, 4, 8, 8), empty(0, 3, 8, 8), W,
                                                  padding=1),
     "conv_transpose2d": lambda: F.conv_transpose2d(empty(0, 4, 8, 8), W,
@@ -143,7 +145,8 @@ OPS = {
     "tanh_backward": lambda: F.tanh_backward(empty(0, 3), empty(0, 3)),
 }
 EXPECTED = {  # the leading (batch) dimension of each result that has one
-    "conv2d": [(0, 4, 8, 8)], "conv2d_backward": [(0, 3, 8, 8), (4, 3, 3, 3), (4,)],
+    "conv2d": [(0, 4, 8, 8)], "conv2d_planned": [(0, 4, 8, 8)],
+    "conv2d_backward": [(0, 3, 8, 8), (4, 3, 3, 3), (4,)],
     "conv_transpose2d": [(0, 3, 10, 10)],
     "conv_transpose2d_backward": [(0, 4, 8, 8), (4, 3, 3, 3), (3,)],
     "im2col": [(27, 0)], "col2im": [(0, 3, 8, 8)], "max_pool2d": [(0, 3, 4, 4), (0, 3, 4, 4)],

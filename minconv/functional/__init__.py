@@ -4,8 +4,8 @@ Shapes follow NCHW and PyTorch's weight layouts (docs/architecture.md). Every fu
 checks its inputs and raises ``ValueError`` naming the op and the shapes.
 """
 from .activation import RULES, dropout, dropout_backward, relu, relu_backward
-from .conv import (col2im, conv2d, conv2d_backward, conv_matrix, conv_transpose2d,
-                   conv_transpose2d_backward, choose_transpose_plan, im2col,
+from .conv import (col2im, conv2d, conv2d_backward, conv2d_planned, conv_matrix,
+                   conv_transpose2d, conv_transpose2d_backward, choose_transpose_plan, im2col,
                    set_workspace_limit, workspace_limit)
 from .conv_plan import PLANS, Plan, choose_plan, using_plan
 from .linear import linear, linear_backward
@@ -24,7 +24,8 @@ __all__ = [
     "avg_pool2d_backward", "batch_norm", "batch_norm_backward", "concat", "concat_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "PLANS", "Plan", "choose_plan", "choose_transpose_plan", "using_plan",
-    "RULES", "col2im", "conv2d", "conv2d_backward", "conv_matrix", "conv_output_size",
+    "RULES", "col2im", "conv2d", "conv2d_backward", "conv2d_planned", "conv_matrix",
+    "conv_output_size",
     "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose_output_size", "dropout",
     "dropout_backward", "im2col", "linear", "linear_backward", "log_softmax", "lrn",
     "lrn_backward", "max_pool2d", "max_unpool2d", "pool_output_size", "relu", "relu_backward",

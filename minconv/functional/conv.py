@@ -117,9 +117,17 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None
     "valid". ``plan`` picks the path (a name of ``PLANS`` or a ``Plan``; default: the
     planner's). ``workspace`` overrides the column budget in bytes for this call.
     """
+    return conv2d_planned(x, W, b, stride, padding, dilation, groups, plan=plan,
+                          workspace=workspace)[0]
+
+
+def conv2d_planned(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None,
+                   workspace=None):
+    """:func:`conv2d` and the :class:`~.conv_plan.Plan` it ran: ``(y, plan)``, checked
+    and planned once (a layer keeps the plan for its backward pass)."""
     groups, win, group_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups, b)
     plan = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win)
-    return run_forward(plan, x, W, b, win, groups, workspace)
+    return run_forward(plan, x, W, b, win, groups, workspace), plan
 
 
 def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *, plan=None,

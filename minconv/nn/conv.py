@@ -71,10 +71,10 @@ class Conv2D(_ConvBase):
                          rng, dtype)
 
     def forward(self, x, train=False):
-        W = self.params["W"]
-        self.plan = F.choose_plan(x, W, **self._geometry, plan=self.forced_plan)
+        y, self.plan = F.conv2d_planned(x, self.params["W"], self.params.get("b"),
+                                        **self._geometry, plan=self.forced_plan)
         self._cache = (x, self.plan)
-        return F.conv2d(x, W, self.params.get("b"), **self._geometry, plan=self.plan)
+        return y
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x, plan = self._saved()

@@ -40,7 +40,7 @@ class Graph(Container):
         super().__init__()
         self._inputs = {}
         self._output = None
-        self._plan = None
+        self._structure_changed()
         for node in nodes:
             self.add(*node)
         if output is not None:
@@ -74,7 +74,7 @@ class Graph(Container):
             layer.input_names = inputs
         self._layers[name] = layer
         self._inputs[name] = inputs
-        self._plan = None
+        self._structure_changed()
         return self
 
     def inputs_of(self, name):
@@ -95,9 +95,29 @@ class Graph(Container):
     def output(self, name):
         self._child(name)
         self._output = name
-        self._plan = None
+        self._structure_changed()
 
     # -- planning ------------------------------------------------------------------
+    def _structure_changed(self):
+        """Forget the topological order and the schedules worked out from the edges."""
+        self._plan = None
+        self._schedules = {}
+
+    def _schedule(self, head):
+        """What a forward pass to node ``head`` runs, worked out once per head: the nodes
+        in order, how many of them read each output (``head`` once more: the caller), and
+        the inner outputs each reads from inside another node."""
+        if head not in self._schedules:
+            needed = self._ancestors(head)
+            order = [n for n in self.order() if n in needed]
+            uses = {}
+            for name in order:
+                for i in self._inputs[name]:
+                    uses[i] = uses.get(i, 0) + 1
+            uses[head] = uses.get(head, 0) + 1
+            self._schedules[head] = (needed, order, uses, self._inner_reads(needed))
+        return self._schedules[head]
+
     def order(self):
         """Node names in topological order (insertion order where free); ValueError for
         an unknown input name or a cycle."""
@@ -169,17 +189,11 @@ class Graph(Container):
         head, rest = self._split(until) if until is not None else (self.output, None)
         for path in record:
             self._split(path)
-        needed = self._ancestors(head)
-        order = [n for n in self.order() if n in needed]
-        uses = {}
-        for name in order:
-            for i in self._inputs[name]:
-                uses[i] = uses.get(i, 0) + 1
-        uses[head] = uses.get(head, 0) + 1  # the caller reads the result
+        needed, order, uses, inner_reads = self._schedule(head)
+        uses = dict(uses)  # counted down as the nodes run
         self.outputs = {}
         self._shapes = {}
         values = {INPUT: x}
-        inner_reads = self._inner_reads(needed)
         for name in order:
             layer, inputs = self._layers[name], self._inputs[name]
             args = [values[i] for i in inputs]
