@@ -17,7 +17,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ("cpu_conv", "cpu_tiles", "cpu_layout", "cpu_pool", "cpu_lrn", "cpu_activation",
-           "cpu_norm")
+           "cpu_norm", "cpu_winograd")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_tiles", "_blocks", "_im2row_matmul", "_im2row_matmul_avx2",
                              "_direct_avx512", "_direct_avx2")]
@@ -75,7 +75,8 @@ class BuildExt(build_ext):
 extensions = [
     Extension(f"minconv._kernels.{name}", [f"minconv/_kernels/{name}.pyx"],
               include_dirs=[np.get_include(), "minconv/_kernels"],
-              depends=TILE_HEADERS if name == "cpu_tiles" else [],
+              depends={"cpu_tiles": TILE_HEADERS,
+                       "cpu_winograd": ["minconv/_kernels/_winograd.h"]}.get(name, []),
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNELS
 ]

@@ -93,6 +93,7 @@ GRID = [
     (2, 4, 7, 9, 4, 3, 3, 2, 1, 1, 4),                  # depthwise, stride 2
     (2, 3, 6, 6, 6, 3, 3, 1, 2, 2, 3),                  # depthwise, channel multiplier 2
     (2, 2, 26, 25, 3, 3, 3, 1, 1, 1, 1),                # >= 512 positions (per-image maps)
+    (2, 5, 8, 9, 6, 3, 3, 1, (2, 0), 1, 1),             # 3x3 stride 1, paddings 2 and 0
     (2, 6, 11, 12, 8, 1, 1, 1, 0, 1, 1),                # 1x1: pointwise, one GEMM per chunk
     (3, 6, 11, 12, 5, 1, 1, 2, 0, 1, 1),                # 1x1 stride 2: the kept positions
     (2, 8, 9, 7, 6, 1, 1, (1, 2), 0, 1, 2),             # 1x1, per-axis stride, groups=2
@@ -190,7 +191,7 @@ def test_default_plan_large_maps_fuse_small_weights(isa, isa_cap, monkeypatch):
     assert str(conv2) == ("fused_rows" if isa == "avx512" else "per_image")
     wide = F.choose_plan(np.zeros((2, 512, 28, 28), np.float32),    # VGG's 512 -> 512: 2.4M
                          np.zeros((512, 512, 3, 3), np.float32), padding=1)
-    assert str(wide) == "per_image"
+    assert str(wide) == "winograd/dx:winograd/dW:per_image"       # its gradient: one GEMM
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
@@ -211,10 +212,37 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     assert str(small) == ("fused_rows" if isa != "none" else "rows")
     large_map = F.choose_plan(np.zeros((1, 128, 112, 112), np.float32),
                               np.zeros((128, 128, 3, 3), np.float32), padding=1)
-    assert str(large_map) == "per_image"
+    assert large_map.weight_grad == "per_image"
     two = F.choose_plan(np.zeros((2, 128, 112, 112), np.float32),
                         np.zeros((128, 128, 3, 3), np.float32), padding=1)
-    assert str(two) == ("fused_rows" if isa != "none" else "per_image")
+    assert two.weight_grad == ("fused_rows" if isa != "none" else "per_image")
+    assert large_map.forward == two.forward == "winograd"           # 3x3, stride 1, wide
+
+
+@pytest.mark.parametrize("isa", ["avx512", "none"])
+def test_default_plan_takes_winograd_for_wide_3x3_at_stride_1(isa, isa_cap):
+    """Forward and dx of 3x3 stride-1 convolutions with >= 96 channels in and out over
+    >= 784 positions of the batch; never their weight gradient, other windows, thin
+    layers, small maps at batch 1, float64 or a forced plan."""
+    isa_cap(isa)
+    W = np.zeros((256, 256, 3, 3), np.float32)
+    plan = F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=1)
+    assert (plan.forward, plan.data_grad) == ("winograd", "winograd")
+    assert plan.weight_grad != "winograd" and "Winograd" in plan.reason
+    assert F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=2).forward == \
+        "winograd"                                                  # dx then padded by 0
+    for x, W_shape, kw in (((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1, stride=2)),
+                           ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=2, dilation=2)),
+                           ((8, 256, 14, 14), (256, 256, 5, 5), dict(padding=2)),
+                           ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),      # thin
+                           ((8, 128, 28, 28), (32, 128, 3, 3), dict(padding=1)),    # 32 filters
+                           ((1, 512, 14, 14), (512, 512, 3, 3), dict(padding=1))):  # 196 positions
+        plan = F.choose_plan(np.zeros(x, np.float32), np.zeros(W_shape, np.float32), **kw)
+        assert "winograd" not in str(plan), (x, W_shape, kw, plan)
+    assert "winograd" not in str(F.choose_plan(np.zeros((8, 256, 14, 14)),
+                                               np.zeros((256, 256, 3, 3)), padding=1))
+    with F.using_plan("rows"):
+        assert str(F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=1)) == "rows"
 
 
 def test_default_plan_small_maps_go_channels_last():

@@ -564,13 +564,14 @@ def test_lrn_backward_rejects_mismatched_arrays():
 def test_every_twin_has_the_references_signature():
     import inspect
 
-    from minconv._kernels import NAMES, cpu_activation, cuda
-    modules = [cuda, cpu_conv, cpu_pool, cpu_lrn, cpu_activation, cpu_layout]
+    from minconv._kernels import NAMES, cpu_activation, cpu_winograd, cuda, reference_winograd
+    modules = [cuda, cpu_conv, cpu_pool, cpu_lrn, cpu_activation, cpu_layout, cpu_winograd]
     compared = set()
     for name in NAMES:
-        if not hasattr(ref, name):
+        spec = ref if hasattr(ref, name) else reference_winograd
+        if not hasattr(spec, name):
             continue
-        want = inspect.signature(getattr(ref, name))
+        want = inspect.signature(getattr(spec, name))
         for module in modules:
             if hasattr(module, name):
                 got = inspect.signature(getattr(module, name))
@@ -581,3 +582,4 @@ def test_every_twin_has_the_references_signature():
     assert ("minconv._kernels.cpu_layout", "reversed_axes") in compared
     assert ("minconv._kernels.cpu_layout", "channels_first") in compared
     assert ("minconv._kernels.cuda", "padded_channels_last") in compared
+    assert ("minconv._kernels.cpu_winograd", "winograd_output") in compared

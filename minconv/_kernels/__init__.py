@@ -4,8 +4,8 @@
 ``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``conv2d_direct``,
 ``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``,
 ``lrn_backward``, ``relu_forward``, ``relu_backward``, ``reversed_axes``,
-``padded_channels_last`` and ``channels_first`` (with the batch-norm and average-pooling
-kernels) for the device and dtype of ``x``:
+``padded_channels_last``, ``channels_first`` and the Winograd transforms (with the
+batch-norm and average-pooling kernels) for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`, ``cuda_norm``
   and ``cuda_avgpool``;
@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from . import reference, reference_avgpool, reference_norm
+from . import reference, reference_avgpool, reference_norm, reference_winograd
 from ..backend import get_array_module
 
 NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matmul",
@@ -27,7 +27,7 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
          "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
          "adaptive_avgpool_backward", "reversed_axes", "padded_channels_last",
-         "channels_first")
+         "channels_first", "winograd_weights", "winograd_tiles", "winograd_output")
 # the Cython kernels' OpenMP controls, whether their tiles run, and the instruction-set
 # cap of the tiles (absent from the reference and CUDA namespaces; minconv.runtime and
 # the convolution planner ask them)
@@ -37,9 +37,9 @@ THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fus
 
 def _namespace(*modules):
     functions = {}
-    # the batch-norm and average-pooling specifications run on any array module:
-    # wherever no twin is built they serve
-    modules = modules + (reference_norm, reference_avgpool)
+    # the batch-norm, average-pooling and Winograd specifications run on any array
+    # module: wherever no twin is built they serve
+    modules = modules + (reference_norm, reference_avgpool, reference_winograd)
     for name in NAMES + THREAD_CONTROLS:
         for module in modules:
             if hasattr(module, name):
@@ -61,7 +61,7 @@ try:
     from . import cpu_activation, cpu_conv, cpu_layout, cpu_lrn, cpu_pool, cpu_tiles
     CPU_BUILT = True
     cpu = _namespace(cpu_conv, cpu_tiles, cpu_layout, cpu_pool, cpu_lrn, cpu_activation,
-                     *_optional("cpu_norm"))
+                     *_optional("cpu_norm"), *_optional("cpu_winograd"))
 except ImportError as error:  # not compiled: stay usable, but say so once
     CPU_BUILT = False
     cpu = _namespace(reference)

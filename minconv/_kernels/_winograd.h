@@ -1,0 +1,137 @@
+/* The Winograd F(2x2, 3x3) transforms for cpu_winograd.pyx (float and double), on
+   channels-last data so that the inner loop of each runs along contiguous channels
+   with no branch in it (the compiler vectorises it):
+
+     mc_wg_tiles    V[k, p, c] = (B^T d B)[k],  d the 4x4 tile of p in the padded
+                    channels-last image xt (N, Hp, Wp, C); rows or columns past its
+                    edge read from a row of zeros
+     mc_wg_output   yt[n, 2i + a, 2j + b, f] = (A^T M_p A)[a, b] + bias[f]; outputs
+                    past the map's edge go to the calling thread's scratch row
+     mc_wg_weights  U[k] = (G g G^T)[k] for the nine planes T[t] = g[t / 3, t % 3]
+                    (each holds tap t of every filter, ``plane`` values)
+
+   Each takes one range of tiles (or of plane elements), so the callers share them
+   among threads. See reference_winograd.py for the matrices. */
+#ifndef MINCONV_WINOGRAD_H
+#define MINCONV_WINOGRAD_H
+
+#include <stddef.h>
+
+#define MC_WG_KERNELS(T, S)                                                               \
+static void mc_wg_tiles_##S(const T *xt, const T *zeros, ptrdiff_t Hp, ptrdiff_t Wp,      \
+        ptrdiff_t C, ptrdiff_t th, ptrdiff_t tw, ptrdiff_t P, ptrdiff_t p_start,          \
+        ptrdiff_t p_stop, T *V)                                                           \
+{                                                                                         \
+    const ptrdiff_t K = P * C;               /* from V[k, p, :] to V[k + 1, p, :] */      \
+    for (ptrdiff_t p = p_start; p < p_stop; p++) {                                        \
+        const ptrdiff_t n = p / (th * tw), i = (p / tw) % th, j = p % tw;                 \
+        const T *d[16];                                                                   \
+        for (int a = 0; a < 4; a++)                                                       \
+            for (int b = 0; b < 4; b++) {                                                 \
+                const ptrdiff_t h = 2 * i + a, w = 2 * j + b;                             \
+                d[4 * a + b] = (h < Hp && w < Wp) ? xt + ((n * Hp + h) * Wp + w) * C     \
+                                                  : zeros;                                \
+            }                                                                             \
+        const T *restrict d0 = d[0], *restrict d1 = d[1], *restrict d2 = d[2];            \
+        const T *restrict d3 = d[3], *restrict d4 = d[4], *restrict d5 = d[5];            \
+        const T *restrict d6 = d[6], *restrict d7 = d[7], *restrict d8 = d[8];            \
+        const T *restrict d9 = d[9], *restrict d10 = d[10], *restrict d11 = d[11];        \
+        const T *restrict d12 = d[12], *restrict d13 = d[13], *restrict d14 = d[14];      \
+        const T *restrict d15 = d[15];                                                    \
+        T *restrict v = V + p * C;                                                        \
+        _Pragma("omp simd")                                                               \
+        for (ptrdiff_t c = 0; c < C; c++) {                                               \
+            /* B^T d: rows r0..r3 of the tile, column b = 0..3 */                         \
+            const T r00 = d0[c] - d8[c], r01 = d1[c] - d9[c];                             \
+            const T r02 = d2[c] - d10[c], r03 = d3[c] - d11[c];                           \
+            const T r10 = d4[c] + d8[c], r11 = d5[c] + d9[c];                             \
+            const T r12 = d6[c] + d10[c], r13 = d7[c] + d11[c];                           \
+            const T r20 = d8[c] - d4[c], r21 = d9[c] - d5[c];                             \
+            const T r22 = d10[c] - d6[c], r23 = d11[c] - d7[c];                           \
+            const T r30 = d4[c] - d12[c], r31 = d5[c] - d13[c];                           \
+            const T r32 = d6[c] - d14[c], r33 = d7[c] - d15[c];                           \
+            /* (B^T d) B, row by row */                                                   \
+            v[0 * K + c] = r00 - r02;  v[1 * K + c] = r01 + r02;                          \
+            v[2 * K + c] = r02 - r01;  v[3 * K + c] = r01 - r03;                          \
+            v[4 * K + c] = r10 - r12;  v[5 * K + c] = r11 + r12;                          \
+            v[6 * K + c] = r12 - r11;  v[7 * K + c] = r11 - r13;                          \
+            v[8 * K + c] = r20 - r22;  v[9 * K + c] = r21 + r22;                          \
+            v[10 * K + c] = r22 - r21; v[11 * K + c] = r21 - r23;                         \
+            v[12 * K + c] = r30 - r32; v[13 * K + c] = r31 + r32;                         \
+            v[14 * K + c] = r32 - r31; v[15 * K + c] = r31 - r33;                         \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+static void mc_wg_output_##S(const T *M, const T *bias, T *sink, ptrdiff_t Ho,            \
+        ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t th, ptrdiff_t tw, ptrdiff_t P,               \
+        ptrdiff_t p_start, ptrdiff_t p_stop, T *yt)                                       \
+{                                                                                         \
+    const ptrdiff_t K = P * F;               /* from M[k, p, :] to M[k + 1, p, :] */      \
+    for (ptrdiff_t p = p_start; p < p_stop; p++) {                                        \
+        const ptrdiff_t n = p / (th * tw), i = (p / tw) % th, j = p % tw;                 \
+        T *y[4];                                                                          \
+        for (int a = 0; a < 2; a++)                                                       \
+            for (int b = 0; b < 2; b++) {                                                 \
+                const ptrdiff_t h = 2 * i + a, w = 2 * j + b;                             \
+                y[2 * a + b] = (h < Ho && w < Wo) ? yt + ((n * Ho + h) * Wo + w) * F      \
+                                                  : sink;                                 \
+            }                                                                             \
+        const T *restrict m = M + p * F, *restrict b = bias;                              \
+        T *restrict y00 = y[0], *restrict y01 = y[1];                                     \
+        T *restrict y10 = y[2], *restrict y11 = y[3];                                     \
+        _Pragma("omp simd")                                                               \
+        for (ptrdiff_t f = 0; f < F; f++) {                                               \
+            /* A^T m, column by column: rows t0 and t1 */                                 \
+            const T t00 = m[0 * K + f] + m[4 * K + f] + m[8 * K + f];                     \
+            const T t01 = m[1 * K + f] + m[5 * K + f] + m[9 * K + f];                     \
+            const T t02 = m[2 * K + f] + m[6 * K + f] + m[10 * K + f];                    \
+            const T t03 = m[3 * K + f] + m[7 * K + f] + m[11 * K + f];                    \
+            const T t10 = m[4 * K + f] - m[8 * K + f] - m[12 * K + f];                    \
+            const T t11 = m[5 * K + f] - m[9 * K + f] - m[13 * K + f];                    \
+            const T t12 = m[6 * K + f] - m[10 * K + f] - m[14 * K + f];                   \
+            const T t13 = m[7 * K + f] - m[11 * K + f] - m[15 * K + f];                   \
+            /* (A^T m) A */                                                               \
+            y00[f] = t00 + t01 + t02 + b[f];                                              \
+            y01[f] = t01 - t02 - t03 + b[f];                                              \
+            y10[f] = t10 + t11 + t12 + b[f];                                              \
+            y11[f] = t11 - t12 - t13 + b[f];                                              \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+static void mc_wg_weights_##S(const T *Tp, ptrdiff_t step, ptrdiff_t plane,               \
+        ptrdiff_t start, ptrdiff_t stop, T *U)                                            \
+{                                                                                         \
+    /* tap t's plane at Tp + t * step (step < 0 walks them backwards: flipped filters) */ \
+    const T h = (T)0.5;                                                                   \
+    const T *restrict g0 = Tp, *restrict g1 = Tp + step, *restrict g2 = Tp + 2 * step;    \
+    const T *restrict g3 = Tp + 3 * step, *restrict g4 = Tp + 4 * step;                   \
+    const T *restrict g5 = Tp + 5 * step, *restrict g6 = Tp + 6 * step;                   \
+    const T *restrict g7 = Tp + 7 * step, *restrict g8 = Tp + 8 * step;                   \
+    T *restrict u = U;                                                                    \
+    _Pragma("omp simd")                                                                   \
+    for (ptrdiff_t e = start; e < stop; e++) {                                            \
+        /* G g: rows 0..3, columns 0..2 (g's row i holds taps 3i..3i+2) */                \
+        const T a0 = g0[e], a1 = g1[e], a2 = g2[e];                                       \
+        const T b0 = (g0[e] + g3[e] + g6[e]) * h, b1 = (g1[e] + g4[e] + g7[e]) * h;       \
+        const T b2 = (g2[e] + g5[e] + g8[e]) * h;                                         \
+        const T c0 = (g0[e] - g3[e] + g6[e]) * h, c1 = (g1[e] - g4[e] + g7[e]) * h;       \
+        const T c2 = (g2[e] - g5[e] + g8[e]) * h;                                         \
+        const T e0 = g6[e], e1 = g7[e], e2 = g8[e];                                       \
+        /* (G g) G^T, row by row */                                                       \
+        u[0 * plane + e] = a0;  u[1 * plane + e] = (a0 + a1 + a2) * h;                    \
+        u[2 * plane + e] = (a0 - a1 + a2) * h;  u[3 * plane + e] = a2;                    \
+        u[4 * plane + e] = b0;  u[5 * plane + e] = (b0 + b1 + b2) * h;                    \
+        u[6 * plane + e] = (b0 - b1 + b2) * h;  u[7 * plane + e] = b2;                    \
+        u[8 * plane + e] = c0;  u[9 * plane + e] = (c0 + c1 + c2) * h;                    \
+        u[10 * plane + e] = (c0 - c1 + c2) * h; u[11 * plane + e] = c2;                   \
+        u[12 * plane + e] = e0; u[13 * plane + e] = (e0 + e1 + e2) * h;                   \
+        u[14 * plane + e] = (e0 - e1 + e2) * h; u[15 * plane + e] = e2;                   \
+    }                                                                                     \
+}
+
+MC_WG_KERNELS(float, f32)
+MC_WG_KERNELS(double, f64)
+
+#endif
