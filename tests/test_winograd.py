@@ -1,12 +1,12 @@
-"""Winograd F(2x2, 3x3): the readable kernels against the definition of the convolution,
-and the Cython twins against them (the convolution itself goes through every plan in
+"""Winograd F(2x2, 3x3): the readable kernels against the definition of the convolution
+(its output, data gradient and weight gradient), and the Cython twins against them (the convolution itself goes through every plan in
 test_conv_plans.py)."""
 import numpy as np
 import pytest
 
 import minconv as mc
 from minconv._kernels import reference_winograd as ref
-from conftest import rel_error
+from conftest import assert_grad_close, numerical_gradient, rel_error
 
 REASON = "the Cython kernels are not built (run `pip install -e .`)"
 
@@ -39,6 +39,31 @@ def test_reference_kernels_give_the_convolution_and_its_transpose(case, rng):
     assert rel_error(dx, mc.functional.conv2d_backward(dy, x, W, 1, p, plan="columns")[0]) <= 1e-12
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_reference_kernels_give_the_weight_gradient(case, rng):
+    N, C, H, Wd, F, p = case
+    x = rng.standard_normal((N, C, H, Wd))
+    W = rng.standard_normal((F, C, 3, 3))
+    dy = rng.standard_normal((N, F, H + 2 * p[0] - 2, Wd + 2 * p[1] - 2))
+    dU = np.matmul(ref.winograd_tiles(x, p).transpose(0, 2, 1), ref.winograd_grad_tiles(dy))
+    want = mc.functional.conv2d_backward(dy, x, W, 1, p, plan="columns")[1]
+    assert rel_error(ref.winograd_weight_grad(dU), want) <= 1e-12
+
+
+@pytest.mark.parametrize("padding", [(1, 1), (2, 0)])
+def test_the_winograd_plan_passes_a_gradient_check(padding, rng):
+    """dx, dW and db of conv2d(plan="winograd") against centred differences (float64)."""
+    x = rng.standard_normal((2, 3, 5, 6))
+    W = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    f = lambda: mc.functional.conv2d(x, W, b, 1, padding, plan="winograd")  # noqa: E731
+    dy = rng.standard_normal(f().shape)
+    dx, dW, db = mc.functional.conv2d_backward(dy, x, W, 1, padding, plan="winograd")
+    assert_grad_close(dx, numerical_gradient(f, x, dy), what="dx")
+    assert_grad_close(dW, numerical_gradient(f, W, dy), what="dW")
+    assert_grad_close(db, numerical_gradient(f, b, dy), what="db")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_cython_twins_match_the_reference(case, dtype, rng):
@@ -60,6 +85,14 @@ def test_cython_twins_match_the_reference(case, dtype, rng):
         got = cpu.winograd_output(M, N, Ho, Wo, bias)
         assert got.dtype == dtype and got.shape == (N, F, Ho, Wo)
         np.testing.assert_allclose(got, ref.winograd_output(M, N, Ho, Wo, bias), **tol)
+    dy = rng.standard_normal((N, F, Ho, Wo)).astype(dtype)
+    dM = cpu.winograd_grad_tiles(dy)
+    assert dM.dtype == dtype and dM.shape == (16, V.shape[1], F)
+    np.testing.assert_allclose(dM, ref.winograd_grad_tiles(dy), **tol)
+    dU = rng.standard_normal((16, C, F)).astype(dtype)
+    got = cpu.winograd_weight_grad(dU)
+    assert got.dtype == dtype and got.shape == (F, C, 3, 3) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, ref.winograd_weight_grad(dU), **tol)
 
 
 def test_cython_twins_where_the_threads_share_the_work(rng):
@@ -75,6 +108,12 @@ def test_cython_twins_where_the_threads_share_the_work(rng):
     for transposed in (False, True):
         np.testing.assert_allclose(cpu.winograd_weights(W, transposed),
                                    ref.winograd_weights(W, transposed), rtol=1e-6, atol=1e-6)
+    dy = rng.standard_normal((4, 96, 30, 29)).astype(np.float32)
+    np.testing.assert_allclose(cpu.winograd_grad_tiles(dy), ref.winograd_grad_tiles(dy),
+                               rtol=1e-6, atol=1e-6)
+    dU = rng.standard_normal((16, 300, 512)).astype(np.float32)
+    np.testing.assert_allclose(cpu.winograd_weight_grad(dU), ref.winograd_weight_grad(dU),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_bad_operands_name_themselves():
@@ -85,5 +124,9 @@ def test_bad_operands_name_themselves():
         cpu.winograd_tiles(np.zeros((2, 3, 4), np.float32), (1, 1))
     with pytest.raises(ValueError, match=r"winograd_output: M \(16, 3, 2\) does not hold"):
         cpu.winograd_output(np.zeros((16, 3, 2), np.float32), 1, 5, 5)
+    with pytest.raises(ValueError, match=r"winograd_weight_grad: dU must be \(16, C, F\)"):
+        cpu.winograd_weight_grad(np.zeros((9, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="winograd_grad_tiles: dy must be a 4-D"):
+        cpu.winograd_grad_tiles(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"winograd_output: bias must be \(2,\)"):
         cpu.winograd_output(np.zeros((16, 9, 2), np.float32), 1, 5, 5, np.zeros(3, np.float32))

@@ -27,7 +27,8 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
          "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
          "adaptive_avgpool_backward", "reversed_axes", "padded_channels_last",
-         "channels_first", "winograd_weights", "winograd_tiles", "winograd_output")
+         "channels_first", "winograd_weights", "winograd_tiles", "winograd_output",
+         "winograd_grad_tiles", "winograd_weight_grad")
 # the Cython kernels' OpenMP controls, whether their tiles run, and the instruction-set
 # cap of the tiles (absent from the reference and CUDA namespaces; minconv.runtime and
 # the convolution planner ask them)

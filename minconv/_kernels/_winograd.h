@@ -9,6 +9,9 @@
                     past the map's edge go to the calling thread's scratch row
      mc_wg_weights  U[k] = (G g G^T)[k] for the nine planes T[t] = g[t / 3, t % 3]
                     (each holds tap t of every filter, ``plane`` values)
+     mc_wg_grad_tiles   dM[k, p, f] = (A dY A^T)[k], dY the 2x2 block of tile p in dy
+                    channels last (N, Ho, Wo, F); past the map's edge, zeros
+     mc_wg_weight_grad  the nine tap planes (G^T dU G)[i, j] from the 16 planes of dU
 
    Each takes one range of tiles (or of plane elements), so the callers share them
    among threads. See reference_winograd.py for the matrices. */
@@ -131,7 +134,72 @@ static void mc_wg_weights_##S(const T *Tp, ptrdiff_t step, ptrdiff_t plane,     
     }                                                                                     \
 }
 
+#define MC_WG_GRAD_KERNELS(T, S)                                                          \
+static void mc_wg_grad_tiles_##S(const T *dyt, const T *zeros, ptrdiff_t Ho, ptrdiff_t Wo, \
+        ptrdiff_t F, ptrdiff_t th, ptrdiff_t tw, ptrdiff_t P, ptrdiff_t p_start,          \
+        ptrdiff_t p_stop, T *dM)                                                          \
+{                                                                                         \
+    const ptrdiff_t K = P * F;               /* from dM[k, p, :] to dM[k + 1, p, :] */    \
+    for (ptrdiff_t p = p_start; p < p_stop; p++) {                                        \
+        const ptrdiff_t n = p / (th * tw), i = (p / tw) % th, j = p % tw;                 \
+        const T *g[4];                                                                    \
+        for (int a = 0; a < 2; a++)                                                       \
+            for (int b = 0; b < 2; b++) {                                                 \
+                const ptrdiff_t h = 2 * i + a, w = 2 * j + b;                             \
+                g[2 * a + b] = (h < Ho && w < Wo) ? dyt + ((n * Ho + h) * Wo + w) * F     \
+                                                  : zeros;                                \
+            }                                                                             \
+        const T *restrict g00 = g[0], *restrict g01 = g[1];                               \
+        const T *restrict g10 = g[2], *restrict g11 = g[3];                               \
+        T *restrict m = dM + p * F;                                                       \
+        _Pragma("omp simd")                                                               \
+        for (ptrdiff_t f = 0; f < F; f++) {                                               \
+            /* A dY: rows 0..3, columns 0..1 */                                           \
+            const T a0 = g00[f], a1 = g01[f];                                             \
+            const T b0 = g00[f] + g10[f], b1 = g01[f] + g11[f];                           \
+            const T c0 = g00[f] - g10[f], c1 = g01[f] - g11[f];                           \
+            const T e0 = -g10[f], e1 = -g11[f];                                           \
+            /* (A dY) A^T, row by row */                                                  \
+            m[0 * K + f] = a0;  m[1 * K + f] = a0 + a1;                                   \
+            m[2 * K + f] = a0 - a1;  m[3 * K + f] = -a1;                                  \
+            m[4 * K + f] = b0;  m[5 * K + f] = b0 + b1;                                   \
+            m[6 * K + f] = b0 - b1;  m[7 * K + f] = -b1;                                  \
+            m[8 * K + f] = c0;  m[9 * K + f] = c0 + c1;                                   \
+            m[10 * K + f] = c0 - c1; m[11 * K + f] = -c1;                                 \
+            m[12 * K + f] = e0; m[13 * K + f] = e0 + e1;                                  \
+            m[14 * K + f] = e0 - e1; m[15 * K + f] = -e1;                                 \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+static void mc_wg_weight_grad_##S(const T *dU, ptrdiff_t plane, ptrdiff_t start,           \
+        ptrdiff_t stop, T *taps)                                                          \
+{                                                                                         \
+    /* taps[3i + j] = (G^T dU G)[i, j], plane by plane */                                 \
+    const T h = (T)0.5;                                                                   \
+    const T *restrict u = dU;                                                             \
+    T *restrict o = taps;                                                                 \
+    _Pragma("omp simd")                                                                   \
+    for (ptrdiff_t e = start; e < stop; e++) {                                            \
+        T s[3][4];                           /* G^T u: rows 0..2, columns 0..3 */         \
+        for (int c = 0; c < 4; c++) {                                                     \
+            const T u0 = u[c * plane + e], u1 = u[(4 + c) * plane + e];                   \
+            const T u2 = u[(8 + c) * plane + e], u3 = u[(12 + c) * plane + e];            \
+            s[0][c] = u0 + (u1 + u2) * h;                                                 \
+            s[1][c] = (u1 - u2) * h;                                                      \
+            s[2][c] = (u1 + u2) * h + u3;                                                 \
+        }                                                                                 \
+        for (int i = 0; i < 3; i++) {        /* (G^T u) G */                              \
+            o[(3 * i + 0) * plane + e] = s[i][0] + (s[i][1] + s[i][2]) * h;               \
+            o[(3 * i + 1) * plane + e] = (s[i][1] - s[i][2]) * h;                         \
+            o[(3 * i + 2) * plane + e] = (s[i][1] + s[i][2]) * h + s[i][3];               \
+        }                                                                                 \
+    }                                                                                     \
+}
+
 MC_WG_KERNELS(float, f32)
 MC_WG_KERNELS(double, f64)
+MC_WG_GRAD_KERNELS(float, f32)
+MC_WG_GRAD_KERNELS(double, f64)
 
 #endif

@@ -4,6 +4,8 @@
     winograd_weights(W, transposed=False)   (F, C, 3, 3) -> U (16, C, F)  [(16, F, C)]
     winograd_tiles(x, padding)              (N, C, H, W) -> V (16, P, C)
     winograd_output(M, N, Ho, Wo, bias)     (16, P, F)   -> y (N, F, Ho, Wo)
+    winograd_grad_tiles(dy)                 (N, F, Ho, Wo) -> dM (16, P, F)
+    winograd_weight_grad(dU)                (16, C, F)   -> dW (F, C, 3, 3)
 
 The input goes channels last first (``padded_channels_last``) and the output comes back
 from channels last (``channels_first``): in between, every transform reads and writes
@@ -37,6 +39,16 @@ cdef extern from "_winograd.h" nogil:
                            Py_ssize_t start, Py_ssize_t stop, float *U)
     void mc_wg_weights_f64(const double *T, Py_ssize_t step, Py_ssize_t plane,
                            Py_ssize_t start, Py_ssize_t stop, double *U)
+    void mc_wg_grad_tiles_f32(const float *dyt, const float *zeros, Py_ssize_t Ho,
+                              Py_ssize_t Wo, Py_ssize_t F, Py_ssize_t th, Py_ssize_t tw,
+                              Py_ssize_t P, Py_ssize_t p_start, Py_ssize_t p_stop, float *dM)
+    void mc_wg_grad_tiles_f64(const double *dyt, const double *zeros, Py_ssize_t Ho,
+                              Py_ssize_t Wo, Py_ssize_t F, Py_ssize_t th, Py_ssize_t tw,
+                              Py_ssize_t P, Py_ssize_t p_start, Py_ssize_t p_stop, double *dM)
+    void mc_wg_weight_grad_f32(const float *dU, Py_ssize_t plane, Py_ssize_t start,
+                               Py_ssize_t stop, float *taps)
+    void mc_wg_weight_grad_f64(const double *dU, Py_ssize_t plane, Py_ssize_t start,
+                               Py_ssize_t stop, double *taps)
 
 
 def _float_array(a, what, ndim):
@@ -162,3 +174,63 @@ def winograd_weights(W, transposed=False):
         else:
             _weights[double](taps, bool(transposed), U)
     return U
+
+
+cdef void _grad_tiles(const floating[:, :, :, ::1] dyt, const floating[::1] zeros,
+                      Py_ssize_t th, Py_ssize_t tw, floating[:, :, ::1] dM) noexcept nogil:
+    cdef Py_ssize_t P = dM.shape[1], F = dM.shape[2]
+    cdef int parts = threads_for(16 * P * F), part
+    for part in prange(parts, num_threads=parts, schedule="static"):
+        if floating is float:
+            mc_wg_grad_tiles_f32(&dyt[0, 0, 0, 0], &zeros[0], dyt.shape[1], dyt.shape[2], F,
+                                 th, tw, P, _bound(P, parts, part), _bound(P, parts, part + 1),
+                                 &dM[0, 0, 0])
+        else:
+            mc_wg_grad_tiles_f64(&dyt[0, 0, 0, 0], &zeros[0], dyt.shape[1], dyt.shape[2], F,
+                                 th, tw, P, _bound(P, parts, part), _bound(P, parts, part + 1),
+                                 &dM[0, 0, 0])
+
+
+def winograd_grad_tiles(dy):
+    """dM (16, P, F): A dY A^T for the 2x2 block dY of dy (N, F, Ho, Wo) under each tile p
+    (zero past the map's edge): the products' gradient, for the weight gradient."""
+    dy = _float_array(dy, "winograd_grad_tiles: dy", 4)
+    N, F, Ho, Wo = dy.shape
+    th, tw = winograd_tile_counts(Ho, Wo)
+    dM = np.empty((16, N * th * tw, F), dtype=dy.dtype)
+    if dM.size:
+        if dy.dtype == np.float32:
+            _grad_tiles[float](padded_channels_last(dy, 0, 0), np.zeros(F, dy.dtype), th, tw,
+                               dM)
+        else:
+            _grad_tiles[double](padded_channels_last(dy, 0, 0), np.zeros(F, dy.dtype), th, tw,
+                                dM)
+    return dM
+
+
+cdef void _weight_grad(const floating[:, ::1] dU, floating[:, ::1] taps) noexcept nogil:
+    cdef Py_ssize_t plane = dU.shape[1]
+    cdef int parts = threads_for(25 * plane), part
+    for part in prange(parts, num_threads=parts, schedule="static"):
+        if floating is float:
+            mc_wg_weight_grad_f32(&dU[0, 0], plane, _bound(plane, parts, part),
+                                  _bound(plane, parts, part + 1), &taps[0, 0])
+        else:
+            mc_wg_weight_grad_f64(&dU[0, 0], plane, _bound(plane, parts, part),
+                                  _bound(plane, parts, part + 1), &taps[0, 0])
+
+
+def winograd_weight_grad(dU):
+    """dW (F, C, 3, 3) = G^T dU_{c,f} G from dU (16, C, F): nine tap planes first, then
+    the filters' layout."""
+    dU = _float_array(dU, "winograd_weight_grad: dU", 3)
+    if dU.shape[0] != 16:
+        raise ValueError(f"winograd_weight_grad: dU must be (16, C, F), got {dU.shape}")
+    C, F = dU.shape[1:]
+    taps = np.empty((9, C * F), dtype=dU.dtype)
+    if taps.size:
+        if dU.dtype == np.float32:
+            _weight_grad[float](dU.reshape(16, C * F), taps)
+        else:
+            _weight_grad[double](dU.reshape(16, C * F), taps)
+    return reversed_axes(taps.reshape(9, C, F)).reshape(F, C, 3, 3)

@@ -20,8 +20,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
     CPU float32, 3x3 at stride 1,     winograd for the forward product and the data
-    >= 96 channels in and out,        gradient (the weight gradient as above)
-    >= 784 positions in the batch
+    >= 96 channels in and out,        gradient; for the weight gradient too with at least
+    >= 784 positions in the batch     96 x 192 filters x channels (else as above)
 
 The measurements behind each threshold are in docs/architecture.md. A plan
 forced by name (``plan="rows"``) uses that path for all three products; a
@@ -64,6 +64,10 @@ DIRECT_MAX_CHANNELS = 4
 # filters: 1.4x) cost more than the 2.25x fewer multiply-adds save.
 WINOGRAD_MIN_CHANNELS = 96
 WINOGRAD_MIN_POSITIONS = 784
+# Their weight gradient too where filters x channels reach this: at batch 8, 0.57-0.80 of
+# the time on 256->256 at 14x14 to 512->512 at 28x28 and 0.82 on 96->208 at 14x14, but
+# 1.00-1.06 on 128->128 (1.14 at batch 32 at 28x28).
+WINOGRAD_MIN_WEIGHT_GRAD_WEIGHTS = 96 * 192
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 
@@ -179,6 +183,9 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= WINOGRAD_MIN_POSITIONS):
         fwd = dgrad = "winograd"
         reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3) for y and dx"
+        if C * F >= WINOGRAD_MIN_WEIGHT_GRAD_WEIGHTS:
+            wgrad = "winograd"
+            reason += " and dW"
     fused = getattr(kernels, "fused_kernels", None)
     if (xp is np and C <= DIRECT_MAX_CHANNELS and win.stride[1] == 1 and fused is not None
             and fused(dtype)):

@@ -14,10 +14,14 @@ that overhang an odd map (a 7x7 map is covered by 16 tiles of 4 outputs: 1.72x).
 
 The data gradient at stride 1 is itself a 3x3 convolution, of dy padded by 2 - p
 with the filters flipped and their channel axes swapped (``transposed=True``), so
-it runs the same products. The weight gradient has no such form here: the path
-hands it to :mod:`.per_image` (the planner picks another path for it). Windows the
-path does not serve (not 3x3, stride or dilation above 1, padding above 2) run as
-:mod:`.per_image` does.
+it runs the same products. The weight gradient runs them backwards:
+
+    dM = winograd_grad_tiles(dy)      (16, P, F)   A dY A^T for each tile's 2x2 block
+    dU[k] = sum over chunks of V[k]^T @ dM[k]      (16, C, F)
+    dW = winograd_weight_grad(dU)     (F, C, 3, 3) G^T dU G
+
+Windows the path does not serve (not 3x3, stride or dilation above 1, padding above
+2) run as :mod:`.per_image` does.
 """
 from ... import runtime
 from ..._kernels import kernels_for
@@ -37,6 +41,13 @@ def serves(W_shape, win):
             and tuple(win.dilation) == (1, 1) and max(win.padding) <= 2)
 
 
+def _chunks(N, bytes_per_image, workspace):
+    """Slices of the batch whose tiles and products take about :data:`CHUNK_BYTES`."""
+    budget = min(CHUNK_BYTES, runtime.workspace_limit() if workspace is None else int(workspace))
+    step = max(1, min(N, budget // max(1, bytes_per_image)))
+    return [slice(n, min(n + step, N)) for n in range(0, N, step)]
+
+
 def _convolve(x, U, b, padding, out_hw, workspace):
     """The convolution of x (N, C_in, H, W) by transformed filters U (16, C_in, C_out),
     chunk by chunk of the batch: (N, C_out, *out_hw)."""
@@ -46,9 +57,7 @@ def _convolve(x, U, b, padding, out_hw, workspace):
     Ho, Wo = out_hw
     tiles = ((Ho + 1) // 2) * ((Wo + 1) // 2)
     y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-    budget = min(CHUNK_BYTES, runtime.workspace_limit() if workspace is None else int(workspace))
-    step = max(1, min(N, budget // (16 * (C + F) * tiles * x.dtype.itemsize)))
-    for part in (slice(n, min(n + step, N)) for n in range(0, N, step)):
+    for part in _chunks(N, 16 * (C + F) * tiles * x.dtype.itemsize, workspace):
         V = kernels.winograd_tiles(x[part], padding)                     # (16, P, C)
         M = xp.empty((16, V.shape[1], F), dtype=x.dtype)
 
@@ -75,4 +84,24 @@ def data_grad(dy, W, x_shape, win, workspace=None):
     return _convolve(dy, U, None, flipped_padding, tuple(x_shape[2:]), workspace)
 
 
-PATH = ConvPath("winograd", forward, data_grad, per_image.weight_grad)
+def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
+    if not serves(W_shape, win):
+        return per_image.weight_grad(dy, x, W_shape, win, workspace, with_bias)
+    xp, kernels = get_array_module(x), kernels_for(x)
+    N, F, Ho, Wo = dy.shape
+    C = W_shape[1]
+    dU = xp.zeros((16, C, F), dtype=x.dtype)
+    tiles = ((Ho + 1) // 2) * ((Wo + 1) // 2)
+    for part in _chunks(N, 16 * (C + F) * tiles * x.dtype.itemsize, workspace):
+        V = kernels.winograd_tiles(x[part], win.padding)                  # (16, P, C)
+        dM = kernels.winograd_grad_tiles(dy[part])                        # (16, P, F)
+
+        def correlate(ks):
+            dU[ks] += xp.matmul(V[ks].transpose(0, 2, 1), dM[ks])         # (C, P) @ (P, F)
+
+        runtime.map_shares(correlate, 16, xp)
+    dW = kernels.winograd_weight_grad(dU)
+    return dW, (dy.sum(axis=(0, 2, 3)) if with_bias else None)
+
+
+PATH = ConvPath("winograd", forward, data_grad, weight_grad)
