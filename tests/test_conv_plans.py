@@ -199,6 +199,8 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
                                                                        monkeypatch):
     isa_cap(isa)
     monkeypatch.setattr(mc.runtime, "cpu_threads", lambda: 2)
+    # the rules for the tiles, beneath Winograd's (which takes these 3x3 layers first)
+    monkeypatch.setattr(mc.functional.conv_plan, "WINOGRAD_MIN_CHANNELS", 10 ** 9)
     W = np.zeros((512, 512, 3, 3), np.float32)                # ResNet's last stage
     batch = F.choose_plan(np.zeros((8, 512, 7, 7), np.float32), W, padding=1)
     chunked = isa == "avx512"                                 # only these sweep by chunks
@@ -216,8 +218,6 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     two = F.choose_plan(np.zeros((2, 128, 112, 112), np.float32),
                         np.zeros((128, 128, 3, 3), np.float32), padding=1)
     assert two.weight_grad == ("fused_rows" if isa != "none" else "per_image")
-    assert large_map.forward == two.forward == "winograd"           # 3x3, stride 1, wide
-    # 128 x 128 weights are too few for Winograd's weight gradient to gain
 
 
 @pytest.mark.parametrize("isa", ["avx512", "none"])
@@ -229,10 +229,17 @@ def test_default_plan_takes_winograd_for_wide_3x3_at_stride_1(isa, isa_cap):
     W = np.zeros((256, 256, 3, 3), np.float32)
     plan = F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=1)
     assert str(plan) == "winograd" and "Winograd" in plan.reason
+    large_map = F.choose_plan(np.zeros((1, 128, 112, 112), np.float32),
+                              np.zeros((128, 128, 3, 3), np.float32), padding=1)
+    assert str(large_map) == "winograd/dx:winograd/dW:per_image"  # 128 x 128: dW as before
     narrow = F.choose_plan(np.zeros((8, 128, 28, 28), np.float32),
                            np.zeros((128, 128, 3, 3), np.float32), padding=1)
     assert (narrow.forward, narrow.data_grad) == ("winograd", "winograd")
     assert narrow.weight_grad == ("fused_rows" if isa != "none" else "per_image")  # 6272 positions
+    assert str(F.choose_plan(np.zeros((8, 512, 7, 7), np.float32),    # 392 positions
+                             np.zeros((512, 512, 3, 3), np.float32), padding=1)) == "winograd"
+    assert F.choose_plan(np.zeros((8, 256, 7, 7), np.float32),
+                         np.zeros((256, 256, 3, 3), np.float32), padding=1).forward != "winograd"
     assert F.choose_plan(np.zeros((8, 96, 14, 14), np.float32),
                          np.zeros((208, 96, 3, 3), np.float32), padding=1).weight_grad == \
         "winograd"                                                  # GoogLeNet's 96 -> 208

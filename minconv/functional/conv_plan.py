@@ -22,6 +22,7 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     CPU float32, 3x3 at stride 1,     winograd for the forward product and the data
     >= 96 channels in and out,        gradient; for the weight gradient too with at least
     >= 784 positions in the batch     96 x 192 filters x channels (else as above)
+    (392 for 512 x 512 weights)
 
 The measurements behind each threshold are in docs/architecture.md. A plan
 forced by name (``plan="rows"``) uses that path for all three products; a
@@ -64,6 +65,10 @@ DIRECT_MAX_CHANNELS = 4
 # filters: 1.4x) cost more than the 2.25x fewer multiply-adds save.
 WINOGRAD_MIN_CHANNELS = 96
 WINOGRAD_MIN_POSITIONS = 784
+# Layers of at least this many weights (filters x channels; 512 -> 512) take it from half
+# as many positions: ResNet's 512 -> 512 at 7x7, batch 8, forward 11.4 against 12.9 ms,
+# backward 23.5 against 26.3; 256 -> 256 and 192 -> 384 there were 15-20% slower.
+WINOGRAD_WIDE_WEIGHTS = 512 * 512
 # Their weight gradient too where filters x channels reach this: at batch 8, 0.57-0.80 of
 # the time on 256->256 at 14x14 to 512->512 at 28x28 and 0.82 on 96->208 at 14x14, but
 # 1.00-1.06 on 128->128 (1.14 at batch 32 at 28x28).
@@ -179,8 +184,9 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
+    positions = WINOGRAD_MIN_POSITIONS // (2 if C * F >= WINOGRAD_WIDE_WEIGHTS else 1)
     if (xp is np and dtype == np.float32 and winograd.serves(W_shape, win)
-            and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= WINOGRAD_MIN_POSITIONS):
+            and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= positions):
         fwd = dgrad = "winograd"
         reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3) for y and dx"
         if C * F >= WINOGRAD_MIN_WEIGHT_GRAD_WEIGHTS:
