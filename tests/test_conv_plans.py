@@ -222,33 +222,28 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
 
 @pytest.mark.parametrize("isa", ["avx512", "none"])
 def test_default_plan_takes_winograd_for_wide_3x3_at_stride_1(isa, isa_cap):
-    """Forward and dx of 3x3 stride-1 convolutions with >= 96 channels in and out over
-    >= 784 positions of the batch, and their weight gradient from 96 x 192 weights on;
-    never other windows, thin layers, small maps at batch 1, float64 or a forced plan."""
+    """All three products of 3x3 stride-1 convolutions with >= 192 channels in and out
+    over >= 784 positions of the batch, dx and dW of 512 x 512 layers from 392; never
+    other windows, narrower layers, small maps at batch 1, float64 or a forced plan."""
     isa_cap(isa)
     W = np.zeros((256, 256, 3, 3), np.float32)
     plan = F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=1)
     assert str(plan) == "winograd" and "Winograd" in plan.reason
-    large_map = F.choose_plan(np.zeros((1, 128, 112, 112), np.float32),
-                              np.zeros((128, 128, 3, 3), np.float32), padding=1)
-    assert str(large_map) == "winograd/dx:winograd/dW:per_image"  # 128 x 128: dW as before
-    narrow = F.choose_plan(np.zeros((8, 128, 28, 28), np.float32),
-                           np.zeros((128, 128, 3, 3), np.float32), padding=1)
-    assert (narrow.forward, narrow.data_grad) == ("winograd", "winograd")
-    assert narrow.weight_grad == ("fused_rows" if isa != "none" else "per_image")  # 6272 positions
-    assert str(F.choose_plan(np.zeros((8, 512, 7, 7), np.float32),    # 392 positions
-                             np.zeros((512, 512, 3, 3), np.float32), padding=1)) == "winograd"
-    assert F.choose_plan(np.zeros((8, 256, 7, 7), np.float32),
-                         np.zeros((256, 256, 3, 3), np.float32), padding=1).forward != "winograd"
-    assert F.choose_plan(np.zeros((8, 96, 14, 14), np.float32),
-                         np.zeros((208, 96, 3, 3), np.float32), padding=1).weight_grad == \
-        "winograd"                                                  # GoogLeNet's 96 -> 208
+    assert str(F.choose_plan(np.zeros((1, 192, 28, 28), np.float32),    # 784 positions
+                             np.zeros((192, 192, 3, 3), np.float32), padding=1)) == "winograd"
+    last_stage = F.choose_plan(np.zeros((8, 512, 7, 7), np.float32),    # 392 positions
+                               np.zeros((512, 512, 3, 3), np.float32), padding=1)
+    assert (last_stage.data_grad, last_stage.weight_grad) == ("winograd", "winograd")
+    assert last_stage.forward == ("fused_rows" if isa != "none" else "rows")
     assert F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=2).forward == \
         "winograd"                                                  # dx then padded by 0
     for x, W_shape, kw in (((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1, stride=2)),
                            ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=2, dilation=2)),
                            ((8, 256, 14, 14), (256, 256, 5, 5), dict(padding=2)),
                            ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),      # thin
+                           ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1)),
+                           ((8, 96, 14, 14), (208, 96, 3, 3), dict(padding=1)),
+                           ((8, 256, 7, 7), (256, 256, 3, 3), dict(padding=1)),     # 392
                            ((8, 128, 28, 28), (32, 128, 3, 3), dict(padding=1)),    # 32 filters
                            ((1, 512, 14, 14), (512, 512, 3, 3), dict(padding=1))):  # 196 positions
         plan = F.choose_plan(np.zeros(x, np.float32), np.zeros(W_shape, np.float32), **kw)

@@ -19,10 +19,9 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
                                       the data gradient only at stride 1
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
-    CPU float32, 3x3 at stride 1,     winograd for the forward product and the data
-    >= 96 channels in and out,        gradient; for the weight gradient too with at least
-    >= 784 positions in the batch     96 x 192 filters x channels (else as above)
-    (392 for 512 x 512 weights)
+    CPU float32, 3x3 at stride 1,     winograd for all three products; from 392 positions
+    >= 192 channels in and out,       for dx and dW of 512 x 512 weights
+    >= 784 positions in the batch
 
 The measurements behind each threshold are in docs/architecture.md. A plan
 forced by name (``plan="rows"``) uses that path for all three products; a
@@ -58,21 +57,20 @@ ONE_CORE_FUSED_MACS = 2 ** 24
 # Inputs of at most this many channels (first layers) convolve tap by tap.
 DIRECT_MAX_CHANNELS = 4
 # 3x3 convolutions at stride 1 with at least this many input and output channels, over
-# at least this many output positions in the batch, run forward and dx as Winograd's
-# F(2x2, 3x3): at batch 8, 0.61-0.78 of the tiles' time on 256->256 at 14x14 to 512->512
-# at 28x28, level on 128->128 at 28x28; at batch 1, 0.72 on 64->64 at 224x224. Below them
-# the weights' transform (per call) or thin products (64 channels: 1.5x slower; 32
-# filters: 1.4x) cost more than the 2.25x fewer multiply-adds save.
-WINOGRAD_MIN_CHANNELS = 96
+# at least this many output positions in the batch, run as Winograd's F(2x2, 3x3): at
+# batch 8, forward / dx / dW in 0.61-0.80 of the tiles' time on 192->192 at 28x28,
+# 256->256 at 14x14 to 512->512 at 28x28. Below them the weights' transform (per call)
+# or thin products cost more than the 2.25x fewer multiply-adds save: 128->128 at 28x28
+# ran level alone (9.3 against 9.5 ms forward) but 12.3 against 9.8 in ResNet-18's step,
+# 64 channels 1.5x slower, DenseNet's 32 filters 1.4x.
+WINOGRAD_MIN_CHANNELS = 192
 WINOGRAD_MIN_POSITIONS = 784
-# Layers of at least this many weights (filters x channels; 512 -> 512) take it from half
-# as many positions: ResNet's 512 -> 512 at 7x7, batch 8, forward 11.4 against 12.9 ms,
-# backward 23.5 against 26.3; 256 -> 256 and 192 -> 384 there were 15-20% slower.
+# dx and dW of layers of at least this many weights (filters x channels: 512 -> 512)
+# from half as many positions: ResNet's 512 -> 512 at 7x7, batch 8, their backward pass
+# 23.5 against 26.3 ms (in ResNet-18's step: 68 against 80 ms for three); its forward
+# pass, level alone, was slower in the net (41 against 36 ms), and 256 -> 256 and
+# 192 -> 384 at 7x7 15-20% slower.
 WINOGRAD_WIDE_WEIGHTS = 512 * 512
-# Their weight gradient too where filters x channels reach this: at batch 8, 0.57-0.80 of
-# the time on 256->256 at 14x14 to 512->512 at 28x28 and 0.82 on 96->208 at 14x14, but
-# 1.00-1.06 on 128->128 (1.14 at batch 32 at 28x28).
-WINOGRAD_MIN_WEIGHT_GRAD_WEIGHTS = 96 * 192
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 
@@ -184,14 +182,14 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
-    positions = WINOGRAD_MIN_POSITIONS // (2 if C * F >= WINOGRAD_WIDE_WEIGHTS else 1)
     if (xp is np and dtype == np.float32 and winograd.serves(W_shape, win)
-            and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= positions):
-        fwd = dgrad = "winograd"
-        reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3) for y and dx"
-        if C * F >= WINOGRAD_MIN_WEIGHT_GRAD_WEIGHTS:
-            wgrad = "winograd"
-            reason += " and dW"
+            and min(C, F) >= WINOGRAD_MIN_CHANNELS):
+        if N * L >= WINOGRAD_MIN_POSITIONS:
+            fwd = dgrad = wgrad = "winograd"
+            reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3)"
+        elif C * F >= WINOGRAD_WIDE_WEIGHTS and 2 * N * L >= WINOGRAD_MIN_POSITIONS:
+            dgrad = wgrad = "winograd"
+            reason += "; 3x3 at stride 1, 512 x 512 weights: Winograd F(2x2, 3x3) for dx, dW"
     fused = getattr(kernels, "fused_kernels", None)
     if (xp is np and C <= DIRECT_MAX_CHANNELS and win.stride[1] == 1 and fused is not None
             and fused(dtype)):
