@@ -79,6 +79,10 @@ def test_cython_twins_match_the_reference(case, dtype, rng):
         np.testing.assert_allclose(got, ref.winograd_weights(W, transposed), **tol)
     V = cpu.winograd_tiles(x, p)
     np.testing.assert_allclose(V, ref.winograd_tiles(x, p), **tol)
+    for kernels in (cpu, ref):                                    # written where it is told
+        out = np.full(V.shape, np.nan, dtype)
+        assert kernels.winograd_tiles(x, p, out=out) is out
+        np.testing.assert_allclose(out, V, **tol)
     M = rng.standard_normal((16, V.shape[1], F)).astype(dtype)
     Ho, Wo = H + 2 * p[0] - 2, Wd + 2 * p[1] - 2
     for bias in (None, b):
@@ -89,6 +93,10 @@ def test_cython_twins_match_the_reference(case, dtype, rng):
     dM = cpu.winograd_grad_tiles(dy)
     assert dM.dtype == dtype and dM.shape == (16, V.shape[1], F)
     np.testing.assert_allclose(dM, ref.winograd_grad_tiles(dy), **tol)
+    for kernels in (cpu, ref):
+        out = np.full(dM.shape, np.nan, dtype)
+        assert kernels.winograd_grad_tiles(dy, out=out) is out
+        np.testing.assert_allclose(out, dM, **tol)
     dU = rng.standard_normal((16, C, F)).astype(dtype)
     got = cpu.winograd_weight_grad(dU)
     assert got.dtype == dtype and got.shape == (F, C, 3, 3) and got.flags.c_contiguous

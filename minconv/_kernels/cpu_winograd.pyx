@@ -2,9 +2,9 @@
 """The Winograd F(2x2, 3x3) transforms in C: twins of :mod:`minconv._kernels.reference_winograd`.
 
     winograd_weights(W, transposed=False)   (F, C, 3, 3) -> U (16, C, F)  [(16, F, C)]
-    winograd_tiles(x, padding)              (N, C, H, W) -> V (16, P, C)
+    winograd_tiles(x, padding, out)         (N, C, H, W) -> V (16, P, C)
     winograd_output(M, N, Ho, Wo, bias)     (16, P, F)   -> y (N, F, Ho, Wo)
-    winograd_grad_tiles(dy)                 (N, F, Ho, Wo) -> dM (16, P, F)
+    winograd_grad_tiles(dy, out)            (N, F, Ho, Wo) -> dM (16, P, F)
     winograd_weight_grad(dU)                (16, C, F)   -> dW (F, C, 3, 3)
 
 The input goes channels last first (``padded_channels_last``) and the output comes back
@@ -19,6 +19,7 @@ from minconv._kernels._parallel cimport threads_for
 
 import numpy as np
 
+from .cpu_conv import _unfold_target, _written_into
 from .cpu_layout import channels_first, padded_channels_last, reversed_axes
 from .reference_winograd import winograd_tile_counts
 
@@ -76,9 +77,9 @@ cdef void _tiles(const floating[:, :, :, ::1] xt, const floating[::1] zeros, Py_
                             P, _bound(P, parts, part), _bound(P, parts, part + 1), &V[0, 0, 0])
 
 
-def winograd_tiles(x, padding):
+def winograd_tiles(x, padding, out=None):
     """V (16, P, C): the transformed 4x4 input tiles B^T d B of x (N, C, H, W) padded by
-    ``padding`` (ph, pw), one row per 2x2 output block p."""
+    ``padding`` (ph, pw), one row per 2x2 output block p; ``out`` when given."""
     x = _float_array(x, "winograd_tiles: input", 4)
     N, C, H, W = x.shape
     ph, pw = (int(v) for v in padding)
@@ -86,13 +87,13 @@ def winograd_tiles(x, padding):
     if th < 1 or tw < 1 or C == 0:
         raise ValueError(f"winograd_tiles: no 3x3 output for input {x.shape} with padding "
                          f"{(ph, pw)}")
-    V = np.empty((16, N * th * tw, C), dtype=x.dtype)
+    V = _unfold_target(out, (16, N * th * tw, C), x, "winograd_tiles")
     if V.size:
         if x.dtype == np.float32:
             _tiles[float](padded_channels_last(x, ph, pw), np.zeros(C, x.dtype), th, tw, V)
         else:
             _tiles[double](padded_channels_last(x, ph, pw), np.zeros(C, x.dtype), th, tw, V)
-    return V
+    return _written_into(V, out)
 
 
 cdef void _output(const floating[:, :, ::1] M, const floating[::1] bias,
@@ -191,13 +192,14 @@ cdef void _grad_tiles(const floating[:, :, :, ::1] dyt, const floating[::1] zero
                                  &dM[0, 0, 0])
 
 
-def winograd_grad_tiles(dy):
+def winograd_grad_tiles(dy, out=None):
     """dM (16, P, F): A dY A^T for the 2x2 block dY of dy (N, F, Ho, Wo) under each tile p
-    (zero past the map's edge): the products' gradient, for the weight gradient."""
+    (zero past the map's edge): the products' gradient, for the weight gradient; ``out``
+    when given."""
     dy = _float_array(dy, "winograd_grad_tiles: dy", 4)
     N, F, Ho, Wo = dy.shape
     th, tw = winograd_tile_counts(Ho, Wo)
-    dM = np.empty((16, N * th * tw, F), dtype=dy.dtype)
+    dM = _unfold_target(out, (16, N * th * tw, F), dy, "winograd_grad_tiles")
     if dM.size:
         if dy.dtype == np.float32:
             _grad_tiles[float](padded_channels_last(dy, 0, 0), np.zeros(F, dy.dtype), th, tw,
@@ -205,7 +207,7 @@ def winograd_grad_tiles(dy):
         else:
             _grad_tiles[double](padded_channels_last(dy, 0, 0), np.zeros(F, dy.dtype), th, tw,
                                 dM)
-    return dM
+    return _written_into(dM, out)
 
 
 cdef void _weight_grad(const floating[:, ::1] dU, floating[:, ::1] taps) noexcept nogil:

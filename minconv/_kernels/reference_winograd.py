@@ -30,6 +30,16 @@ These run on NumPy and CuPy arrays alike; the Cython twins are in ``cpu_winograd
 from ..backend import get_array_module
 
 
+def _into(a, out):
+    """``a`` as a new C-contiguous array, or written into ``out``."""
+    if out is None:
+        return get_array_module(a).ascontiguousarray(a)
+    if tuple(out.shape) != tuple(a.shape):
+        raise ValueError(f"winograd: out has shape {tuple(out.shape)}, expected {tuple(a.shape)}")
+    out[...] = a
+    return out
+
+
 def winograd_tile_counts(Ho, Wo):
     """(th, tw): the 2x2 output blocks that cover an Ho x Wo map."""
     return (Ho + 1) // 2, (Wo + 1) // 2
@@ -54,9 +64,10 @@ def winograd_weights(W, transposed=False):
                                (r[..., 0] - r[..., 1] + r[..., 2]) * half, r[..., 2])])
 
 
-def winograd_tiles(x, padding):
+def winograd_tiles(x, padding, out=None):
     """V (16, P, C) from x (N, C, H, W) padded by ``padding`` (ph, pw): V[k][p, c] =
-    (B^T d B)[k] for the 4x4 tile d of channel c under output block p."""
+    (B^T d B)[k] for the 4x4 tile d of channel c under output block p; into ``out``
+    when given."""
     xp = get_array_module(x)
     N, C, H, W = x.shape
     ph, pw = padding
@@ -70,7 +81,7 @@ def winograd_tiles(x, padding):
     V = xp.stack([v for r in range(4)                                 # (B^T d) B
                   for v in (t[0][r] - t[2][r], t[1][r] + t[2][r], t[2][r] - t[1][r],
                             t[1][r] - t[3][r])])                      # (16, N, C, th, tw)
-    return xp.ascontiguousarray(V.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, C))
+    return _into(V.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, C), out)
 
 
 def winograd_output(M, N, Ho, Wo, bias=None):
@@ -91,9 +102,9 @@ def winograd_output(M, N, Ho, Wo, bias=None):
     return xp.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
 
-def winograd_grad_tiles(dy):
+def winograd_grad_tiles(dy, out=None):
     """dM (16, P, F) from dy (N, F, Ho, Wo): dM[k][p, f] = (A dY A^T)[k] for the 2x2 block
-    dY of tile p (zero past the map's edge)."""
+    dY of tile p (zero past the map's edge); into ``out`` when given."""
     xp = get_array_module(dy)
     N, F, Ho, Wo = dy.shape
     th, tw = winograd_tile_counts(Ho, Wo)
@@ -103,7 +114,7 @@ def winograd_grad_tiles(dy):
     t = [(g[0][b], g[0][b] + g[1][b], g[0][b] - g[1][b], -g[1][b]) for b in range(2)]  # A dY
     dM = xp.stack([v for r in range(4)                                # (A dY) A^T
                    for v in (t[0][r], t[0][r] + t[1][r], t[0][r] - t[1][r], -t[1][r])])
-    return xp.ascontiguousarray(dM.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, F))
+    return _into(dM.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, F), out)
 
 
 def winograd_weight_grad(dU):

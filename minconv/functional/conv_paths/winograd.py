@@ -48,6 +48,13 @@ def _chunks(N, bytes_per_image, workspace):
     return [slice(n, min(n + step, N)) for n in range(0, N, step)]
 
 
+def _scratch_pair(xp, dtype, K, P, C, F):
+    """(16, P, C) and (16, P, F) arrays in this thread's scratch memory: every call reuses
+    the same block instead of a fresh pair each time."""
+    both = runtime.scratch(xp, dtype, (K * P * (C + F),))
+    return both[:K * P * C].reshape(K, P, C), both[K * P * C:].reshape(K, P, F)
+
+
 def _convolve(x, U, b, padding, out_hw, workspace):
     """The convolution of x (N, C_in, H, W) by transformed filters U (16, C_in, C_out),
     chunk by chunk of the batch: (N, C_out, *out_hw)."""
@@ -58,14 +65,13 @@ def _convolve(x, U, b, padding, out_hw, workspace):
     tiles = ((Ho + 1) // 2) * ((Wo + 1) // 2)
     y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
     for part in _chunks(N, 16 * (C + F) * tiles * x.dtype.itemsize, workspace):
-        V = kernels.winograd_tiles(x[part], padding)                     # (16, P, C)
-        M = xp.empty((16, V.shape[1], F), dtype=x.dtype)
+        V, M = _scratch_pair(xp, x.dtype, 16, (part.stop - part.start) * tiles, C, F)
+        kernels.winograd_tiles(x[part], padding, out=V)                   # (16, P, C)
 
         def multiply(ks):
             xp.matmul(V[ks], U[ks], out=M[ks])                            # (P, C) @ (C, F)
 
         runtime.map_shares(multiply, 16, xp)
-        del V                                                             # before y's block
         y[part] = kernels.winograd_output(M, part.stop - part.start, Ho, Wo, b)
     return y
 
@@ -94,8 +100,9 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     dU = xp.empty((16, C, F), dtype=x.dtype)
     tiles = ((Ho + 1) // 2) * ((Wo + 1) // 2)
     for part in _chunks(N, 16 * (C + F) * tiles * x.dtype.itemsize, workspace):
-        V = kernels.winograd_tiles(x[part], win.padding)                  # (16, P, C)
-        dM = kernels.winograd_grad_tiles(dy[part])                        # (16, P, F)
+        V, dM = _scratch_pair(xp, x.dtype, 16, (part.stop - part.start) * tiles, C, F)
+        kernels.winograd_tiles(x[part], win.padding, out=V)               # (16, P, C)
+        kernels.winograd_grad_tiles(dy[part], out=dM)                     # (16, P, F)
 
         def correlate(ks, first=part.start == 0):
             if first:                                                     # (C, P) @ (P, F)
@@ -104,7 +111,6 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
                 dU[ks] += xp.matmul(V[ks].transpose(0, 2, 1), dM[ks])
 
         runtime.map_shares(correlate, 16, xp)
-        del V, dM
     dW = kernels.winograd_weight_grad(dU)
     return dW, (dy.sum(axis=(0, 2, 3)) if with_bias else None)
 
