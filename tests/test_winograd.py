@@ -138,3 +138,17 @@ def test_bad_operands_name_themselves():
         cpu.winograd_grad_tiles(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"winograd_output: bias must be \(2,\)"):
         cpu.winograd_output(np.zeros((16, 9, 2), np.float32), 1, 5, 5, np.zeros(3, np.float32))
+
+
+def test_the_winograd_plan_over_chunks_of_the_batch(rng):
+    """A workspace of one byte makes every image a chunk of its own: the output and dx are
+    written chunk by chunk and dW is summed over the chunks, as over one."""
+    x = rng.standard_normal((3, 4, 6, 5))
+    W = rng.standard_normal((5, 4, 3, 3))
+    y = mc.functional.conv2d(x, W, None, 1, 1, plan="winograd", workspace=1)
+    assert rel_error(y, mc.functional.conv2d(x, W, None, 1, 1, plan="columns")) <= 1e-12
+    dy = rng.standard_normal(y.shape)
+    got = mc.functional.conv2d_backward(dy, x, W, 1, 1, plan="winograd", workspace=1)
+    want = mc.functional.conv2d_backward(dy, x, W, 1, 1, plan="columns")
+    for what, a, e in zip(("dx", "dW", "db"), got, want):
+        assert rel_error(a, e) <= 1e-12, what
