@@ -20,6 +20,20 @@
 
 #include <stddef.h>
 
+/* The pixels of tile p's size x size block (4x4 input tile or 2x2 output block, whose
+   top-left pixel is (2i, 2j) of image n) in an N x H x W map: at[size*a + b] is the
+   index (n*H + h)*W + w of pixel (2i + a, 2j + b), or -1 past the map's edge. */
+static inline void mc_wg_block(ptrdiff_t p, ptrdiff_t th, ptrdiff_t tw, ptrdiff_t H,
+                               ptrdiff_t W, int size, ptrdiff_t *at)
+{
+    const ptrdiff_t n = p / (th * tw), i = (p / tw) % th, j = p % tw;
+    for (int a = 0; a < size; a++)
+        for (int b = 0; b < size; b++) {
+            const ptrdiff_t h = 2 * i + a, w = 2 * j + b;
+            at[size * a + b] = (h < H && w < W) ? (n * H + h) * W + w : -1;
+        }
+}
+
 #define MC_WG_KERNELS(T, S)                                                               \
 static void mc_wg_tiles_##S(const T *xt, const T *zeros, ptrdiff_t Hp, ptrdiff_t Wp,      \
         ptrdiff_t C, ptrdiff_t th, ptrdiff_t tw, ptrdiff_t P, ptrdiff_t p_start,          \
@@ -27,14 +41,11 @@ static void mc_wg_tiles_##S(const T *xt, const T *zeros, ptrdiff_t Hp, ptrdiff_t
 {                                                                                         \
     const ptrdiff_t K = P * C;               /* from V[k, p, :] to V[k + 1, p, :] */      \
     for (ptrdiff_t p = p_start; p < p_stop; p++) {                                        \
-        const ptrdiff_t n = p / (th * tw), i = (p / tw) % th, j = p % tw;                 \
+        ptrdiff_t at[16];                                                                 \
         const T *d[16];                                                                   \
-        for (int a = 0; a < 4; a++)                                                       \
-            for (int b = 0; b < 4; b++) {                                                 \
-                const ptrdiff_t h = 2 * i + a, w = 2 * j + b;                             \
-                d[4 * a + b] = (h < Hp && w < Wp) ? xt + ((n * Hp + h) * Wp + w) * C     \
-                                                  : zeros;                                \
-            }                                                                             \
+        mc_wg_block(p, th, tw, Hp, Wp, 4, at);                                            \
+        for (int q = 0; q < 16; q++)                                                      \
+            d[q] = at[q] < 0 ? zeros : xt + at[q] * C;                                    \
         const T *restrict d0 = d[0], *restrict d1 = d[1], *restrict d2 = d[2];            \
         const T *restrict d3 = d[3], *restrict d4 = d[4], *restrict d5 = d[5];            \
         const T *restrict d6 = d[6], *restrict d7 = d[7], *restrict d8 = d[8];            \
@@ -72,14 +83,11 @@ static void mc_wg_output_##S(const T *M, const T *bias, T *sink, ptrdiff_t Ho,  
 {                                                                                         \
     const ptrdiff_t K = P * F;               /* from M[k, p, :] to M[k + 1, p, :] */      \
     for (ptrdiff_t p = p_start; p < p_stop; p++) {                                        \
-        const ptrdiff_t n = p / (th * tw), i = (p / tw) % th, j = p % tw;                 \
+        ptrdiff_t at[4];                                                                  \
         T *y[4];                                                                          \
-        for (int a = 0; a < 2; a++)                                                       \
-            for (int b = 0; b < 2; b++) {                                                 \
-                const ptrdiff_t h = 2 * i + a, w = 2 * j + b;                             \
-                y[2 * a + b] = (h < Ho && w < Wo) ? yt + ((n * Ho + h) * Wo + w) * F      \
-                                                  : sink;                                 \
-            }                                                                             \
+        mc_wg_block(p, th, tw, Ho, Wo, 2, at);                                            \
+        for (int q = 0; q < 4; q++)                                                       \
+            y[q] = at[q] < 0 ? sink : yt + at[q] * F;                                     \
         const T *restrict m = M + p * F, *restrict b = bias;                              \
         T *restrict y00 = y[0], *restrict y01 = y[1];                                     \
         T *restrict y10 = y[2], *restrict y11 = y[3];                                     \
@@ -141,14 +149,11 @@ static void mc_wg_grad_tiles_##S(const T *dyt, const T *zeros, ptrdiff_t Ho, ptr
 {                                                                                         \
     const ptrdiff_t K = P * F;               /* from dM[k, p, :] to dM[k + 1, p, :] */    \
     for (ptrdiff_t p = p_start; p < p_stop; p++) {                                        \
-        const ptrdiff_t n = p / (th * tw), i = (p / tw) % th, j = p % tw;                 \
+        ptrdiff_t at[4];                                                                  \
         const T *g[4];                                                                    \
-        for (int a = 0; a < 2; a++)                                                       \
-            for (int b = 0; b < 2; b++) {                                                 \
-                const ptrdiff_t h = 2 * i + a, w = 2 * j + b;                             \
-                g[2 * a + b] = (h < Ho && w < Wo) ? dyt + ((n * Ho + h) * Wo + w) * F     \
-                                                  : zeros;                                \
-            }                                                                             \
+        mc_wg_block(p, th, tw, Ho, Wo, 2, at);                                            \
+        for (int q = 0; q < 4; q++)                                                       \
+            g[q] = at[q] < 0 ? zeros : dyt + at[q] * F;                                   \
         const T *restrict g00 = g[0], *restrict g01 = g[1];                               \
         const T *restrict g10 = g[2], *restrict g11 = g[3];                               \
         T *restrict m = dM + p * F;                                                       \

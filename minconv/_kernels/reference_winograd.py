@@ -28,16 +28,7 @@ ceil(Ho/2), ceil(Wo/2), and a block reaching past (Ho, Wo) is cropped.
 These run on NumPy and CuPy arrays alike; the Cython twins are in ``cpu_winograd``.
 """
 from ..backend import get_array_module
-
-
-def _into(a, out):
-    """``a`` as a new C-contiguous array, or written into ``out``."""
-    if out is None:
-        return get_array_module(a).ascontiguousarray(a)
-    if tuple(out.shape) != tuple(a.shape):
-        raise ValueError(f"winograd: out has shape {tuple(out.shape)}, expected {tuple(a.shape)}")
-    out[...] = a
-    return out
+from .reference import _written_into
 
 
 def winograd_tile_counts(Ho, Wo):
@@ -81,7 +72,7 @@ def winograd_tiles(x, padding, out=None):
     V = xp.stack([v for r in range(4)                                 # (B^T d) B
                   for v in (t[0][r] - t[2][r], t[1][r] + t[2][r], t[2][r] - t[1][r],
                             t[1][r] - t[3][r])])                      # (16, N, C, th, tw)
-    return _into(V.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, C), out)
+    return _written_into(V.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, C), out)
 
 
 def winograd_output(M, N, Ho, Wo, bias=None):
@@ -114,7 +105,7 @@ def winograd_grad_tiles(dy, out=None):
     t = [(g[0][b], g[0][b] + g[1][b], g[0][b] - g[1][b], -g[1][b]) for b in range(2)]  # A dY
     dM = xp.stack([v for r in range(4)                                # (A dY) A^T
                    for v in (t[0][r], t[0][r] + t[1][r], t[0][r] - t[1][r], -t[1][r])])
-    return _into(dM.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, F), out)
+    return _written_into(dM.transpose(0, 1, 3, 4, 2).reshape(16, N * th * tw, F), out)
 
 
 def winograd_weight_grad(dU):
