@@ -100,7 +100,7 @@ def check_maxpool(cuda, to_dev, to_host, case, dtype, rng, ties):
     x = pool_input(x_shape, dtype, rng, ties)
     y_ref, s_ref = reference.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
     y, s = cuda.maxpool_forward(to_dev(x), kh, kw, stride, padding, ceil_mode)
-    assert y.dtype == dtype and s.dtype == np.int64 and y.shape == y_ref.shape
+    assert y.dtype == dtype and s.dtype == np.int32 and y.shape == y_ref.shape
     np.testing.assert_array_equal(to_host(y), y_ref)
     np.testing.assert_array_equal(to_host(s), s_ref)
     # backward / unpooling: overlapping windows that chose the same element add up
@@ -109,6 +109,9 @@ def check_maxpool(cuda, to_dev, to_host, case, dtype, rng, ties):
     dx = cuda.maxpool_backward(to_dev(dy), s, x_shape)
     assert dx.dtype == dtype and dx.shape == tuple(x_shape)
     _allclose(to_host(dx), expected, dtype, "maxpool_backward")
+    # PyTorch's int64 indices unpool the same
+    dx = cuda.maxpool_backward(to_dev(dy), to_dev(s_ref.astype(np.int64)), x_shape)
+    _allclose(to_host(dx), expected, dtype, "maxpool_backward of int64 switches")
 
 
 def check_lrn(cuda, to_dev, to_host, case, dtype, rng):

@@ -152,7 +152,7 @@ class FakeRawModule:
 def fake_cupy():
     """A stand-in for the parts of the ``cupy`` module that minconv._kernels.cuda uses."""
     module = types.SimpleNamespace(
-        ndarray=np.ndarray, int64=np.int64, empty=np.empty, zeros=np.zeros,
+        ndarray=np.ndarray, int32=np.int32, int64=np.int64, empty=np.empty, zeros=np.zeros,
         empty_like=np.empty_like, ascontiguousarray=np.ascontiguousarray,
         RawModule=FakeRawModule,
         cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0)))

@@ -171,7 +171,7 @@ def test_64bit_indices(emulated, monkeypatch, rng):
 def test_argument_sizes_are_checked(emulated):
     """The emulator itself: a Python int where the kernel wants an int32 is caught."""
     function = cuda._function("maxpool_backward", "float", "int", 0)
-    dy, switches, dx = np.zeros(4, np.float32), np.zeros(4, np.int64), np.zeros(4, np.float32)
+    dy, switches, dx = np.zeros(4, np.float32), np.zeros(4, np.int32), np.zeros(4, np.float32)
     with pytest.raises(TypeError, match="argument 3"):
         function((1,), (32,), (dy, switches, dx, np.int64(1), np.int32(4), np.int32(4)))
     with pytest.raises(AssertionError, match="NumPy scalars"):

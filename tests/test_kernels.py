@@ -323,13 +323,18 @@ def test_maxpool_matches_reference(case, dtype, ties):
     x = random(shape, dtype, ties=ties)
     y, switches = cpu_pool.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
     y_ref, switches_ref = ref.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
-    assert y.dtype == dtype and switches.dtype == np.int64
+    assert y.dtype == dtype and switches.dtype == np.int32 and switches_ref.dtype == np.int32
     np.testing.assert_array_equal(switches, switches_ref)
     np.testing.assert_array_equal(y, y_ref)
 
     dy = random(y.shape, dtype, seed=1)
-    np.testing.assert_allclose(cpu_pool.maxpool_backward(dy, switches, shape),
-                               ref.maxpool_backward(dy, switches, shape), **TOL[dtype])
+    expected = ref.maxpool_backward(dy, switches, shape)
+    np.testing.assert_allclose(cpu_pool.maxpool_backward(dy, switches, shape), expected,
+                               **TOL[dtype])
+    # PyTorch's int64 indices (and any other integers) unpool the same
+    for wide in (np.int64, np.uint16):
+        np.testing.assert_allclose(cpu_pool.maxpool_backward(dy, switches.astype(wide), shape),
+                                   expected, **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

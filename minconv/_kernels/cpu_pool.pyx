@@ -3,8 +3,9 @@
 
     x        : (N, C, H, W)
     y        : (N, C, Ho, Wo), the largest value of each window
-    switches : (N, C, Ho, Wo) int64, flat index ``h*W + w`` of the winner in
-               its (H, W) plane; ties go to the first element in row-major
+    switches : (N, C, Ho, Wo) int32, flat index ``h*W + w`` of the winner in
+               its (H, W) plane (half the memory of int64: a net keeps every
+               pooling layer's switches until its backward pass); ties go to the first element in row-major
                window order (strict ``>``); padding never wins. A NaN always
                wins, as in PyTorch: a window holding NaN gives NaN, its
                switch at the last NaN.
@@ -15,7 +16,7 @@ N*C planes and each thread writes only its own planes.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
 from minconv._kernels._parallel cimport threads_for
@@ -32,6 +33,11 @@ cdef extern from *:
     """
     float _select_f "MINCONV_SELECT"(bint cond, float a, float b) nogil
     double _select_d "MINCONV_SELECT"(bint cond, double a, double b) nogil
+
+
+ctypedef fused switch_t:       # the switches unpooling takes: ours, or PyTorch's int64
+    int32_t
+    int64_t
 
 
 cdef enum:
@@ -77,7 +83,7 @@ cdef inline void _tap_row(const floating *xrow, floating *best, int *where,
             where[o] = ((base + <int> (sw * o)) & mask) | (where[o] & ~mask)
 
 
-cdef void _pool_plane(const floating *x, floating *y, int64_t *switches,
+cdef void _pool_plane(const floating *x, floating *y, int32_t *switches,
                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, Py_ssize_t kw,
                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                       Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
@@ -116,7 +122,7 @@ cdef void _pool_plane(const floating *x, floating *y, int64_t *switches,
 
 
 cdef void _pool_forward(const floating[:, ::1] x, floating[:, ::1] y,
-                        int64_t[:, ::1] switches, Py_ssize_t H, Py_ssize_t W,
+                        int32_t[:, ::1] switches, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho,
                         Py_ssize_t Wo) noexcept:
@@ -126,12 +132,12 @@ cdef void _pool_forward(const floating[:, ::1] x, floating[:, ::1] y,
         _pool_plane(&x[p, 0], &y[p, 0], &switches[p, 0], H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
 
 
-cdef Py_ssize_t _unpool(const floating[:, ::1] dy, const int64_t[:, ::1] switches,
+cdef Py_ssize_t _unpool(const floating[:, ::1] dy, const switch_t[:, ::1] switches,
                         floating[:, ::1] dx) noexcept:
     """Scatter-add dy at the switches; returns how many switches were out of range."""
     cdef Py_ssize_t planes = dy.shape[0], L = dy.shape[1], HW = dx.shape[1]
     cdef Py_ssize_t p, o, bad = 0
-    cdef int64_t s
+    cdef switch_t s
     for p in prange(planes, nogil=True, schedule="guided",
                     num_threads=threads_for(planes * HW)):
         memset(&dx[p, 0], 0, HW * sizeof(floating))
@@ -147,7 +153,8 @@ cdef Py_ssize_t _unpool(const floating[:, ::1] dy, const int64_t[:, ::1] switche
 def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     """Max pooling that records its switches.
 
-    x : (N, C, H, W) float32 or float64  ->  (y, switches), both (N, C, Ho, Wo)
+    x : (N, C, H, W) float32 or float64  ->  (y, switches), both (N, C, Ho, Wo),
+    switches int32
     """
     x = np.ascontiguousarray(x)
     if x.ndim != 4 or (x.dtype != np.float32 and x.dtype != np.float64):
@@ -160,12 +167,12 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
     if H * W >= 2 ** 31:
         raise ValueError(f"maxpool_forward: planes of {H}x{W} are too large "
-                         "(the switches are int32 inside the kernel)")
+                         "(the switches are int32)")
     if Ho < 1 or Wo < 1 or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"maxpool_forward: no output for input {x.shape} with kernel "
                          f"({kh}, {kw}), stride {stride}, padding {padding}")
     y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
-    switches = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    switches = np.empty((N, C, Ho, Wo), dtype=np.int32)
     x2 = x.reshape(N * C, H * W)                 # one row per (n, c) plane
     y2 = y.reshape(N * C, Ho * Wo)
     s2 = switches.reshape(N * C, Ho * Wo)
@@ -184,7 +191,10 @@ def maxpool_backward(dy, switches, x_shape):
     dy = np.ascontiguousarray(dy)
     if dy.dtype != np.float32 and dy.dtype != np.float64:
         raise ValueError(f"maxpool_backward: dy must be float32 or float64, got {dy.dtype}")
-    switches = np.ascontiguousarray(switches, dtype=np.int64)
+    switches = np.asarray(switches)
+    if switches.dtype != np.int32:        # int32 as they come; other integers widened
+        switches = switches.astype(np.int64)
+    switches = np.ascontiguousarray(switches)
     N, C, H, W = (int(v) for v in x_shape)
     if dy.ndim != 4 or switches.shape != dy.shape or dy.shape[:2] != (N, C):
         raise ValueError(f"maxpool_backward: dy {dy.shape} and switches {switches.shape} "
@@ -193,10 +203,14 @@ def maxpool_backward(dy, switches, x_shape):
     dy2 = dy.reshape(N * C, dy.shape[2] * dy.shape[3])
     s2 = switches.reshape(N * C, dy.shape[2] * dy.shape[3])
     dx2 = dx.reshape(N * C, H * W)
-    if dy.dtype == np.float32:
-        bad = _unpool[float](dy2, s2, dx2)
+    if dy.dtype == np.float32 and s2.dtype == np.int32:
+        bad = _unpool[float, int32_t](dy2, s2, dx2)
+    elif dy.dtype == np.float32:
+        bad = _unpool[float, int64_t](dy2, s2, dx2)
+    elif s2.dtype == np.int32:
+        bad = _unpool[double, int32_t](dy2, s2, dx2)
     else:
-        bad = _unpool[double](dy2, s2, dx2)
+        bad = _unpool[double, int64_t](dy2, s2, dx2)
     if bad:
         raise ValueError(f"maxpool_backward: switches must lie in [0, {H * W}) for planes of "
                          f"{H}x{W} (x_shape {tuple(x_shape)}); {bad} do not")

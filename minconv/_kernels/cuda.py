@@ -113,7 +113,7 @@ __global__ void col2im(const T* cols, T* x, I N, I C, I H, I W, I kh, I kw,
 // outside the plane are skipped, which is what -inf padding does under a strict
 // '>', and covers ceil_mode windows that hang past the edge.
 template <typename T, typename I>
-__global__ void maxpool_forward(const T* x, T* y, long long* switches, I planes, I H, I W,
+__global__ void maxpool_forward(const T* x, T* y, int* switches, I planes, I H, I W,
                                 I kh, I kw, I sh, I sw, I ph, I pw, I Ho, I Wo) {
     FOR_EACH(e, planes * Ho * Wo) {
         // e = (p*Ho + ho)*Wo + wo, p = n*C + c
@@ -123,11 +123,11 @@ __global__ void maxpool_forward(const T* x, T* y, long long* switches, I planes,
         const I h1 = hs + kh < H ? hs + kh : H, w1 = ws + kw < W ? ws + kw : W;
         const T* plane = x + p * H * W;
         T best = negative_infinity<T>();
-        long long where = (long long)h0 * W + w0;  // the window's first pixel, as in the reference
+        int where = (int)(h0 * W + w0);  // the window's first pixel, as in the reference
         for (I h = h0; h < h1; ++h) {
             for (I w = w0; w < w1; ++w) {  // row-major order + strict '>': first of equals wins
                 const T v = plane[h * W + w];
-                if (v > best || v != v) { best = v; where = (long long)h * W + w; }  // NaN wins, as in PyTorch
+                if (v > best || v != v) { best = v; where = (int)(h * W + w); }  // NaN wins, as in PyTorch
             }
         }
         y[e] = best;
@@ -138,10 +138,10 @@ __global__ void maxpool_forward(const T* x, T* y, long long* switches, I planes,
 // dx (N*C, H*W) += dy at the switches (dx zeroed by the caller); one thread per
 // entry of dy. A scatter: see maxpool_backward in cuda.py for why not a gather.
 template <typename T, typename I>
-__global__ void maxpool_backward(const T* dy, const long long* switches, T* dx,
+__global__ void maxpool_backward(const T* dy, const int* switches, T* dx,
                                  I planes, I L, I HW) {
     FOR_EACH(e, planes * L) {
-        const long long s = switches[e];
+        const int s = switches[e];
         if (s >= 0 && s < HW)  // the range is checked by max_unpool2d; never write outside
             add_to(&dx[(e / L) * HW + (I)s], dy[e]);
     }
@@ -303,7 +303,7 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     """Max pooling that records its switches (see the reference).
 
     x : (N, C, H, W) float32 or float64  ->  (y, switches), both (N, C, Ho, Wo),
-    switches int64 flat indices ``h*W + w`` into each (H, W) plane.
+    switches int32 flat indices ``h*W + w`` into each (H, W) plane.
     """
     cp = _cupy()
     x = _float_array(x, "maxpool_forward: input")
@@ -315,8 +315,11 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     if Ho < 1 or Wo < 1 or min(sh, sw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"maxpool_forward: no output for input {tuple(x.shape)} with kernel "
                          f"({kh}, {kw}), stride {stride}, padding {padding}")
+    if H * W >= 2 ** 31:
+        raise ValueError(f"maxpool_forward: planes of {H}x{W} are too large (the switches are "
+                         "int32)")
     y = cp.empty((N, C, Ho, Wo), dtype=x.dtype)
-    switches = cp.empty((N, C, Ho, Wo), dtype=cp.int64)
+    switches = cp.empty((N, C, Ho, Wo), dtype=cp.int32)
     _launch("maxpool_forward", x.dtype, y.size, (x, y, switches),
             (N * C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo))
     return y, switches
@@ -339,12 +342,12 @@ def maxpool_backward(dy, switches, x_shape):
     """
     cp = _cupy()
     dy = _float_array(dy, "maxpool_backward: dy")
-    switches = cp.ascontiguousarray(switches, dtype=cp.int64)
     N, C, H, W = (int(v) for v in x_shape)
     if dy.ndim != 4 or switches.shape != dy.shape or dy.shape[:2] != (N, C):
         raise ValueError(f"maxpool_backward: dy {tuple(dy.shape)} and switches "
                          f"{tuple(switches.shape)} do not match x_shape {tuple(x_shape)}")
-    reference._check_switches(switches, H, W, x_shape)
+    reference._check_switches(switches, H, W, x_shape)   # before narrowing: all < H*W
+    switches = cp.ascontiguousarray(switches, dtype=cp.int32)
     dx = cp.zeros((N, C, H, W), dtype=dy.dtype)
     _launch("maxpool_backward", dy.dtype, dy.size, (dy, switches, dx),
             (N * C, dy.shape[2] * dy.shape[3], H * W))

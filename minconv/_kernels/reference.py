@@ -210,7 +210,7 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
 
     x        : (N, C, H, W)
     y        : (N, C, Ho, Wo), the largest value in each window
-    switches : (N, C, Ho, Wo) int64, the flat index ``h*W + w`` of the winner
+    switches : (N, C, Ho, Wo) int32, the flat index ``h*W + w`` of the winner
                within its (H, W) plane; ties go to the first element in
                row-major window order. Padding never wins (it is -inf); a NaN
                always does (the window's value is NaN, as in PyTorch).
@@ -231,7 +231,7 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     # start at each window's first pixel, so a window of all -inf still points
     # inside itself (as PyTorch's does)
     first = xp.maximum(ho * sh - ph, 0) * W + xp.maximum(wo * sw - pw, 0)
-    switches = xp.broadcast_to(first, (N, C, Ho, Wo)).astype(xp.int64)
+    switches = xp.broadcast_to(first, (N, C, Ho, Wo))
     for i in range(kh):
         for j in range(kw):
             tap = x_pad[:, :, _window_slices(i, sh, Ho), _window_slices(j, sw, Wo)]
@@ -241,7 +241,7 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
             y = xp.where(wins, tap, y)
             flat = (ho * sh - ph + i) * W + (wo * sw - pw + j)  # (Ho, Wo) index in the plane
             switches = xp.where(wins, flat, switches)
-    return y, switches
+    return y, switches.astype(xp.int32)
 
 
 def _check_switches(switches, H, W, x_shape):

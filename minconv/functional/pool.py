@@ -34,9 +34,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
 
     x        : (N, C, H, W)
     y        : (N, C, Ho, Wo),  Ho = floor or ceil((H + 2*ph - kh) / sh) + 1
-    switches : (N, C, Ho, Wo) int64, flat index ``h*W + w`` of each maximum in its
-               (H, W) plane (PyTorch's ``return_indices``); ties go to the first
-               element in row-major window order.
+    switches : (N, C, Ho, Wo) int32, flat index ``h*W + w`` of each maximum in its
+               (H, W) plane (PyTorch's ``return_indices``, which are int64: a net keeps
+               every pooling layer's switches until its backward pass, and int32 halves
+               them); ties go to the first element in row-major window order.
 
     ``stride`` defaults to ``kernel_size``; overlapping windows (3x3 stride 2, as in
     ZFNet) and ``ceil_mode`` (ZFNet's 110 -> 55 and 26 -> 13) are supported.
@@ -44,6 +45,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     check_array(x, "max_pool2d", "input", 4, "(N, C, H, W)")
     kernel, stride, padding, _ = pool_geometry("max_pool2d", x.shape, kernel_size, stride,
                                                padding, ceil_mode)
+    if x.shape[2] * x.shape[3] >= 2 ** 31:
+        raise ValueError(f"max_pool2d: planes of {x.shape[2]}x{x.shape[3]} are too large "
+                         f"(the switches are int32; input {tuple(x.shape)})")
     return kernels_for(x).maxpool_forward(x, kernel[0], kernel[1], stride, padding,
                                           bool(ceil_mode))
 
@@ -65,5 +69,6 @@ def max_unpool2d(y, switches, input_shape):
     check_shape(switches, y.shape, "max_unpool2d", "switches")
     if switches.dtype.kind not in "iu":
         raise ValueError(f"max_unpool2d: switches must be integers, got {switches.dtype}")
-    switches = switches.astype(xp.int64, copy=False)
+    if switches.dtype != xp.int32:  # the kernels take int32 (ours) or int64 (PyTorch's)
+        switches = switches.astype(xp.int64, copy=False)
     return kernels_for(y).maxpool_backward(y, switches, input_shape)  # checks their range

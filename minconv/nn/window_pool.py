@@ -109,6 +109,7 @@ class PaddedMaxPool2D(_WindowPool):
                 better = values > y
                 y = xp.where(better, values, y)
                 switches = xp.where(better, (rows + i * dh) * Wp + cols + j * dw, switches)
+            switches = switches.astype(xp.int32)      # as the kernels' switches
         self._cache = (x.shape, padded.shape, switches, pad)
         return y
 
