@@ -112,10 +112,12 @@ def test_cython_twins_where_the_threads_share_the_work(rng):
     want = mc.functional.conv2d(x.astype(np.float64), W.astype(np.float64),
                                 b.astype(np.float64), 1, 1, plan="columns")
     assert rel_error(winograd_conv(cpu, x, W, b, (1, 1)), want) <= 1e-5
-    W = rng.standard_normal((512, 300, 3, 3)).astype(np.float32)
-    for transposed in (False, True):
-        np.testing.assert_allclose(cpu.winograd_weights(W, transposed),
-                                   ref.winograd_weights(W, transposed), rtol=1e-6, atol=1e-6)
+    # filters 16 at a time: whole blocks and partial last ones, on both axes
+    for F, C in ((512, 300), (35, 21)):
+        W = rng.standard_normal((F, C, 3, 3)).astype(np.float32)
+        for transposed in (False, True):
+            np.testing.assert_allclose(cpu.winograd_weights(W, transposed),
+                                       ref.winograd_weights(W, transposed), rtol=1e-6, atol=1e-6)
     dy = rng.standard_normal((4, 96, 30, 29)).astype(np.float32)
     np.testing.assert_allclose(cpu.winograd_grad_tiles(dy), ref.winograd_grad_tiles(dy),
                                rtol=1e-6, atol=1e-6)

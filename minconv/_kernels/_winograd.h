@@ -7,8 +7,11 @@
                     edge read from a row of zeros
      mc_wg_output   yt[n, 2i + a, 2j + b, f] = (A^T M_p A)[a, b] + bias[f]; outputs
                     past the map's edge go to the calling thread's scratch row
-     mc_wg_weights  U[k] = (G g G^T)[k] for the nine planes T[t] = g[t / 3, t % 3]
-                    (each holds tap t of every filter, ``plane`` values)
+     mc_wg_weights  U[k] = (G g G^T)[k] for one row of filters g (the filters of one
+                    input channel, or for C^T the flipped ones of one output
+                    channel), read straight from W (F, C, 3, 3): MC_WG_LANES
+                    filters at a time, their taps gathered into a small block
+                    that the transform then reads lane by lane
      mc_wg_grad_tiles   dM[k, p, f] = (A dY A^T)[k], dY the 2x2 block of tile p in dy
                     channels last (N, Ho, Wo, F); past the map's edge, zeros
      mc_wg_weight_grad  the nine tap planes (G^T dU G)[i, j] from the 16 planes of dU
@@ -19,6 +22,8 @@
 #define MINCONV_WINOGRAD_H
 
 #include <stddef.h>
+
+#define MC_WG_LANES 16   /* filters transformed at once (one 64-byte row of float32) */
 
 /* The pixels of tile p's size x size block (4x4 input tile or 2x2 output block, whose
    top-left pixel is (2i, 2j) of image n) in an N x H x W map: at[size*a + b] is the
@@ -111,34 +116,40 @@ static void mc_wg_output_##S(const T *M, const T *bias, T *sink, ptrdiff_t Ho,  
     }                                                                                     \
 }                                                                                         \
                                                                                           \
-static void mc_wg_weights_##S(const T *Tp, ptrdiff_t step, ptrdiff_t plane,               \
-        ptrdiff_t start, ptrdiff_t stop, T *U)                                            \
+static void mc_wg_weights_##S(const T *W, ptrdiff_t lane_step, int flipped,                \
+        ptrdiff_t lanes, ptrdiff_t plane, T *U)                                           \
 {                                                                                         \
-    /* tap t's plane at Tp + t * step (step < 0 walks them backwards: flipped filters) */ \
+    /* one row of filters: lane j's nine taps at W + j * lane_step (flipped: backwards), \
+       its 16 values at U[k * plane + j] */                                               \
     const T h = (T)0.5;                                                                   \
-    const T *restrict g0 = Tp, *restrict g1 = Tp + step, *restrict g2 = Tp + 2 * step;    \
-    const T *restrict g3 = Tp + 3 * step, *restrict g4 = Tp + 4 * step;                   \
-    const T *restrict g5 = Tp + 5 * step, *restrict g6 = Tp + 6 * step;                   \
-    const T *restrict g7 = Tp + 7 * step, *restrict g8 = Tp + 8 * step;                   \
-    T *restrict u = U;                                                                    \
-    _Pragma("omp simd")                                                                   \
-    for (ptrdiff_t e = start; e < stop; e++) {                                            \
-        /* G g: rows 0..3, columns 0..2 (g's row i holds taps 3i..3i+2) */                \
-        const T a0 = g0[e], a1 = g1[e], a2 = g2[e];                                       \
-        const T b0 = (g0[e] + g3[e] + g6[e]) * h, b1 = (g1[e] + g4[e] + g7[e]) * h;       \
-        const T b2 = (g2[e] + g5[e] + g8[e]) * h;                                         \
-        const T c0 = (g0[e] - g3[e] + g6[e]) * h, c1 = (g1[e] - g4[e] + g7[e]) * h;       \
-        const T c2 = (g2[e] - g5[e] + g8[e]) * h;                                         \
-        const T e0 = g6[e], e1 = g7[e], e2 = g8[e];                                       \
-        /* (G g) G^T, row by row */                                                       \
-        u[0 * plane + e] = a0;  u[1 * plane + e] = (a0 + a1 + a2) * h;                    \
-        u[2 * plane + e] = (a0 - a1 + a2) * h;  u[3 * plane + e] = a2;                    \
-        u[4 * plane + e] = b0;  u[5 * plane + e] = (b0 + b1 + b2) * h;                    \
-        u[6 * plane + e] = (b0 - b1 + b2) * h;  u[7 * plane + e] = b2;                    \
-        u[8 * plane + e] = c0;  u[9 * plane + e] = (c0 + c1 + c2) * h;                    \
-        u[10 * plane + e] = (c0 - c1 + c2) * h; u[11 * plane + e] = c2;                   \
-        u[12 * plane + e] = e0; u[13 * plane + e] = (e0 + e1 + e2) * h;                   \
-        u[14 * plane + e] = (e0 - e1 + e2) * h; u[15 * plane + e] = e2;                   \
+    T g[9][MC_WG_LANES];                                                                  \
+    for (ptrdiff_t j0 = 0; j0 < lanes; j0 += MC_WG_LANES) {                               \
+        const ptrdiff_t n = lanes - j0 < MC_WG_LANES ? lanes - j0 : MC_WG_LANES;          \
+        for (ptrdiff_t j = 0; j < n; j++)        /* the lanes' taps, tap by tap */        \
+            for (int t = 0; t < 9; t++)                                                   \
+                g[t][j] = W[(j0 + j) * lane_step + (flipped ? 8 - t : t)];                \
+        T *restrict u = U + j0;                                                           \
+        _Pragma("omp simd")                                                               \
+        for (ptrdiff_t j = 0; j < n; j++) {                                               \
+            /* G g: rows 0..3, columns 0..2 (g's row i holds taps 3i..3i+2) */            \
+            const T a0 = g[0][j], a1 = g[1][j], a2 = g[2][j];                             \
+            const T b0 = (g[0][j] + g[3][j] + g[6][j]) * h;                               \
+            const T b1 = (g[1][j] + g[4][j] + g[7][j]) * h;                               \
+            const T b2 = (g[2][j] + g[5][j] + g[8][j]) * h;                               \
+            const T c0 = (g[0][j] - g[3][j] + g[6][j]) * h;                               \
+            const T c1 = (g[1][j] - g[4][j] + g[7][j]) * h;                               \
+            const T c2 = (g[2][j] - g[5][j] + g[8][j]) * h;                               \
+            const T e0 = g[6][j], e1 = g[7][j], e2 = g[8][j];                             \
+            /* (G g) G^T, row by row */                                                   \
+            u[0 * plane + j] = a0;  u[1 * plane + j] = (a0 + a1 + a2) * h;                \
+            u[2 * plane + j] = (a0 - a1 + a2) * h;  u[3 * plane + j] = a2;                \
+            u[4 * plane + j] = b0;  u[5 * plane + j] = (b0 + b1 + b2) * h;                \
+            u[6 * plane + j] = (b0 - b1 + b2) * h;  u[7 * plane + j] = b2;                \
+            u[8 * plane + j] = c0;  u[9 * plane + j] = (c0 + c1 + c2) * h;                \
+            u[10 * plane + j] = (c0 - c1 + c2) * h; u[11 * plane + j] = c2;               \
+            u[12 * plane + j] = e0; u[13 * plane + j] = (e0 + e1 + e2) * h;               \
+            u[14 * plane + j] = (e0 - e1 + e2) * h; u[15 * plane + j] = e2;               \
+        }                                                                                 \
     }                                                                                     \
 }
 

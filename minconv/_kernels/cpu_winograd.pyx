@@ -36,10 +36,10 @@ cdef extern from "_winograd.h" nogil:
     void mc_wg_output_f64(const double *M, const double *bias, double *sink, Py_ssize_t Ho,
                           Py_ssize_t Wo, Py_ssize_t F, Py_ssize_t th, Py_ssize_t tw,
                           Py_ssize_t P, Py_ssize_t p_start, Py_ssize_t p_stop, double *yt)
-    void mc_wg_weights_f32(const float *T, Py_ssize_t step, Py_ssize_t plane,
-                           Py_ssize_t start, Py_ssize_t stop, float *U)
-    void mc_wg_weights_f64(const double *T, Py_ssize_t step, Py_ssize_t plane,
-                           Py_ssize_t start, Py_ssize_t stop, double *U)
+    void mc_wg_weights_f32(const float *W, Py_ssize_t lane_step, int flipped,
+                           Py_ssize_t lanes, Py_ssize_t plane, float *U)
+    void mc_wg_weights_f64(const double *W, Py_ssize_t lane_step, int flipped,
+                           Py_ssize_t lanes, Py_ssize_t plane, double *U)
     void mc_wg_grad_tiles_f32(const float *dyt, const float *zeros, Py_ssize_t Ho,
                               Py_ssize_t Wo, Py_ssize_t F, Py_ssize_t th, Py_ssize_t tw,
                               Py_ssize_t P, Py_ssize_t p_start, Py_ssize_t p_stop, float *dM)
@@ -137,39 +137,37 @@ def winograd_output(M, N, Ho, Wo, bias=None):
     return channels_first(yt)
 
 
-cdef void _weights(const floating[:, ::1] taps, bint flipped,
+cdef void _weights(const floating[:, :, ::1] W, bint transposed,
                    floating[:, :, ::1] U) noexcept nogil:
-    cdef Py_ssize_t plane = taps.shape[1]
-    cdef Py_ssize_t step = -plane if flipped else plane
-    cdef int parts = threads_for(25 * plane), part
-    for part in prange(parts, num_threads=parts, schedule="static"):
+    """Row r of U's planes from W (F, C, 9): input channel r's filters (U (16, C, F)),
+    or for C^T output channel r's, flipped (U (16, F, C))."""
+    cdef Py_ssize_t F = W.shape[0], C = W.shape[1], r
+    cdef Py_ssize_t rows = F if transposed else C
+    cdef Py_ssize_t lanes = C if transposed else F
+    cdef Py_ssize_t row_step = C * 9 if transposed else 9
+    cdef Py_ssize_t lane_step = 9 if transposed else C * 9
+    for r in prange(rows, num_threads=threads_for(25 * F * C), schedule="static"):
         if floating is float:
-            mc_wg_weights_f32(&taps[8 if flipped else 0, 0], step, plane,
-                              _bound(plane, parts, part), _bound(plane, parts, part + 1),
-                              &U[0, 0, 0])
+            mc_wg_weights_f32(&W[0, 0, 0] + r * row_step, lane_step, transposed, lanes,
+                              F * C, &U[0, r, 0])
         else:
-            mc_wg_weights_f64(&taps[8 if flipped else 0, 0], step, plane,
-                              _bound(plane, parts, part), _bound(plane, parts, part + 1),
-                              &U[0, 0, 0])
+            mc_wg_weights_f64(&W[0, 0, 0] + r * row_step, lane_step, transposed, lanes,
+                              F * C, &U[0, r, 0])
 
 
 def winograd_weights(W, transposed=False):
     """U (16, C, F) = G W[f, c] G^T from W (F, C, 3, 3); ``transposed``: the flipped
     filters of C^T as U (16, F, C).
 
-    The taps go first to nine planes of all the filters (tap t of W[f, c] at
-    taps[t, c, f], or at taps[t, f, c] for C^T, whose tap t is W's tap 8 - t): then the
-    transform reads and writes whole planes."""
+    Each thread takes rows of U (input channels, or output channels for C^T) and
+    reads their filters' taps straight from W."""
     W = _float_array(W, "winograd_weights: weight", 4)
     if W.shape[2:] != (3, 3):
         raise ValueError(f"winograd_weights: F(2x2, 3x3) takes 3x3 filters, got {W.shape}")
     F, C = W.shape[:2]
     U = np.empty((16, F, C) if transposed else (16, C, F), dtype=W.dtype)
     if U.size:
-        if transposed:
-            taps = reversed_axes(W.reshape(F * C, 9))                     # (9, F*C)
-        else:
-            taps = reversed_axes(W.reshape(F, C, 9)).reshape(9, C * F)    # (9, C*F)
+        taps = W.reshape(F, C, 9)
         if W.dtype == np.float32:
             _weights[float](taps, bool(transposed), U)
         else:
