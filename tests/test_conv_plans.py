@@ -223,8 +223,8 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
 @pytest.mark.parametrize("isa", ["avx512", "none"])
 def test_default_plan_takes_winograd_for_wide_3x3_at_stride_1(isa, isa_cap):
     """All three products of 3x3 stride-1 convolutions with >= 192 channels in and out
-    over >= 784 positions of the batch, dx and dW of 512 x 512 layers from 392; never
-    other windows, narrower layers, small maps at batch 1, float64 or a forced plan."""
+    over >= 784 positions of the batch, of 512 x 512 layers from 392; never other
+    windows, narrower layers, small maps at batch 1, float64 or a forced plan."""
     isa_cap(isa)
     W = np.zeros((256, 256, 3, 3), np.float32)
     plan = F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=1)
@@ -233,8 +233,7 @@ def test_default_plan_takes_winograd_for_wide_3x3_at_stride_1(isa, isa_cap):
                              np.zeros((192, 192, 3, 3), np.float32), padding=1)) == "winograd"
     last_stage = F.choose_plan(np.zeros((8, 512, 7, 7), np.float32),    # 392 positions
                                np.zeros((512, 512, 3, 3), np.float32), padding=1)
-    assert (last_stage.data_grad, last_stage.weight_grad) == ("winograd", "winograd")
-    assert last_stage.forward == ("fused_rows" if isa != "none" else "rows")
+    assert str(last_stage) == "winograd"
     assert F.choose_plan(np.zeros((8, 256, 14, 14), np.float32), W, padding=2).forward == \
         "winograd"                                                  # dx then padded by 0
     for x, W_shape, kw in (((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1, stride=2)),

@@ -19,8 +19,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
                                       the data gradient only at stride 1
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
-    CPU float32, 3x3 at stride 1,     winograd for all three products; from 392 positions
-    >= 192 channels in and out,       for dx and dW of 512 x 512 weights
+    CPU float32, 3x3 at stride 1,     winograd for all three products (512 x 512 weights:
+    >= 192 channels in and out,       from 392 positions)
     >= 784 positions in the batch
 
 The measurements behind each threshold are in docs/architecture.md. A plan
@@ -65,11 +65,11 @@ DIRECT_MAX_CHANNELS = 4
 # 64 channels 1.5x slower, DenseNet's 32 filters 1.4x.
 WINOGRAD_MIN_CHANNELS = 192
 WINOGRAD_MIN_POSITIONS = 784
-# dx and dW of layers of at least this many weights (filters x channels: 512 -> 512)
-# from half as many positions: ResNet's 512 -> 512 at 7x7, batch 8, their backward pass
-# 23.5 against 26.3 ms (in ResNet-18's step: 68 against 80 ms for three); its forward
-# pass, level alone, was slower in the net (41 against 36 ms), and 256 -> 256 and
-# 192 -> 384 at 7x7 15-20% slower.
+# Layers of at least this many weights (filters x channels: 512 -> 512) from half as
+# many positions: ResNet's 512 -> 512 at 7x7, batch 8, their backward pass 23.5 against
+# 26.3 ms; with the filters' transform at 2.1 ms (from 2.8) the forward pass too:
+# ResNet-18 at batch 8, forward 172 against 176 ms, step 509 against 518 (ResNet-50's
+# step 1340 against 1375). 256 -> 256 and 192 -> 384 at 7x7 ran 15-20% slower.
 WINOGRAD_WIDE_WEIGHTS = 512 * 512
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
@@ -188,8 +188,8 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             fwd = dgrad = wgrad = "winograd"
             reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3)"
         elif C * F >= WINOGRAD_WIDE_WEIGHTS and 2 * N * L >= WINOGRAD_MIN_POSITIONS:
-            dgrad = wgrad = "winograd"
-            reason += "; 3x3 at stride 1, 512 x 512 weights: Winograd F(2x2, 3x3) for dx, dW"
+            fwd = dgrad = wgrad = "winograd"
+            reason += "; 3x3 at stride 1, 512 x 512 weights: Winograd F(2x2, 3x3)"
     fused = getattr(kernels, "fused_kernels", None)
     if (xp is np and C <= DIRECT_MAX_CHANNELS and win.stride[1] == 1 and fused is not None
             and fused(dtype)):
