@@ -284,6 +284,29 @@ def test_default_plan_follows_the_instruction_set(isa, isa_cap):
     assert first.forward == first.weight_grad == ("direct" if tiles else "rows")
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
+def test_default_plan_rgb_first_layers_at_stride_2(isa, isa_cap):
+    """A first layer's large filters over RGB at stride > 1 (the direct tiles' width
+    stride is 1): the weight gradient on the tiles, the forward product per image; 3x3
+    filters, one channel, batch 1 and float64 keep per_image."""
+    isa_cap(isa)
+    tiles = isa != "none"
+    x = np.zeros((8, 3, 224, 224), np.float32)
+    resnet = F.choose_plan(x, np.zeros((64, 3, 7, 7), np.float32), stride=2, padding=3)
+    assert (resnet.forward, resnet.data_grad) == ("per_image", "per_image")
+    assert resnet.weight_grad == ("fused_rows" if tiles else "per_image")
+    alexnet = F.choose_plan(x, np.zeros((96, 3, 11, 11), np.float32), stride=4, padding=2)
+    assert alexnet.weight_grad == ("fused_rows" if tiles else "per_image")
+    for x, W_shape, stride in (((8, 3, 224, 224), (64, 3, 3, 3), 2),      # squeezenet's 3x3
+                               ((8, 1, 112, 112), (96, 1, 7, 7), 2),      # one channel
+                               ((1, 3, 224, 224), (64, 3, 7, 7), 2)):     # a core idle
+        plan = F.choose_plan(np.zeros(x, np.float32), np.zeros(W_shape, np.float32),
+                             stride=stride, padding=1)
+        assert str(plan) == "per_image", (x, W_shape, plan)
+    assert str(F.choose_plan(np.zeros((8, 3, 224, 224)), np.zeros((64, 3, 7, 7)),
+                             stride=2, padding=3)) == "per_image"
+
+
 def test_default_plan_one_by_one_filters_take_the_pointwise_gemm():
     for dtype in (np.float32, np.float64):
         for shape, stride in (((2, 64, 56, 56), 1), ((2, 512, 7, 7), 1), ((2, 256, 14, 14), 2)):

@@ -47,6 +47,14 @@ PER_IMAGE_MIN_POSITIONS = 512
 # many values (ResNet's and VGG's first stages, ZFNet's conv2): 5-20% faster there at
 # batch 8; on VGG's 512 -> 512 on 28x28 (2.4M) they ran level with per_image.
 LARGE_MAP_FUSED_WEIGHTS = 2 ** 20
+# A first layer's filters of at least this many taps over 2-4 channels (RGB) at a stride
+# the direct tiles do not take: their weight gradient runs on the fused tiles, the
+# forward product as per_image. At batch 8: ResNet's 7x7/2 3->64 dW 12.6 ms against
+# 19.0, ZFNet's 7x7/2 3->96 19.3 against 23.4 (84.6 against 94.0 at batch 32), AlexNet's
+# 11x11/4 9.9 against 14.8; 3x3 (SqueezeNet's 3->64) 9.2 against 6.7 and one channel
+# (1->96 7x7/2 at batch 128) 40.6 against 33.8 were slower, and so was the forward
+# product where it is not level (ZFNet's at batch 32: 109 against 97 ms).
+FEW_CHANNELS_FUSED_TAPS = 49
 # The tiles run one share of the batch per core, so a batch smaller than the cores
 # leaves a core idle while they run. Then only products of at most this many
 # multiply-adds take them (there handing work to the cores costs more than it saves);
@@ -163,6 +171,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
                 dgrad = "fused_rows"
                 reason += "; dx as a flipped convolution"
+        elif (xp is np and 2 <= C <= DIRECT_MAX_CHANNELS and win.stride[1] > 1
+              and kh * kw >= FEW_CHANNELS_FUSED_TAPS
+              and _fuses(kernels, dtype, C * kh * kw, F, *batch, "weight_grad")):
+            wgrad = "fused_rows"
+            reason += "; an RGB layer's large filters at stride > 1: dW on the tiles"
     elif xp is not np:
         fwd = dgrad = wgrad = "columns"
         reason = "GPU: one GEMM per chunk"
