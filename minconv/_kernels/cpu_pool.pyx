@@ -5,10 +5,10 @@
     y        : (N, C, Ho, Wo), the largest value of each window
     switches : (N, C, Ho, Wo) int32, flat index ``h*W + w`` of the winner in
                its (H, W) plane (half the memory of int64: a net keeps every
-               pooling layer's switches until its backward pass); ties go to the first element in row-major
-               window order (strict ``>``); padding never wins. A NaN always
-               wins, as in PyTorch: a window holding NaN gives NaN, its
-               switch at the last NaN.
+               pooling layer's switches until its backward pass); ties go to
+               the first element in row-major window order (strict ``>``);
+               padding never wins. A NaN always wins, as in PyTorch: a window
+               holding NaN gives NaN, its switch at the last NaN.
 
 Every (n, c) plane is independent, so both passes run in parallel over the
 N*C planes and each thread writes only its own planes.
