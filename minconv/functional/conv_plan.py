@@ -195,14 +195,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
+    positions = WINOGRAD_MIN_POSITIONS // (2 if C * F >= WINOGRAD_WIDE_WEIGHTS else 1)
     if (xp is np and dtype == np.float32 and winograd.serves(W_shape, win)
-            and min(C, F) >= WINOGRAD_MIN_CHANNELS):
-        if N * L >= WINOGRAD_MIN_POSITIONS:
-            fwd = dgrad = wgrad = "winograd"
-            reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3)"
-        elif C * F >= WINOGRAD_WIDE_WEIGHTS and 2 * N * L >= WINOGRAD_MIN_POSITIONS:
-            fwd = dgrad = wgrad = "winograd"
-            reason += "; 3x3 at stride 1, 512 x 512 weights: Winograd F(2x2, 3x3)"
+            and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= positions):
+        fwd = dgrad = wgrad = "winograd"
+        reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3)"
     fused = getattr(kernels, "fused_kernels", None)
     if (xp is np and C <= DIRECT_MAX_CHANNELS and win.stride[1] == 1 and fused is not None
             and fused(dtype)):
