@@ -217,6 +217,9 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
+    if H * W >= 2 ** 31:
+        raise ValueError(f"maxpool_forward: planes of {H}x{W} are too large (the switches "
+                         "are int32)")
     (sh, sw), (ph, pw) = stride, padding
     Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
     Wo = pool_output_size(W, kw, sw, pw, ceil_mode)

@@ -45,9 +45,6 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     check_array(x, "max_pool2d", "input", 4, "(N, C, H, W)")
     kernel, stride, padding, _ = pool_geometry("max_pool2d", x.shape, kernel_size, stride,
                                                padding, ceil_mode)
-    if x.shape[2] * x.shape[3] >= 2 ** 31:
-        raise ValueError(f"max_pool2d: planes of {x.shape[2]}x{x.shape[3]} are too large "
-                         f"(the switches are int32; input {tuple(x.shape)})")
     return kernels_for(x).maxpool_forward(x, kernel[0], kernel[1], stride, padding,
                                           bool(ceil_mode))
 
