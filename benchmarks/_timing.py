@@ -38,7 +38,9 @@ def machine():
     except OSError:
         pass
     import os
-    return f"{cpu}, {os.cpu_count()} cores, NumPy {np.__version__}"
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    blas = f", OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else ""
+    return f"{cpu}, {os.cpu_count()} cores, NumPy {np.__version__}{blas}"
 
 
 def markdown_table(header, rows):

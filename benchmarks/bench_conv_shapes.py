@@ -19,7 +19,9 @@ import argparse
 import os
 import sys
 
-import numpy as np
+# What minconv sets when imported before NumPy: OpenBLAS's idle threads sleep at once.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import machine, markdown_table, median_ms  # noqa: E402

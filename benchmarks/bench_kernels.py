@@ -33,7 +33,9 @@ if __name__ == "__main__" and "--single-thread" in sys.argv:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
 
-import numpy as np
+# What minconv sets when imported before NumPy: OpenBLAS's idle threads sleep at once.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np  # noqa: E402
 
 from minconv._kernels import reference as ref
 from minconv._kernels import cpu_conv, cpu_layout, cpu_lrn, cpu_pool, cpu_tiles

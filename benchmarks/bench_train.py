@@ -23,7 +23,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# What minconv sets when imported before NumPy: OpenBLAS's idle threads sleep at once.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

@@ -11,14 +11,20 @@ What lives here, and nowhere else in the package:
   of the images with one BLAS thread and one OpenMP thread, so its columns stay
   in its own cache and the cores meet once per call (on zfnet_mini's 14x14 and
   7x7 maps about a third faster than letting BLAS and OpenMP split every call).
-  The fully connected layers share out their products the same way (:func:`matmul`,
-  by rows or by columns), so a training step makes no multi-threaded BLAS call: after
-  one, OpenBLAS's helper threads keep spinning and take a core from the workers.
+  Products outside the workers (a batch of one, the fully connected layers) go through
+  :func:`matmul`.
   Images never interact in a convolution, so the output does not depend on the
   split; a weight gradient's per-share sums are added in share order, the same
   on every call.
 - **the worker pool** and its fork handling: a forked child has none of its
   parent's threads, so it forgets the pool and starts its own.
+- **OpenBLAS's idle threads**: after a multi-threaded product they spin for 2^28
+  cycles (about 0.1 s) and take a core from the workers and the OpenMP kernels (a
+  128 -> 128 convolution at 112x112 on the tiles: 9.7 ms, 19.3 right after a BLAS
+  product). ``OPENBLAS_THREAD_TIMEOUT=4``, set before NumPy loads OpenBLAS, makes them
+  sleep at once: then :func:`matmul` is one multi-threaded BLAS call. Where NumPy was
+  imported before minconv, their spin stays, and :func:`matmul` shares each product
+  out among the workers (one BLAS thread each) instead.
 - **the OpenMP wait policy**: the Cython kernels (OpenMP) and BLAS take turns on
   the same cores; OpenMP's default is to spin after each parallel region, which
   starves BLAS (a zfnet_mini step then takes 3.6x longer). Idle OpenMP threads
@@ -34,11 +40,27 @@ What lives here, and nowhere else in the package:
 """
 import math
 import os
+import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 
-import numpy as np
+
+
+def _blas_threads_sleep():
+    """Whether OpenBLAS's idle threads spin at most 2^16 cycles (~20 us): the setting
+    OpenBLAS read when NumPy loaded it. Set here when NumPy is not loaded yet."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    try:
+        return int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "")) <= 16
+    except ValueError:
+        return False
+
+
+_BLAS_THREADS_SLEEP = _blas_threads_sleep()
+
+import numpy as np  # noqa: E402
 
 
 def _openmp_already_loaded():
@@ -145,6 +167,7 @@ def settings():
         "isa": isa(),
         "malloc": _state["malloc"],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "blas_threads_sleep": _BLAS_THREADS_SLEEP,
         "blas_threads": [lib["num_threads"] for lib in blas.info()] if blas else None,
         "compiled_kernels": bool(_kernels().CPU_BUILT),
     }
@@ -307,18 +330,24 @@ def map_shares(work, N, xp=np):
 _SMALL_PRODUCT = 1 << 18
 
 
-def matmul(a, b):
-    """``a @ b`` for 2-D NumPy arrays, the product shared among the cores.
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D arrays, the product shared among the cores: every product of
+    minconv's layers goes through here or runs inside a worker (one BLAS thread each).
 
-    a : (M, K), b : (K, P) -> (M, P). Each core computes ``out[rows] = a[rows] @ b``,
-    or, where b has more columns than a has rows (a fully connected layer's weights
-    at a small batch), ``out[:, cols] = a @ b[:, cols]``: split by rows, every core
-    would read all of b (AlexNet's fc6 at batch 8: 28 ms, against 17 by columns). Each
-    share runs with one BLAS thread; the result is the same as one call's up to rounding.
+    a : (M, K), b : (K, P) -> (M, P), ``out`` when given. Where OpenBLAS's idle threads
+    sleep (the module docstring) it is one call, which BLAS's threads share. Otherwise
+    each core computes ``out[rows] = a[rows] @ b``, or, where b has more columns than
+    a has rows (a fully connected layer's weights at a small batch, an image's
+    columns), ``out[:, cols] = a @ b[:, cols]``: split by rows, every core would read
+    all of b (AlexNet's fc6 at batch 8: 28 ms, against 17 by columns). Each share runs
+    with one BLAS thread; the result is the same as one call's up to rounding. CuPy
+    arrays, small products and calls from a worker take one call.
     """
-    if not isinstance(a, np.ndarray) or a.shape[0] * a.shape[1] * b.shape[1] < _SMALL_PRODUCT:
-        return a @ b
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    if (not isinstance(a, np.ndarray) or a.shape[0] * a.shape[1] * b.shape[1] < _SMALL_PRODUCT
+            or _BLAS_THREADS_SLEEP):
+        return _one_call(a, b, out)
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 
     def rows(part):
         np.matmul(a[part], b, out=out[part])
@@ -331,6 +360,16 @@ def matmul(a, b):
     else:
         map_shares(rows, a.shape[0])
     return out
+
+
+def _one_call(a, b, out):
+    """``a @ b`` into ``out`` (a new array when None), NumPy's or CuPy's."""
+    if out is None:
+        return a @ b
+    if isinstance(a, np.ndarray):
+        return np.matmul(a, b, out=out)
+    import cupy
+    return cupy.matmul(a, b, out=out)
 
 
 # Below about this many elements an elementwise pass takes well under a millisecond.

@@ -114,6 +114,31 @@ def test_im2row_products_leave_the_rest_of_out_alone(isa):
     assert np.all(wide[:, 13:] == 7.0)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("case", PRODUCT_CASES, ids=str)
+def test_fewer_images_than_threads_split_by_bands_of_rows(isa, case, threads, monkeypatch):
+    """With fewer images than OpenMP threads the forward product runs each image's output
+    rows in bands, one a thread (one to three bands an image, bands of one row, a single
+    row left whole): the same sums as one thread's, in the same order."""
+    from minconv._kernels import cpu
+    shape, kh, kw, stride, padding, dilation = case
+    geometry = (kh, kw, stride, padding, dilation)
+    x = random(shape, 0)
+    w_rows = random((kh * kw * shape[1], 40), 1)
+    bias = random((40,), 2)
+    monkeypatch.setattr(cpu_tiles, "BAND_MIN_MACS", 0)        # even these small products
+    previous = cpu.kernel_threads()
+    try:
+        cpu.set_kernel_threads(threads)
+        banded = cpu_tiles.im2row_matmul(x, w_rows, *geometry, bias=bias)
+        cpu.set_kernel_threads(1)
+        one_thread = cpu_tiles.im2row_matmul(x, w_rows, *geometry, bias=bias)
+    finally:
+        cpu.set_kernel_threads(previous)
+    assert np.array_equal(banded, one_thread)
+    assert_close_to(banded, ref.im2row_matmul(x, w_rows, *geometry, bias=bias))
+
+
 # ---------------------------------------------------------------- few input channels
 
 # (x_shape, F, (kh, kw), stride, padding, dilation): output rows 1 to 50 wide (tails

@@ -111,14 +111,21 @@ def test_split_convolution_equals_one_thread(case, one_thread):
     assert rel_error(dW, dW1) < 1e-5
 
 
+@pytest.mark.parametrize("blas_threads_sleep", [False, True])   # shared out, or one call
 @pytest.mark.parametrize("shape", [(128, 576, 512), (512, 128, 300), (3, 4, 5), (1, 700, 900)])
-def test_matmul_equals_numpy(shape):
+def test_matmul_equals_numpy(shape, blas_threads_sleep, monkeypatch):
+    monkeypatch.setattr(_parallel, "_BLAS_THREADS_SLEEP", blas_threads_sleep)
     M, K, P = shape
     rng = np.random.default_rng(1)
     a = rng.standard_normal((M, K)).astype(np.float32)
     b = rng.standard_normal((K, P)).astype(np.float32)
     assert rel_error(_parallel.matmul(a, b), a @ b) < 1e-6
     assert rel_error(_parallel.matmul(b.T, a.T), b.T @ a.T) < 1e-6  # transposed views
+    wide = np.full((M, P + 3), 7.0, np.float32)
+    out = wide[:, 1:P + 1]                                         # a strided view
+    assert _parallel.matmul(a, b, out=out) is out
+    assert rel_error(out, a @ b) < 1e-6
+    assert np.all(wide[:, 0] == 7.0) and np.all(wide[:, P + 1:] == 7.0)
 
 
 @needs_two_cores

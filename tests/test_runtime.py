@@ -177,3 +177,32 @@ def test_an_openmp_runtime_loaded_before_minconv_is_named():
     assert "OpenMP runtime was loaded before minconv" in stderr
     assert "OMP_WAIT_POLICY=PASSIVE" in stderr
     assert "OpenMP" not in _import_minconv_after("")
+
+
+# ---------------------------------------------------------------- OpenBLAS's idle threads
+
+def _blas_setting_after(preamble, env_value=None):
+    """(OPENBLAS_THREAD_TIMEOUT, settings()["blas_threads_sleep"]) in a fresh Python that
+    runs ``preamble``, then imports minconv."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env_value is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = env_value
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    code = (preamble + "\nimport os, minconv\nprint(os.environ.get('OPENBLAS_THREAD_TIMEOUT'),"
+            " minconv.runtime.settings()['blas_threads_sleep'])")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return tuple(done.stdout.split())
+
+
+def test_openblas_threads_sleep_when_minconv_comes_before_numpy():
+    """minconv sets OPENBLAS_THREAD_TIMEOUT=4 before NumPy loads OpenBLAS; after NumPy it
+    is too late (OpenBLAS read its setting then), and a setting of the user's stands."""
+    assert _blas_setting_after("") == ("4", "True")
+    assert _blas_setting_after("import numpy") == ("None", "False")
+    assert _blas_setting_after("import numpy", env_value="8") == ("8", "True")
+    assert _blas_setting_after("", env_value="28") == ("28", "False")

@@ -32,6 +32,10 @@ cdef extern from "_tiles.h" nogil:
                                       int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
                                       const float *dy, Py_ssize_t F, float *dwt)
 
+from cython.parallel cimport prange
+
+from minconv._kernels._parallel cimport max_threads
+
 import os
 
 import numpy as np
@@ -67,6 +71,9 @@ cdef int _isa = _ISA_SUPPORTED
 _FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 22, ("avx512", "weight_grad"): 2 ** 22,
                       ("avx2", "forward"): 2 ** 18, ("avx2", "weight_grad"): 2 ** 18}
 PRODUCTS = ("forward", "weight_grad")
+# A batch smaller than the OpenMP threads splits each image's forward product by bands
+# of output rows from this many multiply-adds (below it one thread finishes first).
+BAND_MIN_MACS = 2 ** 21
 
 
 def _isa_level(name, what):
@@ -135,14 +142,30 @@ def _matrix(a, rows, dtype, op, what):
 cdef int _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
                        const float[::1] bias, float[:, ::1] y, int kh, int kw, int sh, int sw,
                        int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, int level) noexcept:
+    """The tiles over the batch, on this thread; with fewer images than OpenMP threads
+    (a batch of one), each image's output rows in bands, one band per thread: band
+    [r0, r1) reads padded rows from r0*sh and writes rows r0*Wo.. of its image's block."""
     cdef const float *b = NULL
-    cdef int status
+    cdef Py_ssize_t N = xt.shape[0], Hp = xt.shape[1], Wp = xt.shape[2], C = xt.shape[3]
+    cdef Py_ssize_t F = w.shape[1], bands = 1, job, n, r0, r1
+    cdef int status = 0, threads = 1
     if bias is not None:
         b = &bias[0]
-    with nogil:
-        status = mc_tiles_im2row_matmul(level, &xt[0, 0, 0, 0], xt.shape[0], xt.shape[1],
-                                        xt.shape[2], xt.shape[3], kh, kw, sh, sw, dh, dw, Ho,
-                                        Wo, &w[0, 0], w.shape[1], b, &y[0, 0])
+    if N < max_threads() and N * Ho * Wo * w.shape[0] * F >= BAND_MIN_MACS:
+        threads = max_threads()
+        bands = min(Ho, (threads + N - 1) // N)
+    if bands == 1:
+        with nogil:
+            status = mc_tiles_im2row_matmul(level, &xt[0, 0, 0, 0], N, Hp, Wp, C, kh, kw, sh,
+                                            sw, dh, dw, Ho, Wo, &w[0, 0], F, b, &y[0, 0])
+        return status
+    for job in prange(N * bands, num_threads=threads, schedule="static", nogil=True):
+        n = job // bands
+        r0 = job % bands * Ho // bands
+        r1 = (job % bands + 1) * Ho // bands
+        status |= mc_tiles_im2row_matmul(level, &xt[n, r0 * sh, 0, 0], 1, Hp, Wp, C, kh, kw,
+                                         sh, sw, dh, dw, r1 - r0, Wo, &w[0, 0], F, b,
+                                         &y[(n * Ho + r0) * Wo, 0])
     return status
 
 

@@ -51,7 +51,7 @@ def columns_forward(x, W, b, win, workspace=None):
             n = part.stop - part.start
             cols = runtime.scratch(xp, x.dtype, (C * kh * kw, n * Ho * Wo))
             kernels.im2col(x[part], kh, kw, *win, out=cols)               # (C*kh*kw, n*Ho*Wo)
-            y2 = W2 @ cols                                                # (F, n*Ho*Wo)
+            y2 = runtime.matmul(W2, cols)                                 # (F, n*Ho*Wo)
             if b is not None:
                 y2 += b[:, None]
             y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)      # (n, F, Ho, Wo)
@@ -72,7 +72,7 @@ def columns_data_grad(dy, W, x_shape, win, workspace=None):
         for part in chunks(share, C * kh * kw, Ho * Wo, dy.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
             dcols = runtime.scratch(xp, dy.dtype, (C * kh * kw, n * Ho * Wo))
-            xp.matmul(W2.T, chunk_rows(dy[part], F, Ho * Wo), out=dcols)  # (C*kh*kw, n*Ho*Wo)
+            runtime.matmul(W2.T, chunk_rows(dy[part], F, Ho * Wo), out=dcols)  # (C*kh*kw, n*L)
             dx.put(part, kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw, *win))
 
     runtime.map_shares(fold, N, xp)
@@ -90,7 +90,7 @@ def columns_weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
         cols = runtime.scratch(xp, x.dtype, (C * kh * kw, n * Ho * Wo))
         kernels.im2col(x[part], kh, kw, *win, out=cols)
         dY = chunk_rows(dy[part], F, Ho * Wo)                             # (F, n*Ho*Wo)
-        dW2 += dY @ cols.T                                                # (F, C*kh*kw)
+        dW2 += runtime.matmul(dY, cols.T)                                 # (F, C*kh*kw)
         if db is not None:
             db += dY.sum(axis=1)
 

@@ -15,7 +15,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     CPU, smaller maps                 rows (per_image with at least twice as many filters as
                                       positions); fused_rows for each product whose weights
                                       the tiles take (float32 with AVX2/AVX-512; with a
-                                      batch smaller than the cores only small products),
+                                      batch smaller than the cores the forward product
+                                      from 784 positions, else only small products),
                                       the data gradient only at stride 1
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
@@ -55,12 +56,17 @@ LARGE_MAP_FUSED_WEIGHTS = 2 ** 20
 # (1->96 7x7/2 at batch 128) 40.6 against 33.8 were slower, and so was the forward
 # product where it is not level (ZFNet's at batch 32: 109 against 97 ms).
 FEW_CHANNELS_FUSED_TAPS = 49
-# The tiles run one share of the batch per core, so a batch smaller than the cores
-# leaves a core idle while they run. Then only products of at most this many
-# multiply-adds take them (there handing work to the cores costs more than it saves);
-# larger ones run as rows or per_image, whose GEMM splits one product. At batch 1:
-# 128->128 on 112x112 took 41.6 ms fused on one core, 24.0 as per_image on two;
-# 128->128 on 28x28 2.9 against 2.1 as rows; 128->32 on 14x14 0.34 against 0.44.
+# The tiles run one share of the batch per core; with a batch smaller than the cores
+# the forward product splits each image by bands of output rows instead. The bands
+# pay where they hold enough positions: at batch 1 on two cores, from this many
+# positions in the batch (against per_image: 64->64 on 224x224 21.0 against 29.3 ms,
+# 128->128 on 112x112 19.3 against 24.1, 96->128 on 28x28 1.04 against 1.13; on
+# 14x14 512->512 6.1 against 5.9, 160->320 1.44 against 1.29).
+BANDED_MIN_POSITIONS = 784
+# Other products at such a batch, and the weight gradient (whose shares are images),
+# take the tiles only up to this many multiply-adds (on one core at batch 1:
+# 128->128 on 112x112 dW 41.6 ms against 24.0 as per_image on two; 128->32 on 14x14
+# forward 0.22 ms against 0.37).
 ONE_CORE_FUSED_MACS = 2 ** 24
 # Inputs of at most this many channels (first layers) convolve tap by tap.
 DIRECT_MAX_CHANNELS = 4
@@ -133,12 +139,14 @@ def _check(plan):
 
 def _fuses(kernels, dtype, taps, channels, batch, positions, product="forward"):
     """Whether the tiles take this product: its (taps, channels) weights within their cap,
-    and, where ``batch`` leaves a core idle, few enough multiply-adds over the batch's
-    ``positions``."""
+    and, where ``batch`` is smaller than the cores, a forward product over enough of the
+    batch's ``positions`` for bands of rows, or few enough multiply-adds."""
     fuses = getattr(kernels, "fuses_im2row", None)
-    if batch < runtime.cpu_threads() and positions * taps * channels > ONE_CORE_FUSED_MACS:
+    if fuses is None or not fuses(dtype, taps, channels, product):
         return False
-    return fuses is not None and bool(fuses(dtype, taps, channels, product))
+    if batch >= runtime.cpu_threads() or positions * taps * channels <= ONE_CORE_FUSED_MACS:
+        return True
+    return product == "forward" and positions >= BANDED_MIN_POSITIONS
 
 
 def _fuses_flipped(kernels, dtype, W_shape, win, batch, positions):
@@ -164,10 +172,12 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         fwd = dgrad = wgrad = "per_image"
         reason = f"{Ho}x{Wo} map >= {PER_IMAGE_MIN_POSITIONS} positions: one GEMM per image"
         if (xp is np and C > DIRECT_MAX_CHANNELS and C * kh * kw * F <= LARGE_MAP_FUSED_WEIGHTS
-                and _fuses(kernels, dtype, C * kh * kw, F, *batch)
-                and _fuses(kernels, dtype, C * kh * kw, F, *batch, "weight_grad")):
-            fwd = wgrad = "fused_rows"
+                and _fuses(kernels, dtype, C * kh * kw, F, *batch)):
+            fwd = "fused_rows"
             reason += "; weights fit the tiles: fused, the columns never formed"
+            if _fuses(kernels, dtype, C * kh * kw, F, *batch, "weight_grad"):
+                wgrad = "fused_rows"
+                reason += "; and their gradient's"
             if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
                 dgrad = "fused_rows"
                 reason += "; dx as a flipped convolution"

@@ -34,7 +34,7 @@ def forward(x, W, b, win, workspace=None):
             kernels.im2col(x[part], kh, kw, *win, out=cols)
             y3 = y[part].reshape(n, F, L)                                 # a view of y
             for i in range(n):
-                xp.matmul(W2, _image_columns(cols, i, L), out=y3[i])     # (F, L)
+                runtime.matmul(W2, _image_columns(cols, i, L), out=y3[i])  # (F, L)
                 if b is not None:
                     y3[i] += b[:, None]
 
@@ -55,7 +55,7 @@ def data_grad(dy, W, x_shape, win, workspace=None):
             dcols = runtime.scratch(xp, dy.dtype, (C * kh * kw, n * L))
             dy3 = dy[part].reshape(n, F, L)
             for i in range(n):
-                xp.matmul(W2.T, dy3[i], out=_image_columns(dcols, i, L))  # (C*kh*kw, L)
+                runtime.matmul(W2.T, dy3[i], out=_image_columns(dcols, i, L))  # (C*kh*kw, L)
             dx.put(part, kernels.col2im(dcols, (n,) + tuple(x_shape[1:]), kh, kw, *win))
 
     runtime.map_shares(fold, N, xp)
@@ -74,7 +74,7 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
         kernels.im2col(x[part], kh, kw, *win, out=cols)
         dy3 = dy[part].reshape(n, F, L)
         for i in range(n):
-            dW2 += dy3[i] @ _image_columns(cols, i, L).T                  # (F, C*kh*kw)
+            dW2 += runtime.matmul(dy3[i], _image_columns(cols, i, L).T)  # (F, C*kh*kw)
             if db is not None:
                 db += dy3[i].sum(axis=1)
 

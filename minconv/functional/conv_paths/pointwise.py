@@ -64,11 +64,11 @@ def forward(x, W, b, win, workspace=None):
             y3 = y[part].reshape(n, F, L)                                 # a view of y
             if L < ONE_GEMM_BELOW:
                 X = _kept(x[part], win).transpose(1, 0, 2, 3).reshape(C, n * L)  # (C, n*L)
-                y3[...] = (W2 @ X).reshape(F, n, L).transpose(1, 0, 2)
+                y3[...] = runtime.matmul(W2, X).reshape(F, n, L).transpose(1, 0, 2)
             else:
                 x3 = _as_matrices(xp, _kept(x[part], win), n, C, L)        # (n, C, L)
                 for i in range(n):
-                    xp.matmul(W2, x3[i], out=y3[i])                       # (F, L)
+                    runtime.matmul(W2, x3[i], out=y3[i])                  # (F, L)
             if b is not None:
                 y3 += b[:, None]
 
@@ -90,18 +90,19 @@ def data_grad(dy, W, x_shape, win, workspace=None):
         for part in chunks(share, C, L, dy.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
             if L < ONE_GEMM_BELOW:
-                dxs = (W2.T @ chunk_rows(dy[part], F, L)).reshape(C, n, Ho, Wo)
+                dxs = runtime.matmul(W2.T, chunk_rows(dy[part], F, L)).reshape(C, n, Ho, Wo)
                 _kept(dx[part], win)[...] = dxs.transpose(1, 0, 2, 3)
                 continue
             dy3 = dy[part].reshape(n, F, L)
             if strided:
                 dxs = runtime.scratch(xp, dy.dtype, (n, C, L))
-                xp.matmul(W2.T, dy3, out=dxs)                             # (n, C, L)
+                for i in range(n):
+                    runtime.matmul(W2.T, dy3[i], out=dxs[i])              # (C, L)
                 _kept(dx[part], win)[...] = dxs.reshape(n, C, Ho, Wo)
             else:
                 dx3 = dx[part].reshape(n, C, L)                           # a view of dx
                 for i in range(n):
-                    xp.matmul(W2.T, dy3[i], out=dx3[i])                   # (C, L)
+                    runtime.matmul(W2.T, dy3[i], out=dx3[i])              # (C, L)
 
     runtime.map_shares(fold, N, xp)
     return dx
@@ -123,14 +124,14 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
             if L < ONE_GEMM_BELOW:
                 X = _kept(x[part], win).transpose(1, 0, 2, 3).reshape(C, n * L)
                 dY = chunk_rows(dy[part], F, L)                           # (F, n*L)
-                dW2 += dY @ X.T                                           # (F, C)
+                dW2 += runtime.matmul(dY, X.T)                            # (F, C)
                 if with_bias:
                     db += dY.sum(axis=1)
                 continue
             x3 = _as_matrices(xp, _kept(x[part], win), n, C, L)
             dy3 = dy[part].reshape(n, F, L)
             for i in range(n):
-                dW2 += dy3[i] @ x3[i].T                                   # (F, C)
+                dW2 += runtime.matmul(dy3[i], x3[i].T)                    # (F, C)
             if with_bias:
                 db += dy3.sum(axis=(0, 2))
         return dW2, db

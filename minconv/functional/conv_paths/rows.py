@@ -29,7 +29,7 @@ def forward(x, W, b, win, workspace=None):
             n = part.stop - part.start
             rows = runtime.scratch(xp, x.dtype, (n * L, C * kh * kw))
             kernels.im2row(x[part], kh, kw, *win, out=rows)
-            y_rows = rows @ W2.T                                          # (n*L, F)
+            y_rows = runtime.matmul(rows, W2.T)                           # (n*L, F)
             if b is not None:
                 y_rows += b
             write_channels_first(y_rows, y[part])
@@ -49,7 +49,7 @@ def data_grad(dy, W, x_shape, win, workspace=None):
         for part in chunks(share, C * kh * kw, L, dy.dtype.itemsize, workspace, xp):
             n = part.stop - part.start
             drows = runtime.scratch(xp, dy.dtype, (n * L, C * kh * kw))
-            xp.matmul(position_rows(dy[part]), W2, out=drows)            # (n*L, kh*kw*C)
+            runtime.matmul(position_rows(dy[part]), W2, out=drows)       # (n*L, kh*kw*C)
             dx.put(part, kernels.row2im(drows, (n,) + tuple(x_shape[1:]), kh, kw, *win))
 
     runtime.map_shares(fold, N, xp)
@@ -67,7 +67,7 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
         dy_rows = position_rows(dy[part])                                 # (n*L, F)
         rows = runtime.scratch(xp, x.dtype, (n * L, C * kh * kw))
         kernels.im2row(x[part], kh, kw, *win, out=rows)
-        dW2 += dy_rows.T @ rows                                           # (F, kh*kw*C)
+        dW2 += runtime.matmul(dy_rows.T, rows)                            # (F, kh*kw*C)
         if db is not None:
             db += dy_rows.sum(axis=0)
 
