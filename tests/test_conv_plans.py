@@ -206,7 +206,7 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     chunked = isa == "avx512"                                 # only these sweep by chunks
     assert str(batch) == ("fused_rows" if chunked else "rows")
     # a batch smaller than the cores: the forward product (and dx at stride 1) splits
-    # each image by bands of rows from 784 positions; else only small products take the
+    # each image by bands of rows from 169 positions; else only small products take the
     # tiles, and the larger ones go to a GEMM that splits one product
     one = F.choose_plan(np.zeros((1, 512, 7, 7), np.float32), W, padding=1)
     assert str(one) == "per_image"
@@ -218,11 +218,12 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     banded = "fused_rows" if isa != "none" else "per_image"
     assert (large_map.forward, large_map.data_grad, large_map.weight_grad) == \
         (banded, banded, "per_image")
-    at_784 = F.choose_plan(np.zeros((1, 96, 28, 28), np.float32),
-                           np.zeros((128, 96, 3, 3), np.float32), padding=1)
-    assert (at_784.forward, at_784.weight_grad) == (banded, "per_image")
-    below = F.choose_plan(np.zeros((1, 160, 27, 27), np.float32),     # 729 positions
-                          np.zeros((320, 160, 3, 3), np.float32), padding=1)
+    at_169 = F.choose_plan(np.zeros((1, 64, 13, 13), np.float32),
+                           np.zeros((256, 64, 3, 3), np.float32), padding=1)
+    assert (at_169.forward, at_169.weight_grad) == ("fused_rows" if isa != "none" else "rows",
+                                                    "rows")
+    below = F.choose_plan(np.zeros((1, 256, 12, 12), np.float32),     # 144 positions
+                          np.zeros((512, 256, 3, 3), np.float32), padding=1)
     assert below.forward == "per_image"
     two = F.choose_plan(np.zeros((2, 128, 112, 112), np.float32),
                         np.zeros((128, 128, 3, 3), np.float32), padding=1)

@@ -16,7 +16,7 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
                                       positions); fused_rows for each product whose weights
                                       the tiles take (float32 with AVX2/AVX-512; with a
                                       batch smaller than the cores the forward product
-                                      from 784 positions, else only small products),
+                                      from 169 positions, else only small products),
                                       the data gradient only at stride 1
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
@@ -58,11 +58,13 @@ LARGE_MAP_FUSED_WEIGHTS = 2 ** 20
 FEW_CHANNELS_FUSED_TAPS = 49
 # The tiles run one share of the batch per core; with a batch smaller than the cores
 # the forward product splits each image by bands of output rows instead. The bands
-# pay where they hold enough positions: at batch 1 on two cores, from this many
-# positions in the batch (against per_image: 64->64 on 224x224 21.0 against 29.3 ms,
-# 128->128 on 112x112 19.3 against 24.1, 96->128 on 28x28 1.04 against 1.13; on
-# 14x14 512->512 6.1 against 5.9, 160->320 1.44 against 1.29).
-BANDED_MIN_POSITIONS = 784
+# pay where they hold enough positions: at batch 1 on two cores, from a 13x13 map
+# (against the best of per_image and rows: 64->64 on 224x224 21.0 against 29.3 ms,
+# 128->128 on 112x112 19.3 against 24.1, 256->256 on 14x14 1.48 against 1.93, 96->208
+# 0.52 against 0.77, 64->256 on 13x13 0.49 against 0.61; 512->512 on 14x14 level, 6.27
+# against 6.26). On 7x7 maps they lost (256->512 1.22 against 1.09, 512->512 3.0
+# against 2.3).
+BANDED_MIN_POSITIONS = 169
 # Other products at such a batch, and the weight gradient (whose shares are images),
 # take the tiles only up to this many multiply-adds (on one core at batch 1:
 # 128->128 on 112x112 dW 41.6 ms against 24.0 as per_image on two; 128->32 on 14x14
