@@ -11,9 +11,8 @@ What lives here, and nowhere else in the package:
   of the images with one BLAS thread and one OpenMP thread, so its columns stay
   in its own cache and the cores meet once per call (on zfnet_mini's 14x14 and
   7x7 maps about a third faster than letting BLAS and OpenMP split every call).
-  Products outside the workers (a batch of one, the fully connected layers) go through
-  :func:`matmul`.
-  Images never interact in a convolution, so the output does not depend on the
+  Products outside the workers (a batch of one, the fully connected layers) go
+  through :func:`matmul`. Images never interact in a convolution, so the output does not depend on the
   split; a weight gradient's per-share sums are added in share order, the same
   on every call.
 - **the worker pool** and its fork handling: a forked child has none of its
@@ -44,7 +43,6 @@ import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
-
 
 
 def _blas_threads_sleep():
