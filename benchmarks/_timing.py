@@ -1,9 +1,16 @@
-"""Shared timing helpers for the benchmarks: medians after a warm-up, GEMM peak, tables."""
+"""Shared timing helpers for the benchmarks: medians after a warm-up, GEMM peak, tables.
+
+Each benchmark imports this module before NumPy: it sets what minconv sets when imported
+before NumPy, ``OPENBLAS_THREAD_TIMEOUT=4`` (OpenBLAS's idle threads sleep at once), for
+the benchmark and the processes it starts.
+"""
+import os
 import platform
 import statistics
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np  # noqa: E402
 
 
 def median_ms(fn, repeats=5, warmup=1):
@@ -37,7 +44,6 @@ def machine():
                     break
     except OSError:
         pass
-    import os
     timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     blas = f", OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else ""
     return f"{cpu}, {os.cpu_count()} cores, NumPy {np.__version__}{blas}"

@@ -31,8 +31,7 @@ import subprocess
 import sys
 import time
 
-# What minconv sets when imported before NumPy: OpenBLAS's idle threads sleep at once.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import _timing  # noqa: E402,F401  before NumPy: it sets OPENBLAS_THREAD_TIMEOUT
 import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

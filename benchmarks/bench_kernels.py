@@ -33,8 +33,7 @@ if __name__ == "__main__" and "--single-thread" in sys.argv:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
 
-# What minconv sets when imported before NumPy: OpenBLAS's idle threads sleep at once.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import _timing  # noqa: E402,F401  before NumPy: it sets OPENBLAS_THREAD_TIMEOUT
 import numpy as np  # noqa: E402
 
 from minconv._kernels import reference as ref

@@ -18,8 +18,7 @@ import os
 import sys
 import time
 
-# What minconv sets when imported before NumPy: OpenBLAS's idle threads sleep at once.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import _timing  # noqa: E402,F401  before NumPy: it sets OPENBLAS_THREAD_TIMEOUT
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
