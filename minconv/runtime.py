@@ -60,6 +60,8 @@ _BLAS_THREADS_SLEEP = _blas_threads_sleep()
 
 import numpy as np  # noqa: E402
 
+from .backend import get_array_module  # noqa: E402
+
 
 def _openmp_already_loaded():
     """Whether an OpenMP runtime is mapped into this process already (Linux; else False)."""
@@ -343,7 +345,7 @@ def matmul(a, b, out=None):
     """
     if (not isinstance(a, np.ndarray) or a.shape[0] * a.shape[1] * b.shape[1] < _SMALL_PRODUCT
             or _BLAS_THREADS_SLEEP):
-        return _one_call(a, b, out)
+        return get_array_module(a).matmul(a, b, out=out)
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 
@@ -358,16 +360,6 @@ def matmul(a, b, out=None):
     else:
         map_shares(rows, a.shape[0])
     return out
-
-
-def _one_call(a, b, out):
-    """``a @ b`` into ``out`` (a new array when None), NumPy's or CuPy's."""
-    if out is None:
-        return a @ b
-    if isinstance(a, np.ndarray):
-        return np.matmul(a, b, out=out)
-    import cupy
-    return cupy.matmul(a, b, out=out)
 
 
 # Below about this many elements an elementwise pass takes well under a millisecond.
