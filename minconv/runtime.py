@@ -19,8 +19,8 @@ What lives here, and nowhere else in the package:
   parent's threads, so it forgets the pool and starts its own.
 - **OpenBLAS's idle threads**: after a multi-threaded product they spin for 2^28
   cycles (about 0.1 s) and take a core from the workers and the OpenMP kernels (a
-  128 -> 128 convolution at 112x112 on the tiles: 9.7 ms, 19.3 right after a BLAS
-  product). ``OPENBLAS_THREAD_TIMEOUT=4``, set before NumPy loads OpenBLAS, makes them
+  64 -> 128 convolution at 112x112 on the tiles at batch 1: 9.7 ms, 19.3 right after
+  a BLAS product). ``OPENBLAS_THREAD_TIMEOUT=4``, set before NumPy loads OpenBLAS, makes them
   sleep at once: then :func:`matmul` is one multi-threaded BLAS call. Where NumPy was
   imported before minconv, their spin stays, and :func:`matmul` shares each product
   out among the workers (one BLAS thread each) instead.

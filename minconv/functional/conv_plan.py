@@ -66,9 +66,9 @@ FEW_CHANNELS_FUSED_TAPS = 49
 # against 2.3).
 BANDED_MIN_POSITIONS = 169
 # Other products at such a batch, and the weight gradient (whose shares are images),
-# take the tiles only up to this many multiply-adds (on one core at batch 1:
-# 128->128 on 112x112 dW 41.6 ms against 24.0 as per_image on two; 128->32 on 14x14
-# forward 0.22 ms against 0.37).
+# take the tiles only up to this many multiply-adds: at batch 1, 128->128 on 112x112
+# forward on one core took 41.6 ms against 24.0 as per_image on two; 128->32 on 14x14
+# forward 0.22 ms against 0.37.
 ONE_CORE_FUSED_MACS = 2 ** 24
 # Inputs of at most this many channels (first layers) convolve tap by tap.
 DIRECT_MAX_CHANNELS = 4
