@@ -76,7 +76,8 @@ extensions = [
     Extension(f"minconv._kernels.{name}", [f"minconv/_kernels/{name}.pyx"],
               include_dirs=[np.get_include(), "minconv/_kernels"],
               depends={"cpu_tiles": TILE_HEADERS,
-                       "cpu_winograd": ["minconv/_kernels/_winograd.h"]}.get(name, []),
+                       "cpu_winograd": ["minconv/_kernels/_winograd.h"],
+                       "cpu_pool": ["minconv/_kernels/_maxpool.h"]}.get(name, []),
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNELS
 ]

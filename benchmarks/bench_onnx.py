@@ -11,7 +11,7 @@ weights reduced to ConstantOfShape fills. Here each fill becomes a random initia
 symbolic, and the final Softmax is dropped (outputs are compared as logits: random
 weights saturate the probabilities); the same .onnx file is then run by
 
-  minconv       mc.io.load_onnx(..., fold_batchnorm=True).forward(x)
+  minconv       mc.io.load_onnx(..., fold_batchnorm=True), net.lock_weights(), net.forward(x)
   onnxruntime   InferenceSession, CPU provider, all graph optimisations
   PyTorch       the same imported graph run node by node with torch.nn.functional on the
                 same weights (an onnx2torch-style conversion; onnx2torch itself is not
@@ -20,7 +20,9 @@ weights saturate the probabilities); the same .onnx file is then run by
 Both minconv and PyTorch run the graph loaded with ``fold_batchnorm=True`` (each
 BatchNormalization, and each per-channel Mul and Add, folded into the Conv or
 normalisation that alone feeds it), as onnxruntime's graph optimisations do
-(``--no-fold`` keeps every node).
+(``--no-fold`` keeps every node). minconv locks the weights (read-only: the layouts its
+kernels derive from them are derived once and kept, as onnxruntime's session prepacks
+its weights when it loads the model; ``--no-lock`` derives them on every call).
 
 Each framework runs in a process of its own, one after the other, so that no runtime's
 idle threads (onnxruntime's and OpenMP's spin for a while after each call) take a core
@@ -230,6 +232,8 @@ def child(args):
             run = torch_runner(net)
         else:
             mc.runtime.configure(malloc=args.malloc)
+            if args.lock:
+                net.lock_weights()
             run = net.forward
     results = {}
     for batch in (int(b) for b in args.batches.split(",")):
@@ -255,6 +259,8 @@ def layer_times(args):
             path = os.path.join(folder, f"{key}.onnx")
             onnx.save(model, path)
             net = mc.io.load_onnx(path, fold_batchnorm=args.fold)
+        if args.lock:
+            net.lock_weights()
         forward_child = net._forward_child
         passes = []
 
@@ -288,6 +294,8 @@ def run_child(framework, model, args, folder):
                str(args.threads), "--malloc", args.malloc, "--out", out]
     if not args.fold:
         command.append("--no-fold")
+    if not args.lock:
+        command.append("--no-lock")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench_onnx: {framework} on {model} failed:\n{done.stderr[-2000:]}")
@@ -305,6 +313,9 @@ def main(argv=None):
                         help="minconv's malloc policy (runtime.configure); keep: the trainer's")
     parser.add_argument("--no-fold", dest="fold", action="store_false",
                         help="keep the BatchNormalization nodes (minconv and PyTorch)")
+    parser.add_argument("--no-lock", dest="lock", action="store_false",
+                        help="minconv: leave the weights unlocked (their layouts derived on "
+                             "every call)")
     parser.add_argument("--layers", action="store_true",
                         help="minconv alone: its time by layer type")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
@@ -319,7 +330,8 @@ def main(argv=None):
     import torch
     print(f"# {machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"{args.threads} threads, each framework in its own process, minconv malloc="
-          f"{args.malloc}, BatchNormalization {'folded' if args.fold else 'kept'}")
+          f"{args.malloc}, BatchNormalization {'folded' if args.fold else 'kept'}, weights "
+          f"{'locked' if args.lock else 'unlocked'}")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models.split(","):

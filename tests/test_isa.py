@@ -237,6 +237,38 @@ def test_a_short_last_block_of_positions_joins_the_one_before(isa, hw):
     assert_both_products_match_reference(x, w_rows, geometry)
 
 
+# ---------------------------------------------------------------- max pooling's vectors
+
+# (x_shape, kh, kw, stride, padding, ceil_mode): rows of outputs shorter than, equal to
+# and longer than one vector (8 and 16 lanes) with a tail; padding and ceil windows on
+# both edges; strides 1 and 2 (their own loads) and 3 (a gather).
+POOL_CASES = [((1, 3, 7, 7), 3, 3, (1, 1), (1, 1), False),
+              ((2, 2, 9, 40), 3, 3, (1, 1), (1, 1), False),
+              ((1, 2, 16, 16), 2, 2, (1, 1), (0, 0), False),
+              ((1, 3, 10, 35), 3, 3, (2, 2), (0, 0), True),
+              ((1, 2, 13, 67), 3, 3, (2, 2), (1, 1), True),
+              ((2, 2, 11, 34), 2, 3, (2, 2), (1, 0), False),
+              ((1, 2, 9, 50), 4, 3, (3, 3), (2, 1), True),
+              ((1, 2, 5, 17), 3, 1, (1, 1), (1, 0), True)]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_maxpool_vectors_match_reference(isa, case, ties):
+    from minconv._kernels import cpu_pool
+    shape, kh, kw, stride, padding, ceil_mode = case
+    assert cpu_pool.simd_level() <= cpu_tiles.ISA_NAMES.index(isa)
+    x = random(shape, 0)
+    if ties:                       # plateaus, and -inf and NaN where windows meet them
+        x = np.round(x)
+        x.reshape(-1)[::7] = -np.inf
+        x.reshape(-1)[5::23] = np.nan
+    y, switches = cpu_pool.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
+    y_ref, switches_ref = ref.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(switches, switches_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
 def test_the_cap_returns_the_previous_one_and_names_a_wrong_one():
     previous = cpu_tiles.set_isa_cap("none")
     try:

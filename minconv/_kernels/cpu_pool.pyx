@@ -11,7 +11,10 @@
                holding NaN gives NaN, its switch at the last NaN.
 
 Every (n, c) plane is independent, so both passes run in parallel over the
-N*C planes and each thread writes only its own planes.
+N*C planes and each thread writes only its own planes. In float32 the forward pass
+runs a vector of output columns at a time (``_maxpool.h``, AVX-512 or AVX2: the
+instruction set of the tiles, :func:`minconv._kernels.cpu_tiles.isa`, and so capped
+with them); the loop below is the scalar path, and float64's.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -23,7 +26,17 @@ from minconv._kernels._parallel cimport threads_for
 
 import numpy as np
 
+from . import cpu_tiles
 from ..geometry import pool_output_size
+
+cdef extern from "_maxpool.h" nogil:
+    int mc_maxpool_level()
+    int mc_maxpool_plane(int level, const float *x, float *y, int32_t *switches,
+                         Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw, int ph,
+                         int pw, Py_ssize_t Ho, Py_ssize_t Wo)
+
+cdef int _SIMD_LEVEL = mc_maxpool_level()
+
 
 cdef extern from *:
     """
@@ -125,10 +138,14 @@ cdef void _pool_forward(const floating[:, ::1] x, floating[:, ::1] y,
                         int32_t[:, ::1] switches, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Ho,
-                        Py_ssize_t Wo) noexcept:
+                        Py_ssize_t Wo, int level) noexcept:
     cdef Py_ssize_t p
     for p in prange(x.shape[0], nogil=True, schedule="guided",
                     num_threads=threads_for(x.shape[0] * Ho * Wo * kh * kw)):
+        if floating is float:
+            if mc_maxpool_plane(level, &x[p, 0], &y[p, 0], &switches[p, 0], H, W, kh, kw,
+                                sh, sw, ph, pw, Ho, Wo):
+                continue
         _pool_plane(&x[p, 0], &y[p, 0], &switches[p, 0], H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
 
 
@@ -148,6 +165,12 @@ cdef Py_ssize_t _unpool(const floating[:, ::1] dy, const switch_t[:, ::1] switch
             else:
                 dx[p, s] += dy[p, o]
     return bad
+
+
+def simd_level():
+    """The vector width the float32 forward pass runs with: 2 (AVX-512), 1 (AVX2) or 0
+    (the scalar loop), the lower of this CPU's and the tiles' instruction set."""
+    return min(_SIMD_LEVEL, cpu_tiles.ISA_NAMES.index(cpu_tiles.isa()))
 
 
 def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
@@ -177,9 +200,9 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     y2 = y.reshape(N * C, Ho * Wo)
     s2 = switches.reshape(N * C, Ho * Wo)
     if x.dtype == np.float32:
-        _pool_forward[float](x2, y2, s2, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
+        _pool_forward[float](x2, y2, s2, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, simd_level())
     else:
-        _pool_forward[double](x2, y2, s2, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo)
+        _pool_forward[double](x2, y2, s2, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, 0)
     return y, switches
 
 

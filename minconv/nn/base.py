@@ -23,6 +23,7 @@ import inspect
 import numpy as np
 
 from ..backend import get_array_module, to_device
+from ..functional import prepared
 
 _DEFAULT_RNG = [np.random.default_rng(0)]
 
@@ -166,6 +167,28 @@ class Layer(abc.ABC):
         """Forget what the last forward kept (frees its activations)."""
         self._cache = None
         self._output_spec = None
+
+    # -- locked weights ----------------------------------------------------------
+    def lock_weights(self):
+        """Make the parameters read-only, so that the fast paths keep what they derive
+        from them (the tiles' tap-major weights, Winograd's transformed filters: see
+        :mod:`minconv.functional.prepared`) instead of deriving it on every call, as an
+        inference runtime does. Writing to a locked parameter raises NumPy's read-only
+        error and the optimizers refuse them; ``load_state_dict`` puts new, unlocked
+        arrays in their place. A parameter that is a view of another array is copied
+        first. Returns self."""
+        for key, value in self.params.items():
+            if isinstance(value, np.ndarray):
+                if not prepared.lockable(value):
+                    value = self.params[key] = value.copy()
+                prepared.lock(value)
+        return self
+
+    def unlock_weights(self):
+        """Undo :meth:`lock_weights`: the parameters writable, what was kept dropped."""
+        for value in self.params.values():
+            prepared.unlock(value)
+        return self
 
     # -- devices and dtypes ----------------------------------------------------
     def to(self, device):

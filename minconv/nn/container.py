@@ -200,6 +200,17 @@ class Container(Layer):
     def num_params(self):
         return int(sum(v.size for v in self.params.values()))
 
+    def lock_weights(self):
+        """Lock every layer's parameters (:meth:`Layer.lock_weights`); returns self."""
+        for layer in self._layers.values():
+            layer.lock_weights()
+        return self
+
+    def unlock_weights(self):
+        for layer in self._layers.values():
+            layer.unlock_weights()
+        return self
+
     # -- caches, devices, dtypes -----------------------------------------------------
     def clear_cache(self):
         for layer in self._layers.values():

@@ -91,6 +91,11 @@ class SGD:
     def step(self):
         """Apply one update from the gradients of the last backward pass."""
         params, grads = self.net.params, self.net.grads
+        locked = [name for name in self.trainable
+                  if isinstance(params[name], np.ndarray) and not params[name].flags.writeable]
+        if locked:
+            raise ValueError(f"SGD: parameters {locked} are read-only (the net's weights are "
+                             "locked: net.unlock_weights() before training)")
         for name in self.trainable:
             if name not in grads:
                 raise ValueError(f"SGD: no gradient for {name}; run the backward pass first")

@@ -40,6 +40,7 @@ def _common_arguments(p, out_default):
 def _load(args):
     from ..io.sources import is_imported, load_source, source_data
     checkpoint = load_source(args, device=args.device)  # .npz, .onnx, or --model --weights
+    checkpoint.net.lock_weights()  # the visualisations never write them: layouts kept
     if is_imported(checkpoint):
         return checkpoint, source_data(checkpoint, args)
     return checkpoint, load_data(checkpoint, args.data, args.split, args.limit)

@@ -29,6 +29,7 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from ...geometry import conv_output_size
+from ..prepared import derived
 
 
 class Window(NamedTuple):
@@ -148,8 +149,10 @@ def weight_matrix(W):
 def weight_matrix_channels_last(W):
     """W (F, C, kh, kw) as the GEMM operand of im2row's rows: (F, kh*kw*C), taps (i, j, c).
     Its transpose (kh*kw*C, F) is the fused product's ``w_rows``. (Copied with C as
-    the inner run; a transpose straight to (kh*kw*C, F) is 2-10x slower.)"""
-    return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+    the inner run; a transpose straight to (kh*kw*C, F) is 2-10x slower.) Once for
+    locked weights (:mod:`..prepared`)."""
+    return derived(W, "channels_last",
+                   lambda W: W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1))
 
 
 def weights_from_channels_last(W2, W_shape):

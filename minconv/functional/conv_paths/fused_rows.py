@@ -20,6 +20,7 @@ in/out channels swapped. Larger strides (and p > d(k-1)) fold with row2im as the
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
+from ..prepared import derived
 from . import (ConvPath, chunks, output_hw, position_rows, rows, weight_grad_by_chunks,
                write_channels_first)
 
@@ -44,9 +45,13 @@ def _flipped_weight_rows(W):
 
 def tap_major_weights(W, kernels):
     """W (F, C, kh, kw) as the tiles' ``w_rows``: W[f, c, i, j] at row (i*kw + j)*C + c,
-    column f, so (kh*kw*C, F); the reversal of the axes of W viewed as (F, C, kh*kw)."""
-    F, C, kh, kw = W.shape
-    return kernels.reversed_axes(W.reshape(F, C, kh * kw)).reshape(kh * kw * C, F)
+    column f, so (kh*kw*C, F); the reversal of the axes of W viewed as (F, C, kh*kw).
+    Reordered on every call, once for locked weights (:mod:`..prepared`)."""
+    def reorder(W):
+        F, C, kh, kw = W.shape
+        return kernels.reversed_axes(W.reshape(F, C, kh * kw)).reshape(kh * kw * C, F)
+
+    return derived(W, "tap_major", reorder)
 
 
 def forward(x, W, b, win, workspace=None):
@@ -76,7 +81,8 @@ def data_grad(dy, W, x_shape, win, workspace=None):
     N, F, Ho, Wo = dy.shape
     _, C, kh, kw = W.shape
     H, Wd = x_shape[2:]
-    w_rows = xp.ascontiguousarray(_flipped_weight_rows(W))                # (kh*kw*F, C)
+    w_rows = derived(W, "flipped_rows",                                   # (kh*kw*F, C)
+                     lambda W: xp.ascontiguousarray(_flipped_weight_rows(W)))
     dx = xp.empty(x_shape, dtype=dy.dtype)
 
     def fold(share):

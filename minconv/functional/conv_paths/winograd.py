@@ -14,7 +14,7 @@ that overhang an odd map (a 7x7 map is covered by 16 tiles of 4 outputs: 1.72x).
 
 The data gradient at stride 1 is itself a 3x3 convolution, of dy padded by 2 - p
 with the filters flipped and their channel axes swapped (``transposed=True``), so
-it runs the same products. The weight gradient runs them backwards:
+it runs the same products. Locked weights (:mod:`..prepared`) are transformed once. The weight gradient runs them backwards:
 
     dM = winograd_grad_tiles(dy)      (16, P, F)   A dY A^T for each tile's 2x2 block
     dU[k] = sum over chunks of V[k]^T @ dM[k]      (16, C, F)
@@ -26,6 +26,7 @@ Windows the path does not serve (not 3x3, stride or dilation above 1, padding ab
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
+from ..prepared import derived
 from . import ConvPath, output_hw, per_image
 
 # The batch goes through in chunks whose tiles and products (V and M) take about this
@@ -79,14 +80,15 @@ def _convolve(x, U, b, padding, out_hw, workspace):
 def forward(x, W, b, win, workspace=None):
     if not serves(W.shape, win):
         return per_image.forward(x, W, b, win, workspace)
-    U = kernels_for(x).winograd_weights(W)                                # (16, C, F)
+    U = derived(W, "winograd", kernels_for(x).winograd_weights)           # (16, C, F)
     return _convolve(x, U, b, win.padding, output_hw(x.shape, W.shape, win), workspace)
 
 
 def data_grad(dy, W, x_shape, win, workspace=None):
     if not serves(W.shape, win):
         return per_image.data_grad(dy, W, x_shape, win, workspace)
-    U = kernels_for(dy).winograd_weights(W, transposed=True)              # (16, F, C)
+    U = derived(W, "winograd_transposed",                                 # (16, F, C)
+                lambda W: kernels_for(dy).winograd_weights(W, transposed=True))
     flipped_padding = (2 - win.padding[0], 2 - win.padding[1])
     return _convolve(dy, U, None, flipped_padding, tuple(x_shape[2:]), workspace)
 
