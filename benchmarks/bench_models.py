@@ -9,10 +9,12 @@ For each model and batch size, each framework runs in a fresh process (so that p
 resident memory is its own, counted from the moment the net is built: Linux's VmHWM,
 reset then): the same weights (torchvision's, loaded
 into minconv with ``minconv.io.from_torch_state_dict``), the same random images;
-``forward`` is inference (evaluation mode, no gradients kept), ``step`` one SGD step
-(training mode: BatchNorm on batch statistics, loss, backward, update). Times are
-medians of ``--steps`` runs after a warm-up. In minconv's process minconv is imported
-before torch, which only supplies the weights: torch's OpenMP runtime, loaded first,
+``forward`` is inference (evaluation mode, no gradients kept; minconv's weights locked,
+``net.lock_weights()``, so that the layouts its kernels read are derived once), ``step``
+one SGD step (training mode: BatchNorm on batch statistics, loss, backward, update;
+unlocked). Times are medians of ``--steps`` runs after a warm-up (with ``--rounds R``,
+each figure the median over R processes per framework, minconv's and PyTorch's
+alternating). In minconv's process minconv is imported before torch, which only supplies the weights: torch's OpenMP runtime, loaded first,
 would keep its idle threads spinning beside minconv's workers (minconv warns then).
 Both frameworks get the same threads;
 minconv runs with ``runtime.configure(malloc="keep")``, the trainer's setting
@@ -100,11 +102,13 @@ def child(args):
         loss = mc.nn.SoftmaxCrossEntropy()
         lowest = net.names[optimizer.lowest_trainable_layer()]
 
-        def forward():
+        def forward():  # inference with the weights locked: their layouts derived once
+            net.lock_weights()
             net.forward(x, train=False)
             net.clear_cache()
 
         def step():
+            net.unlock_weights()  # trained: writable (what was kept from them dropped)
             loss.forward(net.forward(x, train=True), y)
             net.backward(loss.backward(), stop=lowest, release=True)
             net.clear_cache()
@@ -175,12 +179,26 @@ def measure(framework, model, batch, args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _rounds(model, batch, args):
+    """minconv's and PyTorch's figures, each the median over ``args.rounds`` processes,
+    the two frameworks alternating: a slow spell of the machine (minutes long, here)
+    then touches both alike instead of one."""
+    runs = {"minconv": [], "torch": []}
+    for _ in range(args.rounds):
+        for framework in runs:
+            runs[framework].append(measure(framework, model, batch, args))
+    return [{key: float(np.median([run[key] for run in results])) for key in results[0]}
+            for results in runs.values()]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=[8, 32])
     p.add_argument("--steps", type=int, default=3, help="timed runs per figure (median)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--rounds", type=int, default=1, help="processes per figure, the two "
+                   "frameworks alternating; the median is reported")
     p.add_argument("--quick", action="store_true", help="resnet18 and googlenet at batch 8")
     p.add_argument("--malloc", choices=("keep", "default"), default="keep",
                    help="minconv's malloc policy (runtime.configure); keep: the trainer's")
@@ -194,7 +212,8 @@ def main():
     if args.child:
         args.framework = args.child
         return child(args)
-    print(f"{machine()}; {args.threads} threads; minconv malloc={args.malloc}\n")
+    print(f"{machine()}; {args.threads} threads; minconv malloc={args.malloc}; "
+          f"{args.rounds} round{'s' if args.rounds > 1 else ''}\n")
     if args.bn:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "bn",
@@ -212,8 +231,7 @@ def main():
     rows = []
     for model in args.models:
         for batch in args.batches:
-            ours, theirs = measure("minconv", model, batch, args), measure("torch", model,
-                                                                             batch, args)
+            ours, theirs = _rounds(model, batch, args)
             rows.append([model, batch,
                          f"{ours['forward_ms']:.0f}", f"{theirs['forward_ms']:.0f}",
                          f"{ours['forward_ms'] / theirs['forward_ms']:.2f}",

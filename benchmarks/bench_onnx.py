@@ -29,8 +29,9 @@ idle threads (onnxruntime's and OpenMP's spin for a while after each call) take 
 from the next. minconv runs with ``runtime.configure(malloc="keep")``, the trainer's
 setting, as in bench_models.py (``--malloc default`` for glibc's own: every activation
 over 32 MB is then a fresh mapping whose pages fault in on first touch, on every pass).
-Times are medians of ``--repeats`` runs after one warm-up, in ms; the last
-columns are minconv's time over the others'. The outputs are compared afterwards.
+Times are medians of ``--repeats`` runs after one warm-up, in ms (with ``--rounds R``
+the median of R such medians, each framework's R processes alternating with the
+others'); the last columns are minconv's time over the others'. The outputs are compared afterwards.
 """
 import argparse
 import os
@@ -303,11 +304,32 @@ def run_child(framework, model, args, folder):
         return dict(f)
 
 
+def _rounds(model, args, folder):
+    """Each framework's results on ``model``, its times the median over ``args.rounds``
+    rounds, the three frameworks alternating within each round: a slow spell of the
+    machine (minutes long, here) then touches every framework alike instead of one."""
+    runs = {f: [] for f in FRAMEWORKS}
+    for _ in range(args.rounds):
+        for framework in FRAMEWORKS:
+            runs[framework].append(run_child(framework, model, args, folder))
+    merged = []
+    for framework in FRAMEWORKS:
+        result = dict(runs[framework][0])
+        for key in result:
+            if key.startswith("ms"):
+                result[key] = np.median([run[key] for run in runs[framework]])
+        merged.append(result)
+    return merged
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each framework's process this many times, alternating, "
+                             "and report the median of its medians")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
                         help="minconv's malloc policy (runtime.configure); keep: the trainer's")
@@ -329,13 +351,14 @@ def main(argv=None):
     import onnxruntime as ort
     import torch
     print(f"# {machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
-          f"{args.threads} threads, each framework in its own process, minconv malloc="
+          f"{args.threads} threads, each framework in its own process ({args.rounds} "
+          f"round{'s' if args.rounds > 1 else ''}), minconv malloc="
           f"{args.malloc}, BatchNormalization {'folded' if args.fold else 'kept'}, weights "
           f"{'locked' if args.lock else 'unlocked'}")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models.split(","):
-            ours, theirs, torchs = (run_child(f, key, args, folder) for f in FRAMEWORKS)
+            ours, theirs, torchs = _rounds(key, args, folder)
             for batch in (int(b) for b in args.batches.split(",")):
                 y, y_ort, y_torch = ours[f"y{batch}"], theirs[f"y{batch}"], torchs[f"y{batch}"]
                 scale = max(np.abs(y_ort).max(), 1e-12)

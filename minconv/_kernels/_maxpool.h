@@ -87,6 +87,15 @@ static void mc_maxpool_plane_avx512(const float *x, float *y, int32_t *switches,
     }
 }
 
+/* The even lanes of a then b: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs in order. */
+__attribute__((target("avx2")))
+static inline __m256 mc_even_lanes(__m256 a, __m256 b)
+{
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+        _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
 __attribute__((target("avx2")))
 static void mc_maxpool_plane_avx2(const float *x, float *y, int32_t *switches,
                                   ptrdiff_t H, ptrdiff_t W, int kh, int kw, int sh, int sw,
@@ -116,24 +125,27 @@ static void mc_maxpool_plane_avx2(const float *x, float *y, int32_t *switches,
                     const __m256i inside = _mm256_and_si256(
                         outputs, _mm256_and_si256(_mm256_cmpgt_epi32(w, minus_one),
                                                   _mm256_cmpgt_epi32(width, w)));
+                    /* the columns the loads touch, all inside the row: plain loads (AMD's
+                       masked loads are slow) */
+                    const ptrdiff_t c = sw * o0 - pw + j;
+                    const int plain = o0 + 8 <= Wo && c >= 0 && c + (sw == 2 ? 16 : 8) <= W;
                     __m256 v;
-                    if (sw == 1)       /* masked-off lanes read 0: put -inf there */
-                        v = _mm256_blendv_ps(minus_inf,
-                                             _mm256_maskload_ps(row + (o0 - pw + j), inside),
+                    if (sw == 1 && plain)
+                        v = _mm256_loadu_ps(row + c);
+                    else if (sw == 1)  /* masked-off lanes read 0: put -inf there */
+                        v = _mm256_blendv_ps(minus_inf, _mm256_maskload_ps(row + c, inside),
                                              _mm256_castsi256_ps(inside));
+                    else if (sw == 2 && plain)
+                        v = mc_even_lanes(_mm256_loadu_ps(row + c), _mm256_loadu_ps(row + c + 8));
                     else if (sw == 2) {   /* columns c .. c+15, of which the even ones */
-                        const ptrdiff_t c = 2 * o0 - pw + j;
                         const __m256i lo = _mm256_add_epi32(_mm256_set1_epi32((int)c), lane);
                         const __m256i hi = _mm256_add_epi32(lo, _mm256_set1_epi32(8));
                         const __m256 a = _mm256_maskload_ps(row + c, _mm256_and_si256(
                             _mm256_cmpgt_epi32(lo, minus_one), _mm256_cmpgt_epi32(width, lo)));
                         const __m256 b = _mm256_maskload_ps(row + c + 8, _mm256_and_si256(
                             _mm256_cmpgt_epi32(hi, minus_one), _mm256_cmpgt_epi32(width, hi)));
-                        /* a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs in order */
-                        const __m256 even = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                            _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
-                            _MM_SHUFFLE(3, 1, 2, 0)));
-                        v = _mm256_blendv_ps(minus_inf, even, _mm256_castsi256_ps(inside));
+                        v = _mm256_blendv_ps(minus_inf, mc_even_lanes(a, b),
+                                             _mm256_castsi256_ps(inside));
                     } else {
                         v = _mm256_mask_i32gather_ps(minus_inf, row, w,
                                                      _mm256_castsi256_ps(inside), 4);
@@ -146,8 +158,13 @@ static void mc_maxpool_plane_avx2(const float *x, float *y, int32_t *switches,
                         _mm256_castsi256_ps(_mm256_add_epi32(row_start, w)), win));
                 }
             }
-            _mm256_maskstore_ps(y + ho * Wo + o0, outputs, best);
-            _mm256_maskstore_epi32((int *)(switches + ho * Wo + o0), outputs, where);
+            if (o0 + 8 <= Wo) {   /* AMD's masked stores are slower still */
+                _mm256_storeu_ps(y + ho * Wo + o0, best);
+                _mm256_storeu_si256((__m256i *)(switches + ho * Wo + o0), where);
+            } else {
+                _mm256_maskstore_ps(y + ho * Wo + o0, outputs, best);
+                _mm256_maskstore_epi32((int *)(switches + ho * Wo + o0), outputs, where);
+            }
         }
     }
 }
