@@ -25,7 +25,7 @@ import weakref
 
 import numpy as np
 
-_lock = threading.Lock()
+_mutex = threading.Lock()  # guards the registry's entries
 _registry = {}  # id(array) -> (weak reference to it, {key: derived array})
 
 
@@ -39,17 +39,20 @@ def lock(a):
 
     a : a NumPy array that owns its memory (``lockable``); returns it.
     """
-    if not lockable(a):
+    if not isinstance(a, np.ndarray):
         raise ValueError(f"prepared.lock: expected a NumPy array that owns its memory, got "
-                         f"{type(a).__name__}{'' if not isinstance(a, np.ndarray) else ' view'}")
+                         f"{type(a).__name__}")
+    if not lockable(a):
+        raise ValueError(f"prepared.lock: expected a NumPy array that owns its memory, got a "
+                         f"view of another array {a.dtype} {a.shape} (lock a copy)")
     a.flags.writeable = False
     key = id(a)
 
     def forget(_, key=key):
-        with _lock:
+        with _mutex:
             _registry.pop(key, None)
 
-    with _lock:
+    with _mutex:
         entry = _registry.get(key)
         if entry is None or entry[0]() is not a:
             _registry[key] = (weakref.ref(a, forget), {})
@@ -58,7 +61,7 @@ def lock(a):
 
 def unlock(a):
     """Make ``a`` writable again and drop what was derived from it; returns it."""
-    with _lock:
+    with _mutex:
         entry = _registry.get(id(a))
         if entry is not None and entry[0]() is a:
             del _registry[id(a)]
@@ -92,5 +95,5 @@ def derived(a, key, make):
 
 def kept_count():
     """How many locked arrays are registered (for tests and diagnostics)."""
-    with _lock:
+    with _mutex:
         return sum(1 for ref, _ in _registry.values() if ref() is not None)
