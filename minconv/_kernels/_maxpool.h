@@ -4,8 +4,8 @@
 
    For output row ho and a vector of output columns o, every tap (h, w = o*sw - pw + j)
    of the window is loaded for all lanes at once (a plain load at stride 1; at stride 2
-   two loads and the even elements picked; a gather otherwise); taps outside the plane, and lanes past the row's end, read -inf, which
-   never wins. Then, lane by lane,
+   two loads and the even elements picked; a gather otherwise); taps outside the plane,
+   and lanes past the row's end, read -inf, which never wins. Then, lane by lane,
 
        win   = v > best  or  v is NaN           (the first maximum, row-major; NaN wins)
        best  = win ? v : best

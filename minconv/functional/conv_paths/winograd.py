@@ -14,7 +14,8 @@ that overhang an odd map (a 7x7 map is covered by 16 tiles of 4 outputs: 1.72x).
 
 The data gradient at stride 1 is itself a 3x3 convolution, of dy padded by 2 - p
 with the filters flipped and their channel axes swapped (``transposed=True``), so
-it runs the same products. Locked weights (:mod:`..prepared`) are transformed once. The weight gradient runs them backwards:
+it runs the same products (locked weights, :mod:`..prepared`, are transformed once).
+The weight gradient runs them backwards:
 
     dM = winograd_grad_tiles(dy)      (16, P, F)   A dY A^T for each tile's 2x2 block
     dU[k] = sum over chunks of V[k]^T @ dM[k]      (16, C, F)
