@@ -17,7 +17,6 @@ import numpy as np
 
 from .. import functional as F
 from .. import runtime
-from ..runtime import matmul
 from ..backend import get_array_module
 from ..functional._checks import check_shape
 from .base import Layer
@@ -234,7 +233,7 @@ class Gemm(Layer):
         if A2.shape[1] != B.shape[0]:
             raise ValueError(f"{self._label()}: op(A) {tuple(A2.shape)} @ op(B) {tuple(B.shape)}: "
                              f"inner sizes differ")
-        y = matmul(A2, B)
+        y = runtime.matmul(A2, B)
         if self.alpha != 1.0:
             y *= A.dtype.type(self.alpha)
         if "b" in self.params:
@@ -251,13 +250,13 @@ class Gemm(Layer):
         check_shape(dy, (A2.shape[0], B.shape[1]), self._label(), "dy")
         alpha = dy.dtype.type(self.alpha)
         if self._wants_param_grads(rule, param_grads):
-            dB = matmul(A2.T, dy) * alpha                 # (K, N)
+            dB = runtime.matmul(A2.T, dy) * alpha         # (K, N)
             self.grads["W"] = dB.T if self.transB else dB
             if "b" in self.params:
                 self.grads["b"] = reduce_to(dy, self.params["b"].shape) * dy.dtype.type(self.beta)
         if not input_grad:
             return None
-        dA2 = matmul(dy, B.T) * alpha                     # (M, K)
+        dA2 = runtime.matmul(dy, B.T) * alpha             # (M, K)
         return dA2.T.copy() if self.transA else dA2
 
     def extra_repr(self):
