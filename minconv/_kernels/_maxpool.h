@@ -21,6 +21,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The input rows [hs, he) that output row ho's windows cover, clipped to the plane. */
+static inline void mc_window_rows(ptrdiff_t ho, int kh, int sh, int ph, ptrdiff_t H,
+                                  ptrdiff_t *hs, ptrdiff_t *he)
+{
+    const ptrdiff_t first = ho * sh - ph, end = first + kh;
+    *hs = first < 0 ? 0 : first;
+    *he = end > H ? H : end;
+}
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define MC_POOL_SIMD 1
 #include <immintrin.h>
@@ -36,9 +45,8 @@ static void mc_maxpool_plane_avx512(const float *x, float *y, int32_t *switches,
                                             16, 18, 20, 22, 24, 26, 28, 30);
     const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
     for (ptrdiff_t ho = 0; ho < Ho; ho++) {
-        ptrdiff_t hs = ho * sh - ph, he = hs + kh;
-        hs = hs < 0 ? 0 : hs;
-        he = he > H ? H : he;
+        ptrdiff_t hs, he;
+        mc_window_rows(ho, kh, sh, ph, H, &hs, &he);
         for (ptrdiff_t o0 = 0; o0 < Wo; o0 += 16) {
             const __mmask16 outputs = Wo - o0 >= 16 ? (__mmask16)0xFFFF
                                                     : (__mmask16)((1u << (Wo - o0)) - 1);
@@ -105,9 +113,8 @@ static void mc_maxpool_plane_avx2(const float *x, float *y, int32_t *switches,
     const __m256i minus_one = _mm256_set1_epi32(-1), width = _mm256_set1_epi32((int)W);
     const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
     for (ptrdiff_t ho = 0; ho < Ho; ho++) {
-        ptrdiff_t hs = ho * sh - ph, he = hs + kh;
-        hs = hs < 0 ? 0 : hs;
-        he = he > H ? H : he;
+        ptrdiff_t hs, he;
+        mc_window_rows(ho, kh, sh, ph, H, &hs, &he);
         for (ptrdiff_t o0 = 0; o0 < Wo; o0 += 8) {
             const __m256i outputs = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(Wo - o0)), lane);
             const __m256i w0 = _mm256_sub_epi32(

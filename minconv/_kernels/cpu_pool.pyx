@@ -30,6 +30,8 @@ from . import cpu_tiles
 from ..geometry import pool_output_size
 
 cdef extern from "_maxpool.h" nogil:
+    void mc_window_rows(Py_ssize_t ho, int kh, int sh, int ph, Py_ssize_t H, Py_ssize_t *hs,
+                        Py_ssize_t *he)
     int mc_maxpool_level()
     int mc_maxpool_plane(int level, const float *x, float *y, int32_t *switches,
                          Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw, int ph,
@@ -104,12 +106,7 @@ cdef void _pool_plane(const floating *x, floating *y, int32_t *switches,
     cdef Py_ssize_t ho, nb, wb, we, o, h, hs, he, j, off, lo, hi, w0
     cdef floating *best
     for ho in range(Ho):
-        hs = ho * sh - ph
-        he = hs + kh
-        if hs < 0:
-            hs = 0
-        if he > H:
-            he = H
+        mc_window_rows(ho, kh, sh, ph, H, &hs, &he)
         for nb in range((Wo + BLOCK - 1) // BLOCK):
             wb = nb * BLOCK
             we = wb + BLOCK if wb + BLOCK < Wo else Wo
