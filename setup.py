@@ -17,7 +17,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ("cpu_conv", "cpu_tiles", "cpu_layout", "cpu_pool", "cpu_lrn", "cpu_activation",
-           "cpu_norm", "cpu_winograd")
+           "cpu_norm", "cpu_winograd", "cpu_team")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_tiles", "_blocks", "_im2row_matmul", "_im2row_matmul_avx2",
                              "_direct_avx512", "_direct_avx2")]

@@ -9,9 +9,9 @@ median milliseconds (minconv's and PyTorch's runs alternating), GFLOP/s, share o
 the measured float32 GEMM peak, and the ratio minconv / PyTorch (below 1.0 means
 minconv is faster).
 
-Both run in this one process and so share one OpenMP runtime, which minconv
-sets to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``, see
-``minconv/runtime.py``), and one malloc, set as the trainer sets it (freed blocks kept
+Both run in this one process and so read one OpenMP setting, which minconv
+sets on import to let idle threads spin about 1.4 ms and then sleep
+(``GOMP_SPINCOUNT=50000``, see ``minconv/runtime.py``), and share one malloc, set as the trainer sets it (freed blocks kept
 for reuse: ``runtime.configure(malloc="keep")``). ``benchmarks/bench_train.py`` runs each framework in
 its own process with its own settings.
 

@@ -15,19 +15,25 @@ What lives here, and nowhere else in the package:
   through :func:`matmul`. Images never interact in a convolution, so the output does not depend on the
   split; a weight gradient's per-share sums are added in share order, the same
   on every call.
-- **the worker pool** and its fork handling: a forked child has none of its
-  parent's threads, so it forgets the pool and starts its own.
+- **the workers** and their fork handling: a forked child has none of its parent's
+  threads, and GNU OpenMP would wait for the parent's team there, so a child runs
+  its shares on a pool of Python threads and its own kernels on one thread.
 - **OpenBLAS's idle threads**: after a multi-threaded product they spin for 2^28
   cycles (about 0.1 s) and take a core from the workers and the OpenMP kernels (a
   64 -> 128 convolution at 112x112 on the tiles at batch 1: 9.7 ms, 19.3 right after
-  a BLAS product). ``OPENBLAS_THREAD_TIMEOUT=4``, set before NumPy loads OpenBLAS, makes them
-  sleep at once: then :func:`matmul` is one multi-threaded BLAS call. Where NumPy was
-  imported before minconv, their spin stays, and :func:`matmul` shares each product
-  out among the workers (one BLAS thread each) instead.
-- **the OpenMP wait policy**: the Cython kernels (OpenMP) and BLAS take turns on
-  the same cores; OpenMP's default is to spin after each parallel region, which
-  starves BLAS (a zfnet_mini step then takes 3.6x longer). Idle OpenMP threads
-  sleep (``OMP_WAIT_POLICY=PASSIVE``), set before the kernels load libgomp.
+  a BLAS product). minconv's own products never wake them: the team calls BLAS with
+  one thread each. ``OPENBLAS_THREAD_TIMEOUT=4``, set before NumPy loads OpenBLAS,
+  makes them sleep at once for everyone else's products (and, without an OpenMP
+  team, lets :func:`matmul` be one multi-threaded BLAS call).
+- **the OpenMP team and its wait**: the Cython kernels, the shares of every
+  batch-parallel call and the products of :func:`matmul` all run on the kernels'
+  OpenMP team (:mod:`._team`), whose idle threads spin for about 1.4 ms and then
+  sleep (``GOMP_SPINCOUNT=50000``, set before the kernels load libgomp, unless
+  ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set). Waking a sleeping thread
+  costs 50-130 us on a virtual machine; densenet121 at batch 1 makes several
+  hundred parallel calls a pass. Spinning pays only within one team: OpenMP's
+  default spin starved the BLAS threads of a second pool (a zfnet_mini step took
+  3.6x longer).
 - **the workspace**: the bytes the unfolded columns of one chunk of a
   convolution may take (256 MB by default), and each thread's scratch buffer.
   Scratch memory only ever holds intermediate values: no result handed to a
@@ -43,6 +49,7 @@ import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 
 
 def _blas_threads_sleep():
@@ -60,6 +67,7 @@ _BLAS_THREADS_SLEEP = _blas_threads_sleep()
 
 import numpy as np  # noqa: E402
 
+from . import _team  # noqa: E402
 from .backend import get_array_module  # noqa: E402
 
 
@@ -81,7 +89,12 @@ if "OMP_WAIT_POLICY" not in os.environ and _openmp_already_loaded():
         "one), so its idle threads spin and take cores from minconv's workers (ResNet-18 "
         "ran 1.5x slower so). Import minconv first, or set OMP_WAIT_POLICY=PASSIVE in "
         "the environment before starting Python.", RuntimeWarning, stacklevel=2)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# minconv's idle OpenMP threads spin for about 1.4 ms (50000 rounds) and then sleep:
+# its kernels and its batch-parallel shares run on that one team (see _team), so a
+# spinning thread takes no core from another pool of minconv's, and a pass of small
+# layers does not wake a sleeping thread (50-130 us) for each of them.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "50000")
 
 __all__ = ["configure", "settings", "cpu_threads", "in_worker", "shares", "map_shares",
            "matmul", "elementwise", "workspace_limit", "set_workspace_limit", "scratch",
@@ -94,6 +107,9 @@ _state = {
     "pool": None,                    # the workers' ThreadPoolExecutor, made on first use
     "threads": None,                 # shares per batch-parallel call (None: OpenMP's count)
     "blas": None,                    # threadpoolctl's handle on BLAS (False: none)
+    "blas_threads": None,            # _team.BlasThreads, made on first use
+    "forked": False,                 # a forked child: no OpenMP team of its own
+    "team_gemm": None,               # whether the team calls BLAS itself (found on first use)
     "workspace": 256 * 2 ** 20,      # bytes of columns per chunk
     "malloc": "default",
 }
@@ -107,10 +123,17 @@ def _kernels():
 
 
 def _forget_pool_in_child():
-    """A forked child has none of the parent's worker threads: it starts its own."""
+    """A forked child has none of the parent's worker threads: it starts its own, of
+    Python threads, and its first thread's kernels run on one OpenMP thread (GNU
+    OpenMP's team of the parent, which it would wait for, is gone)."""
     global _region
     _state["pool"] = None
+    _state["forked"] = True
     _region = threading.Lock()
+    if "minconv._kernels" in sys.modules:
+        cpu = _kernels().cpu
+        if hasattr(cpu, "set_kernel_threads"):
+            cpu.set_kernel_threads(1)
 
 
 if hasattr(os, "register_at_fork"):
@@ -167,6 +190,8 @@ def settings():
         "isa": isa(),
         "malloc": _state["malloc"],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "omp_spin_count": os.environ.get("GOMP_SPINCOUNT"),
+        "team": _team.team_runner() is not None and not _state["forked"],
         "blas_threads_sleep": _BLAS_THREADS_SLEEP,
         "blas_threads": [lib["num_threads"] for lib in blas.info()] if blas else None,
         "compiled_kernels": bool(_kernels().CPU_BUILT),
@@ -185,7 +210,7 @@ def isa():
 def _set_threads(threads):
     cpu = _kernels().cpu
     if hasattr(cpu, "set_kernel_threads"):
-        cpu.set_kernel_threads(threads)
+        cpu.set_kernel_threads(1 if _state["forked"] else threads)
     with _region:
         _state["threads"] = threads
         if _state["pool"] is not None:
@@ -311,19 +336,68 @@ def map_shares(work, N, xp=np):
     Runs on the caller's thread alone for CuPy arrays (the GPU is parallel by
     itself), on a one-core setting, for a batch of one, when called from a
     worker, and without threadpoolctl; otherwise one share per core, each with
-    a single BLAS thread. An exception in a share is raised here once every
-    share has finished. Calls from several Python threads at once take turns.
+    a single BLAS thread and one OpenMP thread for its kernels, on the kernels'
+    OpenMP team (a pool of Python threads where the kernels lack OpenMP; see
+    :mod:`._team`). The caller's thread takes the first share. An exception in a
+    share is raised here once every share has finished. Calls from several Python
+    threads at once take turns.
     """
     threads = cpu_threads()
     if xp is not np or threads < 2 or N < 2 or in_worker() or _blas_controller() is None:
         return [work(slice(0, N))]
+    parts = shares(N, threads)
+    run_on_team = None if _state["forked"] else _team.team_runner()
+    if run_on_team is None:
+        return _map_on_python_threads(work, parts)
+    results, errors = [None] * len(parts), []
+    one_kernel_thread = getattr(_kernels().cpu, "set_kernel_threads", None)
+
+    def share(t):
+        _local.worker = True
+        if one_kernel_thread is not None:  # for this share only: restored after the team
+            one_kernel_thread(1)
+        try:
+            results[t] = work(parts[t])
+        except BaseException as error:  # raised by the caller, after the team's barrier
+            errors.append(error)
+        finally:
+            if t == 0:  # the caller's own thread
+                _local.worker = False
+
+    with _region, _one_blas_thread():
+        run_on_team(share, len(parts))
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _map_on_python_threads(work, parts):
+    """map_shares on a pool of Python threads, BLAS held to one thread meanwhile."""
     with _region, _blas_controller().limit(limits=1):
         if _state["pool"] is None:
-            _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="minconv",
+            _state["pool"] = ThreadPoolExecutor(len(parts), thread_name_prefix="minconv",
                                                 initializer=_one_thread_each)
-        futures = [_state["pool"].submit(work, part) for part in shares(N, threads)]
+        futures = [_state["pool"].submit(work, part) for part in parts]
         wait(futures)
         return [future.result() for future in futures]
+
+
+@contextmanager
+def _one_blas_thread():
+    """BLAS held to one thread meanwhile: OpenBLAS through its own two functions, any
+    other BLAS through threadpoolctl."""
+    if _state["blas_threads"] is None:
+        _state["blas_threads"] = _team.BlasThreads(_blas_controller().info())
+    blas = _state["blas_threads"]
+    if not blas.available:
+        with _blas_controller().limit(limits=1):
+            yield
+        return
+    counts = blas.hold_to_one()
+    try:
+        yield
+    finally:
+        blas.restore(counts)
 
 
 # Below about this many multiply-adds OpenBLAS runs a product on one thread anyway.
@@ -334,20 +408,30 @@ def matmul(a, b, out=None):
     """``a @ b`` for 2-D arrays, the product shared among the cores: every product of
     minconv's layers goes through here or runs inside a worker (one BLAS thread each).
 
-    a : (M, K), b : (K, P) -> (M, P), ``out`` when given. Where OpenBLAS's idle threads
-    sleep (the module docstring) it is one call, which BLAS's threads share. Otherwise
-    each core computes ``out[rows] = a[rows] @ b``, or, where b has more columns than
-    a has rows (a fully connected layer's weights at a small batch, an image's
-    columns), ``out[:, cols] = a @ b[:, cols]``: split by rows, every core would read
-    all of b (AlexNet's fc6 at batch 8: 28 ms, against 17 by columns). Each share runs
-    with one BLAS thread; the result is the same as one call's up to rounding. CuPy
-    arrays, small products and calls from a worker take one call.
+    a : (M, K), b : (K, P) -> (M, P), ``out`` when given. Each core computes
+    ``out[rows] = a[rows] @ b``, or, where b has more columns than a has rows (a fully
+    connected layer's weights at a small batch, an image's columns),
+    ``out[:, cols] = a @ b[:, cols]``: split by rows, every core would read all of b
+    (AlexNet's fc6 at batch 8: 28 ms, against 17 by columns). Each share runs with
+    one BLAS thread; the result is the same as one call's up to rounding.
+
+    Float32 and float64 operands with contiguous rows go to BLAS straight from the
+    kernels' OpenMP team (:func:`._kernels.cpu_team.matmul`): no Python runs per
+    share. Other operands take NumPy calls on the shares of :func:`map_shares`;
+    without an OpenMP team, where OpenBLAS's idle threads sleep (the module
+    docstring), one call that BLAS's threads share. CuPy arrays, small products and
+    calls from a worker take one call.
     """
     if (not isinstance(a, np.ndarray) or a.shape[0] * a.shape[1] * b.shape[1] < _SMALL_PRODUCT
-            or _BLAS_THREADS_SLEEP):
+            or (_BLAS_THREADS_SLEEP and _team.team_runner() is None)):
         return get_array_module(a).matmul(a, b, out=out)
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    if _team_takes(a, b, out):
+        by_columns = b.shape[1] > a.shape[0]
+        with _region, _one_blas_thread():
+            return _kernels().cpu_team.matmul(a, b, out, cpu_threads(),
+                                              16 if by_columns else 8)
 
     def rows(part):
         np.matmul(a[part], b, out=out[part])
@@ -360,6 +444,27 @@ def matmul(a, b, out=None):
     else:
         map_shares(rows, a.shape[0])
     return out
+
+
+def _rows_contiguous(m, dtype):
+    return (m.ndim == 2 and m.dtype == dtype and m.strides[1] == dtype.itemsize
+            and m.strides[0] >= m.shape[1] * dtype.itemsize)
+
+
+def _team_takes(a, b, out):
+    """Whether :func:`matmul` may hand these operands to the team's BLAS calls."""
+    if cpu_threads() < 2 or in_worker() or _state["forked"]:
+        return False
+    if _state["team_gemm"] is None:
+        blas = _blas_controller()
+        _state["team_gemm"] = (_team.team_runner() is not None and blas is not None
+                               and _team.bind_team_gemm(blas.info()))
+    dtype = a.dtype
+    return (_state["team_gemm"] and dtype in (np.float32, np.float64)
+            and all(_rows_contiguous(m, dtype) for m in (a, b, out))
+            and a.shape[1] == b.shape[0] and out.shape == (a.shape[0], b.shape[1])
+            and min(out.shape) > 1  # a matrix-vector product: NumPy's own (gemv)
+            and not np.may_share_memory(out, a) and not np.may_share_memory(out, b))
 
 
 # Below about this many elements an elementwise pass takes well under a millisecond.

@@ -40,25 +40,27 @@ def test_shares_cover_the_batch_in_order(N, count):
 @needs_two_cores
 def test_work_runs_on_single_threaded_workers():
     main_threads = _kernels.cpu.kernel_threads() if _kernels.CPU_BUILT else 1
+    blas = _parallel._blas_controller()
+    blas_threads = [lib["num_threads"] for lib in blas.info()] if blas else []
     seen = []
 
     def work(part):
-        blas = _parallel._blas_controller()
-        seen.append((part, threading.current_thread() is threading.main_thread(),
-                     _parallel.in_worker(),
-                     _kernels.cpu.kernel_threads() if _kernels.CPU_BUILT else 1,
-                     [lib["num_threads"] for lib in blas.info()] if blas else []))
+        blas_on_one = all(lib["num_threads"] == 1 for lib in blas.info()) if blas else True
+        seen.append((part, threading.get_ident(), _parallel.in_worker(),
+                     _kernels.cpu.kernel_threads() if _kernels.CPU_BUILT else 1, blas_on_one))
         return part.stop - part.start
 
     assert _parallel.map_shares(work, 9) == [4, 5]  # in share order
     assert sorted(s[0].start for s in seen) == [0, 4]
-    for _, on_main, in_worker, kernel_threads, blas_threads in seen:
-        assert not on_main and in_worker and kernel_threads == 1
-        assert all(n == 1 for n in blas_threads)
+    assert len({s[1] for s in seen}) == 2  # two threads
+    for _, _, in_worker, kernel_threads, blas_on_one in seen:
+        assert in_worker and kernel_threads == 1 and blas_on_one
     # the caller's own settings are back as they were
     assert not _parallel.in_worker()
     if _kernels.CPU_BUILT:
         assert _kernels.cpu.kernel_threads() == main_threads
+    if blas:
+        assert [lib["num_threads"] for lib in blas.info()] == blas_threads
 
 
 @needs_two_cores
@@ -155,7 +157,8 @@ def test_elementwise_shares_the_first_axis_and_equals_one_call(rng):
     out = np.empty_like(x)
     assert _parallel.elementwise(negate, out, x) is out
     np.testing.assert_array_equal(out, -x)
-    assert sorted(rows) == [(16, False), (17, False)]
+    on_team = _parallel.settings()["team"]  # the caller takes the first share there
+    assert sorted(rows) == [(16, on_team), (17, False)]
     rows.clear()                                                  # small: one call, here
     _parallel.elementwise(negate, np.empty_like(x[:2]), x[:2])
     assert rows == [(2, True)]

@@ -1,0 +1,111 @@
+"""The team that runs the cores' shares (minconv._team, minconv._kernels.cpu_team).
+
+Products handed straight to BLAS from the OpenMP team equal NumPy's; shares run in
+order of their slices, see themselves as workers, keep their threads' scratch from
+call to call, and raise what they raise; the caller's thread is itself again after.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+import minconv as mc
+from minconv import _team
+
+runtime = mc.runtime
+
+needs_team = pytest.mark.skipif(
+    _team.team_runner() is None or runtime.cpu_threads() < 2,
+    reason="the kernels are built without OpenMP, or one core is configured")
+
+
+def _team_product_bound():
+    a = np.ones((64, 64), np.float32)
+    return runtime._team_takes(a, a, np.empty_like(a))
+
+
+@needs_team
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", [(256, 1024, 196), (64, 300, 3136), (1000, 512, 8),
+                                   (37, 99, 1001), (3, 2000, 90)])
+def test_team_products_equal_numpy(dtype, M, K, N):
+    if not _team_product_bound():
+        pytest.skip("no OpenBLAS with cblas and per-thread thread counts is loaded")
+    rng = np.random.default_rng(M * N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    got = runtime.matmul(a, b)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert np.allclose(got, a @ b, rtol=tol, atol=tol * np.sqrt(K))
+
+
+@needs_team
+def test_team_products_of_views_with_leading_dimensions():
+    if not _team_product_bound():
+        pytest.skip("no OpenBLAS with cblas and per-thread thread counts is loaded")
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((300, 400)).astype(np.float32)
+    b = rng.standard_normal((500, 700)).astype(np.float32)
+    out = np.full((320, 800), 7.0, np.float32)
+    A, B, O = a[10:290, 50:350], b[:300, 100:650], out[5:285, 20:570]
+    assert runtime._team_takes(A, B, O)
+    runtime.matmul(A, B, out=O)
+    assert np.allclose(O, A @ B, rtol=1e-4, atol=1e-3)
+    O[...] = 7.0
+    assert (out == 7.0).all()  # nothing written outside the view
+
+
+def test_products_the_team_cannot_take_still_equal_numpy():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((200, 300)).astype(np.float32)
+    b = rng.standard_normal((200, 300)).astype(np.float32)
+    bt = b.T                                         # columns, not rows, contiguous
+    assert not runtime._team_takes(a, bt, np.empty((200, 200), np.float32))
+    assert np.allclose(runtime.matmul(a, bt), a @ bt, rtol=1e-4, atol=1e-3)
+    c = rng.standard_normal((300, 300)).astype(np.float32)
+    mixed = runtime.matmul(a, c.astype(np.float64))  # mixed dtypes: NumPy's rules
+    assert mixed.dtype == np.float64 and np.allclose(mixed, a @ c, rtol=1e-4, atol=1e-3)
+
+
+@needs_team
+def test_shares_run_in_order_as_workers_and_the_caller_is_itself_after():
+    seen = []
+
+    def work(part):
+        seen.append((part, runtime.in_worker(), threading.get_ident()))
+        return part.stop - part.start
+
+    assert runtime.map_shares(work, 9) == [4, 5]
+    assert sorted(p.start for p, _, _ in seen) == [0, 4]
+    assert all(worker for _, worker, _ in seen)
+    assert len({ident for _, _, ident in seen}) == 2         # two threads took them
+    assert threading.get_ident() in {ident for _, _, ident in seen}  # the caller one
+    assert not runtime.in_worker()
+
+
+@needs_team
+def test_a_team_thread_keeps_its_scratch_from_call_to_call():
+    buffers = {}
+
+    def work(part):
+        s = runtime.scratch(np, np.float32, (1000,))
+        buffers.setdefault(part.start, []).append(s.__array_interface__["data"][0])
+
+    for _ in range(3):
+        runtime.map_shares(work, 2)
+    assert all(len(set(addresses)) == 1 for addresses in buffers.values()), buffers
+
+
+@needs_team
+def test_an_exception_in_a_share_is_raised_after_every_share_finished():
+    finished = []
+
+    def work(part):
+        if part.start == 1:
+            raise KeyError("share one")
+        finished.append(part.start)
+
+    with pytest.raises(KeyError, match="share one"):
+        runtime.map_shares(work, 2)
+    assert finished == [0]
+    assert runtime.map_shares(lambda part: part.start, 2) == [0, 1]  # the team still works
