@@ -72,10 +72,10 @@ _FUSED_MAX_WEIGHTS = {("avx512", "forward"): 2 ** 22, ("avx512", "weight_grad"):
                       ("avx2", "forward"): 2 ** 18, ("avx2", "weight_grad"): 2 ** 18}
 PRODUCTS = ("forward", "weight_grad")
 # A batch smaller than the OpenMP threads splits each image's forward product by bands
-# of output rows from this many multiply-adds. Waking the second thread costs about
-# 70 us here: at batch 1, 128->32 on 14x14 (7.2M) took 142 us in two bands against 139
-# on one thread, on 20x20 (14.7M) 218 against 276, on 28x28 362 against 538.
-BAND_MIN_MACS = 2 ** 23
+# of output rows from this many multiply-adds. With the team's idle threads asleep a
+# second thread took 70 us to wake, and bands paid from about 2^23 (8M) multiply-adds;
+# with them spinning (runtime), 2^20 and 2^18 ran level in whole passes at batch 1.
+BAND_MIN_MACS = 2 ** 20
 
 
 def _isa_level(name, what):
