@@ -60,8 +60,8 @@ def _map_on_python_threads(work, parts):
     """map_shares on a pool of Python threads, BLAS held to one thread meanwhile."""
     with runtime._region, runtime._blas_controller().limit(limits=1):
         if runtime._state["pool"] is None:
-            runtime._state["pool"] = ThreadPoolExecutor(len(parts), thread_name_prefix="minconv",
-                                                initializer=runtime._one_thread_each)
+            runtime._state["pool"] = ThreadPoolExecutor(
+                len(parts), thread_name_prefix="minconv", initializer=runtime._one_thread_each)
         futures = [runtime._state["pool"].submit(work, part) for part in parts]
         wait(futures)
         return [future.result() for future in futures]
@@ -143,7 +143,7 @@ def _team_takes(a, b, out):
     if runtime._state["team_gemm"] is None:
         blas = runtime._blas_controller()
         runtime._state["team_gemm"] = (_team.team_runner() is not None and blas is not None
-                               and _team.bind_team_gemm(blas.info()))
+                                       and _team.bind_team_gemm(blas.info()))
     dtype = a.dtype
     return (runtime._state["team_gemm"] and dtype in (np.float32, np.float64)
             and all(_rows_contiguous(m, dtype) for m in (a, b, out))

@@ -8,20 +8,18 @@ to one thread for the length of the call, through the library's own functions
 (threadpoolctl's limit, for any other BLAS).
 """
 import ctypes
-
-_RUN_SHARES = []  # [cpu_team.run_shares or None], found on first use: after runtime set
-                  # the OpenMP wait policy that loading the kernels fixes
+import functools
 
 
+@functools.cache
 def team_runner():
-    """``cpu_team.run_shares`` where the kernels are built with OpenMP, else None."""
-    if not _RUN_SHARES:
-        try:
-            from ._kernels.cpu_team import run_shares, team_built
-            _RUN_SHARES.append(run_shares if team_built() else None)
-        except ImportError:  # kernels not built: the Python thread pool serves
-            _RUN_SHARES.append(None)
-    return _RUN_SHARES[0]
+    """``cpu_team.run_shares`` where the kernels are built with OpenMP, else None. Found
+    on first use: after runtime has set the OpenMP wait policy that loading them fixes."""
+    try:
+        from ._kernels.cpu_team import run_shares, team_built
+    except ImportError:  # kernels not built: the Python thread pool serves
+        return None
+    return run_shares if team_built() else None
 
 
 # How OpenBLAS builds name their symbols: SciPy's and NumPy's wheels add a prefix and,
@@ -29,13 +27,20 @@ def team_runner():
 _NAMINGS = (("scipy_", "64_"), ("", "64_"), ("scipy_", ""), ("", ""))
 
 
-def _symbol(library, names):
-    """The first of ``names`` that ``library`` (a ctypes CDLL) exports, or None."""
-    for name in names:
-        try:
-            return getattr(library, name)
-        except AttributeError:
-            continue
+def _openblas_functions(info, stems):
+    """The functions ``stems`` of one BLAS library (an entry of threadpoolctl's
+    ``info()``), under the first naming that has them all; None for a library that is
+    not OpenBLAS or lacks one of them."""
+    if info.get("internal_api") != "openblas":
+        return None
+    try:
+        library = ctypes.CDLL(info["filepath"])
+    except OSError:
+        return None
+    for prefix, suffix in _NAMINGS:
+        found = [getattr(library, f"{prefix}{stem}{suffix}", None) for stem in stems]
+        if None not in found:
+            return found
     return None
 
 
@@ -49,22 +54,15 @@ def bind_team_gemm(blas_libraries):
     except ImportError:
         return False
     for info in blas_libraries:
-        if info.get("internal_api") != "openblas":
+        found = _openblas_functions(info, ("cblas_sgemm", "cblas_dgemm", "openblas_get_config"))
+        if found is None:
             continue
-        try:
-            library = ctypes.CDLL(info["filepath"])
-        except OSError:
-            continue
-        for prefix, suffix in _NAMINGS:
-            sgemm = _symbol(library, [f"{prefix}cblas_sgemm{suffix}"])
-            dgemm = _symbol(library, [f"{prefix}cblas_dgemm{suffix}"])
-            config = _symbol(library, [f"{prefix}openblas_get_config{suffix}"])
-            if None in (sgemm, dgemm, config):
-                continue
-            config.restype = ctypes.c_char_p
-            address = [ctypes.cast(f, ctypes.c_void_p).value for f in (sgemm, dgemm)]
-            cpu_team.bind_gemm(address[0], address[1], b"USE64BITINT" in (config() or b""))
-            return bool(cpu_team.gemm_bound())
+        sgemm, dgemm, config = found
+        config.restype = ctypes.c_char_p
+        cpu_team.bind_gemm(ctypes.cast(sgemm, ctypes.c_void_p).value,
+                           ctypes.cast(dgemm, ctypes.c_void_p).value,
+                           b"USE64BITINT" in (config() or b""))
+        return bool(cpu_team.gemm_bound())
     return False
 
 
@@ -78,10 +76,14 @@ class BlasThreads:
     def __init__(self, blas_libraries):
         self._pairs = []
         for info in blas_libraries:
-            pair = _count_functions(info) if info.get("internal_api") == "openblas" else None
+            pair = _openblas_functions(info, ("openblas_get_num_threads",
+                                              "openblas_set_num_threads"))
             if pair is None:
                 self._pairs = None
                 return
+            get, set_count = pair
+            get.argtypes, get.restype = [], ctypes.c_int
+            set_count.argtypes, set_count.restype = [ctypes.c_int], None
             self._pairs.append(pair)
 
     @property
@@ -98,22 +100,3 @@ class BlasThreads:
     def restore(self, counts):
         for (_, set_count), count in zip(self._pairs, counts):
             set_count(count)
-
-    def counts(self):
-        return [get() for get, _ in self._pairs]
-
-
-def _count_functions(info):
-    """(openblas_get_num_threads, openblas_set_num_threads) of one library, or None."""
-    try:
-        library = ctypes.CDLL(info["filepath"])
-    except OSError:
-        return None
-    for prefix, suffix in _NAMINGS:
-        get = _symbol(library, [f"{prefix}openblas_get_num_threads{suffix}"])
-        set_count = _symbol(library, [f"{prefix}openblas_set_num_threads{suffix}"])
-        if get is not None and set_count is not None:
-            get.argtypes, get.restype = [], ctypes.c_int
-            set_count.argtypes, set_count.restype = [ctypes.c_int], None
-            return get, set_count
-    return None

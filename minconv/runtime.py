@@ -329,5 +329,5 @@ def shares(N, count):
 
 # The batch-parallel calls themselves (map_shares, matmul, elementwise) live in _shares,
 # over the state above; they are runtime's public names.
-from ._shares import _SMALL_ELEMENTWISE, _SMALL_PRODUCT, _team_takes  # noqa: E402,F401
+from ._shares import _SMALL_ELEMENTWISE, _team_takes  # noqa: E402,F401
 from ._shares import elementwise, map_shares, matmul  # noqa: E402,F401
