@@ -100,6 +100,8 @@ POOLS = [
     dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER"),
     dict(kernel_shape=[2, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
     dict(kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1),
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
 ]
 
 
@@ -117,6 +119,17 @@ def test_max_pool(attributes, x):
 def test_average_pool(attributes, include, x):
     model = make_model("AveragePool", x.shape, count_include_pad=include, **attributes)
     assert_matches_reference(model, x)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pools_on_plain_windows_are_minconvs_own_layers(op, x):
+    # symmetric pads of at most half the window run minconv's compiled pooling layers;
+    # other windows the padded (tap by tap) ones
+    plain = graph_from_model(make_model(op, x.shape, **POOLS[-1]))
+    padded = graph_from_model(make_model(op, x.shape, **POOLS[0]))
+    own = {"MaxPool": mc.nn.MaxPool2D, "AveragePool": mc.nn.AvgPool2D}[op]
+    assert [type(layer) for layer in plain._layers.values()] == [own]
+    assert not isinstance(next(iter(padded._layers.values())), own)
 
 
 def test_max_pool_indices(x):
