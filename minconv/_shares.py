@@ -89,16 +89,20 @@ def _one_blas_thread():
 _SMALL_PRODUCT = 1 << 18
 
 
-def matmul(a, b, out=None):
-    """``a @ b`` for 2-D arrays, the product shared among the cores: every product of
-    minconv's layers goes through here or runs inside a worker (one BLAS thread each).
+def matmul(a, b, out=None, bias=None, relu=False):
+    """``a @ b`` (``+ bias[:, None]``; ``max(., 0)`` with ``relu``) for 2-D arrays, the
+    product shared among the cores: every product of minconv's layers goes through here
+    or runs inside a worker (one BLAS thread each).
 
-    a : (M, K), b : (K, P) -> (M, P), ``out`` when given. Each core computes
+    a : (M, K), b : (K, P), bias : (M,) or None -> (M, P), ``out`` when given. Each core computes
     ``out[rows] = a[rows] @ b``, or, where b has more columns than a has rows (a fully
     connected layer's weights at a small batch, an image's columns),
     ``out[:, cols] = a @ b[:, cols]``: split by rows, every core would read all of b
     (AlexNet's fc6 at batch 8: 28 ms, against 17 by columns). Each share runs with
-    one BLAS thread; the result is the same as one call's up to rounding.
+    one BLAS thread; the result is the same as one call's up to rounding. A bias (a
+    convolution's, one per output channel) and a ReLU (one that follows the convolution)
+    are applied by each core to its block of the product while that block is still in
+    its cache.
 
     Float32 and float64 operands with contiguous rows go to BLAS straight from the
     kernels' OpenMP team (:func:`._kernels.cpu_team.matmul`): no Python runs per
@@ -109,14 +113,14 @@ def matmul(a, b, out=None):
     """
     if (not isinstance(a, np.ndarray) or a.shape[0] * a.shape[1] * b.shape[1] < _SMALL_PRODUCT
             or (runtime._BLAS_THREADS_SLEEP and _team.team_runner() is None)):
-        return get_array_module(a).matmul(a, b, out=out)
+        return _finish(get_array_module(a).matmul(a, b, out=out), bias, relu)
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    if _team_takes(a, b, out):
+    if _team_takes(a, b, out) and (bias is None or _bias_fits(bias, out)):
         from ._kernels import cpu_team  # importable: _team_takes bound its BLAS calls
         align = 16 if b.shape[1] > a.shape[0] else 8  # columns, or rows, per share
         with runtime._region, _one_blas_thread():
-            return cpu_team.matmul(a, b, out, runtime.cpu_threads(), align)
+            return cpu_team.matmul(a, b, out, runtime.cpu_threads(), align, bias, relu)
 
     def rows(part):
         np.matmul(a[part], b, out=out[part])
@@ -128,7 +132,22 @@ def matmul(a, b, out=None):
         map_shares(columns, b.shape[1])
     else:
         map_shares(rows, a.shape[0])
+    return _finish(out, bias, relu)
+
+
+def _finish(out, bias, relu):
+    """out += bias[:, None] (where given), then max(out, 0) with ``relu``; returns out."""
+    if bias is not None:
+        out += bias[:, None]
+    if relu:
+        get_array_module(out).maximum(out, out.dtype.type(0), out=out)  # NaN stays NaN
     return out
+
+
+def _bias_fits(bias, out):
+    """Whether the team's products can add ``bias`` to ``out`` themselves."""
+    return (isinstance(bias, np.ndarray) and bias.dtype == out.dtype
+            and bias.shape == (out.shape[0],) and bias.flags.c_contiguous)
 
 
 def _rows_contiguous(m, dtype):

@@ -40,6 +40,35 @@ def test_team_products_equal_numpy(dtype, M, K, N):
 
 
 @needs_team
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", [(256, 1024, 196), (64, 300, 3136), (37, 99, 1001)])
+def test_team_products_add_a_bias_per_row(dtype, M, K, N):
+    # split by rows (M >= N) and by columns (N > M): each block gets its rows' bias
+    if not _team_product_bound():
+        pytest.skip("no OpenBLAS with cblas and per-thread thread counts is loaded")
+    rng = np.random.default_rng(M + N)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    bias = rng.standard_normal(M).astype(dtype)
+    out = np.full((M + 2, N + 3), 7.0, dtype)
+    got = runtime.matmul(a, b, out=out[1:-1, 2:-1], bias=bias)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert np.allclose(got, a @ b + bias[:, None], rtol=tol, atol=tol * np.sqrt(K))
+    got[...] = 7.0
+    assert (out == 7.0).all()  # nothing written outside the view
+
+
+def test_a_bias_the_team_cannot_add_is_added_after():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((300, 400)).astype(np.float32)
+    b = rng.standard_normal((400, 200)).astype(np.float32)
+    for bias in (rng.standard_normal(600).astype(np.float32)[::2],  # strided
+                 rng.standard_normal(300)):                          # float64
+        expected = a @ b + bias[:, None].astype(np.float32)
+        assert np.allclose(runtime.matmul(a, b, bias=bias), expected, rtol=1e-4, atol=1e-3)
+
+
+@needs_team
 def test_team_products_of_views_with_leading_dimensions():
     if not _team_product_bound():
         pytest.skip("no OpenBLAS with cblas and per-thread thread counts is loaded")

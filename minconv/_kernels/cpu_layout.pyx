@@ -43,21 +43,26 @@ cdef extern from *:
 
     static inline void mc_reverse_element(const float *src, ptrdiff_t sa, ptrdiff_t sb,
                                           float *out, ptrdiff_t A, ptrdiff_t B,
-                                          ptrdiff_t a, ptrdiff_t b, ptrdiff_t c)
+                                          ptrdiff_t a, ptrdiff_t b, ptrdiff_t c, int relu)
     {
-        out[(c * B + b) * A + a] = src[a * sa + b * sb + c];
+        const float v = src[a * sa + b * sb + c];
+        out[(c * B + b) * A + a] = relu && v < 0.0f ? 0.0f : v;
     }
 
     /* out[(c*B + b)*A + a] = src[a*sa + b*sb + c] for a in [a_start, a_stop) and c in
        [c_start, c_stop) (threads share the work by whichever of the two is longer), src
        rows contiguous along c, in tiles of 16 a by 8 b by 16 c: a tile reads 16 runs of
        16 c and writes 16 runs of 16 a, so what it touches stays in L1 and in few pages
-       whichever axis is long */
+       whichever axis is long. With ``relu`` each value is written as v < 0 ? 0 : v (a ReLU
+       that keeps NaN: max_ps returns its second operand where either is NaN) */
     static void mc_reverse_axes_f32(const float *src, ptrdiff_t sa, ptrdiff_t sb, float *out,
                                     ptrdiff_t A, ptrdiff_t B, ptrdiff_t a_start, ptrdiff_t a_stop,
-                                    ptrdiff_t c_start, ptrdiff_t c_stop)
+                                    ptrdiff_t c_start, ptrdiff_t c_stop, int relu)
     {
         const ptrdiff_t ostep = B * A;            /* from out[c, b, :] to out[c + 1, b, :] */
+    #if MC_LAYOUT_SSE
+        const __m128 zero = _mm_setzero_ps();
+    #endif
         for (ptrdiff_t a0 = a_start; a0 < a_stop; a0 += MC_LAYOUT_A_BLOCK) {
             const ptrdiff_t a1 = a0 + MC_LAYOUT_A_BLOCK < a_stop ? a0 + MC_LAYOUT_A_BLOCK : a_stop;
             for (ptrdiff_t b0 = 0; b0 < B; b0 += MC_LAYOUT_B_BLOCK) {
@@ -78,6 +83,12 @@ cdef extern from *:
                                 __m128 r2 = _mm_loadu_ps(s + 2 * sa + c);
                                 __m128 r3 = _mm_loadu_ps(s + 3 * sa + c);
                                 _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                                if (relu) {
+                                    r0 = _mm_max_ps(zero, r0);
+                                    r1 = _mm_max_ps(zero, r1);
+                                    r2 = _mm_max_ps(zero, r2);
+                                    r3 = _mm_max_ps(zero, r3);
+                                }
                                 _mm_storeu_ps(o + c * ostep, r0);
                                 _mm_storeu_ps(o + (c + 1) * ostep, r1);
                                 _mm_storeu_ps(o + (c + 2) * ostep, r2);
@@ -85,12 +96,13 @@ cdef extern from *:
                             }
                             for (; c < c1; c++)
                                 for (ptrdiff_t q = 0; q < 4; q++)
-                                    mc_reverse_element(src, sa, sb, out, A, B, a + q, b, c);
+                                    mc_reverse_element(src, sa, sb, out, A, B, a + q, b, c,
+                                                       relu);
                         }
     #endif
                         for (; a < a1; a++)
                             for (ptrdiff_t c = c0; c < c1; c++)
-                                mc_reverse_element(src, sa, sb, out, A, B, a, b, c);
+                                mc_reverse_element(src, sa, sb, out, A, B, a, b, c, relu);
                     }
                 }
             }
@@ -99,7 +111,7 @@ cdef extern from *:
     """
     void mc_reverse_axes_f32(const float *src, Py_ssize_t sa, Py_ssize_t sb, float *out,
                              Py_ssize_t A, Py_ssize_t B, Py_ssize_t a_start, Py_ssize_t a_stop,
-                             Py_ssize_t c_start, Py_ssize_t c_stop) nogil
+                             Py_ssize_t c_start, Py_ssize_t c_stop, int relu) nogil
 
 
 cdef void _reverse_axes_f32(const float[:, :, ::1] a3, float[:, :, ::1] out) noexcept nogil:
@@ -114,10 +126,10 @@ cdef void _reverse_axes_f32(const float[:, :, ::1] a3, float[:, :, ::1] out) noe
     for part in prange(parts, num_threads=parts, schedule="static"):
         if by_a:
             mc_reverse_axes_f32(&a3[0, 0, 0], B * C, C, &out[0, 0, 0], A, B,
-                                min(A, part * share), min(A, (part + 1) * share), 0, C)
+                                min(A, part * share), min(A, (part + 1) * share), 0, C, 0)
         else:
             mc_reverse_axes_f32(&a3[0, 0, 0], B * C, C, &out[0, 0, 0], A, B, 0, A,
-                                min(C, part * share), min(C, (part + 1) * share))
+                                min(C, part * share), min(C, (part + 1) * share), 0)
 
 
 cdef void _reverse_axes(const floating[:, :, :] a3, floating[:, :, ::1] out) noexcept nogil:
@@ -171,7 +183,7 @@ cdef void _padded_channels_last_f32(const float[:, :, :, ::1] x, int ph, int pw,
         else:
             memset(row, 0, pw * C * sizeof(float))
             memset(row + (pw + W) * C, 0, (Wp - pw - W) * C * sizeof(float))
-            mc_reverse_axes_f32(&x[n, 0, h, 0], H * W, 0, row + pw * C, C, 1, 0, C, 0, W)
+            mc_reverse_axes_f32(&x[n, 0, h, 0], H * W, 0, row + pw * C, C, 1, 0, C, 0, W, 0)
 
 
 def padded_channels_last(x, ph, pw):
@@ -189,7 +201,8 @@ def padded_channels_last(x, ph, pw):
     return xt
 
 
-cdef void _channels_first_f32(const float[:, :, :, ::1] yt, float[:, :, :, ::1] y) noexcept nogil:
+cdef void _channels_first_f32(const float[:, :, :, ::1] yt, float[:, :, :, ::1] y,
+                              int relu) noexcept nogil:
     """Image n's (H*W, C) block transposed to (C, H*W). With fewer images than threads
     each image is split by bands of whichever of positions and channels is longer (bands
     of positions whole output lines of 16), so no two threads write one line."""
@@ -205,15 +218,16 @@ cdef void _channels_first_f32(const float[:, :, :, ::1] yt, float[:, :, :, ::1] 
         band = job % bands
         if by_positions:
             mc_reverse_axes_f32(&yt[n, 0, 0, 0], C, 0, &y[n, 0, 0, 0], L, 1,
-                                min(L, band * share), min(L, (band + 1) * share), 0, C)
+                                min(L, band * share), min(L, (band + 1) * share), 0, C, relu)
         else:
             mc_reverse_axes_f32(&yt[n, 0, 0, 0], C, 0, &y[n, 0, 0, 0], L, 1, 0, L,
-                                min(C, band * share), min(C, (band + 1) * share))
+                                min(C, band * share), min(C, (band + 1) * share), relu)
 
 
-def channels_first(yt, out=None):
+def channels_first(yt, out=None, relu=False):
     """yt (N, H, W, C) -> (N, C, H, W), C-contiguous: into ``out`` when given (a
-    C-contiguous array of that shape and yt's dtype, which may be a slice of a batch)."""
+    C-contiguous array of that shape and yt's dtype, which may be a slice of a batch);
+    with ``relu``, max(v, 0) (NaN kept) of each value as it is moved."""
     yt = _image_array(yt, "channels_first", "yt")
     N, H, W, C = yt.shape
     if out is None:
@@ -224,7 +238,7 @@ def channels_first(yt, out=None):
                          f"shape {(N, C, H, W)}, got {getattr(out, 'dtype', type(out).__name__)} "
                          f"{getattr(out, 'shape', '')}")
     if yt.dtype != np.float32 or yt.size == 0:
-        reference.channels_first(yt, out)
+        reference.channels_first(yt, out, relu)
     else:
-        _channels_first_f32(yt, out)
+        _channels_first_f32(yt, out, relu)
     return out

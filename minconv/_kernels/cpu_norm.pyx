@@ -38,6 +38,14 @@ cdef extern from *:
         _Pragma("omp simd")                                                               \\
         for (Py_ssize_t i = 0; i < n; i++) y[i] = x[i] * a + b;                           \\
     }                                                                                     \\
+    /* the same, then v < 0 ? 0 : v (a ReLU that keeps NaN) while v is in a register */  \\
+    static void minconv_bn_affine_relu_##S(const T *x, T *y, Py_ssize_t n, T a, T b) {   \\
+        _Pragma("omp simd")                                                               \\
+        for (Py_ssize_t i = 0; i < n; i++) {                                              \\
+            const T v = x[i] * a + b;                                                     \\
+            y[i] = v < 0 ? (T)0 : v;                                                      \\
+        }                                                                                 \\
+    }                                                                                     \\
     static void minconv_bn_dsums_##S(const T *dy, const T *x, Py_ssize_t n, T m,         \\
                                      double *sdy, double *sdyx) {                         \\
         T s1 = 0, s2 = 0;                                                                 \\
@@ -61,6 +69,10 @@ cdef extern from *:
                                          float b) nogil
     void _affine_d "minconv_bn_affine_d"(const double *x, double *y, Py_ssize_t n, double a,
                                          double b) nogil
+    void _affine_relu_f "minconv_bn_affine_relu_f"(const float *x, float *y, Py_ssize_t n,
+                                                   float a, float b) nogil
+    void _affine_relu_d "minconv_bn_affine_relu_d"(const double *x, double *y, Py_ssize_t n,
+                                                   double a, double b) nogil
     void _dsums_f "minconv_bn_dsums_f"(const float *dy, const float *x, Py_ssize_t n, float m,
                                        double *sdy, double *sdyx) nogil
     void _dsums_d "minconv_bn_dsums_d"(const double *dy, const double *x, Py_ssize_t n,
@@ -92,15 +104,21 @@ cdef void _stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var)
 
 
 cdef void _apply(const floating[:, :, ::1] x, const floating[::1] scale,
-                 const floating[::1] shift, floating[:, :, ::1] y) noexcept:
+                 const floating[::1] shift, floating[:, :, ::1] y, bint relu) noexcept:
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], r, n, c
     for r in prange(N * C, nogil=True, schedule="static", num_threads=threads_for(2 * N * C * HW)):
         n = r // C
         c = r % C
         if floating is float:
-            _affine_f(&x[n, c, 0], &y[n, c, 0], HW, scale[c], shift[c])
+            if relu:
+                _affine_relu_f(&x[n, c, 0], &y[n, c, 0], HW, scale[c], shift[c])
+            else:
+                _affine_f(&x[n, c, 0], &y[n, c, 0], HW, scale[c], shift[c])
         else:
-            _affine_d(&x[n, c, 0], &y[n, c, 0], HW, scale[c], shift[c])
+            if relu:
+                _affine_relu_d(&x[n, c, 0], &y[n, c, 0], HW, scale[c], shift[c])
+            else:
+                _affine_d(&x[n, c, 0], &y[n, c, 0], HW, scale[c], shift[c])
 
 
 cdef void _sums(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
@@ -154,15 +172,15 @@ def batchnorm_stats(x):
     return mean.astype(x.dtype), var.astype(x.dtype)
 
 
-def batchnorm_apply(x, scale, shift):
-    """y = x * scale_c + shift_c."""
+def batchnorm_apply(x, scale, shift, relu=False):
+    """y = x * scale_c + shift_c; with ``relu``, max(y, 0) (NaN kept) in the same pass."""
     rows = _rows(x, "x")
     y = np.empty_like(rows)
     scale, shift = _vector(scale, rows.dtype), _vector(shift, rows.dtype)
     if rows.dtype == np.float32:
-        _apply[float](rows, scale, shift, y)
+        _apply[float](rows, scale, shift, y, relu)
     else:
-        _apply[double](rows, scale, shift, y)
+        _apply[double](rows, scale, shift, y, relu)
     return y.reshape(x.shape)
 
 

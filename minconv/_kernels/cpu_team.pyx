@@ -131,14 +131,46 @@ cdef void _gemm(bint single, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const cha
                             <double *>c, <int>ldc)
 
 
-def matmul(a, b, out, int threads, Py_ssize_t align):
-    """out = a @ b, each of ``threads`` team threads computing a block of rows of out
-    with one BLAS thread (or, where b has more columns than a has rows, a block of its
-    columns, so that no thread reads all of b). Blocks start at multiples of ``align``.
+cdef void _finish_rows(bint single, char *c, Py_ssize_t ldc, Py_ssize_t rows,
+                       Py_ssize_t cols, const char *bias, bint relu) noexcept nogil:
+    """c[r, :cols] += bias[r] (where a bias is given), then with ``relu`` c = c < 0 ? 0 : c
+    (a ReLU that keeps NaN), for r < rows (c row-major, leading dimension ldc)."""
+    cdef Py_ssize_t r, j
+    cdef float *cs
+    cdef double *cd
+    cdef float bs
+    cdef double bd
+    for r in range(rows):
+        if single:
+            cs = <float *>c + r * ldc
+            bs = 0 if bias == NULL else (<const float *>bias)[r]
+            if relu:
+                for j in range(cols):
+                    cs[j] = 0 if cs[j] + bs < 0 else cs[j] + bs
+            else:
+                for j in range(cols):
+                    cs[j] += bs
+        else:
+            cd = <double *>c + r * ldc
+            bd = 0 if bias == NULL else (<const double *>bias)[r]
+            if relu:
+                for j in range(cols):
+                    cd[j] = 0 if cd[j] + bd < 0 else cd[j] + bd
+            else:
+                for j in range(cols):
+                    cd[j] += bd
+
+
+def matmul(a, b, out, int threads, Py_ssize_t align, bias=None, bint relu=False):
+    """out = a @ b (+ bias[:, None]) (then max(., 0) with ``relu``), each of ``threads``
+    team threads computing a block of rows of out with one BLAS thread (or, where b has
+    more columns than a has rows, a block of its columns, so that no thread reads all of
+    b), and adding the bias and applying the ReLU to its block while the block is still
+    in its cache. Blocks start at multiples of ``align``.
 
     a (M, K), b (K, N), out (M, N): float32 or float64 arrays whose rows are
-    contiguous (unit stride along the last axis); the caller checks them, and holds
-    BLAS to one thread meanwhile.
+    contiguous (unit stride along the last axis); bias (M,) contiguous, of their dtype,
+    or None. The caller checks them, and holds BLAS to one thread meanwhile.
     """
     cdef bint single = a.dtype.itemsize == 4
     cdef Py_ssize_t size = a.dtype.itemsize
@@ -148,18 +180,29 @@ def matmul(a, b, out, int threads, Py_ssize_t align):
     cdef const char *pa = <const char *><uintptr_t>a.ctypes.data
     cdef const char *pb = <const char *><uintptr_t>b.ctypes.data
     cdef char *pc = <char *><uintptr_t>out.ctypes.data
+    cdef const char *pbias = NULL
+    cdef const char *block_bias
     cdef bint by_columns = N > M
     cdef Py_ssize_t total = N if by_columns else M
     cdef Py_ssize_t per = ((total + threads - 1) // threads + align - 1) // align * align
     cdef Py_ssize_t lo, hi
     cdef int t
+    if bias is not None:
+        pbias = <const char *><uintptr_t>bias.ctypes.data
     with nogil, parallel(num_threads=threads):
         t = thread_num()
         lo = t * per
         hi = min(total, lo + per)
         if hi > lo and by_columns:
             _gemm(single, M, hi - lo, K, pa, lda, pb + lo * size, ldb, pc + lo * size, ldc)
+            if pbias != NULL or relu:
+                _finish_rows(single, pc + lo * size, ldc, M, hi - lo, pbias, relu)
         elif hi > lo:
             _gemm(single, hi - lo, N, K, pa + lo * lda * size, lda, pb, ldb,
                   pc + lo * ldc * size, ldc)
+            if pbias != NULL or relu:
+                block_bias = pbias
+                if pbias != NULL:
+                    block_bias = pbias + lo * size
+                _finish_rows(single, pc + lo * ldc * size, ldc, hi - lo, N, block_bias, relu)
     return out

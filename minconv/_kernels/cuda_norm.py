@@ -174,8 +174,9 @@ def batchnorm_stats(x):
     return mean, var
 
 
-def batchnorm_apply(x, scale, shift):
-    """y = x * scale_c + shift_c: x (N, C, H, W), scale and shift (C,)."""
+def batchnorm_apply(x, scale, shift, relu=False):
+    """y = x * scale_c + shift_c: x (N, C, H, W), scale and shift (C,); with ``relu``,
+    max(y, 0) (NaN stays NaN)."""
     cp = cuda._cupy()
     op = "batchnorm_apply"
     x = _input(x, "input", op)
@@ -183,7 +184,7 @@ def batchnorm_apply(x, scale, shift):
     N, C, H, W = x.shape
     y = cp.empty_like(x)
     _launch("bn_apply", x.dtype, x.size, (x, scale, shift, y), (C, H * W, x.size))
-    return y
+    return cp.maximum(y, x.dtype.type(0), out=y) if relu else y
 
 
 def batchnorm_backward(dy, x, mean, invstd, gamma, train):

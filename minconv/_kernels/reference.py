@@ -349,10 +349,12 @@ def padded_channels_last(x, ph, pw):
     return xt
 
 
-def channels_first(yt, out=None):
-    """yt (N, H, W, C) -> (N, C, H, W), C-contiguous; into ``out`` when given."""
+def channels_first(yt, out=None, relu=False):
+    """yt (N, H, W, C) -> (N, C, H, W), C-contiguous; into ``out`` when given; with
+    ``relu``, max(v, 0) of each value (NaN stays NaN)."""
     xp = get_array_module(yt)
     if out is None:
-        return xp.ascontiguousarray(yt.transpose(0, 3, 1, 2))
-    out[...] = yt.transpose(0, 3, 1, 2)
-    return out
+        out = xp.ascontiguousarray(yt.transpose(0, 3, 1, 2))
+    else:
+        out[...] = yt.transpose(0, 3, 1, 2)
+    return relu_forward(out, out=out) if relu else out

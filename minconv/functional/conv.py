@@ -38,8 +38,9 @@ from .conv_plan import resolve, run_data_grad, run_forward, run_weight_grad
 # ---------------------------------------------------------------- the paper's path: columns
 
 
-def columns_forward(x, W, b, win, workspace=None):
-    """y = W2 @ im2col(x) + b, chunk by chunk: (N, C, H, W) -> (N, F, Ho, Wo)."""
+def columns_forward(x, W, b, win, workspace=None, relu=False):
+    """y = W2 @ im2col(x) + b, chunk by chunk: (N, C, H, W) -> (N, F, Ho, Wo); max(y, 0)
+    with ``relu``."""
     xp, kernels = get_array_module(x), kernels_for(x)
     F, C, kh, kw = W.shape
     Ho, Wo = output_hw(x.shape, W.shape, win)
@@ -51,9 +52,7 @@ def columns_forward(x, W, b, win, workspace=None):
             n = part.stop - part.start
             cols = runtime.scratch(xp, x.dtype, (C * kh * kw, n * Ho * Wo))
             kernels.im2col(x[part], kh, kw, *win, out=cols)               # (C*kh*kw, n*Ho*Wo)
-            y2 = runtime.matmul(W2, cols)                                 # (F, n*Ho*Wo)
-            if b is not None:
-                y2 += b[:, None]
+            y2 = runtime.matmul(W2, cols, bias=b, relu=relu)              # (F, n*Ho*Wo)
             y[part] = y2.reshape(F, n, Ho, Wo).transpose(1, 0, 2, 3)      # (n, F, Ho, Wo)
 
     runtime.map_shares(convolve, x.shape[0], xp)
@@ -122,12 +121,13 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None
 
 
 def conv2d_planned(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None,
-                   workspace=None):
+                   workspace=None, relu=False):
     """:func:`conv2d` and the :class:`~.conv_plan.Plan` it ran: ``(y, plan)``, checked
-    and planned once (a layer keeps the plan for its backward pass)."""
+    and planned once (a layer keeps the plan for its backward pass). With ``relu``, y is
+    max(conv2d(x, W, b), 0): a ReLU that follows, applied as the path writes y."""
     groups, win, group_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups, b)
     plan = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win)
-    return run_forward(plan, x, W, b, win, groups, workspace), plan
+    return run_forward(plan, x, W, b, win, groups, workspace, relu), plan
 
 
 def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *, plan=None,

@@ -254,17 +254,18 @@ def _slice(xp, a, s):
     return xp.ascontiguousarray(a[:, s])
 
 
-def run_forward(plan, x, W, b, win, groups=1, workspace=None):
-    """y = C x + b with ``plan.forward``: (N, C, H, W) -> (N, F, Ho, Wo)."""
+def run_forward(plan, x, W, b, win, groups=1, workspace=None, relu=False):
+    """y = C x + b with ``plan.forward``: (N, C, H, W) -> (N, F, Ho, Wo); max(y, 0) with
+    ``relu``."""
     forward = path(plan.forward).forward
     if groups == 1:
-        return forward(x, W, b, win, workspace)
+        return forward(x, W, b, win, workspace, relu)
     xp = get_array_module(x)
     Ho, Wo = output_hw(x.shape, W.shape, win)
     y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype)
     for cs, fs in zip(_groups(groups, x.shape[1]), _groups(groups, W.shape[0])):
         y[:, fs] = forward(_slice(xp, x, cs), W[fs], None if b is None else b[fs], win,
-                           workspace)
+                           workspace, relu)
     return y
 
 

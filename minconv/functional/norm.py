@@ -30,8 +30,9 @@ def _check(op, x, gamma, beta, running_mean, running_var):
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, train=False, momentum=0.1,
-               eps=1e-5):
-    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel.
+               eps=1e-5, relu=False):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel; max(y, 0) in the same
+    pass with ``relu`` (a ReLU that follows).
 
     x : (N, C, H, W); gamma, beta, running_mean, running_var : (C,)
 
@@ -65,7 +66,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, train=False,
     shift = -mean * scale if beta is None else beta - mean * scale
     if x.size == 0:  # an empty batch: an empty result
         return xp.empty_like(x), (mean, invstd)
-    return kernels.batchnorm_apply(x, scale, shift), (mean, invstd)
+    return kernels.batchnorm_apply(x, scale, shift, relu), (mean, invstd)
 
 
 def batch_norm_backward(dy, x, gamma, mean, invstd, train=False):

@@ -239,10 +239,12 @@ class Container(Layer):
 
     # -- running children --------------------------------------------------------------
     @staticmethod
-    def _forward_child(name, layer, x, train, until=None, record=()):
+    def _forward_child(name, layer, x, train, until=None, record=(), relu=False):
         try:
             if is_container(layer):
                 return layer.forward(x, train=train, until=until, record=record)
+            if relu:  # a ReLU that only this layer's output feeds, fused into it
+                return layer.forward(x, train=train, relu=True)
             return layer.forward(x, train=train)
         except ValueError as error:
             raise in_layer(name, layer, error) from None

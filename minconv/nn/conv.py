@@ -60,7 +60,10 @@ class Conv2D(_ConvBase):
 
     (N, C, H, W) -> (N, F, Ho, Wo); see :func:`minconv.functional.conv2d`. ``padding``
     may be "same" or "valid"; ``groups`` splits the channels (depthwise when == C).
+    ``forward(x, train, relu=True)`` returns max(y, 0), applied where the kernels write
+    y (a :class:`~minconv.nn.Graph` asks for it where a ReLU alone reads the output).
     """
+    fuses_relu = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, groups=1, plan=None, init_std=0.01, rng=None, dtype="float32"):
@@ -70,9 +73,9 @@ class Conv2D(_ConvBase):
                          groups, plan, (out_channels, int(in_channels) // g, kh, kw), init_std,
                          rng, dtype)
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, relu=False):
         y, self.plan = F.conv2d_planned(x, self.params["W"], self.params.get("b"),
-                                        **self._geometry, plan=self.forced_plan)
+                                        **self._geometry, plan=self.forced_plan, relu=relu)
         self._cache = (x, self.plan)
         return y
 

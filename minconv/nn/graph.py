@@ -14,6 +14,13 @@ Forward runs the nodes in topological order. A node with several inputs (Add,
 Concat) receives their outputs as a list, in the order given. An output is
 dropped as soon as the last node that reads it has run.
 
+A ReLU that alone reads the output of a layer that can apply it itself
+(``fuses_relu``: Conv2D, BatchNorm2D) is fused into that layer: the layer writes
+max(y, 0) as it writes y, and the ReLU keeps that output for its backward pass
+without another pass over the memory. The layer's own output y is then never
+formed, so a layer whose output is recorded (``record``) or asked for (``until``)
+is not fused. Every output and gradient is the same either way.
+
 Backward visits the nodes in reverse: each node's gradient is the sum of what
 its consumers sent it (a node read by k nodes receives k contributions), and
 each gradient is dropped once its node has passed it on. ``start`` names the
@@ -28,6 +35,7 @@ from ..backend import get_array_module
 from ..functional.activation import check_rule
 from .base import Layer
 from .container import Container, is_container, mutates_input, split_path
+from .layers import ReLU
 
 INPUT = "input"
 
@@ -105,8 +113,9 @@ class Graph(Container):
 
     def _schedule(self, head):
         """What a forward pass to node ``head`` runs, worked out once per head: the nodes
-        in order, how many of them read each output (``head`` once more: the caller), and
-        the inner outputs each reads from inside another node."""
+        in order, how many of them read each output (``head`` once more: the caller), the
+        inner outputs each reads from inside another node, and the ReLUs fused into the
+        layer below them ({layer: relu})."""
         if head not in self._schedules:
             needed = self._ancestors(head)
             order = [n for n in self.order() if n in needed]
@@ -115,8 +124,24 @@ class Graph(Container):
                 for i in self._inputs[name]:
                     uses[i] = uses.get(i, 0) + 1
             uses[head] = uses.get(head, 0) + 1
-            self._schedules[head] = (needed, order, uses, self._inner_reads(needed))
+            self._schedules[head] = (needed, order, uses, self._inner_reads(needed),
+                                     self._fusions(order, uses))
         return self._schedules[head]
+
+    def _fusions(self, order, uses):
+        """{layer: relu} for each ReLU node whose one input is a layer that ``fuses_relu``
+        and that nothing else reads."""
+        fusions = {}
+        for name in order:
+            layer, inputs = self._layers[name], self._inputs[name]
+            if type(layer) is not ReLU or len(inputs) != 1:
+                continue
+            source = inputs[0]
+            below = self._layers.get(source)
+            if below is not None and below.fuses_relu and not is_container(below) \
+                    and uses[source] == 1:
+                fusions[source] = name
+        return fusions
 
     def order(self):
         """Node names in topological order (insertion order where free); ValueError for
@@ -189,20 +214,29 @@ class Graph(Container):
         head, rest = self._split(until) if until is not None else (self.output, None)
         for path in record:
             self._split(path)
-        needed, order, uses, inner_reads = self._schedule(head)
+        needed, order, uses, inner_reads, fusions = self._schedule(head)
         uses = dict(uses)  # counted down as the nodes run
         self.outputs = {}
         self._shapes = {}
         values = {INPUT: x}
+        fused = set()  # ReLUs whose layer below applied them
         for name in order:
             layer, inputs = self._layers[name], self._inputs[name]
             args = [values[i] for i in inputs]
             if mutates_input(layer) and uses[inputs[0]] > 1:
                 args[0] = args[0].copy()  # others still read it
             inner = inner_reads.get(name, [])
-            y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
-                                    else args[0], train, until=rest if name == head else None,
-                                    record=tuple(self._sub_record(name, record)) + tuple(inner))
+            relu = name in fusions and name not in record
+            if name in fused:
+                y = layer.forward_fused(args[0])
+            else:
+                y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
+                                        else args[0], train,
+                                        until=rest if name == head else None,
+                                        record=tuple(self._sub_record(name, record)) +
+                                        tuple(inner), relu=relu)
+            if relu:
+                fused.add(fusions[name])
             for i in inputs:
                 uses[i] -= 1
                 if uses[i] == 0:

@@ -27,6 +27,14 @@ class ReLU(Layer):
         self._cache = y  # y > 0 exactly where x > 0
         return y
 
+    def forward_fused(self, y):
+        """The forward pass where the layer below has already applied this ReLU to its
+        output ``y`` (a Graph's fusion, see :class:`~minconv.nn.Graph`): y is kept for
+        the backward pass and returned as it is."""
+        self._cache = y
+        self._output_spec = (tuple(y.shape), y.dtype)
+        return y
+
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         return F.relu_backward(dy, self._saved(), rule)
 

@@ -17,7 +17,10 @@ class BatchNorm2D(Layer):
     ``train=False`` the running statistics normalise. Under the ``deconv`` and
     ``guided`` rules the signal goes down by the per-channel scale
     ``gamma / sqrt(running_var + eps)`` (the shift beta is not added, like a bias).
+    ``forward(x, train, relu=True)`` returns max(y, 0) from the same pass (a
+    :class:`~minconv.nn.Graph` asks for it where a ReLU alone reads the output).
     """
+    fuses_relu = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype="float32"):
         super().__init__()
@@ -30,14 +33,14 @@ class BatchNorm2D(Layer):
         self.buffers["running_mean"] = np.zeros(C, dtype=dtype)
         self.buffers["running_var"] = np.ones(C, dtype=dtype)
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, relu=False):
         if x.ndim == 4 and x.shape[1] != self.num_features:
             raise ValueError(f"{self._label()}: input {tuple(x.shape)} has {x.shape[1]} channels, "
                              f"the layer normalises {self.num_features}")
         y, (mean, invstd) = F.batch_norm(x, self.params["gamma"], self.params["beta"],
                                          self.buffers["running_mean"],
                                          self.buffers["running_var"], train=train,
-                                         momentum=self.momentum, eps=self.eps)
+                                         momentum=self.momentum, eps=self.eps, relu=relu)
         self._cache = (x, mean, invstd, bool(train))
         return y
 

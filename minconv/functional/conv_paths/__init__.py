@@ -4,13 +4,15 @@ Each path computes the same three products as the readable one in
 :mod:`minconv.functional.conv` (im2col + one GEMM, and C^T), faster for some
 shapes, as a triple of functions on one group of channels:
 
-    forward(x, W, b, win, workspace)               -> y  (N, F, Ho, Wo)     y  = C x + b
+    forward(x, W, b, win, workspace, relu)         -> y  (N, F, Ho, Wo)     y  = C x + b
     data_grad(dy, W, x_shape, win, workspace)      -> dx x_shape            dx = C^T dy
     weight_grad(dy, x, W_shape, win, workspace, with_bias)
                                                    -> (dW, db or None)      dW = dY cols^T
 
-``win`` is a :class:`Window` (stride, padding, dilation pairs). Every result is a
-fresh array (never a view of scratch memory). The paths, and the measurements
+``win`` is a :class:`Window` (stride, padding, dilation pairs). With ``relu`` the
+forward pass returns max(C x + b, 0): a ReLU that follows the convolution, applied
+where the path writes its output (:func:`rectified` after the paths that cannot).
+Every result is a fresh array (never a view of scratch memory). The paths, and the measurements
 behind each, are described in docs/architecture.md; :mod:`..conv_plan` picks one:
 
     columns     im2col + one GEMM over a chunk of images (conv.py; the GPU's path)
@@ -134,11 +136,17 @@ def position_rows(dy_part):
     return kernels_for(dy_part).padded_channels_last(dy_part, 0, 0).reshape(-1, dy_part.shape[1])
 
 
-def write_channels_first(rows, out):
+def write_channels_first(rows, out, relu=False):
     """Rows of a product, one per position (n*Ho*Wo, F), written channels first into
-    ``out`` (n, F, Ho, Wo), C-contiguous (a slice of the batch's output)."""
+    ``out`` (n, F, Ho, Wo), C-contiguous (a slice of the batch's output); max(., 0) of
+    each value with ``relu``."""
     n, F, Ho, Wo = out.shape
-    kernels_for(rows).channels_first(rows.reshape(n, Ho, Wo, F), out=out)
+    kernels_for(rows).channels_first(rows.reshape(n, Ho, Wo, F), out=out, relu=relu)
+
+
+def rectified(y, relu):
+    """max(y, 0) in place with ``relu`` (a path that cannot apply it as it writes y)."""
+    return kernels_for(y).relu_forward(y, out=y) if relu else y
 
 
 def weight_matrix(W):

@@ -15,10 +15,10 @@ input image's gradient), so the data gradient is the per-image path's.
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import ConvPath, output_hw, per_image, sum_in_order
+from . import ConvPath, output_hw, per_image, rectified, sum_in_order
 
 
-def forward(x, W, b, win, workspace=None):
+def forward(x, W, b, win, workspace=None, relu=False):
     xp, kernels = get_array_module(x), kernels_for(x)
     Ho, Wo = output_hw(x.shape, W.shape, win)
     y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype)
@@ -27,7 +27,7 @@ def forward(x, W, b, win, workspace=None):
         kernels.conv2d_direct(x[share], W, b, *win, out=y[share])
 
     runtime.map_shares(convolve, x.shape[0], xp)
-    return y
+    return rectified(y, relu)
 
 
 def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):

@@ -54,7 +54,7 @@ def tap_major_weights(W, kernels):
     return derived(W, "tap_major", reorder)
 
 
-def forward(x, W, b, win, workspace=None):
+def forward(x, W, b, win, workspace=None, relu=False):
     xp, kernels = get_array_module(x), kernels_for(x)
     F, C, kh, kw = W.shape
     Ho, Wo = output_hw(x.shape, W.shape, win)
@@ -67,7 +67,7 @@ def forward(x, W, b, win, workspace=None):
             n = part.stop - part.start
             y_rows = kernels.im2row_matmul(x[part], w_rows, kh, kw, *win, bias=b,
                                            out=runtime.scratch(xp, x.dtype, (n * L, F)))
-            write_channels_first(y_rows, y[part])
+            write_channels_first(y_rows, y[part], relu)
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y

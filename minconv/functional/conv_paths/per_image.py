@@ -20,7 +20,7 @@ def _image_columns(cols, i, L):
     return cols[:, i * L:(i + 1) * L]
 
 
-def forward(x, W, b, win, workspace=None):
+def forward(x, W, b, win, workspace=None, relu=False):
     xp, kernels = get_array_module(x), kernels_for(x)
     F, C, kh, kw = W.shape
     Ho, Wo = output_hw(x.shape, W.shape, win)
@@ -34,9 +34,8 @@ def forward(x, W, b, win, workspace=None):
             kernels.im2col(x[part], kh, kw, *win, out=cols)
             y3 = y[part].reshape(n, F, L)                                 # a view of y
             for i in range(n):
-                runtime.matmul(W2, _image_columns(cols, i, L), out=y3[i])  # (F, L)
-                if b is not None:
-                    y3[i] += b[:, None]
+                runtime.matmul(W2, _image_columns(cols, i, L), out=y3[i], bias=b,  # (F, L)
+                               relu=relu)
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y

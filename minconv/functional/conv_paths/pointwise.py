@@ -49,9 +49,9 @@ def _as_matrices(xp, a, n, channels, L):
     return out.reshape(n, channels, L)
 
 
-def forward(x, W, b, win, workspace=None):
+def forward(x, W, b, win, workspace=None, relu=False):
     if not serves(W.shape, win):
-        return per_image.forward(x, W, b, win, workspace)
+        return per_image.forward(x, W, b, win, workspace, relu)
     xp = get_array_module(x)
     F, C = W.shape[:2]
     Ho, Wo = output_hw(x.shape, W.shape, win)
@@ -64,13 +64,12 @@ def forward(x, W, b, win, workspace=None):
             y3 = y[part].reshape(n, F, L)                                 # a view of y
             if L < ONE_GEMM_BELOW:
                 X = _kept(x[part], win).transpose(1, 0, 2, 3).reshape(C, n * L)  # (C, n*L)
-                y3[...] = runtime.matmul(W2, X).reshape(F, n, L).transpose(1, 0, 2)
+                y3[...] = runtime.matmul(W2, X, bias=b, relu=relu).reshape(F, n, L).transpose(
+                    1, 0, 2)
             else:
                 x3 = _as_matrices(xp, _kept(x[part], win), n, C, L)        # (n, C, L)
                 for i in range(n):
-                    runtime.matmul(W2, x3[i], out=y3[i])                  # (F, L)
-            if b is not None:
-                y3 += b[:, None]
+                    runtime.matmul(W2, x3[i], out=y3[i], bias=b, relu=relu)  # (F, L)
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y

@@ -17,7 +17,7 @@ from . import (ConvPath, Gather, chunks, output_hw, position_rows, weight_grad_b
                weight_matrix_channels_last, weights_from_channels_last, write_channels_first)
 
 
-def forward(x, W, b, win, workspace=None):
+def forward(x, W, b, win, workspace=None, relu=False):
     xp, kernels = get_array_module(x), kernels_for(x)
     F, C, kh, kw = W.shape
     Ho, Wo = output_hw(x.shape, W.shape, win)
@@ -32,7 +32,7 @@ def forward(x, W, b, win, workspace=None):
             y_rows = runtime.matmul(rows, W2.T)                           # (n*L, F)
             if b is not None:
                 y_rows += b
-            write_channels_first(y_rows, y[part])
+            write_channels_first(y_rows, y[part], relu)
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y

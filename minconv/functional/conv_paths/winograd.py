@@ -28,7 +28,7 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from ..prepared import derived
-from . import ConvPath, output_hw, per_image
+from . import ConvPath, output_hw, per_image, rectified
 
 # The batch goes through in chunks whose tiles and products (V and M) take about this
 # much (within the workspace): at batch 8, 128->128 on 28x28 ran in 9.0 ms so, 11.9 ms in
@@ -78,11 +78,12 @@ def _convolve(x, U, b, padding, out_hw, workspace):
     return y
 
 
-def forward(x, W, b, win, workspace=None):
+def forward(x, W, b, win, workspace=None, relu=False):
     if not serves(W.shape, win):
-        return per_image.forward(x, W, b, win, workspace)
+        return per_image.forward(x, W, b, win, workspace, relu)
     U = derived(W, "winograd", kernels_for(x).winograd_weights)           # (16, C, F)
-    return _convolve(x, U, b, win.padding, output_hw(x.shape, W.shape, win), workspace)
+    return rectified(_convolve(x, U, b, win.padding, output_hw(x.shape, W.shape, win),
+                               workspace), relu)
 
 
 def data_grad(dy, W, x_shape, win, workspace=None):
