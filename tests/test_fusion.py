@@ -184,3 +184,38 @@ def test_an_imported_net_gives_the_same_outputs_fused():
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(net.forward(x), np.maximum(F.conv2d(x, W, padding=1), 0))
     assert net._schedule(net.output)[4] == {"conv": "relu"}
+
+
+def small_chain(seed=0):
+    """ZFNet's pattern: conv -> relu (in place) -> pool, bn -> relu, conv -> relu."""
+    rng = np.random.default_rng(seed)
+    net = mc.nn.Sequential(
+        mc.nn.Conv2D(3, 6, 3, padding=1, rng=rng, dtype="float64", init_std=0.5),
+        mc.nn.ReLU(inplace=True), mc.nn.MaxPool2D(2),
+        ("bn", mc.nn.BatchNorm2D(6, dtype="float64")), mc.nn.ReLU(),
+        mc.nn.Conv2D(6, 4, 1, rng=rng, dtype="float64", init_std=0.5), mc.nn.ReLU())
+    net["bn"].buffers["running_mean"] = rng.standard_normal(6)
+    net.params["conv1.b"][:] = rng.standard_normal(6)
+    return net
+
+
+def test_a_chain_fuses_the_relu_after_a_layer_and_stays_exact():
+    x = np.random.default_rng(8).standard_normal((2, 3, 8, 8))
+    net, plain = small_chain(), small_chain()
+    plain._fuses_next = lambda layers, position, stop, record: False
+    spy = []
+    real = net["conv2"].forward
+    net["conv2"].forward = lambda x, train=False, relu=False: (spy.append(relu),
+                                                              real(x, train, relu))[1]
+    y = net.forward(x, record=["conv1", "relu2"])
+    assert spy == [True]
+    np.testing.assert_array_equal(y, plain.forward(x, record=["conv1", "relu2"]))
+    for name in ("conv1", "relu2"):
+        np.testing.assert_array_equal(net.outputs[name], plain.outputs[name])
+    assert (net.outputs["conv1"] < 0).any()          # recorded: conv1 ran by itself
+    dy = np.random.default_rng(9).standard_normal(y.shape)
+    for rule in ("grad", "deconv", "guided"):
+        np.testing.assert_array_equal(net.backward(dy, rule=rule), plain.backward(dy, rule=rule))
+    spy.clear()
+    np.testing.assert_array_equal(net.forward(x, until="conv2"), plain.forward(x, until="conv2"))
+    assert spy == [False]                             # its ReLU does not run: not fused

@@ -6,12 +6,15 @@ can start at one (``start="conv5"``) and follow any of the three rules.
 Parameters appear under dotted names, ``"conv1.W"``, as in checkpoints.
 Sequential and Graph nest: a layer inside is reached by its dotted path
 (``"layer1.0.conv1"``) wherever a name is taken (:mod:`minconv.nn.container`).
+A ReLU right after a Conv2D or BatchNorm2D whose output is not recorded is fused
+into it, as in a Graph (:mod:`minconv.nn.graph`).
 """
 from collections import OrderedDict
 
 from ..functional.activation import check_rule
 from .base import Layer
 from .container import Container, is_container, mutates_input
+from .layers import ReLU
 
 _PREFIXES = {"Conv2D": "conv", "ConvTranspose2D": "convt", "ReLU": "relu", "MaxPool2D": "pool",
              "LRN": "norm", "Dropout": "drop", "Flatten": "flatten", "Linear": "fc"}
@@ -68,15 +71,29 @@ class Sequential(Container):
         layers = list(self._layers.items())[:stop + 1]
         in_place_after = [any(mutates_input(later) for _, later in layers[i + 1:])
                           for i in range(len(layers))] if record else None
+        fused = False  # whether the layer before applied this ReLU
         for position, (name, layer) in enumerate(layers):
-            x = self._forward_child(name, layer, x, train,
-                                    until=rest if position == stop else None,
-                                    record=self._sub_record(name, record))
+            if fused:
+                x, fused = layer.forward_fused(x), False
+            else:
+                fused = self._fuses_next(layers, position, stop, record)
+                x = self._forward_child(name, layer, x, train,
+                                        until=rest if position == stop else None,
+                                        record=self._sub_record(name, record), relu=fused)
             if is_container(layer):
                 self._collect(name, layer, x, ())
             if name in record:
                 self.outputs[name] = x.copy() if in_place_after[position] else x
         return x
+
+    @staticmethod
+    def _fuses_next(layers, position, stop, record):
+        """Whether layer ``position`` applies the ReLU that follows it (as a Graph does,
+        :mod:`minconv.nn.graph`): it ``fuses_relu``, the next layer is a ReLU that runs,
+        and the layer's own output is not recorded."""
+        name, layer = layers[position]
+        return (position < stop and layer.fuses_relu and not is_container(layer)
+                and type(layers[position + 1][1]) is ReLU and name not in record)
 
     def backward(self, dy, rule="grad", start=None, stop=None, param_grads=None, release=False,
                  input_grad=True, extra=None):
