@@ -419,3 +419,21 @@ def test_summary_shows_each_convolutions_plan():
     conv3 = mc.models.zfnet_mini()["conv3"]
     assert rows["conv3"]["plan"] == str(F.choose_plan(x, conv3.params["W"], padding=1))
     assert rows["relu1"]["plan"] is None
+
+
+def test_a_layer_plans_again_for_another_input_or_a_forced_plan():
+    # the layer reuses its plan while the input's shape and dtype (and the cores and
+    # instruction set) stay the same, and asks the planner again when one changes
+    layer = mc.nn.Conv2D(256, 256, 3, padding=1, init_std=0.0)
+    batch8, batch1 = np.zeros((8, 256, 14, 14), np.float32), np.zeros((1, 256, 14, 14),
+                                                                      np.float32)
+    expected = {id(x): F.choose_plan(x, layer.params["W"], padding=1) for x in (batch8, batch1)}
+    assert str(expected[id(batch8)]) != str(expected[id(batch1)])
+    for x in (batch8, batch8, batch1, batch8):
+        layer.forward(x)
+        assert layer.plan == expected[id(x)]
+    with F.using_plan("columns"):
+        layer.forward(batch8)
+        assert str(layer.plan) == "columns"
+    layer.forward(batch8)
+    assert layer.plan == expected[id(batch8)]

@@ -220,6 +220,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
     return Plan(fwd, dgrad, wgrad, reason)
 
 
+def forced_plan():
+    """The plan forced by :func:`using_plan` here, or None."""
+    return _forced.get()
+
+
 def resolve(plan, x, x_shape, W_shape, win):
     """The :class:`Plan` to run: ``plan`` itself, a name of :data:`PLANS` for all three
     products, or (None) the one forced by :func:`using_plan`, else the default."""

@@ -2,6 +2,8 @@
 import numpy as np
 
 from .. import functional as F
+from .. import runtime
+from ..functional.conv_plan import forced_plan
 from ..geometry import check_groups, pair, resolve_padding
 from .base import Layer, default_rng
 
@@ -34,6 +36,7 @@ class _ConvBase(Layer):
             raise ValueError(f"{kind}: unknown plan {plan!r}: expected one of {F.PLANS}")
         self.forced_plan = plan   # None: the planner chooses
         self.plan = None          # the F.Plan the last forward pass ran (backward reuses it)
+        self._plan_key = None     # the input's kind, shape and dtype it was chosen for
         self.params["W"] = normal_init(weight_shape, init_std, rng, dtype)
         if bias:
             self.params["b"] = normal_init((out_channels,), 0.0, rng, dtype)
@@ -74,8 +77,15 @@ class Conv2D(_ConvBase):
                          rng, dtype)
 
     def forward(self, x, train=False, relu=False):
-        y, self.plan = F.conv2d_planned(x, self.params["W"], self.params.get("b"),
-                                        **self._geometry, plan=self.forced_plan, relu=relu)
+        W = self.params["W"]
+        # the planner's choice depends only on these: a net asks again on every pass
+        key = (type(x), getattr(x, "shape", None), getattr(x, "dtype", None), W.shape, W.dtype,
+               runtime.cpu_threads(), runtime.isa())
+        forced = self.forced_plan or forced_plan()
+        plan = self.plan if forced is None and key == self._plan_key else self.forced_plan
+        y, self.plan = F.conv2d_planned(x, W, self.params.get("b"), **self._geometry,
+                                        plan=plan, relu=relu)
+        self._plan_key = key if forced is None else None
         self._cache = (x, self.plan)
         return y
 
