@@ -358,6 +358,37 @@ def test_maxpool_switch_of_an_all_minus_inf_window_stays_inside_it():
     np.testing.assert_array_equal(switches[0, 0], [[0, 1, 3], [5, 6, 8], [15, 16, 18]])
 
 
+# (x_shape, kernel, stride, padding, ceil_mode): windows cut by the padding's far edge,
+# ceil-mode windows running past it, overlapping windows, DenseNet's 2x2/2
+AVGPOOL_CASES = [
+    ((2, 3, 9, 7), (3, 3), (2, 2), (1, 1), True),
+    ((2, 3, 9, 7), (3, 2), (3, 2), (1, 1), True),
+    ((1, 2, 5, 5), (5, 5), (1, 1), (2, 2), False),
+    ((3, 4, 8, 8), (2, 2), (2, 2), (0, 0), False),
+    ((2, 64, 28, 28), (3, 3), (1, 1), (1, 1), False),   # on both cores
+]
+
+
+@pytest.mark.parametrize("case", AVGPOOL_CASES)
+@pytest.mark.parametrize("include", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avgpool_matches_reference(case, include, dtype):
+    from minconv._kernels import reference_avgpool
+    from minconv.functional.pool import pool_geometry
+    x_shape, kernel, stride, padding, ceil_mode = case
+    x = non_contiguous(random(x_shape, dtype))
+    kernel, stride, padding, out = pool_geometry("avg", x_shape, kernel, stride, padding,
+                                                 ceil_mode)
+    y = cpu_pool.avgpool_forward(x, kernel, stride, padding, out, include)
+    np.testing.assert_array_equal(
+        y, reference_avgpool.avgpool_forward(x, kernel, stride, padding, out, include))
+    dy = non_contiguous(random(y.shape, dtype, seed=1))
+    np.testing.assert_allclose(
+        cpu_pool.avgpool_backward(dy, x_shape, kernel, stride, padding, include),
+        reference_avgpool.avgpool_backward(dy, x_shape, kernel, stride, padding, include),
+        **TOL[dtype])
+
+
 @pytest.mark.parametrize("kernels", [cpu_pool, ref], ids=["cython", "reference"])
 def test_maxpool_backward_rejects_switches_outside_the_plane(kernels):
     dy = np.ones((1, 1, 2, 2), np.float32)
