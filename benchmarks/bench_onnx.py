@@ -145,6 +145,9 @@ def torch_runner(graph):
             x = TF.pad(x, (left, right, top, bottom), value=-float("inf"))
             return TF.max_pool2d(x, layer.kernel_size, layer.stride, 0, layer.dilation,
                                  ceil_mode=layer.ceil_mode)
+        if isinstance(layer, nn.AvgPool2D):
+            return TF.avg_pool2d(x, layer.kernel_size, layer.stride, layer.padding,
+                                 layer.ceil_mode, layer.count_include_pad)
         if isinstance(layer, window_pool.PaddedAvgPool2D) and layer.dilation == (1, 1):
             top, left, bottom, right = layer.pads
             if (top, left) == (bottom, right):

@@ -80,7 +80,7 @@ def test_kernels_keep_nan_through_a_fused_relu(dtype):
 
 
 def small_graph(dtype="float64", seed=0):
-    """conv1 -> relu1 -> bn -> relu2 -> conv2 -> relu3, and a skip: add(relu3, relu1)."""
+    """conv1 -> relu1 -> bn -> relu2 -> conv2 -> relu3, a skip add(relu3, relu1) -> relu4."""
     rng = np.random.default_rng(seed)
     g = mc.nn.Graph()
     g.add("conv1", mc.nn.Conv2D(3, 6, 3, padding=1, rng=rng, dtype=dtype, init_std=0.5))
@@ -90,6 +90,7 @@ def small_graph(dtype="float64", seed=0):
     g.add("conv2", mc.nn.Conv2D(6, 6, 1, rng=rng, dtype=dtype, init_std=0.5))
     g.add("relu3", mc.nn.ReLU())
     g.add("add", mc.nn.Add(), inputs=["relu3", "relu1"])
+    g.add("relu4", mc.nn.ReLU())
     bn = g._layers["bn"]
     bn.params["gamma"] = rng.uniform(0.5, 2, 6).astype(dtype)
     bn.params["beta"] = rng.standard_normal(6).astype(dtype)
@@ -109,7 +110,7 @@ def unfused(g):
 def fused_calls(g):
     """Spy on the layers' forward calls: the names that were asked for relu=True."""
     asked = []
-    for name in ("conv1", "bn", "conv2"):
+    for name in ("conv1", "bn", "conv2", "add"):
         layer = g._layers[name]
         real = layer.forward
 
@@ -128,7 +129,7 @@ def test_a_graph_fuses_relus_read_only_by_them(train):
     asked = fused_calls(g)
     y = g.forward(x, train=train)
     # relu1 is read by bn and by add: conv1's output feeds relu1 alone, so it is fused
-    assert asked == ["conv1", "bn", "conv2"]
+    assert asked == ["conv1", "bn", "conv2", "add"]
     np.testing.assert_array_equal(y, h.forward(x, train=train))
     dy = np.random.default_rng(4).standard_normal(y.shape)
     for rule in ("grad", "deconv", "guided"):
@@ -143,7 +144,7 @@ def test_a_recorded_or_requested_layer_output_is_not_fused():
     g, h = small_graph(), unfused(small_graph())
     asked = fused_calls(g)
     g.forward(x, record=["conv2"])
-    assert asked == ["conv1", "bn"]
+    assert asked == ["conv1", "bn", "add"]
     np.testing.assert_array_equal(g.outputs["conv2"], h.forward(x, until="conv2"))
     assert (g.outputs["conv2"] < 0).any()            # the convolution's own output
     asked.clear()

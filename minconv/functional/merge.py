@@ -4,6 +4,10 @@ concatenation along the channels (Inception and dense blocks).
 Backward: a sum hands its gradient unchanged to every input; a concatenation
 splits it back into the inputs' slices. The same under every backward rule.
 """
+import numpy as np
+
+from .. import runtime
+from .._kernels import kernels_for
 from ..backend import get_array_module
 from ._checks import check_array
 
@@ -12,10 +16,12 @@ def _names(names, n):
     return list(names) if names is not None else [f"input {i}" for i in range(n)]
 
 
-def add(xs, names=None):
+def add(xs, names=None, relu=False):
     """y = xs[0] + xs[1] + ...; every input must have the same shape (no broadcasting).
+    With ``relu``, max(y, 0) (a ReLU that follows: ResNet's blocks end so).
 
-    ``names`` label the inputs in error messages (a graph passes its node names).
+    ``names`` label the inputs in error messages (a graph passes its node names). On the
+    CPU the cores take shares of the elements (one image's maps too).
     """
     if not isinstance(xs, (list, tuple)) or len(xs) < 2:
         raise ValueError(f"add: expected a list of at least two arrays, got {type(xs).__name__}")
@@ -27,10 +33,18 @@ def add(xs, names=None):
             raise ValueError(f"add: {labels[0]!r} gives {tuple(xs[0].shape)} {xs[0].dtype} but "
                              f"{label!r} gives {tuple(x.shape)} {x.dtype}; a sum needs one "
                              "shape and dtype")
-    y = xs[0] + xs[1]
+    xp = get_array_module(xs[0])
+    if xp is not np:
+        y = xs[0] + xs[1]
+        for x in xs[2:]:
+            y += x
+        return xp.maximum(y, y.dtype.type(0), out=y) if relu else y
+    y = np.empty(xs[0].shape, dtype=xs[0].dtype)
+    flat = y.reshape(-1)
+    runtime.elementwise(np.add, flat, xs[0].reshape(-1), xs[1].reshape(-1))
     for x in xs[2:]:
-        y += x
-    return y
+        runtime.elementwise(np.add, flat, flat, x.reshape(-1))
+    return kernels_for(y).relu_forward(y, out=y) if relu else y
 
 
 def concat(xs, axis=1, names=None):

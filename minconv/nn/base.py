@@ -112,7 +112,7 @@ class Layer(abc.ABC):
     """Base class: parameters, gradients, a name, and the forward/backward protocol."""
 
     # True where forward(x, train, relu=True) returns max(y, 0) from the layer's own pass
-    # (Conv2D, BatchNorm2D): a Graph then fuses a ReLU that alone reads the layer's output
+    # (Conv2D, BatchNorm2D, Add): a Graph then fuses a ReLU that alone reads its output
     fuses_relu = False
 
     def __init__(self):

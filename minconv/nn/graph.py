@@ -15,7 +15,7 @@ Concat) receives their outputs as a list, in the order given. An output is
 dropped as soon as the last node that reads it has run.
 
 A ReLU that alone reads the output of a layer that can apply it itself
-(``fuses_relu``: Conv2D, BatchNorm2D) is fused into that layer: the layer writes
+(``fuses_relu``: Conv2D, BatchNorm2D, Add) is fused into that layer: the layer writes
 max(y, 0) as it writes y, and the ReLU keeps that output for its backward pass
 without another pass over the memory. The layer's own output y is then never
 formed, so a layer whose output is recorded (``record``) or asked for (``until``)

@@ -26,10 +26,12 @@ class _Merge(Layer):
 
 
 class Add(_Merge):
-    """y = x_1 + x_2 + ... (a residual connection); the gradient goes to every input unchanged."""
+    """y = x_1 + x_2 + ... (a residual connection); the gradient goes to every input unchanged.
+    ``forward(xs, train, relu=True)`` returns max(y, 0) (a Graph fuses the ReLU after it)."""
+    fuses_relu = True
 
-    def forward(self, xs, train=False):
-        y = F.add(xs, names=self._names(xs))
+    def forward(self, xs, train=False, relu=False):
+        y = F.add(xs, names=self._names(xs), relu=relu)
         self._cache = len(xs)
         return y
 
