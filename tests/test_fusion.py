@@ -220,3 +220,18 @@ def test_a_chain_fuses_the_relu_after_a_layer_and_stays_exact():
     spy.clear()
     np.testing.assert_array_equal(net.forward(x, until="conv2"), plain.forward(x, until="conv2"))
     assert spy == [False]                             # its ReLU does not run: not fused
+
+
+def test_a_subclass_whose_forward_takes_no_relu_is_run_as_it_is():
+    class Doubling(mc.nn.Conv2D):
+        def forward(self, x, train=False):
+            return 2 * super().forward(x, train)
+
+    rng = np.random.default_rng(10)
+    net = mc.nn.Sequential(Doubling(3, 4, 3, padding=1, rng=rng, dtype="float64",
+                                    init_std=0.5), mc.nn.ReLU())
+    x = rng.standard_normal((1, 3, 5, 5))
+    plain = F.conv2d(x, net["doubling1"].params["W"], net["doubling1"].params["b"], padding=1)
+    np.testing.assert_array_equal(net.forward(x), np.maximum(2 * plain, 0))
+    g = mc.nn.Graph([("conv", net["doubling1"]), ("relu", mc.nn.ReLU())])
+    np.testing.assert_array_equal(g.forward(x), np.maximum(2 * plain, 0))

@@ -11,6 +11,8 @@ Parameters (``params``, trained) and buffers (``buffers``, e.g. BatchNorm's
 running statistics) live in the layers; the container's views of them are
 dicts under dotted names, and ``state_dict()`` is both together.
 """
+import functools
+import inspect
 from collections import OrderedDict
 
 from ..backend import get_array_module
@@ -39,6 +41,18 @@ def in_layer(name, layer, error):
 
 def is_container(layer):
     return isinstance(layer, Container)
+
+
+def fuses_relu(layer):
+    """Whether ``layer`` can apply a ReLU that follows it (``forward(x, train, relu=True)``):
+    its class says so, and its forward takes ``relu`` (a subclass that overrides forward
+    without it is run as it is)."""
+    return not is_container(layer) and _forward_takes_relu(type(layer))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes_relu(cls):
+    return bool(cls.fuses_relu) and "relu" in inspect.signature(cls.forward).parameters
 
 
 def split_path(path):

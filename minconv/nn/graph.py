@@ -34,7 +34,7 @@ any layer inside (:mod:`minconv.nn.container`).
 from ..backend import get_array_module
 from ..functional.activation import check_rule
 from .base import Layer
-from .container import Container, is_container, mutates_input, split_path
+from .container import Container, fuses_relu, is_container, mutates_input, split_path
 from .layers import ReLU
 
 INPUT = "input"
@@ -138,8 +138,7 @@ class Graph(Container):
                 continue
             source = inputs[0]
             below = self._layers.get(source)
-            if below is not None and below.fuses_relu and not is_container(below) \
-                    and uses[source] == 1:
+            if below is not None and fuses_relu(below) and uses[source] == 1:
                 fusions[source] = name
         return fusions
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from ..functional.activation import check_rule
 from .base import Layer
-from .container import Container, is_container, mutates_input
+from .container import Container, fuses_relu, is_container, mutates_input
 from .layers import ReLU
 
 _PREFIXES = {"Conv2D": "conv", "ConvTranspose2D": "convt", "ReLU": "relu", "MaxPool2D": "pool",
@@ -92,7 +92,7 @@ class Sequential(Container):
         :mod:`minconv.nn.graph`): it ``fuses_relu``, the next layer is a ReLU that runs,
         and the layer's own output is not recorded."""
         name, layer = layers[position]
-        return (position < stop and layer.fuses_relu and not is_container(layer)
+        return (position < stop and fuses_relu(layer)
                 and type(layers[position + 1][1]) is ReLU and name not in record)
 
     def backward(self, dy, rule="grad", start=None, stop=None, param_grads=None, release=False,
