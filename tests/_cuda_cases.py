@@ -185,6 +185,9 @@ def check_batchnorm(cuda_norm, to_dev, to_host, x_shape, dtype, rng):
     y = cuda_norm.batchnorm_apply(to_dev(x), to_dev(scale), to_dev(shift))
     assert y.dtype == dtype and y.shape == tuple(x_shape)
     _close_to_scale(to_host(y), ref.batchnorm_apply(x, scale, shift), dtype, "batchnorm_apply")
+    y = cuda_norm.batchnorm_apply(to_dev(x), to_dev(scale), to_dev(shift), relu=True)
+    _close_to_scale(to_host(y), np.maximum(ref.batchnorm_apply(x, scale, shift), 0), dtype,
+                    "batchnorm_apply with relu")
     dy = rng.standard_normal(x_shape).astype(dtype)
     gamma = rng.standard_normal(C).astype(dtype)
     invstd = (1 / np.sqrt(var_ref + dtype(1e-5))).astype(dtype)

@@ -184,7 +184,7 @@ def batchnorm_apply(x, scale, shift, relu=False):
     N, C, H, W = x.shape
     y = cp.empty_like(x)
     _launch("bn_apply", x.dtype, x.size, (x, scale, shift, y), (C, H * W, x.size))
-    return cp.maximum(y, x.dtype.type(0), out=y) if relu else y
+    return cuda.relu_forward(y, out=y) if relu else y
 
 
 def batchnorm_backward(dy, x, mean, invstd, gamma, train):
