@@ -35,6 +35,7 @@ from minconv._kernels._parallel cimport threads_for
 import numpy as np
 
 from . import cpu_tiles
+from .reference_avgpool import avgpool_divisors
 from ..geometry import pool_output_size
 
 cdef extern from "_maxpool.h" nogil:
@@ -248,12 +249,18 @@ def maxpool_backward(dy, switches, x_shape):
 # ---------------------------------------------------------------- average pooling
 
 def _windows(n_out, k, s, p, n, with_pad):
-    """Along one axis: each window's first and last input + 1, and its divisor factor
-    (int64 arrays of n_out); the same for every plane, so worked out once."""
+    """Along one axis, as int64 (3 * n_out): the first input each window covers, the last
+    + 1, and its divisor factor (the reference's :func:`avgpool_divisors`). The same for
+    every plane, so worked out once."""
     first = np.arange(n_out, dtype=np.int64) * s - p
-    last = np.minimum(first + k, n + p)
-    start, stop = np.maximum(first, 0), np.minimum(last, n)
-    return start, stop, (last - first) if with_pad else (stop - start)
+    start, stop = np.maximum(first, 0), np.minimum(np.minimum(first + k, n + p), n)
+    return np.concatenate([start, stop, avgpool_divisors(n, n_out, k, s, p, with_pad)])
+
+
+def _window_tables(in_hw, out_hw, kernel, stride, padding, with_pad):
+    """The row and column windows of :func:`_windows` for (H, W) -> (Ho, Wo)."""
+    return tuple(_windows(out_hw[axis], kernel[axis], stride[axis], padding[axis],
+                          in_hw[axis], with_pad) for axis in (0, 1))
 
 
 cdef void _avgpool_plane(const floating *x, floating *y, Py_ssize_t W, Py_ssize_t Ho,
@@ -319,16 +326,15 @@ def avgpool_forward(x, kernel, stride, padding, out_size, count_include_pad):
     """y (N, C, Ho, Wo): the mean of each window of x (N, C, H, W); sizes are pairs."""
     planes = _planes(x, "x", "avgpool_forward")
     N, C, H, W = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (Ho, Wo) = kernel, stride, padding, out_size
+    Ho, Wo = out_size
     y = np.empty((N * C, Ho, Wo), dtype=planes.dtype)
     if y.size == 0:
         return y.reshape(N, C, Ho, Wo)
-    rows = np.concatenate(_windows(Ho, kh, sh, ph, H, count_include_pad))
-    cols = np.concatenate(_windows(Wo, kw, sw, pw, W, count_include_pad))
+    rows, cols = _window_tables((H, W), (Ho, Wo), kernel, stride, padding, count_include_pad)
     if planes.dtype == np.float32:
-        _avgpool_planes[float](planes, y, rows, cols, kh * kw)
+        _avgpool_planes[float](planes, y, rows, cols, kernel[0] * kernel[1])
     else:
-        _avgpool_planes[double](planes, y, rows, cols, kh * kw)
+        _avgpool_planes[double](planes, y, rows, cols, kernel[0] * kernel[1])
     return y.reshape(N, C, Ho, Wo)
 
 
@@ -336,7 +342,6 @@ def avgpool_backward(dy, x_shape, kernel, stride, padding, count_include_pad):
     """dx (x_shape): each dy spread evenly (by the forward divisor) over its window."""
     planes = _planes(dy, "dy", "avgpool_backward")
     N, C, H, W = (int(v) for v in x_shape)
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if dy.shape[:2] != (N, C):
         raise ValueError(f"avgpool_backward: dy {dy.shape} does not match x_shape "
                          f"{tuple(x_shape)}")
@@ -345,10 +350,9 @@ def avgpool_backward(dy, x_shape, kernel, stride, padding, count_include_pad):
     if dx.size == 0 or dy.size == 0:
         dx[...] = 0
         return dx.reshape(N, C, H, W)
-    rows = np.concatenate(_windows(Ho, kh, sh, ph, H, count_include_pad))
-    cols = np.concatenate(_windows(Wo, kw, sw, pw, W, count_include_pad))
+    rows, cols = _window_tables((H, W), (Ho, Wo), kernel, stride, padding, count_include_pad)
     if planes.dtype == np.float32:
-        _avgpool_back_planes[float](planes, dx, rows, cols, kh * kw)
+        _avgpool_back_planes[float](planes, dx, rows, cols, kernel[0] * kernel[1])
     else:
-        _avgpool_back_planes[double](planes, dx, rows, cols, kh * kw)
+        _avgpool_back_planes[double](planes, dx, rows, cols, kernel[0] * kernel[1])
     return dx.reshape(N, C, H, W)
