@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _team, runtime
-from ._kernels import kernels_for
+from ._kernels import kernels_for, reference
 from .backend import get_array_module
 
 
@@ -140,10 +140,8 @@ def _finish(out, bias, relu):
     """out += bias[:, None] (where given), then max(out, 0) with ``relu``; returns out."""
     if bias is not None:
         out += bias[:, None]
-    if relu and isinstance(out, np.ndarray) and out.flags.c_contiguous:
-        kernels_for(out).relu_forward(out, out=out)   # 4x NumPy's maximum on float32
-    elif relu:
-        get_array_module(out).maximum(out, out.dtype.type(0), out=out)  # NaN stays NaN
+    if relu:  # the kernels take contiguous arrays; the reference any view
+        (kernels_for(out) if out.flags.c_contiguous else reference).relu_forward(out, out=out)
     return out
 
 

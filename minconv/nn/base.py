@@ -83,7 +83,9 @@ def shapes_only():
         _DEFAULT_RNG[0] = real
 
 
-def _remembers_output(forward):
+def remembers_output(forward):
+    """``forward`` that keeps its output's (shape, dtype), against which the backward
+    pass checks dy (every layer's ``forward``, wrapped by ``Layer.__init_subclass__``)."""
     @functools.wraps(forward)
     def wrapper(self, *args, **kwargs):
         y = forward(self, *args, **kwargs)
@@ -126,7 +128,7 @@ class Layer(abc.ABC):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "forward" in cls.__dict__:
-            cls.forward = _remembers_output(cls.__dict__["forward"])
+            cls.forward = remembers_output(cls.__dict__["forward"])
         backward = cls.__dict__.get("backward")
         if backward is not None and "start" not in inspect.signature(backward).parameters:
             cls.backward = _checks_dy(backward)

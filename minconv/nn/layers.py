@@ -11,7 +11,7 @@ from .._kernels import kernels_for
 from ..backend import get_array_module
 from ..functional._checks import check_shape
 from ..functional.lrn import _check_lrn
-from .base import Layer, default_rng
+from .base import Layer, default_rng, remembers_output
 from .conv import normal_init
 
 
@@ -27,12 +27,12 @@ class ReLU(Layer):
         self._cache = y  # y > 0 exactly where x > 0
         return y
 
+    @remembers_output
     def forward_fused(self, y):
         """The forward pass where the layer below has already applied this ReLU to its
         output ``y`` (a Graph's fusion, see :class:`~minconv.nn.Graph`): y is kept for
         the backward pass and returned as it is."""
         self._cache = y
-        self._output_spec = (tuple(y.shape), y.dtype)
         return y
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
