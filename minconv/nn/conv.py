@@ -36,7 +36,6 @@ class _ConvBase(Layer):
             raise ValueError(f"{kind}: unknown plan {plan!r}: expected one of {F.PLANS}")
         self.forced_plan = plan   # None: the planner chooses
         self.plan = None          # the F.Plan the last forward pass ran (backward reuses it)
-        self._plan_key = None     # the input's kind, shape and dtype it was chosen for
         self.params["W"] = normal_init(weight_shape, init_std, rng, dtype)
         if bias:
             self.params["b"] = normal_init((out_channels,), 0.0, rng, dtype)
@@ -75,6 +74,7 @@ class Conv2D(_ConvBase):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, bias,
                          groups, plan, (out_channels, int(in_channels) // g, kh, kw), init_std,
                          rng, dtype)
+        self._plan_key = None  # the input's kind, shape and dtype ``plan`` was chosen for
 
     def forward(self, x, train=False, relu=False):
         W = self.params["W"]
