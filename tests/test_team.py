@@ -19,6 +19,18 @@ needs_team = pytest.mark.skipif(
     reason="the kernels are built without OpenMP, or one core is configured")
 
 
+def _inside(shape, dtype, margins):
+    """A view of an array of 7.0 with ``margins`` (rows, columns) of it around the view."""
+    (top, bottom), (left, right) = margins
+    whole = np.full((shape[0] + top + bottom, shape[1] + left + right), 7.0, dtype)
+    return whole, whole[top:top + shape[0], left:left + shape[1]]
+
+
+def _nothing_written_outside(whole, view):
+    view[...] = 7.0
+    assert (whole == 7.0).all()
+
+
 def _team_product_bound():
     a = np.ones((64, 64), np.float32)
     return runtime._team_takes(a, a, np.empty_like(a))
@@ -50,12 +62,11 @@ def test_team_products_add_a_bias_per_row(dtype, M, K, N):
     a = rng.standard_normal((M, K)).astype(dtype)
     b = rng.standard_normal((K, N)).astype(dtype)
     bias = rng.standard_normal(M).astype(dtype)
-    out = np.full((M + 2, N + 3), 7.0, dtype)
-    got = runtime.matmul(a, b, out=out[1:-1, 2:-1], bias=bias)
+    whole, out = _inside((M, N), dtype, ((1, 1), (2, 1)))
+    got = runtime.matmul(a, b, out=out, bias=bias)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     assert np.allclose(got, a @ b + bias[:, None], rtol=tol, atol=tol * np.sqrt(K))
-    got[...] = 7.0
-    assert (out == 7.0).all()  # nothing written outside the view
+    _nothing_written_outside(whole, out)
 
 
 def test_a_bias_the_team_cannot_add_is_added_after():
@@ -75,13 +86,12 @@ def test_team_products_of_views_with_leading_dimensions():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((300, 400)).astype(np.float32)
     b = rng.standard_normal((500, 700)).astype(np.float32)
-    out = np.full((320, 800), 7.0, np.float32)
-    A, B, O = a[10:290, 50:350], b[:300, 100:650], out[5:285, 20:570]
+    whole, O = _inside((280, 550), np.float32, ((5, 35), (20, 230)))
+    A, B = a[10:290, 50:350], b[:300, 100:650]
     assert runtime._team_takes(A, B, O)
     runtime.matmul(A, B, out=O)
     assert np.allclose(O, A @ B, rtol=1e-4, atol=1e-3)
-    O[...] = 7.0
-    assert (out == 7.0).all()  # nothing written outside the view
+    _nothing_written_outside(whole, O)
 
 
 def test_products_the_team_cannot_take_still_equal_numpy():
