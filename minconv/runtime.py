@@ -12,9 +12,10 @@ What lives here, and nowhere else in the package:
   in its own cache and the cores meet once per call (on zfnet_mini's 14x14 and
   7x7 maps about a third faster than letting BLAS and OpenMP split every call).
   Products outside the workers (a batch of one, the fully connected layers) go
-  through :func:`matmul`. Images never interact in a convolution, so the output
-  does not depend on the split; a weight gradient's per-share sums are added in
-  share order, the same on every call. The calls themselves are in :mod:`._shares`.
+  through :func:`matmul`, and 1x1 convolutions through :func:`batched_matmul`.
+  Images never interact in a convolution, so the output does not depend on the
+  split; a weight gradient's per-share sums are added in share order, the same on
+  every call. The calls themselves are in :mod:`._shares`.
 - **the workers** and their fork handling: a forked child has none of its parent's
   threads, and GNU OpenMP would wait for the parent's team there, so a child runs
   its shares on a pool of Python threads and its own kernels on one thread.
@@ -94,8 +95,8 @@ if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "50000")
 
 __all__ = ["configure", "settings", "cpu_threads", "in_worker", "shares", "map_shares",
-           "matmul", "elementwise", "workspace_limit", "set_workspace_limit", "scratch",
-           "cache_chunk_bytes", "isa", "ISA_NAMES"]
+           "matmul", "batched_matmul", "elementwise", "workspace_limit", "set_workspace_limit",
+           "scratch", "cache_chunk_bytes", "isa", "ISA_NAMES"]
 
 ISA_NAMES = ("none", "avx2", "avx512")
 MALLOC_POLICIES = ("default", "keep")
@@ -109,14 +110,18 @@ _state = {
     "team_gemm": None,               # whether the team calls BLAS itself (found on first use)
     "workspace": 256 * 2 ** 20,      # bytes of columns per chunk
     "malloc": "default",
+    "kernels": None,                 # the compiled kernels' module, once loaded
 }
 _region = threading.Lock()           # one batch-parallel region at a time: BLAS's limit is global
 _local = threading.local()           # per thread: worker flag and scratch buffers
 
 
 def _kernels():
-    from . import _kernels  # late: the kernels load after the wait policy is set
-    return _kernels
+    module = _state.get("kernels")
+    if module is None:
+        from . import _kernels as module  # late: the kernels load after the wait policy is set
+        _state["kernels"] = module
+    return module
 
 
 def _forget_pool_in_child():
@@ -330,4 +335,4 @@ def shares(N, count):
 # The batch-parallel calls themselves (map_shares, matmul, elementwise) live in _shares,
 # over the state above; they are runtime's public names.
 from ._shares import _SMALL_ELEMENTWISE, _team_takes  # noqa: E402,F401
-from ._shares import elementwise, map_shares, matmul  # noqa: E402,F401
+from ._shares import batched_matmul, elementwise, map_shares, matmul  # noqa: E402,F401

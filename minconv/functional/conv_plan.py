@@ -106,16 +106,21 @@ class Plan:
         return f"{self.forward}/dx:{self.data_grad}/dW:{self.weight_grad}"
 
 
+_PATHS = {}  # name -> ConvPath, filled on first use (the columns path lives in .conv)
+
+
 def path(name):
     """The :class:`~.conv_paths.ConvPath` named ``name``."""
-    if name == "columns":
-        from .conv import COLUMNS  # the readable path lives with the math
-        return COLUMNS
-    paths = {"per_image": per_image.PATH, "rows": rows.PATH, "fused_rows": fused_rows.PATH,
-             "direct": direct.PATH, "pointwise": pointwise.PATH, "winograd": winograd.PATH}
-    if name not in paths:
+    found = _PATHS.get(name)
+    if found is not None:
+        return found
+    if name not in PLANS:
         raise ValueError(f"unknown convolution plan {name!r}: expected one of {PLANS}")
-    return paths[name]
+    from .conv import COLUMNS  # the readable path lives with the math
+    _PATHS.update({"columns": COLUMNS, "per_image": per_image.PATH, "rows": rows.PATH,
+                   "fused_rows": fused_rows.PATH, "direct": direct.PATH,
+                   "pointwise": pointwise.PATH, "winograd": winograd.PATH})
+    return _PATHS[name]
 
 
 @contextlib.contextmanager
@@ -132,11 +137,16 @@ def using_plan(plan):
 
 def _check(plan):
     if isinstance(plan, Plan):
-        for name in (plan.forward, plan.data_grad, plan.weight_grad):
-            path(name)
+        if plan not in _CHECKED:  # a layer hands its plan back on every pass
+            for name in (plan.forward, plan.data_grad, plan.weight_grad):
+                path(name)
+            _CHECKED.add(plan)
     elif plan not in PLANS:
         raise ValueError(f"unknown convolution plan {plan!r}: expected one of {PLANS} "
                          "or a Plan")
+
+
+_CHECKED = set()  # the Plans whose three names have been checked
 
 
 def _fuses(kernels, dtype, taps, channels, batch, positions, product="forward"):
