@@ -20,7 +20,7 @@ KERNELS = ("cpu_conv", "cpu_tiles", "cpu_layout", "cpu_pool", "cpu_lrn", "cpu_ac
            "cpu_norm", "cpu_winograd", "cpu_team")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_tiles", "_blocks", "_im2row_matmul", "_im2row_matmul_avx2",
-                             "_direct_avx512", "_direct_avx2")]
+                             "_direct_avx512", "_direct_avx2", "_pointwise")]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
               "cdivision": True, "initializedcheck": False}
 
@@ -77,7 +77,8 @@ extensions = [
               include_dirs=[np.get_include(), "minconv/_kernels"],
               depends={"cpu_tiles": TILE_HEADERS,
                        "cpu_winograd": ["minconv/_kernels/_winograd.h"],
-                       "cpu_pool": ["minconv/_kernels/_maxpool.h"]}.get(name, []),
+                       "cpu_pool": ["minconv/_kernels/_maxpool.h",
+                                    "minconv/_kernels/_maxpool_values.h"]}.get(name, []),
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNELS
 ]

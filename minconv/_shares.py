@@ -136,8 +136,43 @@ def matmul(a, b, out=None, bias=None, relu=False):
     return _finish(out, bias, relu)
 
 
+def batched_matmul(a, b, out=None, bias=None, relu=False):
+    """``out[n] = a @ b[n]`` (``+ bias[:, None]``; ``max(., 0)`` with ``relu``) for every
+    image n: a 1x1 convolution of a batch, shared among the cores as one product.
+
+    a : (M, K), b : (N, K, P), bias : (M,) or None -> (N, M, P), ``out`` when given. The
+    cores split the N*P columns of the images laid side by side, so a batch smaller than
+    the cores keeps every core busy and a batch of many runs no Python per image; each
+    core adds the bias and applies the ReLU to its blocks while they are in its cache.
+    A batch of one is :func:`matmul`'s product. Operands the
+    team's BLAS calls do not take (other dtypes, rows that are not contiguous, CuPy
+    arrays, calls from a worker, small products) take one broadcasting ``matmul``.
+    """
+    N, P = b.shape[0], b.shape[2]
+    if out is None:
+        out = get_array_module(b).empty((N, a.shape[0], P), dtype=np.result_type(a, b))
+    if N == 1:  # one product: matmul splits it by rows or by columns, whichever reads less
+        matmul(a, b[0], out=out[0], bias=bias, relu=relu)
+        return out
+    if (isinstance(a, np.ndarray) and a.shape[0] * a.shape[1] * N * P >= _SMALL_PRODUCT
+            and N > 0 and _team_takes(a, b[0], out[0])
+            and not np.may_share_memory(out, b) and (bias is None or _bias_fits(bias, out[0]))):
+        from ._kernels import cpu_team  # importable: _team_takes bound its BLAS calls
+        with runtime._region, _one_blas_thread():
+            return cpu_team.batched_matmul(a, b, out, runtime.cpu_threads(), 16, bias, relu)
+    return _finish(get_array_module(b).matmul(a, b, out=out), bias, relu)
+
+
 def _finish(out, bias, relu):
-    """out += bias[:, None] (where given), then max(out, 0) with ``relu``; returns out."""
+    """out += bias[:, None] (where given), then max(out, 0) with ``relu``; returns out.
+    out : (M, P) or (N, M, P), bias : (M,)."""
+    if bias is None and not relu:
+        return out
+    if (isinstance(out, np.ndarray) and out.dtype in (np.float32, np.float64)
+            and out.ndim in (2, 3) and out.strides[-1] == out.itemsize
+            and (bias is None or _bias_fits(bias, out[0] if out.ndim == 3 else out))
+            and _team.team_module() is not None):
+        return _team.team_module().finish(out, bias, relu)  # one C loop, in cache
     if bias is not None:
         out += bias[:, None]
     if relu:  # the kernels take contiguous arrays; the reference any view

@@ -22,6 +22,17 @@ def team_runner():
     return run_shares if team_built() else None
 
 
+@functools.cache
+def team_module():
+    """The compiled ``cpu_team`` module (its products' epilogue serves without OpenMP too),
+    or None where the kernels are not built."""
+    try:
+        from ._kernels import cpu_team
+    except ImportError:
+        return None
+    return cpu_team
+
+
 # How OpenBLAS builds name their symbols: SciPy's and NumPy's wheels add a prefix and,
 # with 64-bit integers, a suffix; distributions' builds neither.
 _NAMINGS = (("scipy_", "64_"), ("", "64_"), ("scipy_", ""), ("", ""))

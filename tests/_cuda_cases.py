@@ -103,6 +103,8 @@ def check_maxpool(cuda, to_dev, to_host, case, dtype, rng, ties):
     assert y.dtype == dtype and s.dtype == np.int32 and y.shape == y_ref.shape
     np.testing.assert_array_equal(to_host(y), y_ref)
     np.testing.assert_array_equal(to_host(s), s_ref)
+    np.testing.assert_array_equal(
+        to_host(cuda.maxpool_values(to_dev(x), kh, kw, stride, padding, ceil_mode)), y_ref)
     # backward / unpooling: overlapping windows that chose the same element add up
     dy = rng.standard_normal(y_ref.shape).astype(dtype)
     expected = reference.maxpool_backward(dy, s_ref, x_shape)

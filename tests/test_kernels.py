@@ -337,6 +337,37 @@ def test_maxpool_matches_reference(case, dtype, ties):
                                    expected, **TOL[dtype])
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_maxpool_values_are_the_values_of_maxpool_with_switches(case, dtype, isa):
+    # the separable pass without switches, at every instruction set, NaN windows included
+    from minconv._kernels import cpu_tiles
+    shape, kh, kw, stride, padding, ceil_mode = case
+    x = random(shape, dtype, ties=True)
+    x.reshape(-1)[:: max(7, x.size // 5)] = np.nan
+    before = cpu_tiles.isa()
+    cpu_tiles.set_isa_cap(isa)
+    try:
+        y = cpu_pool.maxpool_values(x, kh, kw, stride, padding, ceil_mode)
+    finally:
+        cpu_tiles.set_isa_cap(before)
+    y_ref = ref.maxpool_forward(x, kh, kw, stride, padding, ceil_mode)[0]
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(ref.maxpool_values(x, kh, kw, stride, padding, ceil_mode),
+                                  y_ref)
+    np.testing.assert_array_equal(cpu_pool.maxpool_values(non_contiguous(x), kh, kw, stride,
+                                                          padding, ceil_mode), y_ref)
+
+
+def test_maxpool_values_name_what_they_cannot_take():
+    with pytest.raises(ValueError, match="maxpool_values.*float32/float64"):
+        cpu_pool.maxpool_values(np.zeros((1, 1, 4, 4), np.int32), 2, 2, (2, 2), (0, 0), False)
+    with pytest.raises(ValueError, match="maxpool_values: no output"):
+        cpu_pool.maxpool_values(np.zeros((1, 1, 4, 4), np.float32), 2, 2, (0, 2), (0, 0), False)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_maxpool_accepts_non_contiguous_input(dtype):
     shape, kh, kw, stride, padding, ceil_mode = POOL_CASES[3]
@@ -595,6 +626,75 @@ def test_lrn_backward_rejects_mismatched_arrays():
         cpu_lrn.lrn_backward(x[:, :3], x, y, scale, 5, 1e-4, 0.75)
 
 
+# ---------------------------------------------------------------- 1x1 convolutions
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("N,F,C,P", [(1, 64, 16, 3025), (8, 16, 64, 729), (3, 7, 5, 37),
+                                     (1, 1000, 512, 169), (2, 13, 300, 17), (5, 6, 1, 1)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_pointwise_tiles_match_the_product_and_sum_alike_filters_alike(N, F, C, P, relu, isa):
+    rng = np.random.default_rng(N * F + P)
+    w = rng.standard_normal((F, C)).astype(np.float32)
+    x = rng.standard_normal((N, C, P + 3)).astype(np.float32)[:, :, 2:P + 2]   # rows apart
+    bias = rng.standard_normal(F).astype(np.float32)
+    w[-1], bias[-1] = w[0], bias[0]          # one filter twice: the same outputs, bit for bit
+    whole = np.full((N, F + 1, P + 5), 7.0, np.float32)
+    out = whole[:, 1:, 3:P + 3]
+    x[0, 0, 0] = np.nan
+    before = cpu_tiles.set_isa_cap(isa)
+    try:
+        if cpu_tiles.isa() != isa:
+            pytest.skip(f"this CPU has no {isa}")
+        got = cpu_tiles.pointwise_matmul(w, x, out, bias, relu)
+    finally:
+        cpu_tiles.set_isa_cap(before)
+    expected = np.einsum("fc,ncp->nfp", w.astype(np.float64), x) + bias[:, None]
+    if relu:
+        expected = np.where(expected < 0, 0, expected)   # NaN stays NaN
+    assert got is out
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * np.sqrt(C))
+    np.testing.assert_array_equal(out[:, -1], out[:, 0])
+    assert np.isnan(out[0, :, 0]).all()
+    out[...] = 7.0
+    assert (whole == 7.0).all()                           # nothing written outside out
+
+
+def test_pointwise_tiles_name_what_they_cannot_take():
+    if not cpu_tiles.fused_kernels(np.float32):
+        pytest.skip("no tiles on this CPU")
+    w, x = np.ones((4, 3), np.float32), np.ones((2, 3, 5), np.float32)
+    with pytest.raises(ValueError, match="x must be a 3-D float32"):
+        cpu_tiles.pointwise_matmul(w, x.astype(np.float64), np.empty((2, 4, 5), np.float32))
+    with pytest.raises(ValueError, match=r"does not give out \(2, 5, 5\)"):
+        cpu_tiles.pointwise_matmul(w, x, np.empty((2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="bias must be float32"):
+        cpu_tiles.pointwise_matmul(w, x, np.empty((2, 4, 5), np.float32), np.ones(3, np.float32))
+    before = cpu_tiles.set_isa_cap("none")
+    try:
+        with pytest.raises(ValueError, match="tiles do not run"):
+            cpu_tiles.pointwise_matmul(w, x, np.empty((2, 4, 5), np.float32))
+    finally:
+        cpu_tiles.set_isa_cap(before)
+
+
+# ---------------------------------------------------------------- concatenation
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shapes,axis", [
+    ([(1, 64, 55, 55), (1, 64, 55, 55)], 1),        # a batch of one: the rows cut in pieces
+    ([(8, 16, 27, 27), (8, 48, 27, 27), (8, 1, 27, 27)], 1),
+    ([(3, 2, 40, 70), (3, 2, 40, 1200)], 3),
+    ([(2, 3, 4, 5), (2, 3, 4, 5)], 0),
+    ([(2, 3, 4, 5), (2, 1, 4, 5)], 1),               # small: NumPy's own
+])
+def test_concatenate_matches_reference(shapes, axis, dtype):
+    xs = [random(shape, dtype, seed=i) for i, shape in enumerate(shapes)]
+    xs[0] = non_contiguous(xs[0])
+    got = cpu_layout.concatenate(xs, axis)
+    np.testing.assert_array_equal(got, ref.concatenate(xs, axis))
+    assert got.flags.c_contiguous and got.dtype == dtype
+
+
 # ---------------------------------------------------------------- twins with one signature
 
 def test_every_twin_has_the_references_signature():
@@ -617,5 +717,8 @@ def test_every_twin_has_the_references_signature():
     assert ("minconv._kernels.cuda", "im2col") in compared
     assert ("minconv._kernels.cpu_layout", "reversed_axes") in compared
     assert ("minconv._kernels.cpu_layout", "channels_first") in compared
+    assert ("minconv._kernels.cpu_layout", "concatenate") in compared
+    assert ("minconv._kernels.cpu_pool", "maxpool_values") in compared
+    assert ("minconv._kernels.cuda", "maxpool_values") in compared
     assert ("minconv._kernels.cuda", "padded_channels_last") in compared
     assert ("minconv._kernels.cpu_winograd", "winograd_output") in compared

@@ -153,6 +153,24 @@ def test_maxpool_switches_property(rng):
     np.testing.assert_array_equal(winners.reshape(1, 2, 2, 2), F.max_pool2d(x, 2)[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_finds_its_switches_after_an_inference_pass(rng, dtype):
+    # train=False pools without switches; switches and backward find them from x, the
+    # same as a training pass records (ties included)
+    x = np.round(rng.standard_normal((2, 3, 11, 11)) * 2).astype(dtype)
+    dy = rng.standard_normal((2, 3, 5, 5)).astype(dtype)
+    trained, inferred = nn.MaxPool2D(3, 2), nn.MaxPool2D(3, 2)
+    y_train = trained.forward(x, train=True)
+    y_infer = inferred.forward(x)
+    np.testing.assert_array_equal(y_infer, y_train)
+    assert inferred._cache[1] is None                     # nothing recorded yet
+    np.testing.assert_array_equal(inferred.backward(dy), trained.backward(dy))
+    np.testing.assert_array_equal(inferred.switches, trained.switches)
+    assert inferred._cache[2] is None                     # found once; x let go
+    with pytest.raises(ValueError, match="dy"):
+        inferred.backward(dy[:, :2])
+
+
 # ---------------------------------------------------------------- parameters
 
 def test_params_and_grads_dotted_names(rng):

@@ -107,6 +107,72 @@ def test_products_the_team_cannot_take_still_equal_numpy():
 
 
 @needs_team
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N,M,K,P", [(8, 64, 16, 3025), (3, 16, 64, 729), (2, 1000, 512, 169),
+                                     (5, 7, 3, 1001), (1, 192, 48, 169)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batched_products_equal_numpy_per_image(dtype, N, M, K, P, relu):
+    # the shares cut the images' columns laid side by side: across image boundaries,
+    # and (batch of one) as matmul's product
+    if not _team_product_bound():
+        pytest.skip("no OpenBLAS with cblas and per-thread thread counts is loaded")
+    rng = np.random.default_rng(N * M + P)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((N, K, P)).astype(dtype)
+    bias = rng.standard_normal(M).astype(dtype)
+    out = np.full((N, M, P), np.nan, dtype)
+    got = runtime.batched_matmul(a, b, out=out, bias=bias, relu=relu)
+    expected = np.stack([a @ b[n] + bias[:, None] for n in range(N)])
+    if relu:
+        expected = np.maximum(expected, 0)
+        assert (got >= 0).all()
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert got is out and np.allclose(got, expected, rtol=tol, atol=tol * np.sqrt(K))
+
+
+@needs_team
+def test_batched_products_of_views_write_only_their_blocks():
+    # x_s of a strided 1x1 convolution and y as channel slices of a wider array
+    if not _team_product_bound():
+        pytest.skip("no OpenBLAS with cblas and per-thread thread counts is loaded")
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((48, 40)).astype(np.float32)
+    b = rng.standard_normal((4, 50, 900)).astype(np.float32)[:, 5:45, 100:800]
+    whole = np.full((4, 60, 700), 7.0, np.float32)
+    out = whole[:, 10:58]
+    runtime.batched_matmul(a, b, out=out)
+    assert np.allclose(out, np.stack([a @ b[n] for n in range(4)]), rtol=1e-4, atol=1e-3)
+    out[...] = 7.0
+    assert (whole == 7.0).all()
+
+
+def test_batched_products_the_team_cannot_take_still_equal_numpy():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((30, 20))                                     # float64
+    b = rng.standard_normal((3, 20, 400)).astype(np.float32).transpose(0, 1, 2)[:, :, ::2]
+    bias = rng.standard_normal(30)
+    got = runtime.batched_matmul(a, b, bias=bias, relu=True)
+    expected = np.maximum(np.stack([a @ b[n] for n in range(3)]) + bias[:, None], 0)
+    assert got.dtype == np.float64 and np.allclose(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_products_epilogue_adds_the_bias_and_keeps_nan_through_the_relu(dtype):
+    from minconv._kernels import cpu_team
+    rng = np.random.default_rng(6)
+    out = rng.standard_normal((2, 5, 9)).astype(dtype)
+    out[1, 2, 3] = np.nan
+    bias = rng.standard_normal(5).astype(dtype)
+    expected = out + bias[:, None]
+    expected = np.where(expected < 0, 0, expected)
+    got = cpu_team.finish(out.copy(), bias, True)
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[1, 2, 3])
+    np.testing.assert_array_equal(cpu_team.finish(out[0].copy(), None, True),
+                                  np.where(out[0] < 0, 0, out[0]))
+
+
+@needs_team
 def test_shares_run_in_order_as_workers_and_the_caller_is_itself_after():
     seen = []
 

@@ -2,10 +2,11 @@
 
 ``kernels_for(x)`` returns a namespace with ``im2col``, ``col2im``,
 ``im2row``, ``row2im``, ``im2row_matmul``, ``im2row_t_matmul``, ``conv2d_direct``,
-``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_backward``, ``lrn_forward``,
-``lrn_backward``, ``relu_forward``, ``relu_backward``, ``reversed_axes``,
-``padded_channels_last``, ``channels_first`` and the Winograd transforms (with the
-batch-norm and average-pooling kernels) for the device and dtype of ``x``:
+``conv2d_direct_weight_grad``, ``maxpool_forward``, ``maxpool_values``,
+``maxpool_backward``, ``lrn_forward``, ``lrn_backward``, ``relu_forward``,
+``relu_backward``, ``reversed_axes``, ``padded_channels_last``, ``channels_first``,
+``concatenate`` and the Winograd transforms (with the batch-norm and average-pooling
+kernels) for the device and dtype of ``x``:
 
 - CuPy arrays get the CUDA kernels of :mod:`minconv._kernels.cuda`, ``cuda_norm``
   and ``cuda_avgpool``;
@@ -22,18 +23,18 @@ from . import reference, reference_avgpool, reference_norm, reference_winograd
 from ..backend import get_array_module
 
 NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matmul",
-         "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_backward",
-         "lrn_forward", "lrn_backward", "relu_forward", "relu_backward",
+         "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_values",
+         "maxpool_backward", "lrn_forward", "lrn_backward", "relu_forward", "relu_backward",
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
          "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
          "adaptive_avgpool_backward", "reversed_axes", "padded_channels_last",
-         "channels_first", "winograd_weights", "winograd_tiles", "winograd_output",
-         "winograd_grad_tiles", "winograd_weight_grad")
-# the Cython kernels' OpenMP controls, whether their tiles run, and the instruction-set
-# cap of the tiles (absent from the reference and CUDA namespaces; minconv.runtime and
-# the convolution planner ask them)
+         "channels_first", "concatenate", "winograd_weights", "winograd_tiles",
+         "winograd_output", "winograd_grad_tiles", "winograd_weight_grad")
+# the Cython kernels' OpenMP controls, whether their tiles run, the instruction-set cap
+# of the tiles and the tiles' 1x1 product (absent from the reference and CUDA
+# namespaces; minconv.runtime, the convolution planner and the pointwise path ask them)
 THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fuses_im2row",
-                   "isa", "set_isa_cap")
+                   "isa", "set_isa_cap", "pointwise_matmul")
 
 
 def _namespace(*modules):

@@ -19,9 +19,9 @@ registers (SSE, every x86-64 CPU has it), four rows written.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
-from minconv._kernels._parallel cimport threads_for
+from minconv._kernels._parallel cimport max_threads, threads_for
 
 import numpy as np
 
@@ -242,3 +242,52 @@ def channels_first(yt, out=None, relu=False):
     else:
         _channels_first_f32(yt, out, relu)
     return out
+
+
+# ---------------------------------------------------------------- concatenation
+
+def concatenate(xs, int axis):
+    """``np.concatenate(xs, axis)``, the cores copying it in pieces.
+
+    With ``outer`` the product of the sizes before ``axis``, y is (outer, sum of k_i) and
+    input i fills its block (outer, k_i) of y, k_i its size from ``axis`` on. Each
+    (row of the outer axes, input) is one memcpy, cut into pieces where there are fewer
+    rows than threads (a batch of one). A copy is bound by memory: one core's took
+    SqueezeNet's concatenations at batch 8 twice as long as ONNX Runtime's.
+
+    xs : arrays of one dtype whose shapes differ only along ``axis`` (the caller checks)
+    """
+    if threads_for(sum(x.size for x in xs)) == 1:  # a small copy: NumPy's own
+        return np.concatenate(xs, axis=axis)
+    sources = [np.ascontiguousarray(x) for x in xs]
+    shape = list(sources[0].shape)
+    shape[axis] = sum(x.shape[axis] for x in sources)
+    y = np.empty(shape, dtype=sources[0].dtype)
+    if y.size == 0:
+        return y
+    cdef Py_ssize_t count = len(sources), outer = 1, i
+    for i in range(axis):
+        outer *= shape[i]
+    cdef Py_ssize_t[::1] address = np.empty(count, dtype=np.intp)
+    cdef Py_ssize_t[::1] row_bytes = np.empty(count, dtype=np.intp)
+    cdef Py_ssize_t[::1] offset = np.empty(count, dtype=np.intp)
+    cdef Py_ssize_t start = 0
+    for i in range(count):
+        address[i] = sources[i].ctypes.data
+        row_bytes[i] = sources[i].nbytes // outer
+        offset[i] = start
+        start += row_bytes[i]
+    cdef char *target = <char *><Py_ssize_t>y.ctypes.data
+    cdef Py_ssize_t y_row = start, threads = max_threads()
+    cdef Py_ssize_t pieces = max(1, (threads + outer * count - 1) // (outer * count))
+    cdef Py_ssize_t job, piece, o, lo, hi
+    for job in prange(outer * count * pieces, nogil=True, schedule="static",
+                      num_threads=threads):
+        piece = job % pieces
+        i = job // pieces % count
+        o = job // pieces // count
+        lo = row_bytes[i] * piece // pieces
+        hi = row_bytes[i] * (piece + 1) // pieces
+        memcpy(target + o * y_row + offset[i] + lo,
+               <char *>address[i] + o * row_bytes[i] + lo, hi - lo)
+    return y

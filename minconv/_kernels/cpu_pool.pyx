@@ -25,12 +25,12 @@ instruction set of the tiles, :func:`minconv._kernels.cpu_tiles.isa`, and so cap
 with them); the loop below is the scalar path, and float64's.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
-from minconv._kernels._parallel cimport threads_for
+from minconv._kernels._parallel cimport max_threads, threads_for
 
 import numpy as np
 
@@ -45,6 +45,15 @@ cdef extern from "_maxpool.h" nogil:
     int mc_maxpool_plane(int level, const float *x, float *y, int32_t *switches,
                          Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw, int ph,
                          int pw, Py_ssize_t Ho, Py_ssize_t Wo)
+
+cdef extern from "_maxpool_values.h" nogil:
+    Py_ssize_t mc_values_row_span(Py_ssize_t W, int kw, int sw, int pw, Py_ssize_t Wo)
+    void mc_maxpool_values_plane(int level, const float *x, float *y, float *m,
+                                 Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw,
+                                 int ph, int pw, Py_ssize_t Ho, Py_ssize_t Wo)
+    void mc_maxpool_values_plane_d(const double *x, double *y, double *m,
+                                   Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw,
+                                   int ph, int pw, Py_ssize_t Ho, Py_ssize_t Wo)
 
 cdef int _SIMD_LEVEL = mc_maxpool_level()
 
@@ -210,6 +219,55 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     else:
         _pool_forward[double](x2, y2, s2, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, 0)
     return y, switches
+
+
+cdef void _values_forward(const floating[:, ::1] x, floating[:, ::1] y, floating[:, ::1] rows,
+                          Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw, int ph,
+                          int pw, Py_ssize_t Ho, Py_ssize_t Wo, int level) noexcept:
+    cdef Py_ssize_t p
+    cdef int t
+    for p in prange(x.shape[0], nogil=True, schedule="static",
+                    num_threads=min(rows.shape[0], threads_for(x.shape[0] * H * W))):
+        t = threadid()  # each thread's own padded row
+        if floating is float:
+            mc_maxpool_values_plane(level, &x[p, 0], &y[p, 0], &rows[t, 0], H, W, kh, kw,
+                                    sh, sw, ph, pw, Ho, Wo)
+        else:
+            mc_maxpool_values_plane_d(&x[p, 0], &y[p, 0], &rows[t, 0], H, W, kh, kw, sh, sw,
+                                      ph, pw, Ho, Wo)
+
+
+def maxpool_values(x, kh, kw, stride, padding, ceil_mode):
+    """Max pooling without switches (inference): the y of :func:`maxpool_forward`, from a
+    pass over each window's rows and one along the row they leave (``_maxpool_values.h``).
+
+    x : (N, C, H, W) float32 or float64  ->  y (N, C, Ho, Wo)
+    """
+    x = np.ascontiguousarray(x)
+    if x.ndim != 4 or (x.dtype != np.float32 and x.dtype != np.float64):
+        raise ValueError(f"maxpool_values: expected a float32/float64 (N, C, H, W) input, "
+                         f"got {x.dtype} {x.shape}")
+    N, C, H, W = x.shape
+    kh, kw = int(kh), int(kw)
+    (sh, sw), (ph, pw) = stride, padding
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"maxpool_values: no output for input {x.shape} with kernel "
+                         f"({kh}, {kw}), stride {stride}, padding {padding}")
+    Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
+    Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"maxpool_values: no output for input {x.shape} with kernel "
+                         f"({kh}, {kw}), stride {stride}, padding {padding}")
+    y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    rows = np.empty((max_threads(), mc_values_row_span(W, kw, sw, pw, Wo)), dtype=x.dtype)
+    x2, y2 = x.reshape(N * C, H * W), y.reshape(N * C, Ho * Wo)
+    if x.dtype == np.float32:
+        _values_forward[float](x2, y2, rows, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, simd_level())
+    else:
+        _values_forward[double](x2, y2, rows, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, 0)
+    return y
 
 
 def maxpool_backward(dy, switches, x_shape):

@@ -217,3 +217,75 @@ def matmul(a, b, out, int threads, Py_ssize_t align, bias=None, bint relu=False)
                     block_bias = pbias + lo * size
                 _finish_rows(single, pc + lo * ldc * size, ldc, hi - lo, N, block_bias, relu)
     return out
+
+
+def batched_matmul(a, b, out, int threads, Py_ssize_t align, bias=None, bint relu=False):
+    """out[n] = a @ b[n] (+ bias[:, None]) (then max(., 0) with ``relu``) for every n,
+    the batch's columns shared evenly among ``threads`` team threads: thread t takes
+    columns [lo, hi) of the N*P columns of the images laid side by side (boundaries at
+    multiples of ``align``), one BLAS call (one thread) per image its range touches, and
+    adds the bias and applies the ReLU to each block while it is still in its cache.
+    A 1x1 convolution of a whole batch in one call: no Python per image, and no share
+    left idle at a batch of one.
+
+    a (M, K), b (N, K, P), out (N, M, P): float32 or float64, rows contiguous (unit
+    stride along the last axis); bias (M,) contiguous, of their dtype, or None. The
+    caller checks them, and holds BLAS to one thread meanwhile.
+    """
+    cdef bint single = a.dtype.itemsize == 4
+    cdef Py_ssize_t size = a.dtype.itemsize
+    cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = b.shape[0], P = b.shape[2]
+    cdef Py_ssize_t lda = a.strides[0] // size
+    cdef Py_ssize_t b_image = b.strides[0] // size, ldb = b.strides[1] // size
+    cdef Py_ssize_t out_image = out.strides[0] // size, ldc = out.strides[1] // size
+    cdef const char *pa = <const char *><uintptr_t>a.ctypes.data
+    cdef const char *pb = <const char *><uintptr_t>b.ctypes.data
+    cdef char *pc = <char *><uintptr_t>out.ctypes.data
+    cdef const char *pbias = NULL
+    cdef Py_ssize_t total = N * P
+    cdef Py_ssize_t per = ((total + threads - 1) // threads + align - 1) // align * align
+    cdef Py_ssize_t lo, hi, at, n, c0, c1
+    cdef char *block
+    cdef int t
+    if bias is not None:
+        pbias = <const char *><uintptr_t>bias.ctypes.data
+    with nogil, parallel(num_threads=threads):
+        t = thread_num()
+        lo = t * per
+        hi = min(total, lo + per)
+        at = lo
+        while at < hi:
+            n = at // P
+            c0 = at - n * P
+            c1 = min(P, c0 + hi - at)
+            block = pc + (n * out_image + c0) * size
+            _gemm(single, M, c1 - c0, K, pa, lda, pb + (n * b_image + c0) * size, ldb,
+                  block, ldc)
+            if pbias != NULL or relu:
+                _finish_rows(single, block, ldc, M, c1 - c0, pbias, relu)
+            at = at + c1 - c0
+    return out
+
+
+def finish(out, bias=None, bint relu=False):
+    """out[..., r, :] += bias[r] (where given), then max(out, 0) with ``relu``, in place, on
+    this thread: the products' epilogue for a product too small to share.
+
+    out (M, P) or (N, M, P) float32 or float64 with contiguous rows; bias (M,) contiguous,
+    of its dtype, or None. The caller checks them.
+    """
+    cdef bint single = out.dtype.itemsize == 4
+    cdef Py_ssize_t size = out.dtype.itemsize
+    cdef Py_ssize_t images = out.shape[0] if out.ndim == 3 else 1
+    cdef Py_ssize_t M = out.shape[out.ndim - 2], P = out.shape[out.ndim - 1]
+    cdef Py_ssize_t ldc = out.strides[out.ndim - 2] // size
+    cdef Py_ssize_t image = out.strides[0] // size if out.ndim == 3 else 0
+    cdef char *pc = <char *><uintptr_t>out.ctypes.data
+    cdef const char *pbias = NULL
+    cdef Py_ssize_t n
+    if bias is not None:
+        pbias = <const char *><uintptr_t>bias.ctypes.data
+    with nogil:
+        for n in range(images):
+            _finish_rows(single, pc + n * image * size, ldc, M, P, pbias, relu)
+    return out

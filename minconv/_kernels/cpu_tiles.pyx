@@ -32,7 +32,12 @@ cdef extern from "_tiles.h" nogil:
                                       int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
                                       const float *dy, Py_ssize_t F, float *dwt)
 
-from cython.parallel cimport prange
+cdef extern from "_pointwise.h" nogil:
+    void mc_tiles_pointwise(int level, const float *w, Py_ssize_t F, Py_ssize_t C,
+                            const float *x, Py_ssize_t ldx, Py_ssize_t p0, Py_ssize_t p1,
+                            const float *bias, int relu, float *y, Py_ssize_t ldy)
+
+from cython.parallel cimport parallel, prange, threadid
 
 from minconv._kernels._parallel cimport max_threads
 
@@ -316,3 +321,70 @@ cdef void _direct_wgrad(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] 
         mc_tiles_conv2d_direct_wgrad(level, &xp[0, 0, 0, 0], xp.shape[0], xp.shape[1],
                                      xp.shape[2], xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2],
                                      dy.shape[3], &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])
+
+
+# ---------------------------------------------------------------- 1x1 convolutions
+
+def pointwise_matmul(w, x, out, bias=None, bint relu=False):
+    """``out[n] = w @ x[n]`` (``+ bias[:, None]``; ``max(., 0)`` with ``relu``) for every image
+    n: a 1x1 convolution of a batch as the register tiles of ``_pointwise.h``, which sum
+    every output channel in one order (identical filters give identical outputs).
+
+    w (F, C), x (N, C, P), out (N, F, P): float32 with unit stride along the last axis;
+    bias (F,) float32 or None. The cores split the N*P positions of the images laid side
+    by side, each its own contiguous range. Float32 where the tiles run
+    (:func:`fused_kernels`); returns out.
+    """
+    level = _fusing_level(np.float32)
+    if level == 0:
+        raise ValueError("pointwise_matmul: the tiles do not run on this CPU (isa 'none')")
+    for name, a, ndim in (("w", w, 2), ("x", x, 3), ("out", out, 3)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != ndim or (
+                a.size and a.strides[ndim - 1] != 4):
+            raise ValueError(f"pointwise_matmul: {name} must be a {ndim}-D float32 array with "
+                             f"unit stride along its last axis, got "
+                             f"{getattr(a, 'dtype', type(a).__name__)} {np.shape(a)}")
+    w = np.ascontiguousarray(w)
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], N = x.shape[0], P = x.shape[2]
+    if x.shape[1] != C or out.shape != (N, F, P):
+        raise ValueError(f"pointwise_matmul: w {w.shape} @ x {x.shape} does not give "
+                         f"out {out.shape}")
+    if bias is not None:
+        bias = np.ascontiguousarray(bias)
+        if bias.shape != (F,) or bias.dtype != np.float32:
+            raise ValueError(f"pointwise_matmul: bias must be float32 ({F},), got "
+                             f"{bias.dtype} {bias.shape}")
+    if out.size == 0:
+        return out
+    if C == 0:
+        out[...] = 0 if bias is None else bias[:, None]
+        if relu:
+            np.maximum(out, 0, out=out)
+        return out
+    _pointwise(level, w, x, out, bias, relu)
+    return out
+
+
+cdef void _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
+                     float[:, :, :] out, const float[::1] bias, bint relu) noexcept:
+    """The tiles over the positions of the images laid side by side, each thread a range."""
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], N = x.shape[0], P = x.shape[2]
+    cdef const float *b = NULL
+    cdef Py_ssize_t total = N * P, per, lo, hi, at, n, p0, p1
+    cdef int threads = max_threads() if N * F * C * P >= BAND_MIN_MACS else 1
+    cdef int t
+    if bias is not None:
+        b = &bias[0]
+    per = ((total + threads - 1) // threads + 15) // 16 * 16
+    with nogil, parallel(num_threads=threads):
+        t = threadid()
+        lo = t * per
+        hi = min(total, lo + per)
+        at = lo
+        while at < hi:
+            n = at // P
+            p0 = at - n * P
+            p1 = min(P, p0 + hi - at)
+            mc_tiles_pointwise(level, &w[0, 0], F, C, &x[n, 0, 0], x.strides[1] // 4, p0, p1,
+                               b, relu, &out[n, 0, 0], out.strides[1] // 4)
+            at = at + p1 - p0

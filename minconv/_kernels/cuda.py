@@ -325,6 +325,11 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     return y, switches
 
 
+def maxpool_values(x, kh, kw, stride, padding, ceil_mode):
+    """Max pooling without switches: the y of :func:`maxpool_forward`."""
+    return maxpool_forward(x, kh, kw, stride, padding, ceil_mode)[0]
+
+
 def maxpool_backward(dy, switches, x_shape):
     """Put each value back at its switch (unpooling); also max pooling's backward.
 

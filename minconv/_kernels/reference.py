@@ -247,6 +247,11 @@ def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     return y, switches.astype(xp.int32)
 
 
+def maxpool_values(x, kh, kw, stride, padding, ceil_mode):
+    """Max pooling without switches (inference): the y of :func:`maxpool_forward`."""
+    return maxpool_forward(x, kh, kw, stride, padding, ceil_mode)[0]
+
+
 def _check_switches(switches, H, W, x_shape):
     """Every switch must index its (H, W) plane."""
     bad = int(((switches < 0) | (switches >= H * W)).sum()) if switches.size else 0
@@ -358,3 +363,9 @@ def channels_first(yt, out=None, relu=False):
     else:
         out[...] = yt.transpose(0, 3, 1, 2)
     return relu_forward(out, out=out) if relu else out
+
+
+def concatenate(xs, axis):
+    """The inputs joined along ``axis``: y[..., offset_i + j, ...] = xs[i][..., j, ...] with
+    offset_i the sizes of the inputs before i (their shapes differ only along ``axis``)."""
+    return get_array_module(xs[0]).concatenate(xs, axis=axis)

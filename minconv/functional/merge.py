@@ -64,7 +64,7 @@ def concat(xs, axis=1, names=None):
             raise ValueError(f"concat: {labels[0]!r} gives {tuple(first.shape)} {first.dtype} but "
                              f"{label!r} gives {tuple(x.shape)} {x.dtype}; along axis {axis} "
                              "only that axis may differ")
-    return get_array_module(first).concatenate(xs, axis=axis)
+    return kernels_for(first).concatenate(list(xs), axis)
 
 
 def concat_backward(dy, sizes, axis=1):

@@ -29,8 +29,8 @@ def pool_geometry(op, x_shape, kernel_size, stride, padding, ceil_mode):
     return kernel, stride, padding, (Ho, Wo)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """Max pooling with switches.
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, switches=True):
+    """Max pooling with switches (with ``switches=False``, y alone: inference).
 
     x        : (N, C, H, W)
     y        : (N, C, Ho, Wo),  Ho = floor or ceil((H + 2*ph - kh) / sh) + 1
@@ -45,8 +45,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     check_array(x, "max_pool2d", "input", 4, "(N, C, H, W)")
     kernel, stride, padding, _ = pool_geometry("max_pool2d", x.shape, kernel_size, stride,
                                                padding, ceil_mode)
-    return kernels_for(x).maxpool_forward(x, kernel[0], kernel[1], stride, padding,
-                                          bool(ceil_mode))
+    kernels = kernels_for(x)
+    pool = kernels.maxpool_forward if switches else kernels.maxpool_values
+    return pool(x, kernel[0], kernel[1], stride, padding, bool(ceil_mode))
 
 
 def max_unpool2d(y, switches, input_shape):

@@ -52,7 +52,7 @@ class PoolIndices(Layer):
         if isinstance(self.pool, PaddedMaxPool2D):
             h, w, (N, C, H, W) = self.pool.argmax_positions()
         else:
-            (N, C, H, W), switches = self.pool._saved()
+            (N, C, H, W), switches = self.pool._saved()[0], self.pool.switches
             h, w = switches // W, switches % W
         xp = get_array_module(h)
         planes = (xp.arange(N)[:, None] * C + xp.arange(C)[None, :])[:, :, None, None]

@@ -1,0 +1,205 @@
+/* A 1x1 convolution of one image as register tiles, channels first:
+
+       y[f, p] = bias[f] + sum over c < C of w[f, c] * x[c, p]      then max(y, 0) with relu
+
+   for output channels f < F and the positions p in [p0, p1) of the image's (C, P) matrix x
+   (rows ldx floats apart) into y (F, P, rows ldy apart). A tile holds ROWS output channels
+   times NV vectors of neighbouring positions in registers; for each input channel c it
+   loads the NV vectors of x's row c and broadcasts the ROWS weights w[f, c], so every
+   output is summed over c in the same order, one fused multiply-add at a time, whichever
+   tile it falls in. (OpenBLAS's kernels sum some rows of a product in another order than
+   others: two identical filters then give outputs a few ulps apart, and a net whose
+   logits are large and equal turns that into a different softmax.) The tiles sweep the
+   positions for each block of ROWS channels: that block's weights stay in L1 while x
+   streams from L2, one cache line per input channel for ROWS x NV multiply-adds.
+
+   AVX-512 (ROWS <= 6, NV <= 4 vectors of 16: 24 accumulators) and AVX2+FMA (ROWS <= 6,
+   NV <= 2 vectors of 8: 12), chosen at run time like the other tiles (_tiles.h);
+   single-threaded: the caller gives each core its positions. */
+#ifndef MINCONV_POINTWISE_H
+#define MINCONV_POINTWISE_H
+
+#include "_im2row_matmul.h"
+
+#if MC_HAVE_FUSED
+
+#define MC_PW_ROWS 6
+
+/* ---------------------------------------------------------------- AVX-512 */
+
+#define MC_PW512_TILE static inline __attribute__((always_inline, target("avx512f,fma")))
+
+MC_PW512_TILE void mc_pw512_tile(const float *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx,
+                                 ptrdiff_t C, const int ROWS, const int NV, const int FULL,
+                                 int count, const float *bias, int relu, float *y, ptrdiff_t ldy)
+{
+    __m512 acc[MC_PW_ROWS][4];
+    const int tail = count - 16 * (NV - 1);
+    const __mmask16 last = tail >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << tail) - 1);
+    #pragma GCC unroll 6
+    for (int r = 0; r < ROWS; r++) {
+        const __m512 b = bias ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+        #pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[r][v] = b;
+    }
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const float *xc = x + c * ldx;
+        __m512 xv[4];
+        #pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            xv[v] = FULL || v < NV - 1 ? _mm512_loadu_ps(xc + 16 * v)
+                                       : _mm512_maskz_loadu_ps(last, xc + 16 * v);
+        #pragma GCC unroll 6
+        for (int r = 0; r < ROWS; r++) {
+            const __m512 wv = _mm512_set1_ps(w[r * ldw + c]);
+            #pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(wv, xv[v], acc[r][v]);
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    #pragma GCC unroll 6
+    for (int r = 0; r < ROWS; r++) {
+        #pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            /* max_ps returns its second operand where either is NaN: NaN stays NaN */
+            const __m512 out = relu ? _mm512_max_ps(zero, acc[r][v]) : acc[r][v];
+            if (FULL || v < NV - 1)
+                _mm512_storeu_ps(y + r * ldy + 16 * v, out);
+            else
+                _mm512_mask_storeu_ps(y + r * ldy + 16 * v, last, out);
+        }
+    }
+}
+
+#define MC_PW512_CASE(R) case R: { \
+    if (full) mc_pw512_tile(w, ldw, x, ldx, C, R, NV, 1, count, bias, relu, y, ldy); \
+    else mc_pw512_tile(w, ldw, x, ldx, C, R, NV, 0, count, bias, relu, y, ldy); } break;
+#define MC_PW512_VECTORS(V) static __attribute__((target("avx512f,fma"))) void \
+    mc_pw512_tile_##V(int rows, int full, const float *w, ptrdiff_t ldw, const float *x, \
+                      ptrdiff_t ldx, ptrdiff_t C, int count, const float *bias, \
+                      int relu, float *y, ptrdiff_t ldy) { \
+        const int NV = V; \
+        switch (rows) { MC_PW512_CASE(1) MC_PW512_CASE(2) MC_PW512_CASE(3) MC_PW512_CASE(4) \
+                        MC_PW512_CASE(5) MC_PW512_CASE(6) } }
+MC_PW512_VECTORS(1)
+MC_PW512_VECTORS(2)
+MC_PW512_VECTORS(3)
+MC_PW512_VECTORS(4)
+
+static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
+        const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx, ptrdiff_t p0,
+        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy)
+{
+    for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
+        const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
+        const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
+        float *yf = y + f * ldy;
+        for (ptrdiff_t p = p0; p < p1; p += 64) {
+            const int count = (int)(p1 - p < 64 ? p1 - p : 64), vectors = (count + 15) / 16;
+            const int full = count == 16 * vectors;
+            switch (vectors) {
+            case 1: mc_pw512_tile_1(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy); break;
+            case 2: mc_pw512_tile_2(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy); break;
+            case 3: mc_pw512_tile_3(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy); break;
+            default: mc_pw512_tile_4(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- AVX2 + FMA */
+
+#define MC_PW2_TILE static inline __attribute__((always_inline, target("avx2,fma")))
+
+MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx,
+                             ptrdiff_t C, const int ROWS, const int NV, const int FULL,
+                             int count, const float *bias, int relu, float *y, ptrdiff_t ldy)
+{
+    __m256 acc[MC_PW_ROWS][2];
+    const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8 * (NV - 1)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    #pragma GCC unroll 6
+    for (int r = 0; r < ROWS; r++) {
+        const __m256 b = bias ? _mm256_set1_ps(bias[r]) : _mm256_setzero_ps();
+        #pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) acc[r][v] = b;
+    }
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const float *xc = x + c * ldx;
+        __m256 xv[2];
+        #pragma GCC unroll 2
+        for (int v = 0; v < NV; v++)
+            xv[v] = FULL || v < NV - 1 ? _mm256_loadu_ps(xc + 8 * v)
+                                       : _mm256_maskload_ps(xc + 8 * v, last);
+        #pragma GCC unroll 6
+        for (int r = 0; r < ROWS; r++) {
+            const __m256 wv = _mm256_broadcast_ss(w + r * ldw + c);
+            #pragma GCC unroll 2
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(wv, xv[v], acc[r][v]);
+        }
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    #pragma GCC unroll 6
+    for (int r = 0; r < ROWS; r++) {
+        #pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) {
+            const __m256 out = relu ? _mm256_max_ps(zero, acc[r][v]) : acc[r][v];
+            if (FULL || v < NV - 1)
+                _mm256_storeu_ps(y + r * ldy + 8 * v, out);
+            else
+                _mm256_maskstore_ps(y + r * ldy + 8 * v, last, out);
+        }
+    }
+}
+
+#define MC_PW2_CASE(R) case R: { \
+    if (full) mc_pw2_tile(w, ldw, x, ldx, C, R, NV, 1, count, bias, relu, y, ldy); \
+    else mc_pw2_tile(w, ldw, x, ldx, C, R, NV, 0, count, bias, relu, y, ldy); } break;
+#define MC_PW2_VECTORS(V) static __attribute__((target("avx2,fma"))) void \
+    mc_pw2_tile_##V(int rows, int full, const float *w, ptrdiff_t ldw, const float *x, \
+                    ptrdiff_t ldx, ptrdiff_t C, int count, const float *bias, \
+                    int relu, float *y, ptrdiff_t ldy) { \
+        const int NV = V; \
+        switch (rows) { MC_PW2_CASE(1) MC_PW2_CASE(2) MC_PW2_CASE(3) MC_PW2_CASE(4) \
+                        MC_PW2_CASE(5) MC_PW2_CASE(6) } }
+MC_PW2_VECTORS(1)
+MC_PW2_VECTORS(2)
+
+static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
+        const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx, ptrdiff_t p0,
+        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy)
+{
+    for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
+        const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
+        const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
+        float *yf = y + f * ldy;
+        for (ptrdiff_t p = p0; p < p1; p += 16) {
+            const int count = (int)(p1 - p < 16 ? p1 - p : 16), vectors = count > 8 ? 2 : 1;
+            const int full = count == 8 * vectors;
+            if (vectors == 2)
+                mc_pw2_tile_2(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy);
+            else
+                mc_pw2_tile_1(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy);
+        }
+    }
+}
+
+/* The positions [p0, p1) of one image at `level` (2: AVX-512, 1: AVX2). w (F, C) row-major. */
+static void mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
+                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
+                               const float *bias, int relu, float *y, ptrdiff_t ldy)
+{
+    if (level == 2)
+        mc_pointwise_avx512(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy);
+    else
+        mc_pointwise_avx2(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy);
+}
+
+#else
+
+static void mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
+                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
+                               const float *bias, int relu, float *y, ptrdiff_t ldy) { }
+
+#endif
+#endif
