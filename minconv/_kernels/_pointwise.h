@@ -63,7 +63,7 @@ MC_PW512_TILE void mc_pw512_tile(const float *w, ptrdiff_t ldw, const float *x, 
         for (int v = 0; v < NV; v++) {
             /* max_ps returns its second operand where either is NaN: NaN stays NaN */
             const __m512 out = relu ? _mm512_max_ps(zero, acc[r][v]) : acc[r][v];
-            if (FULL || v < NV - 1)
+            if (v < NV - 1 || tail >= 16)   /* FULL is the loads': a packed panel is padded */
                 _mm512_storeu_ps(y + r * ldy + 16 * v, out);
             else
                 _mm512_mask_storeu_ps(y + r * ldy + 16 * v, last, out);
@@ -86,22 +86,44 @@ MC_PW512_VECTORS(2)
 MC_PW512_VECTORS(3)
 MC_PW512_VECTORS(4)
 
+/* x[:, p : p + count] into panel (C, 64), zeros past count. */
+static __attribute__((target("avx512f"))) void mc_pw512_pack(const float *x, ptrdiff_t ldx,
+                                                            ptrdiff_t C, int count, float *panel)
+{
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const float *src = x + c * ldx;
+        float *dst = panel + c * 64;
+        for (int v = 0; v < 4; v++) {
+            const int left = count - 16 * v;
+            const __mmask16 m = left >= 16 ? (__mmask16)0xFFFF
+                              : (__mmask16)(left > 0 ? (1u << left) - 1 : 0);
+            _mm512_storeu_ps(dst + 16 * v, _mm512_maskz_loadu_ps(m, src + 16 * v));
+        }
+    }
+}
+
 static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
         const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx, ptrdiff_t p0,
-        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy)
+        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy, float *panel)
 {
-    for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
-        const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
-        const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
-        float *yf = y + f * ldy;
-        for (ptrdiff_t p = p0; p < p1; p += 64) {
-            const int count = (int)(p1 - p < 64 ? p1 - p : 64), vectors = (count + 15) / 16;
-            const int full = count == 16 * vectors;
+    for (ptrdiff_t p = p0; p < p1; p += 64) {
+        const int count = (int)(p1 - p < 64 ? p1 - p : 64), vectors = (count + 15) / 16;
+        const float *xs = x + p;
+        ptrdiff_t lds = ldx;
+        int full = count == 16 * vectors;
+        if (panel) {   /* the strip's rows side by side: one stream, not C pages */
+            mc_pw512_pack(x + p, ldx, C, count, panel);
+            xs = panel, lds = 64, full = 1;
+        }
+        for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
+            const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
+            const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
+            float *yf = y + f * ldy + p;
             switch (vectors) {
-            case 1: mc_pw512_tile_1(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy); break;
-            case 2: mc_pw512_tile_2(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy); break;
-            case 3: mc_pw512_tile_3(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy); break;
-            default: mc_pw512_tile_4(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy);
+            case 1: mc_pw512_tile_1(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy); break;
+            case 2: mc_pw512_tile_2(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy); break;
+            case 3: mc_pw512_tile_3(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy); break;
+            default: mc_pw512_tile_4(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy);
             }
         }
     }
@@ -144,7 +166,7 @@ MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrd
         #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
             const __m256 out = relu ? _mm256_max_ps(zero, acc[r][v]) : acc[r][v];
-            if (FULL || v < NV - 1)
+            if (v < NV - 1 || count >= 8 * NV)   /* FULL is the loads': a packed panel is padded */
                 _mm256_storeu_ps(y + r * ldy + 8 * v, out);
             else
                 _mm256_maskstore_ps(y + r * ldy + 8 * v, last, out);
@@ -165,41 +187,75 @@ MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrd
 MC_PW2_VECTORS(1)
 MC_PW2_VECTORS(2)
 
+/* x[:, p : p + count] into panel (C, 16), zeros past count. */
+static __attribute__((target("avx2"))) void mc_pw2_pack(const float *x, ptrdiff_t ldx,
+                                                       ptrdiff_t C, int count, float *panel)
+{
+    if (count == 16) {
+        for (ptrdiff_t c = 0; c < C; c++) {
+            _mm256_storeu_ps(panel + c * 16, _mm256_loadu_ps(x + c * ldx));
+            _mm256_storeu_ps(panel + c * 16 + 8, _mm256_loadu_ps(x + c * ldx + 8));
+        }
+        return;
+    }
+    for (ptrdiff_t c = 0; c < C; c++)
+        for (int j = 0; j < 16; j++) panel[c * 16 + j] = j < count ? x[c * ldx + j] : 0.0f;
+}
+
 static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
         const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx, ptrdiff_t p0,
-        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy)
+        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy, float *panel)
 {
-    for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
-        const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
-        const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
-        float *yf = y + f * ldy;
-        for (ptrdiff_t p = p0; p < p1; p += 16) {
-            const int count = (int)(p1 - p < 16 ? p1 - p : 16), vectors = count > 8 ? 2 : 1;
-            const int full = count == 8 * vectors;
+    for (ptrdiff_t p = p0; p < p1; p += 16) {
+        const int count = (int)(p1 - p < 16 ? p1 - p : 16), vectors = count > 8 ? 2 : 1;
+        const float *xs = x + p;
+        ptrdiff_t lds = ldx;
+        int full = count == 8 * vectors;
+        if (panel) {   /* the strip's rows side by side: one stream, not C pages */
+            mc_pw2_pack(x + p, ldx, C, count, panel);
+            xs = panel, lds = 16, full = 1;
+        }
+        for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
+            const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
+            const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
+            float *yf = y + f * ldy + p;
             if (vectors == 2)
-                mc_pw2_tile_2(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy);
+                mc_pw2_tile_2(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy);
             else
-                mc_pw2_tile_1(rows, full, wf, C, x + p, ldx, C, count, bf, relu, yf + p, ldy);
+                mc_pw2_tile_1(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy);
         }
     }
 }
 
-/* The positions [p0, p1) of one image at `level` (2: AVX-512, 1: AVX2). w (F, C) row-major. */
-static void mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
-                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
-                               const float *bias, int relu, float *y, ptrdiff_t ldy)
+/* Output channels per panel from which the positions are packed (below, each block of
+   ROWS channels reads x's rows where they lie: C rows a page or more apart per tile). */
+#define MC_PW_PACK_MIN_FILTERS 13
+
+/* The positions [p0, p1) of one image at `level` (2: AVX-512, 1: AVX2). w (F, C)
+   row-major. Returns -1 when out of memory for the panel, else 0. */
+static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
+                              const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
+                              const float *bias, int relu, float *y, ptrdiff_t ldy)
 {
+    float *panel = NULL;
+    if (F >= MC_PW_PACK_MIN_FILTERS) {
+        panel = (float *)malloc(sizeof(float) * (size_t)C * (level == 2 ? 64 : 16));
+        if (panel == NULL)
+            return -1;
+    }
     if (level == 2)
-        mc_pointwise_avx512(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy);
+        mc_pointwise_avx512(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
     else
-        mc_pointwise_avx2(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy);
+        mc_pointwise_avx2(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
+    free(panel);
+    return 0;
 }
 
 #else
 
-static void mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
-                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
-                               const float *bias, int relu, float *y, ptrdiff_t ldy) { }
+static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
+                              const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
+                              const float *bias, int relu, float *y, ptrdiff_t ldy) { return -1; }
 
 #endif
 #endif

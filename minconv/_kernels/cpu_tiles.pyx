@@ -33,9 +33,9 @@ cdef extern from "_tiles.h" nogil:
                                       const float *dy, Py_ssize_t F, float *dwt)
 
 cdef extern from "_pointwise.h" nogil:
-    void mc_tiles_pointwise(int level, const float *w, Py_ssize_t F, Py_ssize_t C,
-                            const float *x, Py_ssize_t ldx, Py_ssize_t p0, Py_ssize_t p1,
-                            const float *bias, int relu, float *y, Py_ssize_t ldy)
+    int mc_tiles_pointwise(int level, const float *w, Py_ssize_t F, Py_ssize_t C,
+                           const float *x, Py_ssize_t ldx, Py_ssize_t p0, Py_ssize_t p1,
+                           const float *bias, int relu, float *y, Py_ssize_t ldy)
 
 from cython.parallel cimport parallel, prange, threadid
 
@@ -361,18 +361,20 @@ def pointwise_matmul(w, x, out, bias=None, bint relu=False):
         if relu:
             np.maximum(out, 0, out=out)
         return out
-    _pointwise(level, w, x, out, bias, relu)
+    if _pointwise(level, w, x, out, bias, relu) != 0:
+        raise MemoryError("pointwise_matmul: out of memory for a panel of the positions")
     return out
 
 
-cdef void _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
-                     float[:, :, :] out, const float[::1] bias, bint relu) noexcept:
+cdef int _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
+                    float[:, :, :] out, const float[::1] bias, bint relu) noexcept:
     """The tiles over the positions of the images laid side by side, each thread a range."""
     cdef Py_ssize_t F = w.shape[0], C = w.shape[1], N = x.shape[0], P = x.shape[2]
     cdef const float *b = NULL
     cdef Py_ssize_t total = N * P, per, lo, hi, at, n, p0, p1
     cdef int threads = max_threads() if N * F * C * P >= BAND_MIN_MACS else 1
-    cdef int t
+    cdef int t, status = 0
+    cdef int *failed = &status  # written through a pointer: shared by the threads
     if bias is not None:
         b = &bias[0]
     per = ((total + threads - 1) // threads + 15) // 16 * 16
@@ -385,6 +387,8 @@ cdef void _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
             n = at // P
             p0 = at - n * P
             p1 = min(P, p0 + hi - at)
-            mc_tiles_pointwise(level, &w[0, 0], F, C, &x[n, 0, 0], x.strides[1] // 4, p0, p1,
-                               b, relu, &out[n, 0, 0], out.strides[1] // 4)
+            if mc_tiles_pointwise(level, &w[0, 0], F, C, &x[n, 0, 0], x.strides[1] // 4, p0,
+                                  p1, b, relu, &out[n, 0, 0], out.strides[1] // 4) != 0:
+                failed[0] = -1
             at = at + p1 - p0
+    return status

@@ -16,9 +16,9 @@ bias and a fused ReLU are applied as each block is written. In float32 where
 the compiled tiles run it is their ``pointwise_matmul``, which sums every output
 channel in the same order (OpenBLAS's kernels do not: two identical filters then
 differ by a few ulps, and ONNX's squeezenet, whose filters are all alike, turned
-that into a different softmax); it also runs SqueezeNet's 16 -> 64 on 55x55 at
-batch 1 in 0.07-0.09 ms against BLAS's 0.12-0.16, but 512 -> 1000 on 13x13 in
-1.6-1.9 against 1.4-1.5. Elsewhere it is :func:`runtime.batched_matmul`.
+that into a different softmax). At batch 1 it ran SqueezeNet's 16 -> 64 on 55x55
+in 0.05-0.07 ms against BLAS's 0.10-0.16 and ResNet-50's 1x1 layers in 0.74-1.04
+of BLAS's time. Elsewhere it is :func:`runtime.batched_matmul`.
 
 On small maps (fewer than :data:`ONE_GEMM_BELOW` positions: ResNet-50's 7x7
 stage) an (F, C) @ (C, 49) product per image is too thin for the BLAS kernels
