@@ -19,7 +19,7 @@ from minconv.geometry import conv_output_size, pair
 F = mc.functional
 runtime = mc.runtime
 
-ISA_PATHS = ("fused_rows", "direct")
+ISA_PATHS = ("fused_rows", "direct", "shifted")
 PLAN_ISAS = [(plan, isa) for plan in F.PLANS
              for isa in (("avx512", "avx2", "none") if plan in ISA_PATHS else ("any",))]
 
@@ -210,9 +210,11 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     # tiles, and the larger ones go to a GEMM that splits one product
     one = F.choose_plan(np.zeros((1, 512, 7, 7), np.float32), W, padding=1)
     assert str(one) == "per_image"
+    # (on maps of at most 729 positions the forward product is then the shifted path's)
     small = F.choose_plan(np.zeros((1, 128, 14, 14), np.float32),
                           np.zeros((32, 128, 3, 3), np.float32), padding=1)
-    assert str(small) == ("fused_rows" if isa != "none" else "rows")
+    assert (small.forward, small.data_grad, small.weight_grad) == (
+        ("shifted", "fused_rows", "fused_rows") if isa != "none" else ("rows",) * 3)
     large_map = F.choose_plan(np.zeros((1, 128, 112, 112), np.float32),
                               np.zeros((128, 128, 3, 3), np.float32), padding=1)
     banded = "fused_rows" if isa != "none" else "per_image"
@@ -220,8 +222,14 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
         (banded, banded, "per_image")
     at_169 = F.choose_plan(np.zeros((1, 64, 13, 13), np.float32),
                            np.zeros((256, 64, 3, 3), np.float32), padding=1)
-    assert (at_169.forward, at_169.weight_grad) == ("fused_rows" if isa != "none" else "rows",
+    assert (at_169.forward, at_169.weight_grad) == ("shifted" if isa != "none" else "rows",
                                                     "rows")
+    at_3025 = F.choose_plan(np.zeros((1, 16, 55, 55), np.float32),
+                            np.zeros((64, 16, 3, 3), np.float32), padding=1)
+    assert at_3025.forward == ("fused_rows" if isa != "none" else "per_image")
+    batch_of_two = F.choose_plan(np.zeros((2, 64, 13, 13), np.float32),
+                                 np.zeros((256, 64, 3, 3), np.float32), padding=1)
+    assert batch_of_two.forward != "shifted"
     below = F.choose_plan(np.zeros((1, 256, 12, 12), np.float32),     # 144 positions
                           np.zeros((512, 256, 3, 3), np.float32), padding=1)
     assert below.forward == "per_image"

@@ -677,6 +677,51 @@ def test_pointwise_tiles_name_what_they_cannot_take():
         cpu_tiles.set_isa_cap(before)
 
 
+# (x_shape, F, kh, kw, stride, padding, dilation)
+SHIFTED_CASES = [((1, 16, 55, 55), 64, 3, 3, (1, 1), (1, 1), (1, 1)),
+                 ((2, 5, 9, 11), 7, 3, 3, (1, 1), (0, 0), (1, 1)),
+                 ((1, 6, 10, 12), 13, 3, 2, (2, 1), (1, 0), (2, 1)),
+                 ((3, 8, 7, 7), 20, 5, 5, (1, 1), (2, 2), (1, 1)),
+                 ((1, 64, 13, 13), 256, 3, 3, (1, 1), (1, 1), (1, 1))]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("case", SHIFTED_CASES, ids=str)
+@pytest.mark.parametrize("relu", [False, True])
+def test_shifted_convolution_matches_reference(case, relu, isa):
+    x_shape, F, kh, kw, stride, padding, dilation = case
+    rng = np.random.default_rng(F)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    W = rng.standard_normal((F, x_shape[1], kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    W[-1], b[-1] = W[0], b[0]              # one filter twice: the same outputs, bit for bit
+    before = cpu_tiles.set_isa_cap(isa)
+    try:
+        if cpu_tiles.isa() != isa:
+            pytest.skip(f"this CPU has no {isa}")
+        y = cpu_tiles.conv2d_shifted(x, W, b, stride, padding, dilation, relu)
+    finally:
+        cpu_tiles.set_isa_cap(before)
+    expected = ref.conv2d_direct(x.astype(np.float64), W.astype(np.float64),
+                                 b.astype(np.float64), stride, padding, dilation)
+    if relu:
+        expected = np.maximum(expected, 0)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(y[:, -1], y[:, 0])
+
+
+def test_shifted_convolution_names_what_it_cannot_take():
+    if not cpu_tiles.fused_kernels(np.float32):
+        pytest.skip("no tiles on this CPU")
+    x, W = np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="width stride 1"):
+        cpu_tiles.conv2d_shifted(x, W, None, (1, 2), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match="does not match the weight shape"):
+        cpu_tiles.conv2d_shifted(x, np.ones((3, 4, 3, 3), np.float32), None, 1, 0, 1)
+    with pytest.raises(ValueError, match="weight and bias must be float32"):
+        cpu_tiles.conv2d_shifted(x, W.astype(np.float64), None, (1, 1), (0, 0), (1, 1))
+
+
 # ---------------------------------------------------------------- concatenation
 
 @pytest.mark.parametrize("dtype", DTYPES)

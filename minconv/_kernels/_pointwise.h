@@ -86,12 +86,14 @@ MC_PW512_VECTORS(2)
 MC_PW512_VECTORS(3)
 MC_PW512_VECTORS(4)
 
-/* x[:, p : p + count] into panel (C, 64), zeros past count. */
+/* Rows c of x (at x + c*ldx, or x + offsets[c]), columns p .. p + count - 1, into panel
+   (C, 64), zeros past count. */
 static __attribute__((target("avx512f"))) void mc_pw512_pack(const float *x, ptrdiff_t ldx,
+                                                            const ptrdiff_t *offsets,
                                                             ptrdiff_t C, int count, float *panel)
 {
     for (ptrdiff_t c = 0; c < C; c++) {
-        const float *src = x + c * ldx;
+        const float *src = x + (offsets ? offsets[c] : c * ldx);
         float *dst = panel + c * 64;
         for (int v = 0; v < 4; v++) {
             const int left = count - 16 * v;
@@ -103,8 +105,9 @@ static __attribute__((target("avx512f"))) void mc_pw512_pack(const float *x, ptr
 }
 
 static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
-        const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx, ptrdiff_t p0,
-        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy, float *panel)
+        const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx,
+        const ptrdiff_t *offsets, ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu,
+        float *y, ptrdiff_t ldy, float *panel)
 {
     for (ptrdiff_t p = p0; p < p1; p += 64) {
         const int count = (int)(p1 - p < 64 ? p1 - p : 64), vectors = (count + 15) / 16;
@@ -112,7 +115,7 @@ static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
         ptrdiff_t lds = ldx;
         int full = count == 16 * vectors;
         if (panel) {   /* the strip's rows side by side: one stream, not C pages */
-            mc_pw512_pack(x + p, ldx, C, count, panel);
+            mc_pw512_pack(x + p, ldx, offsets, C, count, panel);
             xs = panel, lds = 64, full = 1;
         }
         for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
@@ -187,24 +190,27 @@ MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrd
 MC_PW2_VECTORS(1)
 MC_PW2_VECTORS(2)
 
-/* x[:, p : p + count] into panel (C, 16), zeros past count. */
+/* Rows c of x (at x + c*ldx, or x + offsets[c]), columns p .. p + count - 1, into panel
+   (C, 16), zeros past count. */
 static __attribute__((target("avx2"))) void mc_pw2_pack(const float *x, ptrdiff_t ldx,
-                                                       ptrdiff_t C, int count, float *panel)
+                                                       const ptrdiff_t *offsets, ptrdiff_t C,
+                                                       int count, float *panel)
 {
-    if (count == 16) {
-        for (ptrdiff_t c = 0; c < C; c++) {
-            _mm256_storeu_ps(panel + c * 16, _mm256_loadu_ps(x + c * ldx));
-            _mm256_storeu_ps(panel + c * 16 + 8, _mm256_loadu_ps(x + c * ldx + 8));
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const float *src = x + (offsets ? offsets[c] : c * ldx);
+        if (count == 16) {
+            _mm256_storeu_ps(panel + c * 16, _mm256_loadu_ps(src));
+            _mm256_storeu_ps(panel + c * 16 + 8, _mm256_loadu_ps(src + 8));
+        } else {
+            for (int j = 0; j < 16; j++) panel[c * 16 + j] = j < count ? src[j] : 0.0f;
         }
-        return;
     }
-    for (ptrdiff_t c = 0; c < C; c++)
-        for (int j = 0; j < 16; j++) panel[c * 16 + j] = j < count ? x[c * ldx + j] : 0.0f;
 }
 
 static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
-        const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx, ptrdiff_t p0,
-        ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy, float *panel)
+        const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx,
+        const ptrdiff_t *offsets, ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu,
+        float *y, ptrdiff_t ldy, float *panel)
 {
     for (ptrdiff_t p = p0; p < p1; p += 16) {
         const int count = (int)(p1 - p < 16 ? p1 - p : 16), vectors = count > 8 ? 2 : 1;
@@ -212,7 +218,7 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
         ptrdiff_t lds = ldx;
         int full = count == 8 * vectors;
         if (panel) {   /* the strip's rows side by side: one stream, not C pages */
-            mc_pw2_pack(x + p, ldx, C, count, panel);
+            mc_pw2_pack(x + p, ldx, offsets, C, count, panel);
             xs = panel, lds = 16, full = 1;
         }
         for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
@@ -244,9 +250,38 @@ static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t 
             return -1;
     }
     if (level == 2)
-        mc_pointwise_avx512(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
+        mc_pointwise_avx512(w, F, C, x, ldx, NULL, p0, p1, bias, relu, y, ldy, panel);
     else
-        mc_pointwise_avx2(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
+        mc_pointwise_avx2(w, F, C, x, ldx, NULL, p0, p1, bias, relu, y, ldy, panel);
+    free(panel);
+    return 0;
+}
+
+/* Output rows [r0, r1) of a convolution at width stride 1, as shifted 1x1 products:
+   with xp one zero-padded image (C, Hp, Wp) and tap k = (c*kh + i)*kw + j at
+   offsets[k] = c*Hp*Wp + i*dh*Wp + j*dw,
+
+       y[f, ho, wo] = bias[f] + sum over k of w[f, k] * xp[ho*row_step + offsets[k] + wo]
+
+   (row_step = sh*Wp): each output row's strips are packed tap by tap into the panel,
+   then swept by the same tiles as a 1x1 convolution, the image staying channels first.
+   y (F, Ho, Wo) of the image. Returns -1 when out of memory, else 0. */
+static int mc_tiles_shifted(int level, const float *w, ptrdiff_t F, ptrdiff_t K,
+                            const float *xp, const ptrdiff_t *offsets, ptrdiff_t row_step,
+                            ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1,
+                            const float *bias, int relu, float *y)
+{
+    float *panel = (float *)malloc(sizeof(float) * (size_t)K * (level == 2 ? 64 : 16));
+    if (panel == NULL)
+        return -1;
+    for (ptrdiff_t ho = r0; ho < r1; ho++) {
+        if (level == 2)
+            mc_pointwise_avx512(w, F, K, xp + ho * row_step, 0, offsets, 0, Wo, bias, relu,
+                                y + ho * Wo, Ho * Wo, panel);
+        else
+            mc_pointwise_avx2(w, F, K, xp + ho * row_step, 0, offsets, 0, Wo, bias, relu,
+                              y + ho * Wo, Ho * Wo, panel);
+    }
     free(panel);
     return 0;
 }
@@ -256,6 +291,11 @@ static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t 
 static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
                               const float *bias, int relu, float *y, ptrdiff_t ldy) { return -1; }
+
+static int mc_tiles_shifted(int level, const float *w, ptrdiff_t F, ptrdiff_t K,
+                            const float *xp, const ptrdiff_t *offsets, ptrdiff_t row_step,
+                            ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1,
+                            const float *bias, int relu, float *y) { return -1; }
 
 #endif
 #endif

@@ -18,6 +18,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
                                       batch smaller than the cores the forward product
                                       from 169 positions, else only small products),
                                       the data gradient only at stride 1
+    CPU, batch smaller than the       shifted for the forward product where the above
+    cores, <= 729 positions, tiles    gave fused_rows or rows (not 1x1, width stride 1)
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient
     CPU float32, 3x3 at stride 1,     winograd for all three products (512 x 512 weights:
@@ -38,9 +40,10 @@ from .. import runtime
 from .._kernels import kernels_for
 from ..backend import get_array_module
 from .conv_paths import (Window, direct, fused_rows, output_hw, per_image, pointwise, rows,
-                         winograd)
+                         shifted, winograd)
 
-PLANS = ("columns", "per_image", "rows", "fused_rows", "direct", "pointwise", "winograd")
+PLANS = ("columns", "per_image", "rows", "fused_rows", "direct", "pointwise", "winograd",
+         "shifted")
 
 # Maps of at least this many positions take one GEMM per image.
 PER_IMAGE_MIN_POSITIONS = 512
@@ -88,6 +91,15 @@ WINOGRAD_MIN_POSITIONS = 784
 # step 1340 against 1375). 256 -> 256 and 192 -> 384 at 7x7 ran 15-20% slower.
 WINOGRAD_WIDE_WEIGHTS = 512 * 512
 
+# With a batch smaller than the cores, maps of at most this many positions take their
+# forward product as shifted 1x1 products (channels first) where the planner would take
+# the tiles' rows: at batch 1 (AMD EPYC, AVX2) 48 -> 192 and 64 -> 256 3x3 on 13x13 in
+# 0.84-0.88 of fused_rows' time, 256 -> 256 on 14x14 0.73-0.76 of rows', 112 -> 224 on
+# 14x14 0.92-0.97, DenseNet's 128 -> 32 on 7x7 0.89; 32 -> 128 on 27x27 level. Larger
+# maps lost (128 -> 128 on 28x28 1.14-1.32, DenseNet's 128 -> 32 on 56x56 1.3), as did
+# 128 -> 32 on 14x14 (1.05-1.11).
+SHIFTED_MAX_POSITIONS = 729
+
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 
 
@@ -119,7 +131,8 @@ def path(name):
     from .conv import COLUMNS  # the readable path lives with the math
     _PATHS.update({"columns": COLUMNS, "per_image": per_image.PATH, "rows": rows.PATH,
                    "fused_rows": fused_rows.PATH, "direct": direct.PATH,
-                   "pointwise": pointwise.PATH, "winograd": winograd.PATH})
+                   "pointwise": pointwise.PATH, "winograd": winograd.PATH,
+                   "shifted": shifted.PATH})
     return _PATHS[name]
 
 
@@ -217,6 +230,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
+    if (xp is np and N < runtime.cpu_threads() and fwd in ("fused_rows", "rows")
+            and L <= SHIFTED_MAX_POSITIONS and C > DIRECT_MAX_CHANNELS
+            and shifted.serves_shape(kernels, dtype, W_shape, win)):
+        fwd = "shifted"
+        reason += "; a batch smaller than the cores on a small map: shifted 1x1 products"
     positions = WINOGRAD_MIN_POSITIONS // (2 if C * F >= WINOGRAD_WIDE_WEIGHTS else 1)
     if (xp is np and dtype == np.float32 and winograd.serves(W_shape, win)
             and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= positions):
