@@ -17,10 +17,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ("cpu_conv", "cpu_tiles", "cpu_layout", "cpu_pool", "cpu_lrn", "cpu_activation",
-           "cpu_norm", "cpu_winograd", "cpu_team")
+           "cpu_norm", "cpu_winograd", "cpu_team", "cpu_pointwise")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_tiles", "_blocks", "_im2row_matmul", "_im2row_matmul_avx2",
-                             "_direct_avx512", "_direct_avx2", "_pointwise")]
+                             "_direct_avx512", "_direct_avx2")]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
               "cdivision": True, "initializedcheck": False}
 
@@ -77,6 +77,7 @@ extensions = [
               include_dirs=[np.get_include(), "minconv/_kernels"],
               depends={"cpu_tiles": TILE_HEADERS,
                        "cpu_winograd": ["minconv/_kernels/_winograd.h"],
+                       "cpu_pointwise": TILE_HEADERS + ["minconv/_kernels/_pointwise.h"],
                        "cpu_pool": ["minconv/_kernels/_maxpool.h",
                                     "minconv/_kernels/_maxpool_values.h"]}.get(name, []),
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])

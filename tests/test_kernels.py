@@ -18,6 +18,7 @@ cpu_conv = pytest.importorskip("minconv._kernels.cpu_conv", reason=REASON)
 cpu_tiles = pytest.importorskip("minconv._kernels.cpu_tiles", reason=REASON)
 cpu_pool = pytest.importorskip("minconv._kernels.cpu_pool", reason=REASON)
 cpu_lrn = pytest.importorskip("minconv._kernels.cpu_lrn", reason=REASON)
+cpu_pointwise = pytest.importorskip("minconv._kernels.cpu_pointwise", reason=REASON)
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -645,7 +646,7 @@ def test_pointwise_tiles_match_the_product_and_sum_alike_filters_alike(N, F, C, 
     try:
         if cpu_tiles.isa() != isa:
             pytest.skip(f"this CPU has no {isa}")
-        got = cpu_tiles.pointwise_matmul(w, x, out, bias, relu)
+        got = cpu_pointwise.pointwise_matmul(w, x, out, bias, relu)
     finally:
         cpu_tiles.set_isa_cap(before)
     expected = np.einsum("fc,ncp->nfp", w.astype(np.float64), x) + bias[:, None]
@@ -664,15 +665,15 @@ def test_pointwise_tiles_name_what_they_cannot_take():
         pytest.skip("no tiles on this CPU")
     w, x = np.ones((4, 3), np.float32), np.ones((2, 3, 5), np.float32)
     with pytest.raises(ValueError, match="x must be a 3-D float32"):
-        cpu_tiles.pointwise_matmul(w, x.astype(np.float64), np.empty((2, 4, 5), np.float32))
+        cpu_pointwise.pointwise_matmul(w, x.astype(np.float64), np.empty((2, 4, 5), np.float32))
     with pytest.raises(ValueError, match=r"does not give out \(2, 5, 5\)"):
-        cpu_tiles.pointwise_matmul(w, x, np.empty((2, 5, 5), np.float32))
+        cpu_pointwise.pointwise_matmul(w, x, np.empty((2, 5, 5), np.float32))
     with pytest.raises(ValueError, match="bias must be float32"):
-        cpu_tiles.pointwise_matmul(w, x, np.empty((2, 4, 5), np.float32), np.ones(3, np.float32))
+        cpu_pointwise.pointwise_matmul(w, x, np.empty((2, 4, 5), np.float32), np.ones(3, np.float32))
     before = cpu_tiles.set_isa_cap("none")
     try:
         with pytest.raises(ValueError, match="tiles do not run"):
-            cpu_tiles.pointwise_matmul(w, x, np.empty((2, 4, 5), np.float32))
+            cpu_pointwise.pointwise_matmul(w, x, np.empty((2, 4, 5), np.float32))
     finally:
         cpu_tiles.set_isa_cap(before)
 
@@ -699,7 +700,7 @@ def test_shifted_convolution_matches_reference(case, relu, isa):
     try:
         if cpu_tiles.isa() != isa:
             pytest.skip(f"this CPU has no {isa}")
-        y = cpu_tiles.conv2d_shifted(x, W, b, stride, padding, dilation, relu)
+        y = cpu_pointwise.conv2d_shifted(x, W, b, stride, padding, dilation, relu)
     finally:
         cpu_tiles.set_isa_cap(before)
     expected = ref.conv2d_direct(x.astype(np.float64), W.astype(np.float64),
@@ -715,11 +716,11 @@ def test_shifted_convolution_names_what_it_cannot_take():
         pytest.skip("no tiles on this CPU")
     x, W = np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
     with pytest.raises(ValueError, match="width stride 1"):
-        cpu_tiles.conv2d_shifted(x, W, None, (1, 2), (0, 0), (1, 1))
+        cpu_pointwise.conv2d_shifted(x, W, None, (1, 2), (0, 0), (1, 1))
     with pytest.raises(ValueError, match="does not match the weight shape"):
-        cpu_tiles.conv2d_shifted(x, np.ones((3, 4, 3, 3), np.float32), None, 1, 0, 1)
+        cpu_pointwise.conv2d_shifted(x, np.ones((3, 4, 3, 3), np.float32), None, 1, 0, 1)
     with pytest.raises(ValueError, match="weight and bias must be float32"):
-        cpu_tiles.conv2d_shifted(x, W.astype(np.float64), None, (1, 1), (0, 0), (1, 1))
+        cpu_pointwise.conv2d_shifted(x, W.astype(np.float64), None, (1, 1), (0, 0), (1, 1))
 
 
 # ---------------------------------------------------------------- concatenation

@@ -1,0 +1,156 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Convolutions as 1x1 products on register tiles, channels first (``_pointwise.h``).
+
+    pointwise_matmul   out[n] = w @ x[n] (+ bias, ReLU)             a 1x1 convolution of a batch
+    conv2d_shifted     y = conv(x, W) at width stride 1, each tap     the shifted path
+                       (c, i, j) of the padded input one input channel of a 1x1 product
+
+Both sum every output channel in one order (identical filters give identical
+outputs), store y where it lies with the bias and ReLU, and share the positions or
+the output rows among the cores. Float32 where the tiles of :mod:`.cpu_tiles` run,
+at its instruction-set level.
+"""
+cdef extern from "_pointwise.h" nogil:
+    int mc_tiles_pointwise(int level, const float *w, Py_ssize_t F, Py_ssize_t C,
+                           const float *x, Py_ssize_t ldx, Py_ssize_t p0, Py_ssize_t p1,
+                           const float *bias, int relu, float *y, Py_ssize_t ldy)
+    int mc_tiles_shifted(int level, const float *w, Py_ssize_t F, Py_ssize_t K,
+                         const float *xp, const Py_ssize_t *offsets, Py_ssize_t row_step,
+                         Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t r0, Py_ssize_t r1,
+                         const float *bias, int relu, float *y)
+
+from cython.parallel cimport parallel, prange, threadid
+
+from minconv._kernels._parallel cimport max_threads
+
+import numpy as np
+
+from .cpu_tiles import BAND_MIN_MACS, _direct_operands, _fusing_level, isa
+
+
+def pointwise_matmul(w, x, out, bias=None, bint relu=False):
+    """``out[n] = w @ x[n]`` (``+ bias[:, None]``; ``max(., 0)`` with ``relu``) for every image
+    n: a 1x1 convolution of a batch as the register tiles of ``_pointwise.h``, which sum
+    every output channel in one order (identical filters give identical outputs).
+
+    w (F, C), x (N, C, P), out (N, F, P): float32 with unit stride along the last axis;
+    bias (F,) float32 or None. The cores split the N*P positions of the images laid side
+    by side, each its own contiguous range. Float32 where the tiles run
+    (:func:`fused_kernels`); returns out.
+    """
+    level = _fusing_level(np.float32)
+    if level == 0:
+        raise ValueError("pointwise_matmul: the tiles do not run on this CPU (isa 'none')")
+    for name, a, ndim in (("w", w, 2), ("x", x, 3), ("out", out, 3)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != ndim or (
+                a.size and a.strides[ndim - 1] != 4):
+            raise ValueError(f"pointwise_matmul: {name} must be a {ndim}-D float32 array with "
+                             f"unit stride along its last axis, got "
+                             f"{getattr(a, 'dtype', type(a).__name__)} {np.shape(a)}")
+    w = np.ascontiguousarray(w)
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], N = x.shape[0], P = x.shape[2]
+    if x.shape[1] != C or out.shape != (N, F, P):
+        raise ValueError(f"pointwise_matmul: w {w.shape} @ x {x.shape} does not give "
+                         f"out {out.shape}")
+    if bias is not None:
+        bias = np.ascontiguousarray(bias)
+        if bias.shape != (F,) or bias.dtype != np.float32:
+            raise ValueError(f"pointwise_matmul: bias must be float32 ({F},), got "
+                             f"{bias.dtype} {bias.shape}")
+    if out.size == 0:
+        return out
+    if C == 0:
+        out[...] = 0 if bias is None else bias[:, None]
+        if relu:
+            np.maximum(out, 0, out=out)
+        return out
+    if _pointwise(level, w, x, out, bias, relu) != 0:
+        raise MemoryError("pointwise_matmul: out of memory for a panel of the positions")
+    return out
+
+
+cdef int _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
+                    float[:, :, :] out, const float[::1] bias, bint relu) noexcept:
+    """The tiles over the positions of the images laid side by side, each thread a range."""
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], N = x.shape[0], P = x.shape[2]
+    cdef const float *b = NULL
+    cdef Py_ssize_t total = N * P, per, lo, hi, at, n, p0, p1
+    cdef int threads = max_threads() if N * F * C * P >= BAND_MIN_MACS else 1
+    cdef int t, status = 0
+    cdef int *failed = &status  # written through a pointer: shared by the threads
+    if bias is not None:
+        b = &bias[0]
+    per = ((total + threads - 1) // threads + 15) // 16 * 16
+    with nogil, parallel(num_threads=threads):
+        t = threadid()
+        lo = t * per
+        hi = min(total, lo + per)
+        at = lo
+        while at < hi:
+            n = at // P
+            p0 = at - n * P
+            p1 = min(P, p0 + hi - at)
+            if mc_tiles_pointwise(level, &w[0, 0], F, C, &x[n, 0, 0], x.strides[1] // 4, p0,
+                                  p1, b, relu, &out[n, 0, 0], out.strides[1] // 4) != 0:
+                failed[0] = -1
+            at = at + p1 - p0
+    return status
+
+
+def conv2d_shifted(x, W, bias, stride, padding, dilation, relu=False):
+    """A convolution at width stride 1 as shifted 1x1 products, channels first: for each
+    tap (c, i, j) the padded input shifted by ``i*dh`` rows and ``j*dw`` columns is one row
+    of a 1x1 product's input (``_pointwise.h``'s ``mc_tiles_shifted``), so the image is
+    never moved to channels last and y is written in place, the bias and ``relu`` applied
+    as each tile is stored.
+
+    x : (N, C, H, W) float32, W : (F, C, kh, kw) float32, bias : (F,) or None
+    -> y : (N, F, Ho, Wo). Where the tiles run (:func:`fused_kernels`).
+    """
+    x, F, C, kh, kw, geometry = _direct_operands("conv2d_shifted", x, np.shape(W), stride,
+                                                 padding, dilation)
+    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
+    level = _fusing_level(x.dtype)
+    if level == 0 or sw != 1:
+        raise ValueError(f"conv2d_shifted: the tiles take float32 at width stride 1 (isa "
+                         f"{isa()!r}, {x.dtype}, stride {stride})")
+    W = np.ascontiguousarray(W)
+    if W.dtype != np.float32 or (bias is not None and np.asarray(bias).dtype != np.float32):
+        raise ValueError("conv2d_shifted: weight and bias must be float32")
+    y = np.empty((N, F, Ho, Wo), dtype=np.float32)
+    if y.size == 0:
+        return y
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    xp = np.zeros((N, C, Hp, Wp), dtype=np.float32)
+    xp[:, :, ph:ph + H, pw:pw + Wd] = x
+    taps = np.arange(kh * kw)
+    offsets = (np.arange(C)[:, None] * (Hp * Wp)
+               + (taps // kw * dh * Wp + taps % kw * dw)[None, :]).reshape(-1).astype(np.intp)
+    b = None if bias is None else np.ascontiguousarray(bias)
+    if _shifted(level, W.reshape(F, C * kh * kw), xp, offsets, sh * Wp, b, relu, y) != 0:
+        raise MemoryError("conv2d_shifted: out of memory for a panel of the taps")
+    return y
+
+
+cdef int _shifted(int level, const float[:, ::1] w, const float[:, :, :, ::1] xp,
+                  const Py_ssize_t[::1] offsets, Py_ssize_t row_step, const float[::1] bias,
+                  bint relu, float[:, :, :, ::1] y) noexcept:
+    """The images' output rows in bands, one band per job, the jobs shared by the threads."""
+    cdef Py_ssize_t N = y.shape[0], F = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t K = w.shape[1], bands = 1, job, n, r0, r1
+    cdef const float *b = NULL
+    cdef int threads = max_threads() if N * F * K * Ho * Wo >= BAND_MIN_MACS else 1
+    cdef int status = 0
+    cdef int *failed = &status  # written through a pointer: shared by the threads
+    if bias is not None:
+        b = &bias[0]
+    if N < threads:
+        bands = min(Ho, (threads + N - 1) // N)
+    for job in prange(N * bands, nogil=True, schedule="static", num_threads=threads):
+        n = job // bands
+        r0 = job % bands * Ho // bands
+        r1 = (job % bands + 1) * Ho // bands
+        if mc_tiles_shifted(level, &w[0, 0], F, K, &xp[n, 0, 0, 0], &offsets[0], row_step,
+                            Ho, Wo, r0, r1, b, relu, &y[n, 0, 0, 0]) != 0:
+            failed[0] = -1
+    return status
