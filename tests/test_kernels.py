@@ -362,11 +362,15 @@ def test_maxpool_values_are_the_values_of_maxpool_with_switches(case, dtype, isa
                                                           padding, ceil_mode), y_ref)
 
 
-def test_maxpool_values_name_what_they_cannot_take():
-    with pytest.raises(ValueError, match="maxpool_values.*float32/float64"):
-        cpu_pool.maxpool_values(np.zeros((1, 1, 4, 4), np.int32), 2, 2, (2, 2), (0, 0), False)
-    with pytest.raises(ValueError, match="maxpool_values: no output"):
-        cpu_pool.maxpool_values(np.zeros((1, 1, 4, 4), np.float32), 2, 2, (0, 2), (0, 0), False)
+@pytest.mark.parametrize("name", ["maxpool_values", "maxpool_forward"])
+def test_maxpool_kernels_name_what_they_cannot_take(name):
+    pool = getattr(cpu_pool, name)
+    with pytest.raises(ValueError, match=f"{name}.*float32/float64"):
+        pool(np.zeros((1, 1, 4, 4), np.int32), 2, 2, (2, 2), (0, 0), False)
+    with pytest.raises(ValueError, match=f"{name}: no output"):
+        pool(np.zeros((1, 1, 4, 4), np.float32), 2, 2, (0, 2), (0, 0), False)   # stride 0
+    with pytest.raises(ValueError, match=f"{name}: no output"):
+        pool(np.zeros((1, 1, 4, 4), np.float32), 6, 2, (1, 1), (0, 0), False)   # too large
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

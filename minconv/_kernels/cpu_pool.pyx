@@ -188,27 +188,39 @@ def simd_level():
     return min(_SIMD_LEVEL, cpu_tiles.ISA_NAMES.index(cpu_tiles.isa()))
 
 
+def _pool_operands(op, x, kh, kw, stride, padding, ceil_mode):
+    """x as a contiguous float32/float64 (N, C, H, W) array, its shape, the window
+    (kh, kw, sh, sw, ph, pw) and the output size (Ho, Wo); a ValueError naming ``op``
+    where there is no output."""
+    x = np.ascontiguousarray(x)
+    if x.ndim != 4 or (x.dtype != np.float32 and x.dtype != np.float64):
+        raise ValueError(f"{op}: expected a float32/float64 (N, C, H, W) input, "
+                         f"got {x.dtype} {x.shape}")
+    N, C, H, W = x.shape
+    kh, kw = int(kh), int(kw)
+    (sh, sw), (ph, pw) = stride, padding
+    no_output = (f"{op}: no output for input {x.shape} with kernel ({kh}, {kw}), "
+                 f"stride {stride}, padding {padding}")
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(no_output)
+    Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
+    Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(no_output)
+    return x, (N, C, H, W), (kh, kw, sh, sw, ph, pw), (Ho, Wo)
+
+
 def maxpool_forward(x, kh, kw, stride, padding, ceil_mode):
     """Max pooling that records its switches.
 
     x : (N, C, H, W) float32 or float64  ->  (y, switches), both (N, C, Ho, Wo),
     switches int32
     """
-    x = np.ascontiguousarray(x)
-    if x.ndim != 4 or (x.dtype != np.float32 and x.dtype != np.float64):
-        raise ValueError(f"maxpool_forward: expected a float32/float64 (N, C, H, W) input, "
-                         f"got {x.dtype} {x.shape}")
-    N, C, H, W = x.shape
-    kh, kw = int(kh), int(kw)
-    (sh, sw), (ph, pw) = stride, padding
-    Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
-    Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
+    x, (N, C, H, W), (kh, kw, sh, sw, ph, pw), (Ho, Wo) = _pool_operands(
+        "maxpool_forward", x, kh, kw, stride, padding, ceil_mode)
     if H * W >= 2 ** 31:
         raise ValueError(f"maxpool_forward: planes of {H}x{W} are too large "
                          "(the switches are int32)")
-    if Ho < 1 or Wo < 1 or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
-        raise ValueError(f"maxpool_forward: no output for input {x.shape} with kernel "
-                         f"({kh}, {kw}), stride {stride}, padding {padding}")
     y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
     switches = np.empty((N, C, Ho, Wo), dtype=np.int32)
     x2 = x.reshape(N * C, H * W)                 # one row per (n, c) plane
@@ -243,21 +255,8 @@ def maxpool_values(x, kh, kw, stride, padding, ceil_mode):
 
     x : (N, C, H, W) float32 or float64  ->  y (N, C, Ho, Wo)
     """
-    x = np.ascontiguousarray(x)
-    if x.ndim != 4 or (x.dtype != np.float32 and x.dtype != np.float64):
-        raise ValueError(f"maxpool_values: expected a float32/float64 (N, C, H, W) input, "
-                         f"got {x.dtype} {x.shape}")
-    N, C, H, W = x.shape
-    kh, kw = int(kh), int(kw)
-    (sh, sw), (ph, pw) = stride, padding
-    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
-        raise ValueError(f"maxpool_values: no output for input {x.shape} with kernel "
-                         f"({kh}, {kw}), stride {stride}, padding {padding}")
-    Ho = pool_output_size(H, kh, sh, ph, ceil_mode)
-    Wo = pool_output_size(W, kw, sw, pw, ceil_mode)
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"maxpool_values: no output for input {x.shape} with kernel "
-                         f"({kh}, {kw}), stride {stride}, padding {padding}")
+    x, (N, C, H, W), (kh, kw, sh, sw, ph, pw), (Ho, Wo) = _pool_operands(
+        "maxpool_values", x, kh, kw, stride, padding, ceil_mode)
     y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
     if y.size == 0:
         return y
