@@ -27,3 +27,16 @@ cdef inline int threads_for(Py_ssize_t work) noexcept nogil:
     from 59-60 to 55 ms, resnet50's from 61-63 to 59 (at batch 8, 2-3% slower).
     """
     return 1 if work < 131072 else max_threads()
+
+
+cdef inline Py_ssize_t aligned_share(Py_ssize_t total, int threads,
+                                     Py_ssize_t align) noexcept nogil:
+    """Items per thread when ``threads`` split ``total`` in near-equal contiguous shares
+    that start at multiples of ``align``."""
+    return ((total + threads - 1) // threads + align - 1) // align * align
+
+
+cdef inline Py_ssize_t piece_end(Py_ssize_t at, Py_ssize_t stop, Py_ssize_t P) noexcept nogil:
+    """Where the piece from column ``at`` of a thread's range [.., stop) of images of P
+    columns laid side by side ends: the range's end or the end of at's image."""
+    return min(stop, (at // P + 1) * P)

@@ -21,7 +21,7 @@ cdef extern from "_pointwise.h" nogil:
 
 from cython.parallel cimport parallel, prange, threadid
 
-from minconv._kernels._parallel cimport max_threads
+from minconv._kernels._parallel cimport aligned_share, max_threads, piece_end
 
 import numpy as np
 
@@ -80,7 +80,7 @@ cdef int _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
     cdef int *failed = &status  # written through a pointer: shared by the threads
     if bias is not None:
         b = &bias[0]
-    per = ((total + threads - 1) // threads + 15) // 16 * 16
+    per = aligned_share(total, threads, 16)
     with nogil, parallel(num_threads=threads):
         t = threadid()
         lo = t * per
@@ -89,7 +89,7 @@ cdef int _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
         while at < hi:
             n = at // P
             p0 = at - n * P
-            p1 = min(P, p0 + hi - at)
+            p1 = p0 + piece_end(at, hi, P) - at
             if mc_tiles_pointwise(level, &w[0, 0], F, C, &x[n, 0, 0], x.strides[1] // 4, p0,
                                   p1, b, relu, &out[n, 0, 0], out.strides[1] // 4) != 0:
                 failed[0] = -1

@@ -17,6 +17,8 @@ made per call would lose the thread's ``threading.local`` values, such as its
 scratch buffers, every time). Without OpenMP the shares run one after another.
 """
 from cython.parallel cimport parallel
+
+from minconv._kernels._parallel cimport aligned_share, piece_end
 from libc.stdint cimport int64_t, uintptr_t
 
 cdef extern from "Python.h":
@@ -195,7 +197,7 @@ def matmul(a, b, out, int threads, Py_ssize_t align, bias=None, bint relu=False)
     cdef const char *block_bias
     cdef bint by_columns = N > M
     cdef Py_ssize_t total = N if by_columns else M
-    cdef Py_ssize_t per = ((total + threads - 1) // threads + align - 1) // align * align
+    cdef Py_ssize_t per = aligned_share(total, threads, align)
     cdef Py_ssize_t lo, hi
     cdef int t
     if bias is not None:
@@ -243,7 +245,7 @@ def batched_matmul(a, b, out, int threads, Py_ssize_t align, bias=None, bint rel
     cdef char *pc = <char *><uintptr_t>out.ctypes.data
     cdef const char *pbias = NULL
     cdef Py_ssize_t total = N * P
-    cdef Py_ssize_t per = ((total + threads - 1) // threads + align - 1) // align * align
+    cdef Py_ssize_t per = aligned_share(total, threads, align)
     cdef Py_ssize_t lo, hi, at, n, c0, c1
     cdef char *block
     cdef int t
@@ -257,7 +259,7 @@ def batched_matmul(a, b, out, int threads, Py_ssize_t align, bias=None, bint rel
         while at < hi:
             n = at // P
             c0 = at - n * P
-            c1 = min(P, c0 + hi - at)
+            c1 = c0 + piece_end(at, hi, P) - at
             block = pc + (n * out_image + c0) * size
             _gemm(single, M, c1 - c0, K, pa, lda, pb + (n * b_image + c0) * size, ldb,
                   block, ldc)
