@@ -230,6 +230,10 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     batch_of_two = F.choose_plan(np.zeros((2, 64, 13, 13), np.float32),
                                  np.zeros((256, 64, 3, 3), np.float32), padding=1)
     assert batch_of_two.forward != "shifted"
+    strided = F.choose_plan(np.zeros((1, 256, 28, 28), np.float32),   # many channels at a
+                            np.zeros((256, 256, 3, 3), np.float32),   # stride: not shifted
+                            stride=2, padding=1)
+    assert strided.forward != "shifted"
     below = F.choose_plan(np.zeros((1, 256, 12, 12), np.float32),     # 144 positions
                           np.zeros((512, 256, 3, 3), np.float32), padding=1)
     assert below.forward == "per_image"
@@ -305,19 +309,25 @@ def test_default_plan_follows_the_instruction_set(isa, isa_cap):
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
 def test_default_plan_rgb_first_layers_at_stride_2(isa, isa_cap):
     """A first layer's large filters over RGB at stride > 1 (the direct tiles' width
-    stride is 1): the weight gradient on the tiles, the forward product per image; 3x3
-    filters, one channel, batch 1 and float64 keep per_image."""
+    stride is 1): the forward product as shifted products of the column phases, the
+    weight gradient on the tiles (where the batch fills the cores); 3x3 filters, one
+    channel and float64 keep per_image."""
     isa_cap(isa)
     tiles = isa != "none"
     x = np.zeros((8, 3, 224, 224), np.float32)
     resnet = F.choose_plan(x, np.zeros((64, 3, 7, 7), np.float32), stride=2, padding=3)
-    assert (resnet.forward, resnet.data_grad) == ("per_image", "per_image")
+    assert resnet.forward == ("shifted" if tiles else "per_image")
+    assert resnet.data_grad == "per_image"
     assert resnet.weight_grad == ("fused_rows" if tiles else "per_image")
     alexnet = F.choose_plan(x, np.zeros((96, 3, 11, 11), np.float32), stride=4, padding=2)
+    assert alexnet.forward == ("shifted" if tiles else "per_image")
     assert alexnet.weight_grad == ("fused_rows" if tiles else "per_image")
+    one = F.choose_plan(np.zeros((1, 3, 224, 224), np.float32),
+                        np.zeros((64, 3, 7, 7), np.float32), stride=2, padding=3)
+    assert (one.forward, one.data_grad, one.weight_grad) == (
+        "shifted" if tiles else "per_image", "per_image", "per_image")    # a core idle in dW
     for x, W_shape, stride in (((8, 3, 224, 224), (64, 3, 3, 3), 2),      # squeezenet's 3x3
-                               ((8, 1, 112, 112), (96, 1, 7, 7), 2),      # one channel
-                               ((1, 3, 224, 224), (64, 3, 7, 7), 2)):     # a core idle
+                               ((8, 1, 112, 112), (96, 1, 7, 7), 2)):     # one channel
         plan = F.choose_plan(np.zeros(x, np.float32), np.zeros(W_shape, np.float32),
                              stride=stride, padding=1)
         assert str(plan) == "per_image", (x, W_shape, plan)

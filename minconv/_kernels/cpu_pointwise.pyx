@@ -16,8 +16,8 @@ cdef extern from "_pointwise.h" nogil:
                            const float *bias, int relu, float *y, Py_ssize_t ldy)
     int mc_tiles_shifted(int level, const float *w, Py_ssize_t F, Py_ssize_t K,
                          const float *xp, const Py_ssize_t *offsets, Py_ssize_t row_step,
-                         Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t r0, Py_ssize_t r1,
-                         const float *bias, int relu, float *y)
+                         Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t p1, const float *bias,
+                         int relu, float *y, Py_ssize_t ldy)
 
 from cython.parallel cimport parallel, prange, threadid
 
@@ -26,6 +26,9 @@ from minconv._kernels._parallel cimport aligned_share, max_threads, piece_end
 import numpy as np
 
 from .cpu_tiles import BAND_MIN_MACS, _direct_operands, _fusing_level, isa
+
+# floats readable past a padded image's end: a vector of the widest tiles
+_SLACK = 16
 
 
 def pointwise_matmul(w, x, out, bias=None, bint relu=False):
@@ -97,60 +100,103 @@ cdef int _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
     return status
 
 
-def conv2d_shifted(x, W, bias, stride, padding, dilation, relu=False):
-    """A convolution at width stride 1 as shifted 1x1 products, channels first: for each
-    tap (c, i, j) the padded input shifted by ``i*dh`` rows and ``j*dw`` columns is one row
-    of a 1x1 product's input (``_pointwise.h``'s ``mc_tiles_shifted``), so the image is
-    never moved to channels last and y is written in place, the bias and ``relu`` applied
-    as each tile is stored.
+def _image_maps(out, shape, op):
+    """``out`` checked as a float32 array of ``shape`` whose images' maps are each contiguous
+    (it may be a slice of a larger array's channels); a fresh array when None."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    N, F, Ho, Wo = shape
+    if (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape
+            or (out.size and out.strides[1:] != (Ho * Wo * 4, Wo * 4, 4))):
+        raise ValueError(f"{op}: out must be a float32 array of shape {shape} with each "
+                         f"image's maps contiguous, got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{np.shape(out)}")
+    return out
+
+
+def _phased(x, ph, pw, sw):
+    """x (N, C, H, W) zero-padded and split by column phase: xq[n, c, h, q, u] =
+    x_pad[n, c, h, u*sw + q], (N, C, Hp, sw, ceil(Wp/sw)). Column wo*sw + j*dw of x_pad is
+    then column wo + (j*dw)//sw of phase (j*dw) % sw: every tap of a stride-sw row is a
+    contiguous run of one phase's row. 16 zeros follow the array in memory (the tiles
+    read whole vectors)."""
+    N, C, H, Wd = x.shape
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    Wq = -(-Wp // sw)
+    shape, size = (N, C, Hp, sw, Wq), N * C * Hp * Wq * sw
+    xq = np.zeros(size + _SLACK, dtype=np.float32)[:size].reshape(shape)
+    if sw == 1:
+        xq.reshape(N, C, Hp, Wq)[:, :, ph:ph + H, pw:pw + Wd] = x
+        return xq
+    xp = np.zeros((N, C, Hp, Wq * sw), dtype=np.float32)
+    xp[:, :, ph:ph + H, pw:pw + Wd] = x
+    xq[...] = xp.reshape(N, C, Hp, Wq, sw).transpose(0, 1, 2, 4, 3)
+    return xq
+
+
+def conv2d_shifted(x, W, bias, stride, padding, dilation, relu=False, out=None):
+    """A convolution as shifted 1x1 products, channels first: each tap (c, i, j) of the
+    padded input, shifted by ``i*dh`` rows and ``j*dw`` columns, is one input channel of a
+    1x1 product (``_pointwise.h``'s ``mc_tiles_shifted``), so the image is never moved to
+    channels last and y is written in place, the bias and ``relu`` applied as each tile
+    is stored. At a width stride sw > 1 the padded input is first split into sw column
+    phases (:func:`_phased`), in which each tap's columns are again neighbours.
 
     x : (N, C, H, W) float32, W : (F, C, kh, kw) float32, bias : (F,) or None
-    -> y : (N, F, Ho, Wo). Where the tiles run (:func:`fused_kernels`).
+    -> y : (N, F, Ho, Wo), ``out`` when given (float32, each image's maps contiguous: a
+    slice of a larger array's channels will do). Where the tiles run (:func:`fused_kernels`).
     """
     x, F, C, kh, kw, geometry = _direct_operands("conv2d_shifted", x, np.shape(W), stride,
                                                  padding, dilation)
     N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
     level = _fusing_level(x.dtype)
-    if level == 0 or sw != 1:
-        raise ValueError(f"conv2d_shifted: the tiles take float32 at width stride 1 (isa "
-                         f"{isa()!r}, {x.dtype}, stride {stride})")
+    if level == 0:
+        raise ValueError(f"conv2d_shifted: the tiles take float32 (isa {isa()!r}, {x.dtype})")
     W = np.ascontiguousarray(W)
     if W.dtype != np.float32 or (bias is not None and np.asarray(bias).dtype != np.float32):
         raise ValueError("conv2d_shifted: weight and bias must be float32")
-    y = np.empty((N, F, Ho, Wo), dtype=np.float32)
+    y = _image_maps(out, (N, F, Ho, Wo), "conv2d_shifted")
     if y.size == 0:
         return y
-    Hp, Wp = H + 2 * ph, Wd + 2 * pw
-    xp = np.zeros((N, C, Hp, Wp), dtype=np.float32)
-    xp[:, :, ph:ph + H, pw:pw + Wd] = x
-    taps = np.arange(kh * kw)
-    offsets = (np.arange(C)[:, None] * (Hp * Wp)
-               + (taps // kw * dh * Wp + taps % kw * dw)[None, :]).reshape(-1).astype(np.intp)
+    xq = _phased(x, ph, pw, sw)                                   # (N, C, Hp, sw, Wq)
+    Hp, Wq = xq.shape[2], xq.shape[4]
+    row = sw * Wq                                                 # one padded row, all phases
+    c, i, j = (a.reshape(-1) for a in np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw),
+                                                  indexing="ij"))
+    offsets = (c * (Hp * row) + i * dh * row + (j * dw) % sw * Wq
+               + (j * dw) // sw).astype(np.intp)
     b = None if bias is None else np.ascontiguousarray(bias)
-    if _shifted(level, W.reshape(F, C * kh * kw), xp, offsets, sh * Wp, b, relu, y) != 0:
+    if _shifted(level, W.reshape(F, C * kh * kw), xq.reshape(N, C, Hp, row), offsets,
+                sh * row, b, relu, y) != 0:
         raise MemoryError("conv2d_shifted: out of memory for a panel of the taps")
     return y
 
 
 cdef int _shifted(int level, const float[:, ::1] w, const float[:, :, :, ::1] xp,
                   const Py_ssize_t[::1] offsets, Py_ssize_t row_step, const float[::1] bias,
-                  bint relu, float[:, :, :, ::1] y) noexcept:
-    """The images' output rows in bands, one band per job, the jobs shared by the threads."""
-    cdef Py_ssize_t N = y.shape[0], F = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
-    cdef Py_ssize_t K = w.shape[1], bands = 1, job, n, r0, r1
+                  bint relu, float[:, :, :, :] y) noexcept:
+    """The tiles over the output positions of the images laid side by side, each thread a
+    contiguous range (strips cross output rows, so no strip is left short at a row's end)."""
+    cdef Py_ssize_t N = y.shape[0], F = y.shape[1], Wo = y.shape[3], P = y.shape[2] * y.shape[3]
+    cdef Py_ssize_t K = w.shape[1], total = N * P, per, lo, hi, at, n, p0, p1
     cdef const float *b = NULL
-    cdef int threads = max_threads() if N * F * K * Ho * Wo >= BAND_MIN_MACS else 1
-    cdef int status = 0
+    cdef int threads = max_threads() if N * F * K * P >= BAND_MIN_MACS else 1
+    cdef int t, status = 0
     cdef int *failed = &status  # written through a pointer: shared by the threads
     if bias is not None:
         b = &bias[0]
-    if N < threads:
-        bands = min(Ho, (threads + N - 1) // N)
-    for job in prange(N * bands, nogil=True, schedule="static", num_threads=threads):
-        n = job // bands
-        r0 = job % bands * Ho // bands
-        r1 = (job % bands + 1) * Ho // bands
-        if mc_tiles_shifted(level, &w[0, 0], F, K, &xp[n, 0, 0, 0], &offsets[0], row_step,
-                            Ho, Wo, r0, r1, b, relu, &y[n, 0, 0, 0]) != 0:
-            failed[0] = -1
+    per = aligned_share(total, threads, 16)
+    with nogil, parallel(num_threads=threads):
+        t = threadid()
+        lo = t * per
+        hi = min(total, lo + per)
+        at = lo
+        while at < hi:
+            n = at // P
+            p0 = at - n * P
+            p1 = p0 + piece_end(at, hi, P) - at
+            if mc_tiles_shifted(level, &w[0, 0], F, K, &xp[n, 0, 0, 0], &offsets[0], row_step,
+                                Wo, p0, p1, b, relu, &y[n, 0, 0, 0], P) != 0:
+                failed[0] = -1
+            at = at + p1 - p0
     return status

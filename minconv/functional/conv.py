@@ -121,13 +121,31 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None
 
 
 def conv2d_planned(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None,
-                   workspace=None, relu=False):
+                   workspace=None, relu=False, out=None):
     """:func:`conv2d` and the :class:`~.conv_plan.Plan` it ran: ``(y, plan)``, checked
     and planned once (a layer keeps the plan for its backward pass). With ``relu``, y is
-    max(conv2d(x, W, b), 0): a ReLU that follows, applied as the path writes y."""
+    max(conv2d(x, W, b), 0): a ReLU that follows, applied as the path writes y. With
+    ``out`` (an array of y's shape and dtype, each image's maps contiguous: the channel
+    slice of a concatenation's output, say), y is written there and returned."""
     groups, win, group_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups, b)
     plan = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win)
-    return run_forward(plan, x, W, b, win, groups, workspace, relu), plan
+    if out is not None:
+        _check_out(out, x, W, win)
+    return run_forward(plan, x, W, b, win, groups, workspace, relu, out), plan
+
+
+def _check_out(out, x, W, win):
+    """``out`` must be y's shape and dtype, on y's device, each image's maps contiguous."""
+    Ho, Wo = output_hw(x.shape, W.shape, win)
+    shape = (x.shape[0], W.shape[0], Ho, Wo)
+    itemsize = x.dtype.itemsize
+    if (type(out) is not type(x) or tuple(out.shape) != shape or out.dtype != x.dtype
+            or (out.size and tuple(out.strides[1:]) != (Ho * Wo * itemsize, Wo * itemsize,
+                                                        itemsize))):
+        raise ValueError(f"conv2d: out must be a {x.dtype} {type(x).__name__} of shape "
+                         f"{shape} with each image's maps contiguous, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} "
+                         f"{tuple(getattr(out, 'shape', ()))}")
 
 
 def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *, plan=None,

@@ -56,8 +56,10 @@ LARGE_MAP_FUSED_WEIGHTS = 2 ** 20
 # forward product as per_image. At batch 8: ResNet's 7x7/2 3->64 dW 12.6 ms against
 # 19.0, ZFNet's 7x7/2 3->96 19.3 against 23.4 (84.6 against 94.0 at batch 32), AlexNet's
 # 11x11/4 9.9 against 14.8; 3x3 (SqueezeNet's 3->64) 9.2 against 6.7 and one channel
-# (1->96 7x7/2 at batch 128) 40.6 against 33.8 were slower, and so was the forward
-# product where it is not level (ZFNet's at batch 32: 109 against 97 ms).
+# (1->96 7x7/2 at batch 128) 40.6 against 33.8 were slower. Their forward product runs as
+# shifted 1x1 products of the input's column phases: against per_image, timed in pairs
+# (AMD EPYC, AVX2), ResNet's 0.86 of the time at batch 1 and 0.84 at batch 8, AlexNet's
+# 0.86 and 0.79, ZFNet's 0.83 and 0.93; SqueezeNet's 3x3 was 0.94 and 1.24.
 FEW_CHANNELS_FUSED_TAPS = 49
 # The tiles run one share of the batch per core; with a batch smaller than the cores
 # the forward product splits each image by bands of output rows instead. The bands
@@ -207,10 +209,14 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
                 dgrad = "fused_rows"
                 reason += "; dx as a flipped convolution"
         elif (xp is np and 2 <= C <= DIRECT_MAX_CHANNELS and win.stride[1] > 1
-              and kh * kw >= FEW_CHANNELS_FUSED_TAPS
-              and _fuses(kernels, dtype, C * kh * kw, F, *batch, "weight_grad")):
-            wgrad = "fused_rows"
-            reason += "; an RGB layer's large filters at stride > 1: dW on the tiles"
+              and kh * kw >= FEW_CHANNELS_FUSED_TAPS):
+            reason += "; an RGB layer's large filters at stride > 1"
+            if shifted.serves_shape(kernels, dtype, W_shape, win):
+                fwd = "shifted"
+                reason += ": y as shifted 1x1 products of its column phases"
+            if _fuses(kernels, dtype, C * kh * kw, F, *batch, "weight_grad"):
+                wgrad = "fused_rows"
+                reason += "; dW on the tiles"
     elif xp is not np:
         fwd = dgrad = wgrad = "columns"
         reason = "GPU: one GEMM per chunk"
@@ -231,7 +237,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
     if (xp is np and N < runtime.cpu_threads() and fwd in ("fused_rows", "rows")
-            and L <= SHIFTED_MAX_POSITIONS and C > DIRECT_MAX_CHANNELS
+            and L <= SHIFTED_MAX_POSITIONS and C > DIRECT_MAX_CHANNELS and win.stride[1] == 1
             and shifted.serves_shape(kernels, dtype, W_shape, win)):
         fwd = "shifted"
         reason += "; a batch smaller than the cores on a small map: shifted 1x1 products"
@@ -287,15 +293,21 @@ def _slice(xp, a, s):
     return xp.ascontiguousarray(a[:, s])
 
 
-def run_forward(plan, x, W, b, win, groups=1, workspace=None, relu=False):
+def run_forward(plan, x, W, b, win, groups=1, workspace=None, relu=False, out=None):
     """y = C x + b with ``plan.forward``: (N, C, H, W) -> (N, F, Ho, Wo); max(y, 0) with
-    ``relu``."""
-    forward = path(plan.forward).forward
+    ``relu``; written into ``out`` when given (checked by the caller)."""
+    chosen = path(plan.forward)
     if groups == 1:
-        return forward(x, W, b, win, workspace, relu)
+        if out is None:
+            return chosen.forward(x, W, b, win, workspace, relu)
+        if chosen.writes_into:
+            return chosen.forward(x, W, b, win, workspace, relu, out=out)
+        out[...] = chosen.forward(x, W, b, win, workspace, relu)
+        return out
+    forward = chosen.forward
     xp = get_array_module(x)
     Ho, Wo = output_hw(x.shape, W.shape, win)
-    y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype)
+    y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype) if out is None else out
     for cs, fs in zip(_groups(groups, x.shape[1]), _groups(groups, W.shape[0])):
         y[:, fs] = forward(_slice(xp, x, cs), W[fs], None if b is None else b[fs], win,
                            workspace, relu)

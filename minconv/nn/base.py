@@ -116,6 +116,9 @@ class Layer(abc.ABC):
     # True where forward(x, train, relu=True) returns max(y, 0) from the layer's own pass
     # (Conv2D, BatchNorm2D, Add): a Graph then fuses a ReLU that alone reads its output
     fuses_relu = False
+    # True where forward(x, train, out=a) writes the output into ``a`` (Conv2D): a Graph
+    # then hands it the slice of a concatenation's output that it alone feeds
+    writes_into = False
 
     def __init__(self):
         self.params = {}

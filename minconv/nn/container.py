@@ -253,10 +253,12 @@ class Container(Layer):
 
     # -- running children --------------------------------------------------------------
     @staticmethod
-    def _forward_child(name, layer, x, train, until=None, record=(), relu=False):
+    def _forward_child(name, layer, x, train, until=None, record=(), relu=False, out=None):
         try:
             if is_container(layer):
                 return layer.forward(x, train=train, until=until, record=record)
+            if out is not None:  # the slice of a concatenation's output this layer feeds
+                return layer.forward(x, train=train, relu=relu, out=out)
             if relu:  # a ReLU that only this layer's output feeds, fused into it
                 return layer.forward(x, train=train, relu=True)
             return layer.forward(x, train=train)

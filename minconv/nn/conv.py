@@ -4,7 +4,7 @@ import numpy as np
 from .. import functional as F
 from .. import runtime
 from ..functional.conv_plan import forced_plan
-from ..geometry import check_groups, pair, resolve_padding
+from ..geometry import check_groups, conv_output_size, pair, resolve_padding
 from .base import Layer, default_rng
 
 
@@ -63,9 +63,12 @@ class Conv2D(_ConvBase):
     (N, C, H, W) -> (N, F, Ho, Wo); see :func:`minconv.functional.conv2d`. ``padding``
     may be "same" or "valid"; ``groups`` splits the channels (depthwise when == C).
     ``forward(x, train, relu=True)`` returns max(y, 0), applied where the kernels write
-    y (a :class:`~minconv.nn.Graph` asks for it where a ReLU alone reads the output).
+    y (a :class:`~minconv.nn.Graph` asks for it where a ReLU alone reads the output);
+    ``forward(x, train, out=a)`` writes y into ``a`` (a Graph hands it the slice of a
+    concatenation's output that y would be copied to).
     """
     fuses_relu = True
+    writes_into = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, groups=1, plan=None, init_std=0.01, rng=None, dtype="float32"):
@@ -76,7 +79,13 @@ class Conv2D(_ConvBase):
                          rng, dtype)
         self._plan_key = None  # the input's kind, shape and dtype ``plan`` was chosen for
 
-    def forward(self, x, train=False, relu=False):
+    def output_shape(self, x_shape):
+        """(N, F, Ho, Wo) of the output for an (N, C, H, W) input."""
+        sizes = (conv_output_size(n, k, s, p, d) for n, k, s, p, d in
+                 zip(x_shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
+        return (x_shape[0], self.out_channels) + tuple(sizes)
+
+    def forward(self, x, train=False, relu=False, out=None):
         W = self.params["W"]
         # the planner's choice depends only on these: a net asks again on every pass
         key = (type(x), getattr(x, "shape", None), getattr(x, "dtype", None), W.shape, W.dtype,
@@ -84,7 +93,7 @@ class Conv2D(_ConvBase):
         forced = self.forced_plan or forced_plan()
         plan = self.plan if forced is None and key == self._plan_key else self.forced_plan
         y, self.plan = F.conv2d_planned(x, W, self.params.get("b"), **self._geometry,
-                                        plan=plan, relu=relu)
+                                        plan=plan, relu=relu, out=out)
         self._plan_key = key if forced is None else None
         self._cache = (x, self.plan)
         return y

@@ -52,6 +52,14 @@ class Concat(_Merge):
         self._cache = [x.shape[self.axis] for x in xs]
         return y
 
+    def forward_joined(self, y, sizes):
+        """The forward pass where the layers below wrote their outputs straight into their
+        slices of ``y`` (a Graph's join, see :class:`~minconv.nn.Graph`), ``sizes`` along
+        the axis: y is returned as it is."""
+        self._cache = list(sizes)
+        self._output_spec = (tuple(y.shape), y.dtype)
+        return y
+
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         check_rule(rule)
         return F.concat_backward(dy, self._saved(), self.axis)

@@ -12,7 +12,10 @@ shapes, as a triple of functions on one group of channels:
 ``win`` is a :class:`Window` (stride, padding, dilation pairs). With ``relu`` the
 forward pass returns max(C x + b, 0): a ReLU that follows the convolution, applied
 where the path writes its output (:func:`rectified` after the paths that cannot).
-Every result is a fresh array (never a view of scratch memory). The paths, and the measurements
+Every result is a fresh array (never a view of scratch memory). A path whose
+``writes_into`` is true also takes ``out=``: an (N, F, Ho, Wo) array, each image's maps
+contiguous (the channel slice of a concatenation's output, say), written and returned
+in place of a fresh y. The paths, and the measurements
 behind each, are described in docs/architecture.md; :mod:`..conv_plan` picks one:
 
     columns     im2col + one GEMM over a chunk of images (conv.py; the GPU's path)
@@ -47,6 +50,7 @@ class ConvPath(NamedTuple):
     forward: object
     data_grad: object
     weight_grad: object
+    writes_into: bool = False   # forward takes out= (see the module docstring)
 
 
 def output_hw(x_shape, W_shape, win):
@@ -138,10 +142,20 @@ def position_rows(dy_part):
 
 def write_channels_first(rows, out, relu=False):
     """Rows of a product, one per position (n*Ho*Wo, F), written channels first into
-    ``out`` (n, F, Ho, Wo), C-contiguous (a slice of the batch's output); max(., 0) of
-    each value with ``relu``."""
+    ``out`` (n, F, Ho, Wo), each image's maps contiguous (a slice of the batch's output,
+    or of a concatenation's channels); max(., 0) of each value with ``relu``."""
     n, F, Ho, Wo = out.shape
-    kernels_for(rows).channels_first(rows.reshape(n, Ho, Wo, F), out=out, relu=relu)
+    images = rows.reshape(n, Ho, Wo, F)
+    if out.flags.c_contiguous:
+        kernels_for(rows).channels_first(images, out=out, relu=relu)
+        return
+    for i in range(n):
+        kernels_for(rows).channels_first(images[i:i + 1], out=out[i:i + 1], relu=relu)
+
+
+def output_array(xp, out, shape, dtype):
+    """``out`` where the caller gave one (a path that ``writes_into``), else a fresh array."""
+    return xp.empty(shape, dtype=dtype) if out is None else out
 
 
 def rectified(y, relu):

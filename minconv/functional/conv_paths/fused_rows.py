@@ -21,8 +21,8 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from ..prepared import derived
-from . import (ConvPath, chunks, output_hw, position_rows, rows, weight_grad_by_chunks,
-               write_channels_first)
+from . import (ConvPath, chunks, output_array, output_hw, position_rows, rows,
+               weight_grad_by_chunks, write_channels_first)
 
 
 def flipped_padding(W_shape, win):
@@ -54,13 +54,13 @@ def tap_major_weights(W, kernels):
     return derived(W, "tap_major", reorder)
 
 
-def forward(x, W, b, win, workspace=None, relu=False):
+def forward(x, W, b, win, workspace=None, relu=False, out=None):
     xp, kernels = get_array_module(x), kernels_for(x)
     F, C, kh, kw = W.shape
     Ho, Wo = output_hw(x.shape, W.shape, win)
     L = Ho * Wo
     w_rows = tap_major_weights(W, kernels)                                  # (kh*kw*C, F)
-    y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
+    y = output_array(xp, out, (x.shape[0], F, Ho, Wo), x.dtype)
 
     def convolve(share):
         for part in chunks(share, C * kh * kw, L, x.dtype.itemsize, workspace, xp):
@@ -113,4 +113,4 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     return kernels.reversed_axes(dW_rows.reshape(kh * kw, C, F)).reshape(W_shape), db
 
 
-PATH = ConvPath("fused_rows", forward, data_grad, weight_grad)
+PATH = ConvPath("fused_rows", forward, data_grad, weight_grad, writes_into=True)

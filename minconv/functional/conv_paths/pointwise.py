@@ -31,7 +31,7 @@ runs :mod:`.per_image`'s (the planner only chooses this path for 1x1 windows).
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import ConvPath, chunk_rows, chunks, output_hw, per_image, sum_in_order
+from . import ConvPath, chunk_rows, chunks, output_array, output_hw, per_image, sum_in_order
 
 # Maps of fewer positions multiply a whole chunk in one GEMM.
 ONE_GEMM_BELOW = 100
@@ -77,14 +77,18 @@ def _batch_product(x, W2, b):
     return runtime.batched_matmul
 
 
-def forward(x, W, b, win, workspace=None, relu=False):
+def forward(x, W, b, win, workspace=None, relu=False, out=None):
     if not serves(W.shape, win):
-        return per_image.forward(x, W, b, win, workspace, relu)
+        y = per_image.forward(x, W, b, win, workspace, relu)
+        if out is None:
+            return y
+        out[...] = y
+        return out
     xp = get_array_module(x)
     F, C = W.shape[:2]
     Ho, Wo = output_hw(x.shape, W.shape, win)
     L, W2 = Ho * Wo, W.reshape(F, C)
-    y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
+    y = output_array(xp, out, (x.shape[0], F, Ho, Wo), x.dtype)
     if L >= ONE_GEMM_BELOW or x.shape[0] == 1:  # y[n] = W2 @ x_s[n], the cores sharing it
         multiply = _batch_product(x, W2, b)
         for part in _batch_parts(x, win, C, L, workspace, xp):
@@ -168,4 +172,4 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     return dW2.reshape(W_shape), db
 
 
-PATH = ConvPath("pointwise", forward, data_grad, weight_grad)
+PATH = ConvPath("pointwise", forward, data_grad, weight_grad, writes_into=True)
