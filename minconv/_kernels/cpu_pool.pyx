@@ -260,7 +260,10 @@ def maxpool_values(x, kh, kw, stride, padding, ceil_mode):
     y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
     if y.size == 0:
         return y
-    rows = np.empty((max_threads(), mc_values_row_span(W, kw, sw, pw, Wo)), dtype=x.dtype)
+    # each thread's padded row on cache lines of its own (a line two threads write to
+    # would pass between their cores on every output row)
+    span = mc_values_row_span(W, kw, sw, pw, Wo)
+    rows = np.empty((max_threads(), (span + 15) // 16 * 16 + 16), dtype=x.dtype)
     x2, y2 = x.reshape(N * C, H * W), y.reshape(N * C, Ho * Wo)
     if x.dtype == np.float32:
         _values_forward[float](x2, y2, rows, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, simd_level())
