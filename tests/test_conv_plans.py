@@ -210,20 +210,27 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     # tiles, and the larger ones go to a GEMM that splits one product
     one = F.choose_plan(np.zeros((1, 512, 7, 7), np.float32), W, padding=1)
     assert str(one) == "per_image"
-    # (on maps of at most 729 positions the forward product is then the shifted path's)
+    # (on maps of at most 729 positions the forward product is then the shifted path's,
+    # unless the rows' weights are narrow: at most 576 taps or 32 filters)
     small = F.choose_plan(np.zeros((1, 128, 14, 14), np.float32),
-                          np.zeros((32, 128, 3, 3), np.float32), padding=1)
+                          np.zeros((48, 128, 3, 3), np.float32), padding=1)
     assert (small.forward, small.data_grad, small.weight_grad) == (
         ("shifted", "fused_rows", "fused_rows") if isa != "none" else ("rows",) * 3)
+    few_filters = F.choose_plan(np.zeros((1, 128, 14, 14), np.float32),
+                                np.zeros((32, 128, 3, 3), np.float32), padding=1)
+    assert few_filters.forward == ("fused_rows" if isa != "none" else "rows")
     large_map = F.choose_plan(np.zeros((1, 128, 112, 112), np.float32),
                               np.zeros((128, 128, 3, 3), np.float32), padding=1)
     banded = "fused_rows" if isa != "none" else "per_image"
     assert (large_map.forward, large_map.data_grad, large_map.weight_grad) == \
         (banded, banded, "per_image")
     at_169 = F.choose_plan(np.zeros((1, 64, 13, 13), np.float32),
-                           np.zeros((256, 64, 3, 3), np.float32), padding=1)
-    assert (at_169.forward, at_169.weight_grad) == ("shifted" if isa != "none" else "rows",
+                           np.zeros((256, 64, 3, 3), np.float32), padding=1)   # 576 taps
+    assert (at_169.forward, at_169.weight_grad) == ("fused_rows" if isa != "none" else "rows",
                                                     "rows")
+    wide_169 = F.choose_plan(np.zeros((1, 96, 13, 13), np.float32),
+                             np.zeros((256, 96, 3, 3), np.float32), padding=1)  # 864 taps
+    assert wide_169.forward == ("shifted" if isa != "none" else "rows")
     at_3025 = F.choose_plan(np.zeros((1, 16, 55, 55), np.float32),
                             np.zeros((64, 16, 3, 3), np.float32), padding=1)
     assert at_3025.forward == ("fused_rows" if isa != "none" else "per_image")

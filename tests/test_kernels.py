@@ -181,6 +181,32 @@ def test_im2row_products_are_fused_where_the_cpu_has_avx512_or_avx2():
     assert not cpu_tiles.fuses_im2row(np.float64, 864, 96)
 
 
+# (input shape, F): a batch of one large enough for the threads to share it, by output
+# channels (13x13, F = 48 and 40: shares of 32 and 16 or 8) or by bands of rows (40x40);
+# and one too small to share
+SHARED_CASES = [((1, 40, 13, 13), 48), ((1, 40, 13, 13), 40), ((1, 8, 40, 40), 48),
+                ((1, 3, 13, 13), 64)]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("case", SHARED_CASES, ids=str)
+def test_im2row_products_shared_by_the_threads_match_reference(case, isa):
+    shape, F = case
+    x = random(shape, np.float32)
+    w_rows = random((9 * shape[1], F), np.float32, seed=1)
+    bias = random((F,), np.float32, seed=2)
+    before = cpu_tiles.set_isa_cap(isa)
+    try:
+        if cpu_tiles.isa() != isa:
+            pytest.skip(f"this CPU has no {isa}")
+        y = np.full((shape[2] * shape[3], F), np.nan, np.float32)
+        cpu_tiles.im2row_matmul(x, w_rows, 3, 3, (1, 1), (1, 1), (1, 1), bias=bias, out=y)
+    finally:
+        cpu_tiles.set_isa_cap(before)
+    assert_close_to(y, ref.im2row_matmul(x, w_rows, 3, 3, (1, 1), (1, 1), (1, 1), bias=bias),
+                    np.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2row_products_write_into_out(dtype):
     shape, kh, kw, stride, padding, dilation = CONV_CASES[1]

@@ -245,20 +245,22 @@ static ptrdiff_t mc_channel_chunk(int kh, int kw, ptrdiff_t C)
     return C <= chunk + chunk / 2 ? C : chunk;   /* no chunk left narrow */
 }
 
-/* y (N*Ho*Wo, F) = im2row(xt) @ w (kh*kw*C, F) + bias (F, or NULL). */
+/* y[:, f_begin:f_end] (N*Ho*Wo, F) = im2row(xt) @ w[:, f_begin:f_end] (w: (kh*kw*C, F))
+   + bias (F, or NULL); f_begin a multiple of 16. */
 static MC_TARGET void mc_im2row_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdiff_t Wp,
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
-        const float *w, ptrdiff_t F, const float *bias, float *y)
+        const float *w, ptrdiff_t F, ptrdiff_t f_begin, ptrdiff_t f_end, const float *bias,
+        float *y)
 {
     const ptrdiff_t M = N * Ho * Wo, chunk = mc_channel_chunk(kh, kw, C);
     const ptrdiff_t row_step = (ptrdiff_t)dh * Wp * C, tap_step = (ptrdiff_t)dw * C;
-    const int vector_count = (int)((F + 15) / 16);
+    const int vector_end = (int)((f_end + 15) / 16);
     ptrdiff_t base[MC_MAX_ROWS];
     /* channel blocks outside, then blocks of positions, then chunks of input channels:
        a chunk's weights stay in cache while the block's tiles sum over them */
-    for (int v0 = 0; v0 < vector_count; ) {
-        const int vectors = mc_tile_vectors(vector_count - v0), tile = mc_tile_rows(vectors);
-        const int channels = (int)(F - 16 * v0);
+    for (int v0 = (int)(f_begin / 16); v0 < vector_end; ) {
+        const int vectors = mc_tile_vectors(vector_end - v0), tile = mc_tile_rows(vectors);
+        const int channels = (int)(f_end - 16 * v0);
         for (ptrdiff_t b0 = 0, b1; b0 < M; b0 = b1) {
             b1 = mc_block_end(b0, M, MC_POSITION_BLOCK);
             for (ptrdiff_t c0 = 0; c0 < C; c0 += chunk) {
@@ -321,7 +323,8 @@ static int mc_fused_available(void) { return 0; }
 
 static void mc_im2row_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdiff_t Wp,
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
-        const float *w, ptrdiff_t F, const float *bias, float *y) { }
+        const float *w, ptrdiff_t F, ptrdiff_t f_begin, ptrdiff_t f_end, const float *bias,
+        float *y) { }
 
 static int mc_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdiff_t Wp,
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,

@@ -166,46 +166,51 @@ static MC2_TARGET void mc2_t_matmul_tile_of(int vectors, int taps, const float *
 #define MC2_WGRAD_BLOCK 1024
 #define MC2_PANEL 16   /* channels of a panel: the two vectors of the widest tile */
 
-/* a (rows, F) as panels: panel q holds columns 16q..16q+15 as a contiguous (rows, 16)
-   block at q*rows*16, zero past F. NULL when out of memory. */
-static float *mc2_panels(const float *a, ptrdiff_t rows, ptrdiff_t F)
+/* columns [f_begin, f_end) of a (rows, F) as panels: panel q holds columns f_begin + 16q ..
+   + 15 as a contiguous (rows, 16) block at q*rows*16, zero past f_end. NULL when out of
+   memory. */
+static float *mc2_panels(const float *a, ptrdiff_t rows, ptrdiff_t F, ptrdiff_t f_begin,
+                         ptrdiff_t f_end)
 {
-    const ptrdiff_t panels = (F + MC2_PANEL - 1) / MC2_PANEL;
+    const ptrdiff_t panels = (f_end - f_begin + MC2_PANEL - 1) / MC2_PANEL;
     float *p = (float *)malloc(sizeof(float) * (size_t)(panels * rows * MC2_PANEL + 1));
     if (p == NULL)
         return NULL;
     for (ptrdiff_t q = 0; q < panels; q++) {
-        const ptrdiff_t width = F - q * MC2_PANEL < MC2_PANEL ? F - q * MC2_PANEL : MC2_PANEL;
+        const ptrdiff_t f0 = f_begin + q * MC2_PANEL;
+        const ptrdiff_t width = f_end - f0 < MC2_PANEL ? f_end - f0 : MC2_PANEL;
         float *block = p + q * rows * MC2_PANEL;
         for (ptrdiff_t r = 0; r < rows; r++) {
-            memcpy(block + r * MC2_PANEL, a + r * F + q * MC2_PANEL, sizeof(float) * (size_t)width);
+            memcpy(block + r * MC2_PANEL, a + r * F + f0, sizeof(float) * (size_t)width);
             memset(block + r * MC2_PANEL + width, 0, sizeof(float) * (size_t)(MC2_PANEL - width));
         }
     }
     return p;
 }
 
-/* y (N*Ho*Wo, F) = im2row(xt) @ w (kh*kw*C, F) + bias (F, or NULL). Returns -1 when out of memory. */
+/* y[:, f_begin:f_end] (N*Ho*Wo, F) = im2row(xt) @ w[:, f_begin:f_end] (w: (kh*kw*C, F))
+   + bias (F, or NULL); f_begin a multiple of 16. Returns -1 when out of memory. */
 static MC2_TARGET int mc_avx2_im2row_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdiff_t Wp,
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
-        const float *w, ptrdiff_t F, const float *bias, float *y)
+        const float *w, ptrdiff_t F, ptrdiff_t f_begin, ptrdiff_t f_end, const float *bias,
+        float *y)
 {
     const ptrdiff_t M = N * Ho * Wo, K = (ptrdiff_t)kh * kw * C;
     const ptrdiff_t row_step = (ptrdiff_t)dh * Wp * C, tap_step = (ptrdiff_t)dw * C;
-    float *panels = mc2_panels(w, K, F);
+    float *panels = mc2_panels(w, K, F, f_begin, f_end);
     if (panels == NULL)
         return -1;
     ptrdiff_t base[MC2_MAX_ROWS];
     /* panels outside, positions inside: one panel of weights stays in cache */
-    for (ptrdiff_t f0 = 0; f0 < F; f0 += MC2_PANEL) {
-        const int vectors = F - f0 > 8 ? 2 : 1, tile = mc2_tile_rows(vectors);
-        const float *panel = panels + f0 * K;
+    for (ptrdiff_t f0 = f_begin; f0 < f_end; f0 += MC2_PANEL) {
+        const int vectors = f_end - f0 > 8 ? 2 : 1, tile = mc2_tile_rows(vectors);
+        const float *panel = panels + (f0 - f_begin) * K;
         for (ptrdiff_t m0 = 0; m0 < M; m0 += tile) {
             const int rows = (int)(M - m0 < tile ? M - m0 : tile);
             mc_position_offsets(m0, rows, Ho, Wo, Hp, Wp, C, sh, sw, base);
             mc2_matmul_tile_of(vectors, rows, xt, base, panel, MC2_PANEL, kh, kw, C, row_step,
                                tap_step, bias ? bias + f0 : NULL, y + m0 * F + f0, F,
-                               (int)(F - f0));
+                               (int)(f_end - f0));
         }
     }
     free(panels);
@@ -218,7 +223,7 @@ static MC2_TARGET int mc_avx2_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrd
         ptrdiff_t Wo, const float *dy, ptrdiff_t F, float *dwt)
 {
     const ptrdiff_t M = N * Ho * Wo, K = (ptrdiff_t)kh * kw * C;
-    float *panels = mc2_panels(dy, M, F);
+    float *panels = mc2_panels(dy, M, F, 0, F);
     if (panels == NULL)
         return -1;
     ptrdiff_t *tap_offset = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) *
@@ -260,7 +265,8 @@ static int mc_avx2_available(void) { return 0; }
 
 static int mc_avx2_im2row_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdiff_t Wp,
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
-        const float *w, ptrdiff_t F, const float *bias, float *y) { return -1; }
+        const float *w, ptrdiff_t F, ptrdiff_t f_begin, ptrdiff_t f_end, const float *bias,
+        float *y) { return -1; }
 
 static int mc_avx2_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdiff_t Wp,
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,

@@ -13,17 +13,20 @@ static int mc_tiles_level(void)
     return mc_fused_available() ? 2 : (mc_avx2_available() ? 1 : 0);
 }
 
-/* y (N*Ho*Wo, F) = im2row(xt) @ w (kh*kw*C, F) + bias (F, or NULL) */
+/* y[:, f_begin:f_end] (N*Ho*Wo, F) = im2row(xt) @ w[:, f_begin:f_end] (w: (kh*kw*C, F))
+   + bias (F, or NULL); f_begin a multiple of 16 */
 static int mc_tiles_im2row_matmul(int level, const float *xt, ptrdiff_t N, ptrdiff_t Hp,
         ptrdiff_t Wp, ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw,
-        ptrdiff_t Ho, ptrdiff_t Wo, const float *w, ptrdiff_t F, const float *bias, float *y)
+        ptrdiff_t Ho, ptrdiff_t Wo, const float *w, ptrdiff_t F, ptrdiff_t f_begin,
+        ptrdiff_t f_end, const float *bias, float *y)
 {
     if (level == 2) {
-        mc_im2row_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, w, F, bias, y);
+        mc_im2row_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, w, F, f_begin, f_end,
+                         bias, y);
         return 0;
     }
-    return mc_avx2_im2row_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, w, F, bias,
-                                 y);
+    return mc_avx2_im2row_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, w, F,
+                                 f_begin, f_end, bias, y);
 }
 
 /* dwt (kh*kw*C, F) = im2row(xt)^T @ dy (N*Ho*Wo, F) */

@@ -18,7 +18,8 @@ cdef extern from "_tiles.h" nogil:
     int mc_tiles_im2row_matmul(int level, const float *xt, Py_ssize_t N, Py_ssize_t Hp,
                                Py_ssize_t Wp, Py_ssize_t C, int kh, int kw, int sh, int sw,
                                int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, const float *w,
-                               Py_ssize_t F, const float *bias, float *y)
+                               Py_ssize_t F, Py_ssize_t f_begin, Py_ssize_t f_end,
+                               const float *bias, float *y)
     int mc_tiles_im2row_t_matmul(int level, const float *xt, Py_ssize_t N, Py_ssize_t Hp,
                                  Py_ssize_t Wp, Py_ssize_t C, int kh, int kw, int sh, int sw,
                                  int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, const float *dy,
@@ -34,7 +35,7 @@ cdef extern from "_tiles.h" nogil:
 
 from cython.parallel cimport prange
 
-from minconv._kernels._parallel cimport max_threads
+from minconv._kernels._parallel cimport aligned_share, max_threads
 
 import os
 
@@ -76,6 +77,15 @@ PRODUCTS = ("forward", "weight_grad")
 # second thread took 70 us to wake, and bands paid from about 2^23 (8M) multiply-adds;
 # with them spinning (runtime), 2^20 and 2^18 ran level in whole passes at batch 1.
 BAND_MIN_MACS = 2 ** 20
+# Below this many output positions, and with a padded input of at most this many bytes
+# (it then stays in a core's L2 while each thread sweeps all of it), the threads share a
+# product's output channels rather than bands of its rows: each thread packs only its
+# own channels' weights. Bands of a 13x13 map left the threads 78 and 91 positions; at
+# batch 1 (AMD EPYC, AVX2) 64 -> 256 and 48 -> 192 on 13x13 ran at 58-75 and 60-61
+# GMAC/s against 37-61 and 37-59, 32 -> 128 on 27x27 at 62-65 against 41-60; 128 -> 128
+# on 28x28 (460 KB of input) lost, 42-66 against 68-82.
+SPLIT_CHANNELS_BELOW = 1024
+SPLIT_CHANNELS_MAX_INPUT = 256 * 1024
 
 
 def _isa_level(name, what):
@@ -145,11 +155,13 @@ cdef int _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
                        const float[::1] bias, float[:, ::1] y, int kh, int kw, int sh, int sw,
                        int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, int level) noexcept:
     """The tiles over the batch, on this thread; with fewer images than OpenMP threads
-    (a batch of one), each image's output rows in bands, one band per thread: band
-    [r0, r1) reads padded rows from r0*sh and writes rows r0*Wo.. of its image's block."""
+    (a batch of one), each thread takes a share: on small maps (``SPLIT_CHANNELS_BELOW``,
+    ``SPLIT_CHANNELS_MAX_INPUT``) a share of the output channels, 16 at a time, over all
+    positions; else a band of each image's output rows [r0, r1), which reads padded
+    rows from r0*sh and writes rows r0*Wo.. of its image's block."""
     cdef const float *b = NULL
     cdef Py_ssize_t N = xt.shape[0], Hp = xt.shape[1], Wp = xt.shape[2], C = xt.shape[3]
-    cdef Py_ssize_t F = w.shape[1], bands = 1, job, n, r0, r1
+    cdef Py_ssize_t F = w.shape[1], bands = 1, job, n, r0, r1, per, f0
     cdef int status = 0, threads = 1
     if bias is not None:
         b = &bias[0]
@@ -159,14 +171,24 @@ cdef int _fused_matmul(const float[:, :, :, ::1] xt, const float[:, ::1] w,
     if bands == 1:
         with nogil:
             status = mc_tiles_im2row_matmul(level, &xt[0, 0, 0, 0], N, Hp, Wp, C, kh, kw, sh,
-                                            sw, dh, dw, Ho, Wo, &w[0, 0], F, b, &y[0, 0])
+                                            sw, dh, dw, Ho, Wo, &w[0, 0], F, 0, F, b, &y[0, 0])
+        return status
+    if (N * Ho * Wo < SPLIT_CHANNELS_BELOW and F >= 16 * threads
+            and xt.size * 4 <= SPLIT_CHANNELS_MAX_INPUT):
+        per = aligned_share(F, threads, 16)
+        for job in prange(threads, num_threads=threads, schedule="static", nogil=True):
+            f0 = job * per
+            if f0 < F:
+                status |= mc_tiles_im2row_matmul(level, &xt[0, 0, 0, 0], N, Hp, Wp, C, kh, kw,
+                                                 sh, sw, dh, dw, Ho, Wo, &w[0, 0], F, f0,
+                                                 min(F, f0 + per), b, &y[0, 0])
         return status
     for job in prange(N * bands, num_threads=threads, schedule="static", nogil=True):
         n = job // bands
         r0 = job % bands * Ho // bands
         r1 = (job % bands + 1) * Ho // bands
         status |= mc_tiles_im2row_matmul(level, &xt[n, r0 * sh, 0, 0], 1, Hp, Wp, C, kh, kw,
-                                         sh, sw, dh, dw, r1 - r0, Wo, &w[0, 0], F, b,
+                                         sh, sw, dh, dw, r1 - r0, Wo, &w[0, 0], F, 0, F, b,
                                          &y[(n * Ho + r0) * Wo, 0])
     return status
 

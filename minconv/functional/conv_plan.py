@@ -101,6 +101,14 @@ WINOGRAD_WIDE_WEIGHTS = 512 * 512
 # maps lost (128 -> 128 on 28x28 1.14-1.32, DenseNet's 128 -> 32 on 56x56 1.3), as did
 # 128 -> 32 on 14x14 (1.05-1.11).
 SHIFTED_MAX_POSITIONS = 729
+# ... unless the tiles' rows take the product with weights of at most this many taps (a
+# panel of 16 filters then stays in L1) or at most this many filters: on such maps the
+# threads share the rows' output channels (cpu_tiles), and in whole passes at batch 1 the
+# rows ran SqueezeNet's 3x3 layers on 27x27 and 13x13 (288-576 taps) in 0.97 of the pass
+# against shifted products, DenseNet's 128 -> 32 in 0.92; ResNet-50's (2304 taps and
+# more) took 1.11, GoogLeNet's (864-1728) 1.06.
+SMALL_MAP_FUSED_MAX_TAPS = 576
+SMALL_MAP_FUSED_MAX_FILTERS = 32
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 
@@ -238,6 +246,8 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             reason += "; dx as a flipped convolution"
     if (xp is np and N < runtime.cpu_threads() and fwd in ("fused_rows", "rows")
             and L <= SHIFTED_MAX_POSITIONS and C > DIRECT_MAX_CHANNELS and win.stride[1] == 1
+            and not (fwd == "fused_rows" and (C * kh * kw <= SMALL_MAP_FUSED_MAX_TAPS
+                                              or F <= SMALL_MAP_FUSED_MAX_FILTERS))
             and shifted.serves_shape(kernels, dtype, W_shape, win)):
         fwd = "shifted"
         reason += "; a batch smaller than the cores on a small map: shifted 1x1 products"
