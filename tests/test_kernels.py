@@ -661,7 +661,8 @@ def test_lrn_backward_rejects_mismatched_arrays():
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("N,F,C,P", [(1, 64, 16, 3025), (8, 16, 64, 729), (3, 7, 5, 37),
-                                     (1, 1000, 512, 169), (2, 13, 300, 17), (5, 6, 1, 1)])
+                                     (1, 1000, 512, 169), (2, 13, 300, 17), (5, 6, 1, 1),
+                                     (1, 20, 3100, 40)])                  # blocks of one strip
 @pytest.mark.parametrize("relu", [False, True])
 def test_pointwise_tiles_match_the_product_and_sum_alike_filters_alike(N, F, C, P, relu, isa):
     rng = np.random.default_rng(N * F + P)

@@ -239,15 +239,61 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
    ROWS channels reads x's rows where they lie: C rows a page or more apart per tile). */
 #define MC_PW_PACK_MIN_FILTERS 13
 
+/* Weights of more than this many bytes are swept in blocks of filters, over blocks of
+   strips packed beforehand, both of about this size: the block of weights then stays in
+   L2 while the strips pass. (Swept whole for every strip, SqueezeNet's last layer's
+   2 MB of weights were read from L3 once per 16 positions.) */
+#define MC_PW_BLOCK_BYTES ((ptrdiff_t)192 * 1024)
+
+static void mc_pw_strip(int level, const float *w, ptrdiff_t F, ptrdiff_t C, const float *panel,
+                        int count, const float *bias, int relu, float *y, ptrdiff_t ldy)
+{
+    if (level == 2)
+        mc_pointwise_avx512(w, F, C, panel, 64, NULL, 0, count, bias, relu, y, ldy, NULL);
+    else
+        mc_pointwise_avx2(w, F, C, panel, 16, NULL, 0, count, bias, relu, y, ldy, NULL);
+}
+
 /* The positions [p0, p1) of one image at `level` (2: AVX-512, 1: AVX2). w (F, C)
-   row-major. Returns -1 when out of memory for the panel, else 0. */
+   row-major. Returns -1 when out of memory for the panels, else 0. */
 static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
                               const float *bias, int relu, float *y, ptrdiff_t ldy)
 {
+    const ptrdiff_t width = level == 2 ? 64 : 16;
     float *panel = NULL;
+    if (F >= MC_PW_PACK_MIN_FILTERS && F * C * (ptrdiff_t)sizeof(float) > MC_PW_BLOCK_BYTES) {
+        const ptrdiff_t strip_bytes = C * width * (ptrdiff_t)sizeof(float);
+        const ptrdiff_t strips = MC_PW_BLOCK_BYTES / strip_bytes > 1 ? MC_PW_BLOCK_BYTES / strip_bytes : 1;
+        ptrdiff_t filters = MC_PW_BLOCK_BYTES / (C * (ptrdiff_t)sizeof(float)) / MC_PW_ROWS * MC_PW_ROWS;
+        if (filters < MC_PW_ROWS)
+            filters = MC_PW_ROWS;
+        panel = (float *)malloc(sizeof(float) * (size_t)(strips * C * width));
+        if (panel == NULL)
+            return -1;
+        for (ptrdiff_t b0 = p0; b0 < p1; b0 += strips * width) {
+            const ptrdiff_t b1 = p1 - b0 < strips * width ? p1 : b0 + strips * width;
+            for (ptrdiff_t p = b0; p < b1; p += width) {
+                const int count = (int)(b1 - p < width ? b1 - p : width);
+                float *strip = panel + (p - b0) / width * C * width;
+                if (level == 2)
+                    mc_pw512_pack(x + p, ldx, NULL, C, count, strip);
+                else
+                    mc_pw2_pack(x + p, ldx, NULL, C, count, strip);
+            }
+            for (ptrdiff_t f0 = 0; f0 < F; f0 += filters) {
+                const ptrdiff_t fn = F - f0 < filters ? F - f0 : filters;
+                for (ptrdiff_t p = b0; p < b1; p += width)
+                    mc_pw_strip(level, w + f0 * C, fn, C, panel + (p - b0) / width * C * width,
+                                (int)(b1 - p < width ? b1 - p : width),
+                                bias ? bias + f0 : NULL, relu, y + f0 * ldy + p, ldy);
+            }
+        }
+        free(panel);
+        return 0;
+    }
     if (F >= MC_PW_PACK_MIN_FILTERS) {
-        panel = (float *)malloc(sizeof(float) * (size_t)C * (level == 2 ? 64 : 16));
+        panel = (float *)malloc(sizeof(float) * (size_t)C * width);
         if (panel == NULL)
             return -1;
     }
