@@ -235,8 +235,14 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
                             np.zeros((64, 16, 3, 3), np.float32), padding=1)
     assert at_3025.forward == ("fused_rows" if isa != "none" else "per_image")
     batch_of_two = F.choose_plan(np.zeros((2, 64, 13, 13), np.float32),
-                                 np.zeros((256, 64, 3, 3), np.float32), padding=1)
+                                 np.zeros((96, 64, 3, 3), np.float32), padding=1)
     assert batch_of_two.forward != "shifted"
+    # a batch that fills the cores: expanding layers (F >= 2C, at most 576 taps) shifted
+    for C, F_, expanding in ((16, 64, True), (64, 256, True), (64, 64, False),
+                             (96, 192, False), (8, 64, True)):
+        plan = F.choose_plan(np.zeros((2, C, 13, 13), np.float32),
+                             np.zeros((F_, C, 3, 3), np.float32), padding=1)
+        assert (plan.forward == "shifted") == (expanding and isa != "none"), (C, F_, plan)
     strided = F.choose_plan(np.zeros((1, 256, 28, 28), np.float32),   # many channels at a
                             np.zeros((256, 256, 3, 3), np.float32),   # stride: not shifted
                             stride=2, padding=1)

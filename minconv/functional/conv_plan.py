@@ -109,6 +109,14 @@ SHIFTED_MAX_POSITIONS = 729
 # more) took 1.11, GoogLeNet's (864-1728) 1.06.
 SMALL_MAP_FUSED_MAX_TAPS = 576
 SMALL_MAP_FUSED_MAX_FILTERS = 32
+# With a batch that fills the cores, an expanding layer (F >= 2C, at least this many
+# filters, at most this many taps) takes its forward product as shifted 1x1 products:
+# the rows' moves to channels last and back cost most where the output has the most
+# channels. At batch 8 (AMD EPYC, AVX2), whole passes timed in pairs: SqueezeNet's eight
+# 3x3 expands in 0.92-0.97 of the pass, GoogLeNet's 64 -> 192 on 56x56 0.97; with ResNet's
+# 64 -> 64 (F = C) too, ResNet-50 took 1.03.
+EXPANDING_SHIFTED_MIN_FILTERS = 64
+EXPANDING_SHIFTED_MAX_TAPS = 576
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 
@@ -251,6 +259,12 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             and shifted.serves_shape(kernels, dtype, W_shape, win)):
         fwd = "shifted"
         reason += "; a batch smaller than the cores on a small map: shifted 1x1 products"
+    if (xp is np and N >= runtime.cpu_threads() and fwd == "fused_rows" and win.stride[1] == 1
+            and C > DIRECT_MAX_CHANNELS and C * kh * kw <= EXPANDING_SHIFTED_MAX_TAPS
+            and F >= max(EXPANDING_SHIFTED_MIN_FILTERS, 2 * C)
+            and shifted.serves_shape(kernels, dtype, W_shape, win)):
+        fwd = "shifted"
+        reason += "; an expanding layer (F >= 2C): shifted 1x1 products, no channels-last moves"
     positions = WINOGRAD_MIN_POSITIONS // (2 if C * F >= WINOGRAD_WIDE_WEIGHTS else 1)
     if (xp is np and dtype == np.float32 and winograd.serves(W_shape, win)
             and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= positions):
