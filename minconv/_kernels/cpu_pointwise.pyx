@@ -2,12 +2,12 @@
 """Convolutions as 1x1 products on register tiles, channels first (``_pointwise.h``).
 
     pointwise_matmul   out[n] = w @ x[n] (+ bias, ReLU)             a 1x1 convolution of a batch
-    conv2d_shifted     y = conv(x, W) at width stride 1, each tap     the shifted path
-                       (c, i, j) of the padded input one input channel of a 1x1 product
+    conv2d_shifted     y = conv(x, W), each tap (c, i, j) of the       the shifted path
+                       padded input one input channel of a 1x1 product
 
 Both sum every output channel in one order (identical filters give identical
-outputs), store y where it lies with the bias and ReLU, and share the positions or
-the output rows among the cores. Float32 where the tiles of :mod:`.cpu_tiles` run,
+outputs), store y where it lies with the bias and ReLU, and share the output positions
+among the cores. Float32 where the tiles of :mod:`.cpu_tiles` run,
 at its instruction-set level.
 """
 cdef extern from "_pointwise.h" nogil:

@@ -371,8 +371,6 @@ def _add_grad(grads, owned, key, d):
         owned.add(key)
 
 
-__all__ = ["Graph", "INPUT", "is_container", "split_path"]
-
 
 class _Joins:
     """The concatenations a forward pass joins in place (see the module docstring): each
@@ -388,8 +386,8 @@ class _Joins:
 
     def slice_for(self, name, layer, x):
         """The slice of a concatenation's output that writer ``name`` is to write, or None."""
-        if name not in self._slot:
-            return None
+        if name not in self._slot or getattr(x, "ndim", 0) != 4:
+            return None       # (an input of the wrong kind: the layer's own error follows)
         concat, k = self._slot[name]
         shape = layer.output_shape(x.shape)
         if concat not in self._outputs:
@@ -416,3 +414,6 @@ class _Joins:
         """(output, channel sizes) of a complete concatenation."""
         y, starts, _ = self._outputs[name]
         return y, [b - a for a, b in zip(starts, starts[1:])]
+
+
+__all__ = ["Graph", "INPUT", "is_container", "split_path"]
