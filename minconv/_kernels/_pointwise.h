@@ -88,14 +88,13 @@ MC_PW512_VECTORS(2)
 MC_PW512_VECTORS(3)
 MC_PW512_VECTORS(4)
 
-/* Rows c of x (at x + c*ldx, or x + offsets[c]), columns p .. p + count - 1, into panel
-   (C, 64), zeros past count. */
+/* Rows c of x (at x + c*ldx), columns p .. p + count - 1, into panel (C, 64), zeros past
+   count. */
 static __attribute__((target("avx512f"))) void mc_pw512_pack(const float *x, ptrdiff_t ldx,
-                                                            const ptrdiff_t *offsets,
                                                             ptrdiff_t C, int count, float *panel)
 {
     for (ptrdiff_t c = 0; c < C; c++) {
-        const float *src = x + (offsets ? offsets[c] : c * ldx);
+        const float *src = x + c * ldx;
         float *dst = panel + c * 64;
         for (int v = 0; v < 4; v++) {
             const int left = count - 16 * v;
@@ -108,8 +107,8 @@ static __attribute__((target("avx512f"))) void mc_pw512_pack(const float *x, ptr
 
 static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
         const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx,
-        const ptrdiff_t *offsets, ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu,
-        float *y, ptrdiff_t ldy, float *panel)
+        ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy,
+        float *panel)
 {
     for (ptrdiff_t p = p0; p < p1; p += 64) {
         const int count = (int)(p1 - p < 64 ? p1 - p : 64), vectors = (count + 15) / 16;
@@ -117,7 +116,7 @@ static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
         ptrdiff_t lds = ldx;
         int full = count == 16 * vectors;
         if (panel) {   /* the strip's rows side by side: one stream, not C pages */
-            mc_pw512_pack(x + p, ldx, offsets, C, count, panel);
+            mc_pw512_pack(x + p, ldx, C, count, panel);
             xs = panel, lds = 64, full = 1;
         }
         for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
@@ -192,14 +191,13 @@ MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrd
 MC_PW2_VECTORS(1)
 MC_PW2_VECTORS(2)
 
-/* Rows c of x (at x + c*ldx, or x + offsets[c]), columns p .. p + count - 1, into panel
-   (C, 16), zeros past count. */
+/* Rows c of x (at x + c*ldx), columns p .. p + count - 1, into panel (C, 16), zeros past
+   count. */
 static __attribute__((target("avx2"))) void mc_pw2_pack(const float *x, ptrdiff_t ldx,
-                                                       const ptrdiff_t *offsets, ptrdiff_t C,
-                                                       int count, float *panel)
+                                                       ptrdiff_t C, int count, float *panel)
 {
     for (ptrdiff_t c = 0; c < C; c++) {
-        const float *src = x + (offsets ? offsets[c] : c * ldx);
+        const float *src = x + c * ldx;
         if (count == 16) {
             _mm256_storeu_ps(panel + c * 16, _mm256_loadu_ps(src));
             _mm256_storeu_ps(panel + c * 16 + 8, _mm256_loadu_ps(src + 8));
@@ -211,8 +209,8 @@ static __attribute__((target("avx2"))) void mc_pw2_pack(const float *x, ptrdiff_
 
 static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
         const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx,
-        const ptrdiff_t *offsets, ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu,
-        float *y, ptrdiff_t ldy, float *panel)
+        ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy,
+        float *panel)
 {
     for (ptrdiff_t p = p0; p < p1; p += 16) {
         const int count = (int)(p1 - p < 16 ? p1 - p : 16), vectors = count > 8 ? 2 : 1;
@@ -220,7 +218,7 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
         ptrdiff_t lds = ldx;
         int full = count == 8 * vectors;
         if (panel) {   /* the strip's rows side by side: one stream, not C pages */
-            mc_pw2_pack(x + p, ldx, offsets, C, count, panel);
+            mc_pw2_pack(x + p, ldx, C, count, panel);
             xs = panel, lds = 16, full = 1;
         }
         for (ptrdiff_t f = 0; f < F; f += MC_PW_ROWS) {
@@ -245,13 +243,15 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
    2 MB of weights were read from L3 once per 16 positions.) */
 #define MC_PW_BLOCK_BYTES ((ptrdiff_t)192 * 1024)
 
+/* The tiles over one packed strip: panel (C, 64) at level 2, (C, 16) at level 1, its first
+   count columns the positions of y's columns 0 .. count - 1. */
 static void mc_pw_strip(int level, const float *w, ptrdiff_t F, ptrdiff_t C, const float *panel,
                         int count, const float *bias, int relu, float *y, ptrdiff_t ldy)
 {
     if (level == 2)
-        mc_pointwise_avx512(w, F, C, panel, 64, NULL, 0, count, bias, relu, y, ldy, NULL);
+        mc_pointwise_avx512(w, F, C, panel, 64, 0, count, bias, relu, y, ldy, NULL);
     else
-        mc_pointwise_avx2(w, F, C, panel, 16, NULL, 0, count, bias, relu, y, ldy, NULL);
+        mc_pointwise_avx2(w, F, C, panel, 16, 0, count, bias, relu, y, ldy, NULL);
 }
 
 /* The positions [p0, p1) of one image at `level` (2: AVX-512, 1: AVX2). w (F, C)
@@ -277,9 +277,9 @@ static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t 
                 const int count = (int)(b1 - p < width ? b1 - p : width);
                 float *strip = panel + (p - b0) / width * C * width;
                 if (level == 2)
-                    mc_pw512_pack(x + p, ldx, NULL, C, count, strip);
+                    mc_pw512_pack(x + p, ldx, C, count, strip);
                 else
-                    mc_pw2_pack(x + p, ldx, NULL, C, count, strip);
+                    mc_pw2_pack(x + p, ldx, C, count, strip);
             }
             for (ptrdiff_t f0 = 0; f0 < F; f0 += filters) {
                 const ptrdiff_t fn = F - f0 < filters ? F - f0 : filters;
@@ -298,9 +298,9 @@ static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t 
             return -1;
     }
     if (level == 2)
-        mc_pointwise_avx512(w, F, C, x, ldx, NULL, p0, p1, bias, relu, y, ldy, panel);
+        mc_pointwise_avx512(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
     else
-        mc_pointwise_avx2(w, F, C, x, ldx, NULL, p0, p1, bias, relu, y, ldy, panel);
+        mc_pointwise_avx2(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
     free(panel);
     return 0;
 }
@@ -388,13 +388,11 @@ static int mc_tiles_shifted(int level, const float *w, ptrdiff_t F, ptrdiff_t K,
     for (ptrdiff_t p = p0; p < p1; p += width) {
         const int count = (int)(p1 - p < width ? p1 - p : width);
         const int runs = mc_strip_runs(p, count, Wo, row_step, start, length, source);
-        if (level == 2) {
+        if (level == 2)
             mc_pw512_pack_runs(xp, offsets, K, runs, start, length, source, count, panel);
-            mc_pointwise_avx512(w, F, K, panel, 64, NULL, 0, count, bias, relu, y + p, ldy, NULL);
-        } else {
+        else
             mc_pw2_pack_runs(xp, offsets, K, runs, start, length, source, panel);
-            mc_pointwise_avx2(w, F, K, panel, 16, NULL, 0, count, bias, relu, y + p, ldy, NULL);
-        }
+        mc_pw_strip(level, w, F, K, panel, count, bias, relu, y + p, ldy);
     }
     free(panel);
     return 0;
