@@ -74,30 +74,10 @@ def pointwise_matmul(w, x, out, bias=None, bint relu=False):
 
 cdef int _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
                     float[:, :, :] out, const float[::1] bias, bint relu) noexcept:
-    """The tiles over the positions of the images laid side by side, each thread a range."""
-    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], N = x.shape[0], P = x.shape[2]
-    cdef const float *b = NULL
-    cdef Py_ssize_t total = N * P, per, lo, hi, at, n, p0, p1
-    cdef int threads = max_threads() if N * F * C * P >= BAND_MIN_MACS else 1
-    cdef int t, status = 0
-    cdef int *failed = &status  # written through a pointer: shared by the threads
-    if bias is not None:
-        b = &bias[0]
-    per = aligned_share(total, threads, 16)
-    with nogil, parallel(num_threads=threads):
-        t = threadid()
-        lo = t * per
-        hi = min(total, lo + per)
-        at = lo
-        while at < hi:
-            n = at // P
-            p0 = at - n * P
-            p1 = p0 + piece_end(at, hi, P) - at
-            if mc_tiles_pointwise(level, &w[0, 0], F, C, &x[n, 0, 0], x.strides[1] // 4, p0,
-                                  p1, b, relu, &out[n, 0, 0], out.strides[1] // 4) != 0:
-                failed[0] = -1
-            at = at + p1 - p0
-    return status
+    return _tiles_over_positions(level, False, w, &x[0, 0, 0], x.strides[0] // 4,
+                                 x.strides[1] // 4, NULL, 0, 1, bias, relu, &out[0, 0, 0],
+                                 out.strides[0] // 4, out.strides[1] // 4, x.shape[0],
+                                 x.shape[2])
 
 
 def _image_maps(out, shape, op):
@@ -175,10 +155,24 @@ def conv2d_shifted(x, W, bias, stride, padding, dilation, relu=False, out=None):
 cdef int _shifted(int level, const float[:, ::1] w, const float[:, :, :, ::1] xp,
                   const Py_ssize_t[::1] offsets, Py_ssize_t row_step, const float[::1] bias,
                   bint relu, float[:, :, :, :] y) noexcept:
-    """The tiles over the output positions of the images laid side by side, each thread a
-    contiguous range (strips cross output rows, so no strip is left short at a row's end)."""
-    cdef Py_ssize_t N = y.shape[0], F = y.shape[1], Wo = y.shape[3], P = y.shape[2] * y.shape[3]
-    cdef Py_ssize_t K = w.shape[1], total = N * P, per, lo, hi, at, n, p0, p1
+    return _tiles_over_positions(level, True, w, &xp[0, 0, 0, 0], xp.strides[0] // 4, 0,
+                                 &offsets[0], row_step, y.shape[3], bias, relu, &y[0, 0, 0, 0],
+                                 y.strides[0] // 4, y.strides[1] // 4, y.shape[0],
+                                 y.shape[2] * y.shape[3])
+
+
+cdef int _tiles_over_positions(int level, bint shifted, const float[:, ::1] w, const float *x,
+                               Py_ssize_t x_image, Py_ssize_t ldx, const Py_ssize_t *offsets,
+                               Py_ssize_t row_step, Py_ssize_t Wo, const float[::1] bias,
+                               bint relu, float *y, Py_ssize_t y_image, Py_ssize_t ldy,
+                               Py_ssize_t N, Py_ssize_t P) noexcept:
+    """The tiles over the P output positions of each of N images laid side by side, each
+    thread a contiguous range of them, cut where an image ends: the 1x1 product of image
+    n's (K, P) matrix at x + n*x_image (rows ldx apart), or, ``shifted``, the shifted
+    products of its padded image there (taps at ``offsets``; strips cross output rows, so
+    none is left short at a row's end). y's image n at y + n*y_image, rows ldy apart.
+    Returns -1 when a thread ran out of memory for its panels, else 0."""
+    cdef Py_ssize_t F = w.shape[0], K = w.shape[1], total = N * P, per, lo, hi, at, n, p0, p1
     cdef const float *b = NULL
     cdef int threads = max_threads() if N * F * K * P >= BAND_MIN_MACS else 1
     cdef int t, status = 0
@@ -195,8 +189,12 @@ cdef int _shifted(int level, const float[:, ::1] w, const float[:, :, :, ::1] xp
             n = at // P
             p0 = at - n * P
             p1 = p0 + piece_end(at, hi, P) - at
-            if mc_tiles_shifted(level, &w[0, 0], F, K, &xp[n, 0, 0, 0], &offsets[0], row_step,
-                                Wo, p0, p1, b, relu, &y[n, 0, 0, 0], P) != 0:
+            if shifted:
+                if mc_tiles_shifted(level, &w[0, 0], F, K, x + n * x_image, offsets, row_step,
+                                    Wo, p0, p1, b, relu, y + n * y_image, ldy) != 0:
+                    failed[0] = -1
+            elif mc_tiles_pointwise(level, &w[0, 0], F, K, x + n * x_image, ldx, p0, p1, b,
+                                    relu, y + n * y_image, ldy) != 0:
                 failed[0] = -1
             at = at + p1 - p0
     return status
