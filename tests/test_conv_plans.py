@@ -321,10 +321,11 @@ def test_default_plan_follows_the_instruction_set(isa, isa_cap):
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
 def test_default_plan_rgb_first_layers_at_stride_2(isa, isa_cap):
-    """A first layer's large filters over RGB at stride > 1 (the direct tiles' width
-    stride is 1): the forward product as shifted products of the column phases, the
-    weight gradient on the tiles (where the batch fills the cores); 3x3 filters, one
-    channel and float64 keep per_image."""
+    """A first layer's large filters over RGB at stride > 1, with a batch that fills the
+    cores: the forward product as shifted products of the column phases, the weight
+    gradient on the tiles; 3x3 filters, one channel and float64 keep per_image. With a
+    batch smaller than the cores the direct tiles take every few-channel forward product
+    (on the column phases)."""
     isa_cap(isa)
     tiles = isa != "none"
     x = np.zeros((8, 3, 224, 224), np.float32)
@@ -335,10 +336,14 @@ def test_default_plan_rgb_first_layers_at_stride_2(isa, isa_cap):
     alexnet = F.choose_plan(x, np.zeros((96, 3, 11, 11), np.float32), stride=4, padding=2)
     assert alexnet.forward == ("shifted" if tiles else "per_image")
     assert alexnet.weight_grad == ("fused_rows" if tiles else "per_image")
+    alone = "direct" if runtime.cpu_threads() > 1 else "shifted"
     one = F.choose_plan(np.zeros((1, 3, 224, 224), np.float32),
                         np.zeros((64, 3, 7, 7), np.float32), stride=2, padding=3)
     assert (one.forward, one.data_grad, one.weight_grad) == (
-        "shifted" if tiles else "per_image", "per_image", "per_image")    # a core idle in dW
+        alone if tiles else "per_image", "per_image", "per_image")        # a core idle in dW
+    squeeze = F.choose_plan(np.zeros((1, 3, 224, 224), np.float32),
+                            np.zeros((64, 3, 3, 3), np.float32), stride=2)
+    assert squeeze.forward == (alone if tiles and alone == "direct" else "per_image")
     for x, W_shape, stride in (((8, 3, 224, 224), (64, 3, 3, 3), 2),      # squeezenet's 3x3
                                ((8, 1, 112, 112), (96, 1, 7, 7), 2)):     # one channel
         plan = F.choose_plan(np.zeros(x, np.float32), np.zeros(W_shape, np.float32),

@@ -19,6 +19,7 @@ cpu_tiles = pytest.importorskip("minconv._kernels.cpu_tiles", reason=REASON)
 cpu_pool = pytest.importorskip("minconv._kernels.cpu_pool", reason=REASON)
 cpu_lrn = pytest.importorskip("minconv._kernels.cpu_lrn", reason=REASON)
 cpu_pointwise = pytest.importorskip("minconv._kernels.cpu_pointwise", reason=REASON)
+cpu_layout = pytest.importorskip("minconv._kernels.cpu_layout", reason=REASON)
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -240,8 +241,9 @@ def test_im2row_products_name_wrong_operands():
 
 
 # (x_shape, F, k, stride, padding, dilation): outputs one vector wide, two, and more
-# than two; filters a partial tile; height stride, dilation; a width stride of 2,
-# which the compiled tiles leave to the reference
+# than two; filters a partial tile; height stride, dilation; a width stride of 2 (the
+# tiles read the input's column phases; the weight gradient's tiles leave it to the
+# reference)
 DIRECT_CASES = [
     ((3, 1, 28, 28), 32, 5, (1, 1), (2, 2), (1, 1)),      # zfnet_mini conv1
     ((2, 3, 20, 37), 13, 3, (2, 1), (1, 1), (1, 2)),
@@ -266,6 +268,55 @@ def test_direct_convolution_matches_reference(case, dtype):
     assert_close_to(cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     ref.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     dtype)
+
+
+# (x_shape, F, kh, kw, stride, padding, dilation) at batch 1 and 3: with enough
+# multiply-adds the threads share bands of rows at batch 1; width strides 2-4 over the
+# column phases, rows of 111 and 53 outputs (a last tile that overlaps the one before
+# it), rows narrower than one tile
+DIRECT_STRIDED_CASES = [((3, 224, 224), 64, 3, 3, (2, 2), (0, 0), (1, 1)),   # SqueezeNet's
+                        ((3, 40, 45), 10, 7, 7, (2, 2), (3, 3), (1, 1)),     # ResNet's
+                        ((3, 219, 219), 24, 11, 11, (4, 4), (2, 2), (1, 1)),  # AlexNet's
+                        ((2, 30, 31), 7, 3, 5, (1, 3), (1, 2), (1, 2)),
+                        ((1, 9, 12), 3, 3, 3, (2, 2), (1, 1), (1, 1))]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("case", DIRECT_STRIDED_CASES, ids=str)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_direct_tiles_at_width_strides_match_reference(case, batch, isa):
+    image, F, kh, kw, stride, padding, dilation = case
+    rng = np.random.default_rng(F)
+    x = rng.standard_normal((batch,) + image).astype(np.float32)
+    x[-1, 0, image[1] // 2, image[2] // 2] = np.nan          # the fused ReLU keeps NaN
+    W = rng.standard_normal((F, image[0], kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    before = cpu_tiles.set_isa_cap(isa)
+    try:
+        if cpu_tiles.isa() != isa:
+            pytest.skip(f"this CPU has no {isa}")
+        y = cpu_tiles.conv2d_direct(x, W, b, stride, padding, dilation)
+        rectified = cpu_tiles.conv2d_direct(x, W, b, stride, padding, dilation, relu=True)
+    finally:
+        cpu_tiles.set_isa_cap(before)
+    expected = ref.conv2d_direct(x.astype(np.float64), W.astype(np.float64),
+                                 b.astype(np.float64), stride, padding, dilation)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(rectified, np.maximum(y, 0))
+
+
+def test_phased_padded_splits_the_padded_columns_by_phase():
+    """xq[n, c, h, q, u] = x_pad[n, c, h, u*sw + q], zero past the padded width."""
+    x = random((2, 3, 5, 11), np.float32)
+    for ph, pw, sw in ((0, 0, 1), (1, 2, 1), (0, 0, 2), (1, 3, 2), (2, 1, 3), (0, 2, 4)):
+        xq = cpu_layout.phased_padded(x, ph, pw, sw)
+        Wq = -(-(11 + 2 * pw) // sw)
+        padded = np.zeros((2, 3, 5 + 2 * ph, Wq * sw), np.float32)
+        padded[:, :, ph:ph + 5, pw:pw + 11] = x
+        assert xq.shape == (2, 3, 5 + 2 * ph, sw, Wq)
+        np.testing.assert_array_equal(
+            xq, padded.reshape(2, 3, 5 + 2 * ph, Wq, sw).transpose(0, 1, 2, 4, 3))
 
 
 def test_direct_convolution_is_the_im2col_convolution():
@@ -517,9 +568,6 @@ def test_relu_backward_names_mismatched_operands():
 
 
 # ---------------------------------------------------------------- layouts
-
-cpu_layout = pytest.importorskip("minconv._kernels.cpu_layout", reason=REASON)
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (5, 13), (300, 7), (1, 1, 1), (7, 5, 3),

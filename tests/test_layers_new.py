@@ -192,6 +192,17 @@ def test_adaptive_avgpool_parity(shape, out, rng):
     close(layer.backward(dy), xt.grad, f"adaptive dx {shape}->{out}")
 
 
+@pytest.mark.parametrize("shape", [(1, 1000, 13, 13), (2, 3, 7), (2, 3, 4, 5, 6), (1, 2, 56, 56)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane_means(shape, dtype, rng):
+    """Each plane's mean, in the input's dtype, against float64 NumPy."""
+    x = (rng.standard_normal(shape) + 3).astype(dtype)
+    y = F.plane_means(x)
+    assert y.shape == shape[:2] + (1,) * (len(shape) - 2) and y.dtype == dtype
+    expected = x.astype(np.float64).mean(axis=tuple(range(2, len(shape))), keepdims=True)
+    np.testing.assert_allclose(y, expected, rtol=1e-6 if dtype == np.float32 else 1e-13)
+
+
 @pytest.mark.parametrize("shape, out", ADAPTIVE_GRID[:4])
 def test_adaptive_avgpool_gradcheck(shape, out, rng):
     gradcheck_layer(nn.AdaptiveAvgPool2D(out), rng.standard_normal(shape), rng)

@@ -102,6 +102,8 @@ OPS = {
                                                padding=1),
     "conv2d_backward": lambda: F.conv2d_backward(empty(0, 4, 8, 8), empty(0, 3, 8, 8), W,
                                                  padding=1),
+    "conv2d_maxpool_planned": lambda: F.conv2d_maxpool_planned(   # (None without the tiles)
+        empty(0, 3, 8, 8), W, np.zeros(4, np.float32), padding=1, pool_kernel=2),
     "conv_transpose2d": lambda: F.conv_transpose2d(empty(0, 4, 8, 8), W,
                                                    np.zeros(3, np.float32)),
     "conv_transpose2d_backward": lambda: F.conv_transpose2d_backward(
@@ -193,7 +195,7 @@ def test_every_functional_op_is_tried_on_an_empty_batch():
                                                         "dropout", "softmax", "sigmoid", "tanh",
                                                         "add", "concat", "im2col", "col2im"))}
     helpers = {"conv_matrix", "conv_output_size", "conv_plan", "conv_transpose_output_size",
-               "conv_paths", "conv"}
+               "conv_paths", "conv", "conv_pool"}
     assert ops - helpers <= set(OPS), sorted(ops - helpers - set(OPS))
 
 

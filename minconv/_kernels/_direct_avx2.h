@@ -1,10 +1,12 @@
 /* The few-input-channel convolution of _direct_avx512.h in AVX2+FMA.
 
-       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xp[n, c, ho*sh + i*dh, wo + j*dw]
+       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xq[n, c, ho*sh + i*dh, wo + cols[j]]
 
-   channels first, 8 neighbouring outputs of a row to a vector, width stride 1;
-   xp is the zero-padded input (N, C, Hp, Wp), wt the weights (C*kh*kw, F).
-   Included by _im2row_matmul_avx2.h, which defines the helpers used here. */
+   channels first, 8 neighbouring outputs of a row to a vector; xq is the zero-padded
+   input with each row split into its column phases (N, C, Hp, row), so that tap j of
+   neighbouring outputs reads neighbouring floats at cols[j] (j*dw at width stride 1),
+   wt the weights (C*kh*kw, F). Included by _im2row_matmul_avx2.h, which defines the
+   helpers used here. */
 #ifndef MINCONV_DIRECT_AVX2_H
 #define MINCONV_DIRECT_AVX2_H
 
@@ -14,10 +16,10 @@
 
 /* FR filters x WV vectors of 8 positions of one output row; the last vector
    holds `last` positions (1..8), read and written masked when it is partial. */
-MC2_TILE void mc2_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, const int FR,
+MC2_TILE void mc2_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t row_len, const int FR,
                               const int WV, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh,
-                              int kw, int dh, int dw, const float *bias, float *y,
-                              ptrdiff_t yplane, int last)
+                              int kw, int dh, const ptrdiff_t *cols, const float *bias, int relu,
+                              float *y, ptrdiff_t yplane, int last)
 {
     __m256 acc[MC2_DIRECT_FILTERS][2];
     const __m256i mask = mc2_mask(last);
@@ -30,12 +32,12 @@ MC2_TILE void mc2_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, con
     const float *wk = wt;
     for (ptrdiff_t c = 0; c < C; c++) {
         for (int i = 0; i < kh; i++) {
-            const float *row = x + c * plane + (ptrdiff_t)i * dh * Wp;
+            const float *row = x + c * plane + (ptrdiff_t)i * dh * row_len;
             for (int j = 0; j < kw; j++, wk += F) {
                 __m256 xv[2];
                 #pragma GCC unroll 2
                 for (int v = 0; v < WV; v++) {
-                    const float *p = row + j * dw + 8 * v;
+                    const float *p = row + cols[j] + 8 * v;
                     xv[v] = v == WV - 1 && partial ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
                 }
                 #pragma GCC unroll 8
@@ -47,11 +49,13 @@ MC2_TILE void mc2_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, con
             }
         }
     }
+    /* max_ps returns its second operand where either is NaN: NaN stays NaN */
     #pragma GCC unroll 8
     for (int f = 0; f < FR; f++) {
         #pragma GCC unroll 2
         for (int v = 0; v < WV; v++)
-            mc2_store_part(y + f * yplane + 8 * v, v == WV - 1 ? last : 8, acc[f][v]);
+            mc2_store_part(y + f * yplane + 8 * v, v == WV - 1 ? last : 8,
+                           relu ? _mm256_max_ps(_mm256_setzero_ps(), acc[f][v]) : acc[f][v]);
     }
 }
 
@@ -106,15 +110,15 @@ MC2_TILE void mc2_direct_wgrad_tile(const float *x, ptrdiff_t N, ptrdiff_t image
     }
 }
 
-#define MC2_DIRECT_CASE(WV, FR) case FR: mc2_direct_tile(x, plane, Wp, FR, WV, wt, F, C, kh, kw, \
-        dh, dw, bias, y, yplane, last); break;
+#define MC2_DIRECT_CASE(WV, FR) case FR: mc2_direct_tile(x, plane, row_len, FR, WV, wt, F, C, kh, \
+        kw, dh, cols, bias, relu, y, yplane, last); break;
 #define MC2_DIRECT_VECTORS(WV) case WV: switch (filters) { \
         MC2_DIRECT_CASE(WV, 1) MC2_DIRECT_CASE(WV, 2) MC2_DIRECT_CASE(WV, 3) \
         MC2_DIRECT_CASE(WV, 4) MC2_DIRECT_CASE(WV, 5) MC2_DIRECT_CASE(WV, 6) } break;
 
 static MC2_TARGET void mc2_direct_tile_of(int vectors, int filters, const float *x, ptrdiff_t plane,
-        ptrdiff_t Wp, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh, int dw,
-        const float *bias, float *y, ptrdiff_t yplane, int last)
+        ptrdiff_t row_len, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh,
+        const ptrdiff_t *cols, const float *bias, int relu, float *y, ptrdiff_t yplane, int last)
 {
     switch (vectors) { MC2_DIRECT_VECTORS(1) MC2_DIRECT_VECTORS(2) }
 }
@@ -131,23 +135,30 @@ static MC2_TARGET void mc2_direct_wgrad_tile_of(int filters, int taps, const flo
     switch (filters) { MC2_WG_FILTERS_CASE(1) MC2_WG_FILTERS_CASE(2) MC2_WG_FILTERS_CASE(3) }
 }
 
-/* y (N, F, Ho, Wo) = the convolution of xp (N, C, Hp, Wp, padded) with wt (C*kh*kw, F), width stride 1. */
-static MC2_TARGET void mc_avx2_conv2d_direct(const float *xp, ptrdiff_t N, ptrdiff_t C,
-        ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
-        ptrdiff_t Wo, const float *wt, ptrdiff_t F, const float *bias, float *y)
+/* Rows [r0, r1) of y (N, F, Ho, Wo) = the convolution of xq (N, C, Hp, row_len: padded, each
+   row's column phases side by side) with wt (C*kh*kw, F); max(y, 0) with relu. Row ho of
+   map (n, f) goes to y + (n*F + f)*y_plane + (ho - y_row0)*Wo: y may hold only some rows. */
+static MC2_TARGET void mc_avx2_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C,
+        ptrdiff_t Hp, ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols,
+        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wt, ptrdiff_t F,
+        const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
 {
-    const ptrdiff_t plane = Hp * Wp, yplane = Ho * Wo;
+    const ptrdiff_t plane = Hp * row_len;
     for (ptrdiff_t n = 0; n < N; n++)
-        for (ptrdiff_t ho = 0; ho < Ho; ho++)
-            for (ptrdiff_t wo = 0; wo < Wo; wo += 16) {
+        for (ptrdiff_t ho = r0; ho < r1; ho++)
+            for (ptrdiff_t step = 0; step < Wo; step += 16) {
+                /* a row's last tile ends at its end, over outputs already written if
+                   need be: masked stores cost many cycles on some CPUs */
+                const ptrdiff_t wo = Wo >= 16 && step + 16 > Wo ? Wo - 16 : step;
                 const int vectors = Wo - wo > 8 ? 2 : 1;
                 const int last = (int)(Wo - wo - 8 * (vectors - 1) < 8 ? Wo - wo - 8 * (vectors - 1) : 8);
-                const float *x = xp + (n * C * Hp + ho * sh) * Wp + wo;
+                const float *x = xq + (n * C * Hp + ho * sh) * row_len + wo;
                 for (ptrdiff_t f = 0; f < F; f += MC2_DIRECT_FILTERS) {
                     const int filters = (int)(F - f < MC2_DIRECT_FILTERS ? F - f : MC2_DIRECT_FILTERS);
-                    mc2_direct_tile_of(vectors, filters, x, plane, Wp, wt + f, F, C, kh, kw, dh, dw,
-                                       bias ? bias + f : NULL, y + (n * F + f) * yplane + ho * Wo + wo,
-                                       yplane, last);
+                    mc2_direct_tile_of(vectors, filters, x, plane, row_len, wt + f, F, C, kh, kw, dh,
+                                       cols, bias ? bias + f : NULL, relu,
+                                       y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane,
+                                       last);
                 }
             }
 }

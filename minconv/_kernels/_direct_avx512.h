@@ -3,11 +3,14 @@
    With one to a few input channels (a first layer on grey or colour images)
    the taps of a position are too few for the product tiles. There the
    convolution runs channels-first, 16 neighbouring outputs of a row to a
-   vector, which needs width stride 1:
+   vector:
 
-       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xp[n, c, ho*sh + i*dh, wo + j*dw]
+       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xq[n, c, ho*sh + i*dh, wo + cols[j]]
 
-   xp is the zero-padded input (N, C, Hp, Wp), wt the weights (C*kh*kw, F).
+   xq is the zero-padded input with each row split into its column phases (N, C, Hp,
+   row): at width stride sw, padded column u*sw + q lies at q*ceil(Wp/sw) + u, so tap j
+   of neighbouring outputs reads neighbouring floats at cols[j] (j*dw at stride 1).
+   wt holds the weights (C*kh*kw, F).
    Included by _im2row_matmul.h, which defines the helpers used here;
    _direct_avx2.h is its AVX2 twin. */
 #ifndef MINCONV_DIRECT_AVX512_H
@@ -17,9 +20,10 @@
 #define MC_DIRECT_TAPS 6      /* taps of a weight-gradient tile: 4 filters x 6 taps */
 
 /* FR filters x WV vectors of 16 positions of one output row. */
-MC_TILE void mc_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, const int FR, const int WV,
-                            const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh, int dw,
-                            const float *bias, float *y, ptrdiff_t yplane, __mmask16 last)
+MC_TILE void mc_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t row_len, const int FR,
+                            const int WV, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw,
+                            int dh, const ptrdiff_t *cols, const float *bias, int relu, float *y,
+                            ptrdiff_t yplane, __mmask16 last)
 {
     __m512 acc[MC_DIRECT_FILTERS][2];
     #pragma GCC unroll 8
@@ -30,13 +34,13 @@ MC_TILE void mc_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, const
     const float *wk = wt;
     for (ptrdiff_t c = 0; c < C; c++) {
         for (int i = 0; i < kh; i++) {
-            const float *row = x + c * plane + (ptrdiff_t)i * dh * Wp;
+            const float *row = x + c * plane + (ptrdiff_t)i * dh * row_len;
             for (int j = 0; j < kw; j++, wk += F) {
                 __m512 xv[2];
                 #pragma GCC unroll 2
                 for (int v = 0; v < WV; v++)
                     xv[v] = _mm512_maskz_loadu_ps(v == WV - 1 ? last : (__mmask16)0xFFFF,
-                                                  row + j * dw + 16 * v);
+                                                  row + cols[j] + 16 * v);
                 #pragma GCC unroll 8
                 for (int f = 0; f < FR; f++) {
                     const __m512 w = _mm512_set1_ps(wk[f]);
@@ -46,12 +50,13 @@ MC_TILE void mc_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t Wp, const
             }
         }
     }
+    /* max_ps returns its second operand where either is NaN: NaN stays NaN */
     #pragma GCC unroll 8
     for (int f = 0; f < FR; f++) {
         #pragma GCC unroll 2
         for (int v = 0; v < WV; v++)
             _mm512_mask_storeu_ps(y + f * yplane + 16 * v, v == WV - 1 ? last : (__mmask16)0xFFFF,
-                                  acc[f][v]);
+                                  relu ? _mm512_max_ps(_mm512_setzero_ps(), acc[f][v]) : acc[f][v]);
     }
 }
 
@@ -93,15 +98,16 @@ MC_TILE void mc_direct_wgrad_tile(const float *x, ptrdiff_t N, ptrdiff_t image, 
     }
 }
 
-#define MC_DIRECT_CASE(WV, FR) case FR: mc_direct_tile(x, plane, Wp, FR, WV, wt, F, C, kh, kw, dh, \
-        dw, bias, y, yplane, last); break;
+#define MC_DIRECT_CASE(WV, FR) case FR: mc_direct_tile(x, plane, row_len, FR, WV, wt, F, C, kh, kw, \
+        dh, cols, bias, relu, y, yplane, last); break;
 #define MC_DIRECT_VECTORS(WV) case WV: switch (filters) { \
         MC_DIRECT_CASE(WV, 1) MC_DIRECT_CASE(WV, 2) MC_DIRECT_CASE(WV, 3) MC_DIRECT_CASE(WV, 4) \
         MC_DIRECT_CASE(WV, 5) MC_DIRECT_CASE(WV, 6) MC_DIRECT_CASE(WV, 7) MC_DIRECT_CASE(WV, 8) } break;
 
 static MC_TARGET void mc_direct_tile_of(int vectors, int filters, const float *x, ptrdiff_t plane,
-        ptrdiff_t Wp, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh, int dw,
-        const float *bias, float *y, ptrdiff_t yplane, __mmask16 last)
+        ptrdiff_t row_len, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh,
+        const ptrdiff_t *cols, const float *bias, int relu, float *y, ptrdiff_t yplane,
+        __mmask16 last)
 {
     switch (vectors) { MC_DIRECT_VECTORS(1) MC_DIRECT_VECTORS(2) }
 }
@@ -119,23 +125,27 @@ static MC_TARGET void mc_direct_wgrad_tile_of(int filters, int taps, const float
     switch (filters) { MC_DIRECT_WG_FILTERS(1) MC_DIRECT_WG_FILTERS(2) MC_DIRECT_WG_FILTERS(3) MC_DIRECT_WG_FILTERS(4) }
 }
 
-/* y (N, F, Ho, Wo) = the convolution of xp (N, C, Hp, Wp, padded) with wt (C*kh*kw, F), width stride 1. */
-static MC_TARGET void mc_conv2d_direct(const float *xp, ptrdiff_t N, ptrdiff_t C, ptrdiff_t Hp,
-        ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
-        const float *wt, ptrdiff_t F, const float *bias, float *y)
+/* Rows [r0, r1) of y (N, F, Ho, Wo) = the convolution of xq (N, C, Hp, row_len: padded, each
+   row's column phases side by side) with wt (C*kh*kw, F); max(y, 0) with relu. Row ho of
+   map (n, f) goes to y + (n*F + f)*y_plane + (ho - y_row0)*Wo: y may hold only some rows. */
+static MC_TARGET void mc_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C, ptrdiff_t Hp,
+        ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t r0,
+        ptrdiff_t r1, ptrdiff_t Wo, const float *wt, ptrdiff_t F, const float *bias, int relu,
+        float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
 {
-    const ptrdiff_t plane = Hp * Wp, yplane = Ho * Wo;
+    const ptrdiff_t plane = Hp * row_len;
     for (ptrdiff_t n = 0; n < N; n++)
-        for (ptrdiff_t ho = 0; ho < Ho; ho++)
+        for (ptrdiff_t ho = r0; ho < r1; ho++)
             for (ptrdiff_t wo = 0; wo < Wo; wo += 32) {
                 const int vectors = Wo - wo > 16 ? 2 : 1;
                 const __mmask16 last = mc_lanes((int)(Wo - wo - 16 * (vectors - 1)));
-                const float *x = xp + (n * C * Hp + ho * sh) * Wp + wo;
+                const float *x = xq + (n * C * Hp + ho * sh) * row_len + wo;
                 for (ptrdiff_t f = 0; f < F; f += MC_DIRECT_FILTERS) {
                     const int filters = (int)(F - f < MC_DIRECT_FILTERS ? F - f : MC_DIRECT_FILTERS);
-                    mc_direct_tile_of(vectors, filters, x, plane, Wp, wt + f, F, C, kh, kw, dh, dw,
-                                      bias ? bias + f : NULL, y + (n * F + f) * yplane + ho * Wo + wo,
-                                      yplane, last);
+                    mc_direct_tile_of(vectors, filters, x, plane, row_len, wt + f, F, C, kh, kw, dh,
+                                      cols, bias ? bias + f : NULL, relu,
+                                      y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane,
+                                      last);
                 }
             }
 }

@@ -1,5 +1,7 @@
 /* Max pooling without switches (inference): the y of cpu_pool's maxpool_forward, in two
-   separable passes over each output row of one (H, W) plane:
+   separable passes over each output row ho_begin <= ho < ho_end of one (H, W) plane whose
+   rows from row0 on lie at x (row0 = 0: the whole plane; the direct tiles pool a band of
+   rows they have just computed):
 
        m[pw + w] = max over the window's rows h of x[h, w]      w < W, a contiguous run
        y[ho, o]  = max over j < kw of m[o*sw + j]               m is -inf outside [pw, pw + W)
@@ -30,20 +32,21 @@ static inline ptrdiff_t mc_values_row_span(ptrdiff_t W, int kw, int sw, int pw, 
 }
 
 #define MC_MAXPOOL_VALUES_PLANE(NAME, T, TARGET)                                              \
-TARGET static void NAME(const T *x, T *y, T *m, ptrdiff_t H, ptrdiff_t W, int kh, int kw,     \
-                        int sh, int sw, int ph, int pw, ptrdiff_t Ho, ptrdiff_t Wo)           \
+TARGET static void NAME(const T *x, ptrdiff_t row0, T *y, T *m, ptrdiff_t H, ptrdiff_t W,     \
+                        int kh, int kw, int sh, int sw, int ph, int pw, ptrdiff_t ho_begin,   \
+                        ptrdiff_t ho_end, ptrdiff_t Wo)                                       \
 {                                                                                             \
     const ptrdiff_t span = mc_values_row_span(W, kw, sw, pw, Wo);                             \
     T *row = m + pw;                                                                          \
     for (ptrdiff_t c = 0; c < pw; c++) m[c] = (T)-INFINITY;                                   \
     for (ptrdiff_t c = pw + W; c < span; c++) m[c] = (T)-INFINITY;                            \
-    for (ptrdiff_t ho = 0; ho < Ho; ho++) {                                                   \
+    for (ptrdiff_t ho = ho_begin; ho < ho_end; ho++) {                                        \
         ptrdiff_t hs, he;                                                                     \
         mc_window_rows(ho, kh, sh, ph, H, &hs, &he);                                          \
-        const T *first = x + hs * W;                                                          \
-        for (ptrdiff_t w = 0; w < W; w++) row[w] = first[w];                                  \
+        const T *first = x + (hs - row0) * W;                                                 \
+        for (ptrdiff_t w = 0; w < W; w++) row[w] = first[w];                                 \
         for (ptrdiff_t h = hs + 1; h < he; h++) {                                             \
-            const T *r = x + h * W;                                                           \
+            const T *r = x + (h - row0) * W;                                                  \
             for (ptrdiff_t w = 0; w < W; w++) row[w] = MC_NANMAX(row[w], r[w]);               \
         }                                                                                     \
         T *out = y + ho * Wo;                                                                 \
@@ -89,18 +92,19 @@ MC_VP __m256 mc_vp_in_order(__m256 v)
 }
 
 __attribute__((target("avx2")))
-static void mc_maxpool_values_plane_avx2(const float *x, float *y, float *m, ptrdiff_t H,
-                                         ptrdiff_t W, int kh, int kw, int sh, int sw, int ph,
-                                         int pw, ptrdiff_t Ho, ptrdiff_t Wo)
+static void mc_maxpool_values_plane_avx2(const float *x, ptrdiff_t row0, float *y, float *m,
+                                         ptrdiff_t H, ptrdiff_t W, int kh, int kw, int sh,
+                                         int sw, int ph, int pw, ptrdiff_t ho_begin,
+                                         ptrdiff_t ho_end, ptrdiff_t Wo)
 {
     const ptrdiff_t span = mc_values_row_span(W, kw, sw, pw, Wo);
     float *row = m + pw;
     for (ptrdiff_t c = 0; c < pw; c++) m[c] = -INFINITY;
     for (ptrdiff_t c = pw + W; c < span; c++) m[c] = -INFINITY;
-    for (ptrdiff_t ho = 0; ho < Ho; ho++) {
+    for (ptrdiff_t ho = ho_begin; ho < ho_end; ho++) {
         ptrdiff_t hs, he, w = 0;
         mc_window_rows(ho, kh, sh, ph, H, &hs, &he);
-        const float *first = x + hs * W;
+        const float *first = x + (hs - row0) * W;
         if (he - hs == 3) {
             const float *r1 = first + W, *r2 = first + 2 * W;
             for (; w + 8 <= W; w += 8)
@@ -112,12 +116,12 @@ static void mc_maxpool_values_plane_avx2(const float *x, float *y, float *m, ptr
             for (; w + 8 <= W; w += 8) {
                 __m256 v = _mm256_loadu_ps(first + w);
                 for (ptrdiff_t h = hs + 1; h < he; h++)
-                    v = mc_vp_nanmax(v, _mm256_loadu_ps(x + h * W + w));
+                    v = mc_vp_nanmax(v, _mm256_loadu_ps(x + (h - row0) * W + w));
                 _mm256_storeu_ps(row + w, v);
             }
             for (; w < W; w++) {
                 float v = first[w];
-                for (ptrdiff_t h = hs + 1; h < he; h++) v = MC_NANMAX(v, x[h * W + w]);
+                for (ptrdiff_t h = hs + 1; h < he; h++) v = MC_NANMAX(v, x[(h - row0) * W + w]);
                 row[w] = v;
             }
         }
@@ -143,18 +147,21 @@ static void mc_maxpool_values_plane_avx2(const float *x, float *y, float *m, ptr
 }
 #endif
 
-/* One float32 plane with the instruction set of `level` (1 or more: AVX2, 0: none). */
-static void mc_maxpool_values_plane(int level, const float *x, float *y, float *m,
-                                    ptrdiff_t H, ptrdiff_t W, int kh, int kw, int sh, int sw,
-                                    int ph, int pw, ptrdiff_t Ho, ptrdiff_t Wo)
+/* Output rows [ho_begin, ho_end) of one float32 plane (its rows from row0 at x) with the
+   instruction set of `level` (1 or more: AVX2, 0: none). */
+static void mc_maxpool_values_plane(int level, const float *x, ptrdiff_t row0, float *y,
+                                    float *m, ptrdiff_t H, ptrdiff_t W, int kh, int kw, int sh,
+                                    int sw, int ph, int pw, ptrdiff_t ho_begin,
+                                    ptrdiff_t ho_end, ptrdiff_t Wo)
 {
 #if MC_POOL_SIMD
     if (level >= 1) {
-        mc_maxpool_values_plane_avx2(x, y, m, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo);
+        mc_maxpool_values_plane_avx2(x, row0, y, m, H, W, kh, kw, sh, sw, ph, pw, ho_begin,
+                                     ho_end, Wo);
         return;
     }
 #endif
-    mc_maxpool_values_plane_f(x, y, m, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo);
+    mc_maxpool_values_plane_f(x, row0, y, m, H, W, kh, kw, sh, sw, ph, pw, ho_begin, ho_end, Wo);
 }
 
 #endif

@@ -244,6 +244,63 @@ def channels_first(yt, out=None, relu=False):
     return out
 
 
+# ---------------------------------------------------------------- column phases
+
+# floats readable past a phased image's end: a vector of the widest tiles
+_SLACK = 16
+
+
+cdef void _phased_f32(const float[:, :, :, ::1] x, int ph, int pw, int sw,
+                      float[:, :, :, ::1] xq) noexcept nogil:
+    """Each padded row (n, c, h) is one thread's: its sw phases, u*sw + q -> q*Wq + u."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Hp = xq.shape[2], row_len = xq.shape[3], Wq = row_len // sw
+    cdef Py_ssize_t r, h, q, u, u0, u1
+    cdef const float *src
+    cdef float *row
+    for r in prange(N * C * Hp, num_threads=threads_for(N * C * Hp * row_len),
+                    schedule="static"):
+        row = &xq[r // (C * Hp), r // Hp % C, r % Hp, 0]
+        h = r % Hp - ph
+        if h < 0 or h >= H:
+            memset(row, 0, row_len * sizeof(float))
+            continue
+        src = &x[r // (C * Hp), r // Hp % C, h, 0]
+        for q in range(sw):
+            # the phase's columns u*sw + q - pw inside the input: u0 <= u < u1
+            u0 = (pw - q + sw - 1) // sw if pw > q else 0
+            u1 = max(u0, min(Wq, (W + pw - q + sw - 1) // sw))
+            memset(row + q * Wq, 0, u0 * sizeof(float))
+            memset(row + q * Wq + u1, 0, (Wq - u1) * sizeof(float))
+            if sw == 1:
+                memcpy(row + u0, src + u0 - pw, (u1 - u0) * sizeof(float))
+            elif sw == 2:  # a constant stride, which the compiler vectorises
+                for u in range(u0, u1):
+                    row[q * Wq + u] = src[2 * u + q - pw]
+            else:
+                for u in range(u0, u1):
+                    row[q * Wq + u] = src[u * sw + q - pw]
+
+
+def phased_padded(x, ph, pw, sw):
+    """x (N, C, H, W) float32 zero-padded and split by column phase: xq[n, c, h, q, u] =
+    x_pad[n, c, h, u*sw + q], (N, C, Hp, sw, ceil(Wp/sw)). Column wo*sw + j*dw of x_pad is
+    then column wo + (j*dw)//sw of phase (j*dw) % sw: every tap of a stride-sw row is a
+    contiguous run of one phase's row (at sw = 1, x_pad itself). 16 zeros follow the array
+    in memory (the tiles read whole vectors)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    N, C, H, Wd = x.shape
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    Wq = -(-Wp // sw)
+    shape, size = (N, C, Hp, sw, Wq), N * C * Hp * Wq * sw
+    flat = np.empty(size + _SLACK, dtype=np.float32)
+    flat[size:] = 0
+    xq = flat[:size].reshape(shape)
+    if size:
+        _phased_f32(x, ph, pw, sw, xq.reshape(N, C, Hp, sw * Wq))
+    return xq
+
+
 # ---------------------------------------------------------------- concatenation
 
 def concatenate(xs, int axis):

@@ -25,10 +25,8 @@ from minconv._kernels._parallel cimport aligned_share, max_threads, piece_end
 
 import numpy as np
 
+from .cpu_layout import phased_padded
 from .cpu_tiles import BAND_MIN_MACS, _direct_operands, _fusing_level, isa
-
-# floats readable past a padded image's end: a vector of the widest tiles
-_SLACK = 16
 
 
 def pointwise_matmul(w, x, out, bias=None, bint relu=False):
@@ -94,33 +92,14 @@ def _image_maps(out, shape, op):
     return out
 
 
-def _phased(x, ph, pw, sw):
-    """x (N, C, H, W) zero-padded and split by column phase: xq[n, c, h, q, u] =
-    x_pad[n, c, h, u*sw + q], (N, C, Hp, sw, ceil(Wp/sw)). Column wo*sw + j*dw of x_pad is
-    then column wo + (j*dw)//sw of phase (j*dw) % sw: every tap of a stride-sw row is a
-    contiguous run of one phase's row. 16 zeros follow the array in memory (the tiles
-    read whole vectors)."""
-    N, C, H, Wd = x.shape
-    Hp, Wp = H + 2 * ph, Wd + 2 * pw
-    Wq = -(-Wp // sw)
-    shape, size = (N, C, Hp, sw, Wq), N * C * Hp * Wq * sw
-    xq = np.zeros(size + _SLACK, dtype=np.float32)[:size].reshape(shape)
-    if sw == 1:
-        xq.reshape(N, C, Hp, Wq)[:, :, ph:ph + H, pw:pw + Wd] = x
-        return xq
-    xp = np.zeros((N, C, Hp, Wq * sw), dtype=np.float32)
-    xp[:, :, ph:ph + H, pw:pw + Wd] = x
-    xq[...] = xp.reshape(N, C, Hp, Wq, sw).transpose(0, 1, 2, 4, 3)
-    return xq
-
-
 def conv2d_shifted(x, W, bias, stride, padding, dilation, relu=False, out=None):
     """A convolution as shifted 1x1 products, channels first: each tap (c, i, j) of the
     padded input, shifted by ``i*dh`` rows and ``j*dw`` columns, is one input channel of a
     1x1 product (``_pointwise.h``'s ``mc_tiles_shifted``), so the image is never moved to
     channels last and y is written in place, the bias and ``relu`` applied as each tile
     is stored. At a width stride sw > 1 the padded input is first split into sw column
-    phases (:func:`_phased`), in which each tap's columns are again neighbours.
+    phases (:func:`~.cpu_layout.phased_padded`), in which each tap's columns are again
+    neighbours.
 
     x : (N, C, H, W) float32, W : (F, C, kh, kw) float32, bias : (F,) or None
     -> y : (N, F, Ho, Wo), ``out`` when given (float32, each image's maps contiguous: a
@@ -138,7 +117,7 @@ def conv2d_shifted(x, W, bias, stride, padding, dilation, relu=False, out=None):
     y = _image_maps(out, (N, F, Ho, Wo), "conv2d_shifted")
     if y.size == 0:
         return y
-    xq = _phased(x, ph, pw, sw)                                   # (N, C, Hp, sw, Wq)
+    xq = phased_padded(x, ph, pw, sw)                                 # (N, C, Hp, sw, Wq)
     Hp, Wq = xq.shape[2], xq.shape[4]
     row = sw * Wq                                                 # one padded row, all phases
     c, i, j = (a.reshape(-1) for a in np.meshgrid(np.arange(C), np.arange(kh), np.arange(kw),

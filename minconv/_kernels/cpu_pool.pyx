@@ -48,12 +48,14 @@ cdef extern from "_maxpool.h" nogil:
 
 cdef extern from "_maxpool_values.h" nogil:
     Py_ssize_t mc_values_row_span(Py_ssize_t W, int kw, int sw, int pw, Py_ssize_t Wo)
-    void mc_maxpool_values_plane(int level, const float *x, float *y, float *m,
-                                 Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw,
-                                 int ph, int pw, Py_ssize_t Ho, Py_ssize_t Wo)
-    void mc_maxpool_values_plane_d(const double *x, double *y, double *m,
+    void mc_maxpool_values_plane(int level, const float *x, Py_ssize_t row0, float *y,
+                                 float *m, Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh,
+                                 int sw, int ph, int pw, Py_ssize_t ho_begin,
+                                 Py_ssize_t ho_end, Py_ssize_t Wo)
+    void mc_maxpool_values_plane_d(const double *x, Py_ssize_t row0, double *y, double *m,
                                    Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw,
-                                   int ph, int pw, Py_ssize_t Ho, Py_ssize_t Wo)
+                                   int ph, int pw, Py_ssize_t ho_begin, Py_ssize_t ho_end,
+                                   Py_ssize_t Wo)
 
 cdef int _SIMD_LEVEL = mc_maxpool_level()
 
@@ -242,11 +244,11 @@ cdef void _values_forward(const floating[:, ::1] x, floating[:, ::1] y, floating
                     num_threads=min(rows.shape[0], threads_for(x.shape[0] * H * W))):
         t = threadid()  # each thread's own padded row
         if floating is float:
-            mc_maxpool_values_plane(level, &x[p, 0], &y[p, 0], &rows[t, 0], H, W, kh, kw,
-                                    sh, sw, ph, pw, Ho, Wo)
+            mc_maxpool_values_plane(level, &x[p, 0], 0, &y[p, 0], &rows[t, 0], H, W, kh, kw,
+                                    sh, sw, ph, pw, 0, Ho, Wo)
         else:
-            mc_maxpool_values_plane_d(&x[p, 0], &y[p, 0], &rows[t, 0], H, W, kh, kw, sh, sw,
-                                      ph, pw, Ho, Wo)
+            mc_maxpool_values_plane_d(&x[p, 0], 0, &y[p, 0], &rows[t, 0], H, W, kh, kw, sh, sw,
+                                      ph, pw, 0, Ho, Wo)
 
 
 def maxpool_values(x, kh, kw, stride, padding, ceil_mode):

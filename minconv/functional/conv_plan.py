@@ -21,7 +21,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     CPU, batch smaller than the       shifted for the forward product where the above
     cores, <= 729 positions, tiles    gave fused_rows or rows (not 1x1, width stride 1)
     CPU, <= 4 input channels,         direct for the forward product and the weight
-    width stride 1, tiles available   gradient
+    width stride 1, tiles available   gradient (at a larger stride, the forward product
+                                      with a batch smaller than the cores)
     CPU float32, 3x3 at stride 1,     winograd for all three products (512 x 512 weights:
     >= 192 channels in and out,       from 392 positions)
     >= 784 positions in the batch
@@ -75,7 +76,12 @@ BANDED_MIN_POSITIONS = 169
 # forward on one core took 41.6 ms against 24.0 as per_image on two; 128->32 on 14x14
 # forward 0.22 ms against 0.37.
 ONE_CORE_FUSED_MACS = 2 ** 24
-# Inputs of at most this many channels (first layers) convolve tap by tap.
+# Inputs of at most this many channels (first layers) convolve tap by tap: at width
+# stride 1 always, at larger strides (on the input's column phases) with a batch smaller
+# than the cores, where the threads share bands of rows. Timed in pairs at batch 1 (AMD
+# EPYC, AVX2), the other paths took 1.02-1.17x (shifted) and 1.5-2.0x (per_image) the
+# direct tiles' time on SqueezeNet's 3x3/2, ResNet's 7x7/2, AlexNet's 11x11/4 and ZFNet's
+# 7x7/2; at batch 8 shifted ran these in 0.78-1.03 of it.
 DIRECT_MAX_CHANNELS = 4
 # 3x3 convolutions at stride 1 with at least this many input and output channels, over
 # at least this many output positions in the batch, run as Winograd's F(2x2, 3x3): at
@@ -271,10 +277,14 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         fwd = dgrad = wgrad = "winograd"
         reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3)"
     fused = getattr(kernels, "fused_kernels", None)
-    if (xp is np and C <= DIRECT_MAX_CHANNELS and win.stride[1] == 1 and fused is not None
-            and fused(dtype)):
-        fwd = wgrad = "direct"
-        reason += f"; {C} input channel(s): direct tiles"
+    if xp is np and C <= DIRECT_MAX_CHANNELS and fused is not None and fused(dtype):
+        if win.stride[1] == 1:
+            fwd = wgrad = "direct"
+            reason += f"; {C} input channel(s): direct tiles"
+        elif N < runtime.cpu_threads():
+            fwd = "direct"
+            reason += (f"; {C} input channel(s), a batch smaller than the cores: direct tiles "
+                       "on the column phases")
     return Plan(fwd, dgrad, wgrad, reason)
 
 

@@ -83,6 +83,28 @@ def shapes_only():
         _DEFAULT_RNG[0] = real
 
 
+class Unformed:
+    """A layer's output that a fused forward pass never formed (a convolution pooled band
+    by band, see :class:`~minconv.nn.Graph`): it has the output's ``shape`` and ``dtype``,
+    and :func:`formed` computes it, once, the first time a backward pass needs it."""
+
+    def __init__(self, compute, shape, dtype):
+        self._compute = compute
+        self._value = None
+        self.shape, self.dtype = tuple(shape), dtype
+
+    def value(self):
+        if self._value is None:
+            self._value = self._compute()
+            self._compute = None
+        return self._value
+
+
+def formed(value):
+    """``value``, or the array an :class:`Unformed` stands for."""
+    return value.value() if isinstance(value, Unformed) else value
+
+
 def remembers_output(forward):
     """``forward`` that keeps its output's (shape, dtype), against which the backward
     pass checks dy (every layer's ``forward``, wrapped by ``Layer.__init_subclass__``)."""

@@ -98,6 +98,24 @@ class Conv2D(_ConvBase):
         self._cache = (x, self.plan)
         return y
 
+    def forward_pooled(self, x, pool, relu=False):
+        """``pool.forward(self.forward(x, relu=relu))`` for ``pool`` a MaxPool2D, in one pass
+        where the plan runs the forward product on the direct tiles (see
+        :func:`~minconv.functional.conv2d_maxpool_planned`); this layer's own output is
+        never formed. Returns the pooled output, or None where that does not apply (the
+        caller then runs the two layers). Keeps what ``backward`` needs, as ``forward``."""
+        W = self.params["W"]
+        y, plan = F.conv2d_maxpool_planned(
+            x, W, self.params.get("b"), **self._geometry,
+            plan=self.forced_plan or forced_plan(), relu=relu, pool_kernel=pool.kernel_size,
+            pool_stride=pool.stride, pool_padding=pool.padding, ceil_mode=pool.ceil_mode)
+        if y is None:
+            return None
+        self.plan, self._plan_key = plan, None
+        self._cache = (x, plan)
+        self._output_spec = (self.output_shape(x.shape), x.dtype)
+        return y
+
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x, plan = self._saved()
         need_params = self._wants_param_grads(rule, param_grads)

@@ -14,18 +14,11 @@ Forward runs the nodes in topological order. A node with several inputs (Add,
 Concat) receives their outputs as a list, in the order given. An output is
 dropped as soon as the last node that reads it has run.
 
-A ReLU that alone reads the output of a layer that can apply it itself
-(``fuses_relu``: Conv2D, BatchNorm2D, Add) is fused into that layer: the layer writes
-max(y, 0) as it writes y, and the ReLU keeps that output for its backward pass
-without another pass over the memory. The layer's own output y is then never
-formed, so a layer whose output is recorded (``record``) or asked for (``until``)
-is not fused. Every output and gradient is the same either way.
-
-Outside training, a concatenation along the channels whose inputs are each read by it
-alone and written by layers that can write into a given array (``writes_into``:
-Conv2D, with or without a fused ReLU) is joined in place: its output is allocated when
-the first of those layers runs, each writes its slice of it, and nothing is copied.
-(SqueezeNet's fire modules and Inception's blocks end so.)
+Outside ``record`` and ``until`` a forward pass fuses what it can
+(:mod:`.graph_fusion`): a ReLU into the layer below it, a channel concatenation joined in
+place by the convolutions that write its inputs (outside training), a first layer's
+max pooling into its convolution (outside training). Every output and gradient is the
+same either way.
 
 Backward visits the nodes in reverse: each node's gradient is the sum of what
 its consumers sent it (a node read by k nodes receives k contributions), and
@@ -40,9 +33,9 @@ any layer inside (:mod:`minconv.nn.container`).
 from ..backend import get_array_module
 from ..functional.activation import check_rule
 from .base import Layer
-from .container import Container, fuses_relu, is_container, mutates_input, split_path
-from .layers import ReLU
-from .merge import Concat
+from .container import Container, is_container, mutates_input, split_path
+from .graph_fusion import (Joins, forward_pooled, joined_concatenations, pooled_convolutions,
+                           relu_fusions)
 
 INPUT = "input"
 
@@ -132,41 +125,14 @@ class Graph(Container):
                     uses[i] = uses.get(i, 0) + 1
             uses[head] = uses.get(head, 0) + 1
             fusions = self._fusions(order, uses)
-            self._schedules[head] = (needed, order, uses, self._inner_reads(needed), fusions,
-                                     self._joins(order, uses, fusions))
+            self._schedules[head] = (
+                needed, order, uses, self._inner_reads(needed), fusions,
+                joined_concatenations(self._layers, self._inputs, order, uses, fusions),
+                pooled_convolutions(self._layers, self._inputs, order, uses, fusions))
         return self._schedules[head]
 
     def _fusions(self, order, uses):
-        """{layer: relu} for each ReLU node whose one input is a layer that ``fuses_relu``
-        and that nothing else reads."""
-        fusions = {}
-        for name in order:
-            layer, inputs = self._layers[name], self._inputs[name]
-            if type(layer) is not ReLU or len(inputs) != 1:
-                continue
-            source = inputs[0]
-            below = self._layers.get(source)
-            if below is not None and fuses_relu(below) and uses[source] == 1:
-                fusions[source] = name
-        return fusions
-
-    def _joins(self, order, uses, fusions):
-        """{concat: [the layer that writes each input]} for each Concat along the channels
-        whose inputs are outputs of layers that ``writes_into`` (or ReLUs fused into them)
-        read by that Concat alone, and whose output no node overwrites in place."""
-        fused_into = {relu: source for source, relu in fusions.items()}
-        joins = {}
-        for name in order:
-            layer, inputs = self._layers[name], self._inputs[name]
-            if (type(layer) is not Concat or layer.axis != 1 or len(set(inputs)) != len(inputs)
-                    or any(mutates_input(self._layers[c]) for c in self._consumers(name))):
-                continue
-            writers = [fused_into.get(i, i) for i in inputs]
-            if all(i in self._layers and uses[i] == 1
-                   and getattr(self._layers[w], "writes_into", False)
-                   for i, w in zip(inputs, writers)):
-                joins[name] = writers
-        return joins
+        return relu_fusions(self._layers, self._inputs, order, uses)
 
     def order(self):
         """Node names in topological order (insertion order where free); ValueError for
@@ -239,13 +205,16 @@ class Graph(Container):
         head, rest = self._split(until) if until is not None else (self.output, None)
         for path in record:
             self._split(path)
-        needed, order, uses, inner_reads, fusions, joins = self._schedule(head)
+        needed, order, uses, inner_reads, fusions, joins, pools = self._schedule(head)
         uses = dict(uses)  # counted down as the nodes run
         self.outputs = {}
         self._shapes = {}
         values = {INPUT: x}
         fused = set()  # ReLUs whose layer below applied them
-        joined = _Joins(self._layers, {} if train or record or until is not None else joins)
+        inference = not (train or record or until is not None)
+        joined = Joins(self._layers, joins if inference else {})
+        pools = pools if inference else {}
+        pooled = {}  # max pooling -> its output, made by the convolution below it
         for name in order:
             layer, inputs = self._layers[name], self._inputs[name]
             args = [values[i] for i in inputs]
@@ -253,11 +222,17 @@ class Graph(Container):
                 args[0] = args[0].copy()  # others still read it
             inner = inner_reads.get(name, [])
             relu = name in fusions and name not in record
+            y = None
             if name in fused:
                 y = layer.forward_fused(args[0])
+            elif name in pooled:
+                y = layer.forward_pooled(pooled.pop(name), args[0])
             elif joined.complete(name):
                 y = layer.forward_joined(*joined.output(name))
-            else:
+            elif name in pools:
+                y = forward_pooled(name, layer, pools[name], self._layers[pools[name]], args[0],
+                                   relu, pooled)
+            if y is None:
                 y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
                                         else args[0], train,
                                         until=rest if name == head else None,
@@ -369,51 +344,6 @@ def _add_grad(grads, owned, key, d):
     else:
         grads[key] = grads[key] + d
         owned.add(key)
-
-
-
-class _Joins:
-    """The concatenations a forward pass joins in place (see the module docstring): each
-    one's output, allocated when the first of its writers runs, and the slice each writer
-    is handed. A writer whose output would not fit its slice (a graph whose concatenation
-    will fail) runs as usual, and that concatenation then copies its inputs as usual."""
-
-    def __init__(self, layers, joins):
-        self._layers = layers
-        self._joins = joins
-        self._slot = {w: (c, k) for c, writers in joins.items() for k, w in enumerate(writers)}
-        self._outputs = {}   # concat -> (output, channel offsets, slices written)
-
-    def slice_for(self, name, layer, x):
-        """The slice of a concatenation's output that writer ``name`` is to write, or None."""
-        if name not in self._slot or getattr(x, "ndim", 0) != 4:
-            return None       # (an input of the wrong kind: the layer's own error follows)
-        concat, k = self._slot[name]
-        shape = layer.output_shape(x.shape)
-        if concat not in self._outputs:
-            writers = [self._layers[w] for w in self._joins[concat]]
-            starts = [0]
-            for writer in writers:
-                starts.append(starts[-1] + writer.out_channels)
-            y = get_array_module(x).empty((shape[0], starts[-1]) + tuple(shape[2:]),
-                                          dtype=x.dtype)
-            self._outputs[concat] = (y, starts, set())
-        y, starts, written = self._outputs[concat]
-        part = y[:, starts[k]:starts[k + 1]]
-        if tuple(part.shape) != tuple(shape) or y.dtype != x.dtype:
-            return None
-        written.add(k)
-        return part
-
-    def complete(self, name):
-        """Whether every input of concatenation ``name`` was written in place."""
-        entry = self._outputs.get(name)
-        return entry is not None and len(entry[2]) == len(self._joins[name])
-
-    def output(self, name):
-        """(output, channel sizes) of a complete concatenation."""
-        y, starts, _ = self._outputs[name]
-        return y, [b - a for a, b in zip(starts, starts[1:])]
 
 
 __all__ = ["Graph", "INPUT", "is_container", "split_path"]

@@ -11,7 +11,7 @@ from .._kernels import kernels_for
 from ..backend import get_array_module
 from ..functional._checks import check_shape
 from ..functional.lrn import _check_lrn
-from .base import Layer, default_rng, remembers_output
+from .base import Layer, default_rng, formed, remembers_output
 from .conv import normal_init
 
 
@@ -36,7 +36,7 @@ class ReLU(Layer):
         return y
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
-        return F.relu_backward(dy, self._saved(), rule)
+        return F.relu_backward(dy, formed(self._saved()), rule)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -70,12 +70,21 @@ class MaxPool2D(Layer):
             self._cache = (x.shape, None, x)
         return y
 
+    @remembers_output
+    def forward_pooled(self, y, x):
+        """The forward pass where the layer below pooled its own output ``x`` band by band
+        (:meth:`Conv2D.forward_pooled`) and x was never formed (an
+        :class:`~minconv.nn.base.Unformed`): y is kept as this layer's output and x is
+        formed if the switches are asked for."""
+        self._cache = (x.shape, None, x)
+        return y
+
     @property
     def switches(self):
         """Flat index of each maximum from the last forward pass, (N, C, Ho, Wo)."""
         x_shape, switches, x = self._saved()
         if switches is None:
-            switches = self._pool(x, True)[1]
+            switches = self._pool(formed(x), True)[1]
             self._cache = (x_shape, switches, None)
         return switches
 

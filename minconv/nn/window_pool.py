@@ -209,7 +209,7 @@ class GlobalAvgPool(Layer):
         if x.ndim < 3:
             raise ValueError(f"{self._label()}: expected (N, C, spatial...), got {tuple(x.shape)}")
         self._cache = x.shape
-        return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+        return F.plane_means(x)
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x_shape = self._saved()

@@ -3,19 +3,30 @@ few channels (first layers: 1 or 3).
 
 With C*kh*kw = 25 (zfnet_mini's conv1) the rows of im2col are too short to
 multiply well; the compiled ``conv2d_direct`` tiles keep 8 (AVX2) or 16
-(AVX-512) outputs of a row in a register and add each tap's contribution,
-for width stride 1:
+(AVX-512) outputs of a row in a register and add each tap's contribution:
 
-    y[n, f, ho, wo] = b[f] + sum_{i,j} sum_c W[f, c, i, j] * x_pad[n, c, ho*sh + i*dh, wo + j*dw]
-    dW[f, c, i, j]  = sum_{n,ho,wo} dy[n, f, ho, wo] * x_pad[n, c, ho*sh + i*dh, wo + j*dw]
+    y[n, f, ho, wo] = b[f] + sum_{i,j} sum_c W[f, c, i, j] * x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]
+    dW[f, c, i, j]  = sum_{n,ho,wo} dy[n, f, ho, wo] * x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]
+
+At a width stride sw > 1 the tiles read the input's column phases (column u*sw + q of
+x_pad at column u of phase q), where tap j's columns for neighbouring outputs are again
+neighbours. A ReLU that follows is applied as the tiles store y. The weight gradient's
+tiles take width stride 1 (elsewhere the reference's, tap by tap).
+
+Outside training a max pooling that alone reads the output can run with the tiles
+(:func:`forward_maxpool`): each band of pooled rows is pooled from the convolution rows it
+covers as soon as they are computed, so SqueezeNet's 64x111x111 first map (3 MB at batch
+1) is never written out and read back.
 
 There is no direct form of C^T for these layers (their dx is rarely needed: the
 input image's gradient), so the data gradient is the per-image path's.
 """
+import numpy as np
+
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import ConvPath, output_hw, per_image, rectified, sum_in_order
+from . import ConvPath, output_hw, per_image, sum_in_order
 
 
 def forward(x, W, b, win, workspace=None, relu=False):
@@ -24,10 +35,35 @@ def forward(x, W, b, win, workspace=None, relu=False):
     y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype)
 
     def convolve(share):
-        kernels.conv2d_direct(x[share], W, b, *win, out=y[share])
+        kernels.conv2d_direct(x[share], W, b, *win, out=y[share], relu=relu)
 
     runtime.map_shares(convolve, x.shape[0], xp)
-    return rectified(y, relu)
+    return y
+
+
+def pools(kernels, x, W, b):
+    """Whether :func:`forward_maxpool` takes these operands: float32 on the compiled tiles."""
+    fused = getattr(kernels, "fused_kernels", None)
+    return (fused is not None and fused(x.dtype) and x.dtype == W.dtype == np.float32
+            and (b is None or b.dtype == np.float32)
+            and hasattr(kernels, "conv2d_direct_maxpool"))
+
+
+def forward_maxpool(x, W, b, win, relu, pool_kernel, pool_stride, pool_padding, pooled_hw):
+    """maxpool(y) for y the forward product (max(y, 0) with ``relu``), each share of the
+    batch pooling bands of its convolution's rows as the tiles make them: the convolution's
+    output is never formed (:func:`~minconv._kernels.cpu_tiles.conv2d_direct_maxpool`).
+    Where :func:`pools` says so."""
+    kernels = kernels_for(x)
+    N, F = x.shape[0], W.shape[0]
+    y = np.empty((N, F) + tuple(pooled_hw), dtype=x.dtype)
+
+    def convolve_and_pool(share):
+        kernels.conv2d_direct_maxpool(x[share], W, b, *win, relu, pool_kernel, pool_stride,
+                                      pool_padding, pooled_hw, out=y[share])
+
+    runtime.map_shares(convolve_and_pool, N)
+    return y
 
 
 def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
