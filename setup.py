@@ -75,7 +75,9 @@ class BuildExt(build_ext):
 extensions = [
     Extension(f"minconv._kernels.{name}", [f"minconv/_kernels/{name}.pyx"],
               include_dirs=[np.get_include(), "minconv/_kernels"],
-              depends={"cpu_tiles": TILE_HEADERS,
+              depends={"cpu_tiles": TILE_HEADERS + ["minconv/_kernels/_direct_maxpool.h",
+                                                    "minconv/_kernels/_maxpool.h",
+                                                    "minconv/_kernels/_maxpool_values.h"],
                        "cpu_winograd": ["minconv/_kernels/_winograd.h"],
                        "cpu_pointwise": TILE_HEADERS + ["minconv/_kernels/_pointwise.h"],
                        "cpu_pool": ["minconv/_kernels/_maxpool.h",
