@@ -108,13 +108,26 @@ def tiles():
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_graph_pools_a_first_layer_in_one_pass(relu, batch):
+    """On the direct plan the pooled pass gives the two layers' output bit for bit; on
+    the planner's own plan too, or (a batch that fills the cores, where the pooled pass
+    takes the direct tiles and the planner alone would not) within float32's rounding."""
     rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 3, 33, 34)).astype(np.float32)
     g = first_block(rng, relu)
     pooled = pooled_passes(g)
-    x = rng.standard_normal((batch, 3, 33, 34)).astype(np.float32)
     y = g.forward(x)
-    assert pooled == (["conv"] if tiles() and g["conv"].plan.forward == "direct" else [])
-    np.testing.assert_array_equal(y, g.forward(x, record=["mix"]))   # recorded: two passes
+    unfused = g.forward(x, record=["mix"])                       # recorded: two passes
+    assert pooled == (["conv"] if tiles() else [])
+    if g["conv"].plan.forward == "direct":                       # the record pass's plan
+        np.testing.assert_array_equal(y, unfused)
+    else:
+        np.testing.assert_allclose(y, unfused, rtol=1e-5, atol=1e-5)
+    g["conv"].forced_plan = "direct"                             # a forced plan is kept
+    np.testing.assert_array_equal(g.forward(x), g.forward(x, record=["mix"]))
+    g["conv"].forced_plan = "per_image"
+    del pooled[:]
+    g.forward(x)
+    assert pooled == []
 
 
 def test_gradients_and_switches_after_a_pooled_pass_are_the_two_layers():
@@ -130,6 +143,23 @@ def test_gradients_and_switches_after_a_pooled_pass_are_the_two_layers():
         if rule == "grad":
             for key, grad in h.grads.items():
                 np.testing.assert_array_equal(g.grads[key], grad, err_msg=key)
+
+
+def test_switches_after_a_pooled_pass_point_at_its_maxima():
+    """The convolution's output, formed for the switches on the pooled pass's plan (direct
+    at any batch), holds the pooled values where the switches point."""
+    rng = np.random.default_rng(8)
+    g = nn.Graph()
+    g.add("conv", nn.Conv2D(3, 8, 3, stride=2, rng=rng, init_std=0.5))
+    g.add("relu", nn.ReLU())
+    g.add("pool", nn.MaxPool2D(3, 2, ceil_mode=True))
+    x = rng.standard_normal((3, 3, 29, 31)).astype(np.float32)
+    y = g.forward(x)
+    conv = g["conv"]
+    formed = conv.planned_output(x, conv.plan, relu=True).reshape(3, 8, -1)
+    switches = g["pool"].switches.reshape(3, 8, -1)
+    np.testing.assert_array_equal(np.take_along_axis(formed, switches, axis=2),
+                                  y.reshape(3, 8, -1))
 
 
 def test_no_pooled_pass_in_training_or_where_the_convolution_is_read_twice():

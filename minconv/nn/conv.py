@@ -116,6 +116,12 @@ class Conv2D(_ConvBase):
         self._output_spec = (self.output_shape(x.shape), x.dtype)
         return y
 
+    def planned_output(self, x, plan, relu=False):
+        """The output ``forward(x, relu=relu)`` gives on ``plan``, keeping nothing: what a
+        pooled pass (:meth:`forward_pooled`) did not form, made as it made it."""
+        return F.conv2d_planned(x, self.params["W"], self.params.get("b"), **self._geometry,
+                                plan=plan, relu=relu)[0]
+
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x, plan = self._saved()
         need_params = self._wants_param_grads(rule, param_grads)
@@ -151,6 +157,12 @@ class ConvTranspose2D(_ConvBase):
         self._cache = (x, self.plan)
         return F.conv_transpose2d(x, W, self.params.get("b"), **self._geometry,
                                   output_padding=self.output_padding, plan=self.plan)
+
+    def planned_output(self, x, plan, relu=False):
+        """The output ``forward(x, relu=relu)`` gives on ``plan``, keeping nothing: what a
+        pooled pass (:meth:`forward_pooled`) did not form, made as it made it."""
+        return F.conv2d_planned(x, self.params["W"], self.params.get("b"), **self._geometry,
+                                plan=plan, relu=relu)[0]
 
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         x, plan = self._saved()

@@ -17,8 +17,8 @@ dropped as soon as the last node that reads it has run.
 Outside ``record`` and ``until`` a forward pass fuses what it can
 (:mod:`.graph_fusion`): a ReLU into the layer below it, a channel concatenation joined in
 place by the convolutions that write its inputs (outside training), a first layer's
-max pooling into its convolution (outside training). Every output and gradient is the
-same either way.
+max pooling into its convolution (outside training). Outputs and gradients are the same
+either way (but for the order of a first layer's sums in one case the module names).
 
 Backward visits the nodes in reverse: each node's gradient is the sum of what
 its consumers sent it (a node read by k nodes receives k contributions), and

@@ -15,12 +15,17 @@ end so.)
 
 **A first layer's pooling.** Outside training, a MaxPool2D that alone reads the output
 of a Conv2D (with or without a fused ReLU) runs with it in one pass where the
-convolution's plan is ``direct`` (few input channels;
+convolution has few input channels (a first layer;
 :func:`~minconv.functional.conv2d_maxpool_planned`): the convolution's output, a net's
 largest map, is never formed. The convolution and the ReLU hold it unformed
-(:class:`~minconv.nn.base.Unformed`), and a backward pass forms it when it needs it.
+(:class:`~minconv.nn.base.Unformed`), and a backward pass forms it, on the pass's plan,
+when it needs it.
 
-Every output and gradient is the same with and without them.
+Every output and gradient is the same with and without them, with one exception: with a
+batch that fills the cores, the pooled pass gives a strided few-channel convolution the
+direct tiles, which the planner alone would not (there it would take per_image or
+shifted), and its sums then run in another order (a difference within float32's
+rounding). A layer's forced plan (``forced_plan``, ``using_plan``) is kept.
 """
 import functools
 
@@ -92,8 +97,8 @@ def forward_pooled(name, conv, pool_name, pool, x, relu, pooled):
     if y is None:
         return None
     pooled[pool_name] = y
-    return Unformed(functools.partial(conv.forward, x, relu=relu), conv.output_shape(x.shape),
-                    x.dtype)
+    return Unformed(functools.partial(conv.planned_output, x, conv.plan, relu=relu),
+                    conv.output_shape(x.shape), x.dtype)
 
 
 class Joins:
