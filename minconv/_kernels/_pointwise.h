@@ -1,9 +1,10 @@
 /* A 1x1 convolution of one image as register tiles, channels first:
 
-       y[f, p] = bias[f] + sum over c < C of w[f, c] * x[c, p]      then max(y, 0) with relu
+       y[f, p] = bias[f] + sum over c < C of w[f, c] * x[c, p]  (+ z[f, p])   then max(y, 0) with relu
 
    for output channels f < F and the positions p in [p0, p1) of the image's (C, P) matrix x
-   (rows ldx floats apart) into y (F, P, rows ldy apart). A tile holds ROWS output channels
+   (rows ldx floats apart) into y (F, P, rows ldy apart); z, where given, is laid out as y
+   and added before the ReLU (a residual connection). A tile holds ROWS output channels
    times NV vectors of neighbouring positions in registers; for each input channel c it
    loads the NV vectors of x's row c and broadcasts the ROWS weights w[f, c], so every
    output is summed over c in the same order, one fused multiply-add at a time, whichever
@@ -33,7 +34,8 @@
 
 MC_PW512_TILE void mc_pw512_tile(const float *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx,
                                  ptrdiff_t C, const int ROWS, const int NV, const int FULL,
-                                 int count, const float *bias, int relu, float *y, ptrdiff_t ldy)
+                                 int count, const float *bias, int relu, float *y,
+                                 const float *z, ptrdiff_t ldy)
 {
     __m512 acc[MC_PW_ROWS][4];
     const int tail = count - 16 * (NV - 1);
@@ -63,9 +65,13 @@ MC_PW512_TILE void mc_pw512_tile(const float *w, ptrdiff_t ldw, const float *x, 
     for (int r = 0; r < ROWS; r++) {
         #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
+            const int whole = v < NV - 1 || tail >= 16;   /* FULL is the loads': a packed panel is padded */
+            const __m512 sum = !z ? acc[r][v] : _mm512_add_ps(acc[r][v],
+                whole ? _mm512_loadu_ps(z + r * ldy + 16 * v)
+                      : _mm512_maskz_loadu_ps(last, z + r * ldy + 16 * v));
             /* max_ps returns its second operand where either is NaN: NaN stays NaN */
-            const __m512 out = relu ? _mm512_max_ps(zero, acc[r][v]) : acc[r][v];
-            if (v < NV - 1 || tail >= 16)   /* FULL is the loads': a packed panel is padded */
+            const __m512 out = relu ? _mm512_max_ps(zero, sum) : sum;
+            if (whole)
                 _mm512_storeu_ps(y + r * ldy + 16 * v, out);
             else
                 _mm512_mask_storeu_ps(y + r * ldy + 16 * v, last, out);
@@ -74,12 +80,12 @@ MC_PW512_TILE void mc_pw512_tile(const float *w, ptrdiff_t ldw, const float *x, 
 }
 
 #define MC_PW512_CASE(R) case R: { \
-    if (full) mc_pw512_tile(w, ldw, x, ldx, C, R, NV, 1, count, bias, relu, y, ldy); \
-    else mc_pw512_tile(w, ldw, x, ldx, C, R, NV, 0, count, bias, relu, y, ldy); } break;
+    if (full) mc_pw512_tile(w, ldw, x, ldx, C, R, NV, 1, count, bias, relu, y, z, ldy); \
+    else mc_pw512_tile(w, ldw, x, ldx, C, R, NV, 0, count, bias, relu, y, z, ldy); } break;
 #define MC_PW512_VECTORS(V) static __attribute__((target("avx512f,fma"))) void \
     mc_pw512_tile_##V(int rows, int full, const float *w, ptrdiff_t ldw, const float *x, \
                       ptrdiff_t ldx, ptrdiff_t C, int count, const float *bias, \
-                      int relu, float *y, ptrdiff_t ldy) { \
+                      int relu, float *y, const float *z, ptrdiff_t ldy) { \
         const int NV = V; \
         switch (rows) { MC_PW512_CASE(1) MC_PW512_CASE(2) MC_PW512_CASE(3) MC_PW512_CASE(4) \
                         MC_PW512_CASE(5) MC_PW512_CASE(6) } }
@@ -107,8 +113,8 @@ static __attribute__((target("avx512f"))) void mc_pw512_pack(const float *x, ptr
 
 static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
         const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx,
-        ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy,
-        float *panel)
+        ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu, float *y, const float *z,
+        ptrdiff_t ldy, float *panel)
 {
     for (ptrdiff_t p = p0; p < p1; p += 64) {
         const int count = (int)(p1 - p < 64 ? p1 - p : 64), vectors = (count + 15) / 16;
@@ -123,11 +129,12 @@ static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
             const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
             const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
             float *yf = y + f * ldy + p;
+            const float *zf = z ? z + f * ldy + p : NULL;
             switch (vectors) {
-            case 1: mc_pw512_tile_1(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy); break;
-            case 2: mc_pw512_tile_2(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy); break;
-            case 3: mc_pw512_tile_3(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy); break;
-            default: mc_pw512_tile_4(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy);
+            case 1: mc_pw512_tile_1(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, zf, ldy); break;
+            case 2: mc_pw512_tile_2(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, zf, ldy); break;
+            case 3: mc_pw512_tile_3(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, zf, ldy); break;
+            default: mc_pw512_tile_4(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, zf, ldy);
             }
         }
     }
@@ -139,7 +146,8 @@ static __attribute__((target("avx512f,fma"))) void mc_pointwise_avx512(
 
 MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrdiff_t ldx,
                              ptrdiff_t C, const int ROWS, const int NV, const int FULL,
-                             int count, const float *bias, int relu, float *y, ptrdiff_t ldy)
+                             int count, const float *bias, int relu, float *y, const float *z,
+                             ptrdiff_t ldy)
 {
     __m256 acc[MC_PW_ROWS][2];
     const __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8 * (NV - 1)),
@@ -169,8 +177,13 @@ MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrd
     for (int r = 0; r < ROWS; r++) {
         #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
-            const __m256 out = relu ? _mm256_max_ps(zero, acc[r][v]) : acc[r][v];
-            if (v < NV - 1 || count >= 8 * NV)   /* FULL is the loads': a packed panel is padded */
+            const int whole = v < NV - 1 || count >= 8 * NV;   /* FULL is the loads': a packed panel is padded */
+            const __m256 sum = !z ? acc[r][v] : _mm256_add_ps(acc[r][v],
+                whole ? _mm256_loadu_ps(z + r * ldy + 8 * v)
+                      : _mm256_maskload_ps(z + r * ldy + 8 * v, last));
+            /* max_ps returns its second operand where either is NaN: NaN stays NaN */
+            const __m256 out = relu ? _mm256_max_ps(zero, sum) : sum;
+            if (whole)
                 _mm256_storeu_ps(y + r * ldy + 8 * v, out);
             else
                 _mm256_maskstore_ps(y + r * ldy + 8 * v, last, out);
@@ -179,12 +192,12 @@ MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrd
 }
 
 #define MC_PW2_CASE(R) case R: { \
-    if (full) mc_pw2_tile(w, ldw, x, ldx, C, R, NV, 1, count, bias, relu, y, ldy); \
-    else mc_pw2_tile(w, ldw, x, ldx, C, R, NV, 0, count, bias, relu, y, ldy); } break;
+    if (full) mc_pw2_tile(w, ldw, x, ldx, C, R, NV, 1, count, bias, relu, y, z, ldy); \
+    else mc_pw2_tile(w, ldw, x, ldx, C, R, NV, 0, count, bias, relu, y, z, ldy); } break;
 #define MC_PW2_VECTORS(V) static __attribute__((target("avx2,fma"))) void \
     mc_pw2_tile_##V(int rows, int full, const float *w, ptrdiff_t ldw, const float *x, \
                     ptrdiff_t ldx, ptrdiff_t C, int count, const float *bias, \
-                    int relu, float *y, ptrdiff_t ldy) { \
+                    int relu, float *y, const float *z, ptrdiff_t ldy) { \
         const int NV = V; \
         switch (rows) { MC_PW2_CASE(1) MC_PW2_CASE(2) MC_PW2_CASE(3) MC_PW2_CASE(4) \
                         MC_PW2_CASE(5) MC_PW2_CASE(6) } }
@@ -209,8 +222,8 @@ static __attribute__((target("avx2"))) void mc_pw2_pack(const float *x, ptrdiff_
 
 static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
         const float *w, ptrdiff_t F, ptrdiff_t C, const float *x, ptrdiff_t ldx,
-        ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu, float *y, ptrdiff_t ldy,
-        float *panel)
+        ptrdiff_t p0, ptrdiff_t p1, const float *bias, int relu, float *y, const float *z,
+        ptrdiff_t ldy, float *panel)
 {
     for (ptrdiff_t p = p0; p < p1; p += 16) {
         const int count = (int)(p1 - p < 16 ? p1 - p : 16), vectors = count > 8 ? 2 : 1;
@@ -225,10 +238,11 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
             const int rows = (int)(F - f < MC_PW_ROWS ? F - f : MC_PW_ROWS);
             const float *wf = w + f * C, *bf = bias ? bias + f : NULL;
             float *yf = y + f * ldy + p;
+            const float *zf = z ? z + f * ldy + p : NULL;
             if (vectors == 2)
-                mc_pw2_tile_2(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy);
+                mc_pw2_tile_2(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, zf, ldy);
             else
-                mc_pw2_tile_1(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, ldy);
+                mc_pw2_tile_1(rows, full, wf, C, xs, lds, C, count, bf, relu, yf, zf, ldy);
         }
     }
 }
@@ -246,19 +260,21 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
 /* The tiles over one packed strip: panel (C, 64) at level 2, (C, 16) at level 1, its first
    count columns the positions of y's columns 0 .. count - 1. */
 static void mc_pw_strip(int level, const float *w, ptrdiff_t F, ptrdiff_t C, const float *panel,
-                        int count, const float *bias, int relu, float *y, ptrdiff_t ldy)
+                        int count, const float *bias, int relu, float *y, const float *z,
+                        ptrdiff_t ldy)
 {
     if (level == 2)
-        mc_pointwise_avx512(w, F, C, panel, 64, 0, count, bias, relu, y, ldy, NULL);
+        mc_pointwise_avx512(w, F, C, panel, 64, 0, count, bias, relu, y, z, ldy, NULL);
     else
-        mc_pointwise_avx2(w, F, C, panel, 16, 0, count, bias, relu, y, ldy, NULL);
+        mc_pointwise_avx2(w, F, C, panel, 16, 0, count, bias, relu, y, z, ldy, NULL);
 }
 
 /* The positions [p0, p1) of one image at `level` (2: AVX-512, 1: AVX2). w (F, C)
-   row-major. Returns -1 when out of memory for the panels, else 0. */
+   row-major; z NULL or laid out as y. Returns -1 when out of memory for the panels, else 0. */
 static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
-                              const float *bias, int relu, float *y, ptrdiff_t ldy)
+                              const float *bias, int relu, float *y, const float *z,
+                              ptrdiff_t ldy)
 {
     const ptrdiff_t width = level == 2 ? 64 : 16;
     float *panel = NULL;
@@ -286,7 +302,8 @@ static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t 
                 for (ptrdiff_t p = b0; p < b1; p += width)
                     mc_pw_strip(level, w + f0 * C, fn, C, panel + (p - b0) / width * C * width,
                                 (int)(b1 - p < width ? b1 - p : width),
-                                bias ? bias + f0 : NULL, relu, y + f0 * ldy + p, ldy);
+                                bias ? bias + f0 : NULL, relu, y + f0 * ldy + p,
+                                z ? z + f0 * ldy + p : NULL, ldy);
             }
         }
         free(panel);
@@ -298,9 +315,9 @@ static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t 
             return -1;
     }
     if (level == 2)
-        mc_pointwise_avx512(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
+        mc_pointwise_avx512(w, F, C, x, ldx, p0, p1, bias, relu, y, z, ldy, panel);
     else
-        mc_pointwise_avx2(w, F, C, x, ldx, p0, p1, bias, relu, y, ldy, panel);
+        mc_pointwise_avx2(w, F, C, x, ldx, p0, p1, bias, relu, y, z, ldy, panel);
     free(panel);
     return 0;
 }
@@ -392,7 +409,7 @@ static int mc_tiles_shifted(int level, const float *w, ptrdiff_t F, ptrdiff_t K,
             mc_pw512_pack_runs(xp, offsets, K, runs, start, length, source, count, panel);
         else
             mc_pw2_pack_runs(xp, offsets, K, runs, start, length, source, panel);
-        mc_pw_strip(level, w, F, K, panel, count, bias, relu, y + p, ldy);
+        mc_pw_strip(level, w, F, K, panel, count, bias, relu, y + p, NULL, ldy);
     }
     free(panel);
     return 0;
@@ -402,7 +419,8 @@ static int mc_tiles_shifted(int level, const float *w, ptrdiff_t F, ptrdiff_t K,
 
 static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t C,
                               const float *x, ptrdiff_t ldx, ptrdiff_t p0, ptrdiff_t p1,
-                              const float *bias, int relu, float *y, ptrdiff_t ldy) { return -1; }
+                              const float *bias, int relu, float *y, const float *z,
+                              ptrdiff_t ldy) { return -1; }
 
 static int mc_tiles_shifted(int level, const float *w, ptrdiff_t F, ptrdiff_t K,
                             const float *xp, const ptrdiff_t *offsets, ptrdiff_t row_step,

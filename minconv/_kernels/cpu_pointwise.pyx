@@ -13,7 +13,8 @@ at its instruction-set level.
 cdef extern from "_pointwise.h" nogil:
     int mc_tiles_pointwise(int level, const float *w, Py_ssize_t F, Py_ssize_t C,
                            const float *x, Py_ssize_t ldx, Py_ssize_t p0, Py_ssize_t p1,
-                           const float *bias, int relu, float *y, Py_ssize_t ldy)
+                           const float *bias, int relu, float *y, const float *z,
+                           Py_ssize_t ldy)
     int mc_tiles_shifted(int level, const float *w, Py_ssize_t F, Py_ssize_t K,
                          const float *xp, const Py_ssize_t *offsets, Py_ssize_t row_step,
                          Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t p1, const float *bias,
@@ -29,15 +30,16 @@ from .cpu_layout import phased_padded
 from .cpu_tiles import BAND_MIN_MACS, _direct_operands, _fusing_level, isa
 
 
-def pointwise_matmul(w, x, out, bias=None, bint relu=False):
-    """``out[n] = w @ x[n]`` (``+ bias[:, None]``; ``max(., 0)`` with ``relu``) for every image
-    n: a 1x1 convolution of a batch as the register tiles of ``_pointwise.h``, which sum
-    every output channel in one order (identical filters give identical outputs).
+def pointwise_matmul(w, x, out, bias=None, bint relu=False, addend=None):
+    """``out[n] = w @ x[n]`` (``+ bias[:, None]``, ``+ addend[n]``; ``max(., 0)`` with
+    ``relu``) for every image n: a 1x1 convolution of a batch as the register tiles of
+    ``_pointwise.h``, which sum every output channel in one order (identical filters give
+    identical outputs), and add ``addend`` (a residual connection) as they store out.
 
     w (F, C), x (N, C, P), out (N, F, P): float32 with unit stride along the last axis;
-    bias (F,) float32 or None. The cores split the N*P positions of the images laid side
-    by side, each its own contiguous range. Float32 where the tiles run
-    (:func:`fused_kernels`); returns out.
+    bias (F,) float32 or None; addend None or float32 of out's shape and strides. The
+    cores split the N*P positions of the images laid side by side, each its own
+    contiguous range. Float32 where the tiles run (:func:`fused_kernels`); returns out.
     """
     level = _fusing_level(np.float32)
     if level == 0:
@@ -58,22 +60,33 @@ def pointwise_matmul(w, x, out, bias=None, bint relu=False):
         if bias.shape != (F,) or bias.dtype != np.float32:
             raise ValueError(f"pointwise_matmul: bias must be float32 ({F},), got "
                              f"{bias.dtype} {bias.shape}")
+    if addend is not None and (not isinstance(addend, np.ndarray) or addend.dtype != np.float32
+                               or addend.shape != out.shape or addend.strides != out.strides):
+        raise ValueError(f"pointwise_matmul: addend must be float32 {out.shape} with out's "
+                         f"strides {out.strides}, got {getattr(addend, 'dtype', None)} "
+                         f"{np.shape(addend)} {getattr(addend, 'strides', None)}")
     if out.size == 0:
         return out
     if C == 0:
         out[...] = 0 if bias is None else bias[:, None]
+        if addend is not None:
+            out += addend
         if relu:
             np.maximum(out, 0, out=out)
         return out
-    if _pointwise(level, w, x, out, bias, relu) != 0:
+    if _pointwise(level, w, x, out, bias, relu, addend) != 0:
         raise MemoryError("pointwise_matmul: out of memory for a panel of the positions")
     return out
 
 
 cdef int _pointwise(int level, const float[:, ::1] w, const float[:, :, :] x,
-                    float[:, :, :] out, const float[::1] bias, bint relu) noexcept:
+                    float[:, :, :] out, const float[::1] bias, bint relu,
+                    const float[:, :, :] addend) noexcept:
+    cdef const float *z = NULL
+    if addend is not None:
+        z = &addend[0, 0, 0]
     return _tiles_over_positions(level, False, w, &x[0, 0, 0], x.strides[0] // 4,
-                                 x.strides[1] // 4, NULL, 0, 1, bias, relu, &out[0, 0, 0],
+                                 x.strides[1] // 4, NULL, 0, 1, bias, relu, &out[0, 0, 0], z,
                                  out.strides[0] // 4, out.strides[1] // 4, x.shape[0],
                                  x.shape[2])
 
@@ -136,20 +149,21 @@ cdef int _shifted(int level, const float[:, ::1] w, const float[:, :, :, ::1] xp
                   bint relu, float[:, :, :, :] y) noexcept:
     return _tiles_over_positions(level, True, w, &xp[0, 0, 0, 0], xp.strides[0] // 4, 0,
                                  &offsets[0], row_step, y.shape[3], bias, relu, &y[0, 0, 0, 0],
-                                 y.strides[0] // 4, y.strides[1] // 4, y.shape[0],
+                                 NULL, y.strides[0] // 4, y.strides[1] // 4, y.shape[0],
                                  y.shape[2] * y.shape[3])
 
 
 cdef int _tiles_over_positions(int level, bint shifted, const float[:, ::1] w, const float *x,
                                Py_ssize_t x_image, Py_ssize_t ldx, const Py_ssize_t *offsets,
                                Py_ssize_t row_step, Py_ssize_t Wo, const float[::1] bias,
-                               bint relu, float *y, Py_ssize_t y_image, Py_ssize_t ldy,
-                               Py_ssize_t N, Py_ssize_t P) noexcept:
+                               bint relu, float *y, const float *z, Py_ssize_t y_image,
+                               Py_ssize_t ldy, Py_ssize_t N, Py_ssize_t P) noexcept:
     """The tiles over the P output positions of each of N images laid side by side, each
     thread a contiguous range of them, cut where an image ends: the 1x1 product of image
     n's (K, P) matrix at x + n*x_image (rows ldx apart), or, ``shifted``, the shifted
     products of its padded image there (taps at ``offsets``; strips cross output rows, so
-    none is left short at a row's end). y's image n at y + n*y_image, rows ldy apart.
+    none is left short at a row's end). y's image n at y + n*y_image, rows ldy apart; z
+    (NULL or laid out as y) added to it.
     Returns -1 when a thread ran out of memory for its panels, else 0."""
     cdef Py_ssize_t F = w.shape[0], K = w.shape[1], total = N * P, per, lo, hi, at, n, p0, p1
     cdef const float *b = NULL
@@ -173,7 +187,8 @@ cdef int _tiles_over_positions(int level, bint shifted, const float[:, ::1] w, c
                                     Wo, p0, p1, b, relu, y + n * y_image, ldy) != 0:
                     failed[0] = -1
             elif mc_tiles_pointwise(level, &w[0, 0], F, K, x + n * x_image, ldx, p0, p1, b,
-                                    relu, y + n * y_image, ldy) != 0:
+                                    relu, y + n * y_image,
+                                    z + n * y_image if z != NULL else NULL, ldy) != 0:
                 failed[0] = -1
             at = at + p1 - p0
     return status

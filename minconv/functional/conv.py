@@ -121,17 +121,21 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None
 
 
 def conv2d_planned(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, plan=None,
-                   workspace=None, relu=False, out=None):
+                   workspace=None, relu=False, out=None, residual=None):
     """:func:`conv2d` and the :class:`~.conv_plan.Plan` it ran: ``(y, plan)``, checked
-    and planned once (a layer keeps the plan for its backward pass). With ``relu``, y is
-    max(conv2d(x, W, b), 0): a ReLU that follows, applied as the path writes y. With
-    ``out`` (an array of y's shape and dtype, each image's maps contiguous: the channel
-    slice of a concatenation's output, say), y is written there and returned."""
+    and planned once (a layer keeps the plan for its backward pass). With ``residual`` (an
+    array of y's shape and dtype), y is conv2d(x, W, b) + residual: the Add of a residual
+    connection, made as the path writes y where it can (``adds_residual``). With ``relu``,
+    y is max(that, 0): a ReLU that follows, applied as the path writes y. With ``out``
+    (an array of y's shape and dtype, each image's maps contiguous: the channel slice of a
+    concatenation's output, say), y is written there and returned."""
     groups, win, group_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups, b)
     plan = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win)
     if out is not None:
         _check_out(out, x, W, win)
-    return run_forward(plan, x, W, b, win, groups, workspace, relu, out), plan
+    if residual is not None:
+        _check_residual(residual, x, W, win)
+    return run_forward(plan, x, W, b, win, groups, workspace, relu, out, residual), plan
 
 
 def _check_out(out, x, W, win):
@@ -146,6 +150,16 @@ def _check_out(out, x, W, win):
                          f"{shape} with each image's maps contiguous, got "
                          f"{getattr(out, 'dtype', type(out).__name__)} "
                          f"{tuple(getattr(out, 'shape', ()))}")
+
+
+def _check_residual(residual, x, W, win):
+    """``residual`` must be an array of y's shape and dtype on y's device."""
+    shape = (x.shape[0], W.shape[0]) + output_hw(x.shape, W.shape, win)
+    if (type(residual) is not type(x) or tuple(residual.shape) != shape
+            or residual.dtype != x.dtype):
+        raise ValueError(f"conv2d: residual must be a {x.dtype} {type(x).__name__} of shape "
+                         f"{shape}, got {getattr(residual, 'dtype', type(residual).__name__)} "
+                         f"{tuple(getattr(residual, 'shape', ()))}")
 
 
 def conv2d_backward(dy, x, W, stride=1, padding=0, dilation=1, groups=1, *, plan=None,

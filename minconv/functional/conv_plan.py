@@ -40,8 +40,8 @@ import numpy as np
 from .. import runtime
 from .._kernels import kernels_for
 from ..backend import get_array_module
-from .conv_paths import (Window, direct, fused_rows, output_hw, per_image, pointwise, rows,
-                         shifted, winograd)
+from .conv_paths import (Window, direct, fused_rows, output_hw, per_image, pointwise,
+                         rectified, rows, shifted, winograd)
 
 PLANS = ("columns", "per_image", "rows", "fused_rows", "direct", "pointwise", "winograd",
          "shifted")
@@ -327,10 +327,18 @@ def _slice(xp, a, s):
     return xp.ascontiguousarray(a[:, s])
 
 
-def run_forward(plan, x, W, b, win, groups=1, workspace=None, relu=False, out=None):
-    """y = C x + b with ``plan.forward``: (N, C, H, W) -> (N, F, Ho, Wo); max(y, 0) with
-    ``relu``; written into ``out`` when given (checked by the caller)."""
+def run_forward(plan, x, W, b, win, groups=1, workspace=None, relu=False, out=None,
+                residual=None):
+    """y = C x + b with ``plan.forward``: (N, C, H, W) -> (N, F, Ho, Wo); plus ``residual``
+    (y's shape) when given; max(y, 0) with ``relu``; written into ``out`` when given
+    (both checked by the caller)."""
     chosen = path(plan.forward)
+    if residual is not None:
+        if groups == 1 and out is None and chosen.adds_residual:
+            return chosen.forward(x, W, b, win, workspace, relu, residual=residual)
+        y = run_forward(plan, x, W, b, win, groups, workspace, False, out)
+        y += residual
+        return rectified(y, relu)
     if groups == 1:
         if out is None:
             return chosen.forward(x, W, b, win, workspace, relu)

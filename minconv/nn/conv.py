@@ -65,7 +65,9 @@ class Conv2D(_ConvBase):
     ``forward(x, train, relu=True)`` returns max(y, 0), applied where the kernels write
     y (a :class:`~minconv.nn.Graph` asks for it where a ReLU alone reads the output);
     ``forward(x, train, out=a)`` writes y into ``a`` (a Graph hands it the slice of a
-    concatenation's output that y would be copied to).
+    concatenation's output that y would be copied to); ``forward(x, train, residual=r)``
+    returns y + r (before the ReLU): a Graph hands it the other input of an Add that alone
+    reads y.
     """
     fuses_relu = True
     writes_into = True
@@ -85,7 +87,7 @@ class Conv2D(_ConvBase):
                  zip(x_shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
         return (x_shape[0], self.out_channels) + tuple(sizes)
 
-    def forward(self, x, train=False, relu=False, out=None):
+    def forward(self, x, train=False, relu=False, out=None, residual=None):
         W = self.params["W"]
         # the planner's choice depends only on these: a net asks again on every pass
         key = (type(x), getattr(x, "shape", None), getattr(x, "dtype", None), W.shape, W.dtype,
@@ -93,7 +95,7 @@ class Conv2D(_ConvBase):
         forced = self.forced_plan or forced_plan()
         plan = self.plan if forced is None and key == self._plan_key else self.forced_plan
         y, self.plan = F.conv2d_planned(x, W, self.params.get("b"), **self._geometry,
-                                        plan=plan, relu=relu, out=out)
+                                        plan=plan, relu=relu, out=out, residual=residual)
         self._plan_key = key if forced is None else None
         self._cache = (x, self.plan)
         return y

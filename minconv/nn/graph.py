@@ -15,9 +15,10 @@ Concat) receives their outputs as a list, in the order given. An output is
 dropped as soon as the last node that reads it has run.
 
 Outside ``record`` and ``until`` a forward pass fuses what it can
-(:mod:`.graph_fusion`): a ReLU into the layer below it, a channel concatenation joined in
-place by the convolutions that write its inputs (outside training), a first layer's
-max pooling into its convolution (outside training). Outputs and gradients are the same
+(:mod:`.graph_fusion`): a ReLU into the layer below it, the Add of a residual connection
+into the convolution whose output it adds, a channel concatenation joined in place by the
+convolutions that write its inputs (outside training), a first layer's max pooling into
+its convolution (outside training). Outputs and gradients are the same
 either way (but for the order of a first layer's sums in one case the module names).
 
 Backward visits the nodes in reverse: each node's gradient is the sum of what
@@ -34,8 +35,8 @@ from ..backend import get_array_module
 from ..functional.activation import check_rule
 from .base import Layer
 from .container import Container, is_container, mutates_input, split_path
-from .graph_fusion import (Joins, forward_pooled, joined_concatenations, pooled_convolutions,
-                           relu_fusions)
+from .graph_fusion import (Joins, forward_added, forward_pooled, joined_concatenations,
+                           pooled_convolutions, relu_fusions, residual_convolutions)
 
 INPUT = "input"
 
@@ -128,7 +129,8 @@ class Graph(Container):
             self._schedules[head] = (
                 needed, order, uses, self._inner_reads(needed), fusions,
                 joined_concatenations(self._layers, self._inputs, order, uses, fusions),
-                pooled_convolutions(self._layers, self._inputs, order, uses, fusions))
+                pooled_convolutions(self._layers, self._inputs, order, uses, fusions),
+                residual_convolutions(self._layers, self._inputs, order, uses))
         return self._schedules[head]
 
     def _fusions(self, order, uses):
@@ -205,7 +207,8 @@ class Graph(Container):
         head, rest = self._split(until) if until is not None else (self.output, None)
         for path in record:
             self._split(path)
-        needed, order, uses, inner_reads, fusions, joins, pools = self._schedule(head)
+        needed, order, uses, inner_reads, fusions, joins, pools, residuals = \
+            self._schedule(head)
         uses = dict(uses)  # counted down as the nodes run
         self.outputs = {}
         self._shapes = {}
@@ -215,6 +218,8 @@ class Graph(Container):
         joined = Joins(self._layers, joins if inference else {})
         pools = pools if inference else {}
         pooled = {}  # max pooling -> its output, made by the convolution below it
+        residuals = residuals if not (record or until is not None) else {}
+        added = {}   # Add -> its output, made by the convolution below it
         for name in order:
             layer, inputs = self._layers[name], self._inputs[name]
             args = [values[i] for i in inputs]
@@ -227,11 +232,17 @@ class Graph(Container):
                 y = layer.forward_fused(args[0])
             elif name in pooled:
                 y = layer.forward_pooled(pooled.pop(name), args[0])
+            elif name in added:
+                y = layer.forward_added(added.pop(name), len(inputs))
             elif joined.complete(name):
                 y = layer.forward_joined(*joined.output(name))
             elif name in pools:
                 y = forward_pooled(name, layer, pools[name], self._layers[pools[name]], args[0],
                                    relu, pooled)
+            elif name in residuals:
+                add, other = residuals[name]
+                y = forward_added(name, layer, args[0], train, add, values.get(other),
+                                  add in fusions, added)
             if y is None:
                 y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
                                         else args[0], train,

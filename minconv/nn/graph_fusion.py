@@ -6,6 +6,12 @@ max(y, 0) as it writes y, and the ReLU keeps that output for its backward pass w
 another pass over the memory. The layer's own output y is then never formed, so a layer
 whose output is recorded (``record``) or asked for (``until``) is not fused.
 
+**Residual Adds.** An Add of two inputs, one of them the output of a Conv2D that only
+the Add reads, is made by that convolution: it adds the other input to y as it writes it
+(``forward(x, residual=...)``; the 1x1 tiles do so in their store, ResNet's bottlenecks
+end so), with the Add's fused ReLU, and the Add keeps the sum as its output. The other
+input must be computed by then (it comes earlier in the order, or is the graph's input).
+
 **Concatenations joined in place.** Outside training, a concatenation along the
 channels whose inputs are each read by it alone and written by layers that can write
 into a given array (``writes_into``: Conv2D, with or without a fused ReLU) is joined in
@@ -34,7 +40,7 @@ from .base import Unformed
 from .container import fuses_relu, in_layer, mutates_input
 from .conv import Conv2D
 from .layers import MaxPool2D, ReLU
-from .merge import Concat
+from .merge import Add, Concat
 
 
 def relu_fusions(layers, inputs, order, uses):
@@ -83,6 +89,41 @@ def pooled_convolutions(layers, inputs, order, uses, fusions):
         if type(layers[conv]) is Conv2D and uses[sources[0]] == 1 and uses[conv] == 1:
             pools[conv] = name
     return pools
+
+
+def residual_convolutions(layers, inputs, order, uses):
+    """{convolution: (add, other input)} for each Add node of two inputs whose input from a
+    Conv2D is read by it alone and whose other input comes earlier in ``order`` (or is the
+    graph's input); of two such convolutions, the later one."""
+    position = {name: k for k, name in enumerate(order)}
+    residuals = {}
+    for name in order:
+        sources = inputs[name]
+        if type(layers[name]) is not Add or len(sources) != 2 or sources[0] == sources[1]:
+            continue
+        for conv, other in ((sources[1], sources[0]), (sources[0], sources[1])):
+            if (conv in layers and type(layers[conv]) is Conv2D and uses[conv] == 1
+                    and (other not in position or position[other] < position[conv])):
+                residuals[conv] = (name, other)
+                break
+    return residuals
+
+
+def forward_added(name, conv, x, train, add, other, relu, added):
+    """Conv2D node ``name`` with the Add ``add`` above it: y + other (max(., 0) with the
+    Add's fused ``relu``) made as the convolution writes y, the sum left in ``added[add]``
+    for the Add node and returned. None where ``other`` is missing or does not fit y (the
+    two then run as usual)."""
+    shape = conv.output_shape(x.shape) if getattr(x, "ndim", 0) == 4 else None
+    if (other is None or shape is None or type(other) is not type(x)
+            or tuple(other.shape) != tuple(shape) or other.dtype != x.dtype):
+        return None
+    try:
+        y = conv.forward(x, train=train, relu=relu, residual=other)
+    except ValueError as error:
+        raise in_layer(name, conv, error) from None
+    added[add] = y
+    return y
 
 
 def forward_pooled(name, conv, pool_name, pool, x, relu, pooled):

@@ -35,6 +35,15 @@ class Add(_Merge):
         self._cache = len(xs)
         return y
 
+    def forward_added(self, y, count):
+        """The forward pass where the layer below added the other inputs to its own output
+        as it wrote it (a Graph's fusion, see :class:`~minconv.nn.Graph`): ``y`` is the sum
+        of ``count`` inputs (with the ReLU after it, where that was fused), returned as it
+        is."""
+        self._cache = count
+        self._output_spec = (tuple(y.shape), y.dtype)
+        return y
+
     def backward(self, dy, rule="grad", param_grads=None, input_grad=True):
         check_rule(rule)
         return [dy] * self._saved()

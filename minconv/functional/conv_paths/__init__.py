@@ -15,7 +15,10 @@ where the path writes its output (:func:`rectified` after the paths that cannot)
 Every result is a fresh array (never a view of scratch memory). A path whose
 ``writes_into`` is true also takes ``out=``: an (N, F, Ho, Wo) array, each image's maps
 contiguous (the channel slice of a concatenation's output, say), written and returned
-in place of a fresh y. The paths, and the measurements
+in place of a fresh y. A path whose ``adds_residual`` is true also takes ``residual=``
+(an array of y's shape, C-contiguous), which it adds to y as it writes it, before the
+ReLU (a residual connection: the Add after a bottleneck's last 1x1 convolution). The
+paths, and the measurements
 behind each, are described in docs/architecture.md; :mod:`..conv_plan` picks one:
 
     columns     im2col + one GEMM over a chunk of images (conv.py; the GPU's path)
@@ -51,6 +54,7 @@ class ConvPath(NamedTuple):
     data_grad: object
     weight_grad: object
     writes_into: bool = False   # forward takes out= (see the module docstring)
+    adds_residual: bool = False  # forward takes residual= (see the module docstring)
 
 
 def output_hw(x_shape, W_shape, win):

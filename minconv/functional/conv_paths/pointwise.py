@@ -18,7 +18,9 @@ channel in the same order (OpenBLAS's kernels do not: two identical filters then
 differ by a few ulps, and ONNX's squeezenet, whose filters are all alike, turned
 that into a different softmax). At batch 1 it ran SqueezeNet's 16 -> 64 on 55x55
 in 0.05-0.07 ms against BLAS's 0.10-0.16 and ResNet-50's 1x1 layers in 0.74-1.04
-of BLAS's time. Elsewhere it is :func:`runtime.batched_matmul`.
+of BLAS's time. Elsewhere it is :func:`runtime.batched_matmul`. The tiles also add a
+residual (``residual=``, a ResNet bottleneck's shortcut) as they store y: the sum the
+Add after them would make, without writing y out and reading it back.
 
 On small maps (fewer than :data:`ONE_GEMM_BELOW` positions: ResNet-50's 7x7
 stage) an (F, C) @ (C, 49) product per image is too thin for the BLAS kernels
@@ -31,7 +33,8 @@ runs :mod:`.per_image`'s (the planner only chooses this path for 1x1 windows).
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import ConvPath, chunk_rows, chunks, output_array, output_hw, per_image, sum_in_order
+from . import (ConvPath, chunk_rows, chunks, output_array, output_hw, per_image, rectified,
+               sum_in_order)
 
 # Maps of fewer positions multiply a whole chunk in one GEMM.
 ONE_GEMM_BELOW = 100
@@ -66,18 +69,38 @@ def _batch_parts(a, win, C, L, workspace, xp):
     return chunks(slice(0, a.shape[0]), C, L, a.dtype.itemsize, workspace, xp)
 
 
+def _tiles(x, W, b):
+    """Whether the tiles take this product (float32 where they run: every output channel
+    summed in one order)."""
+    fused = getattr(kernels_for(x), "fused_kernels", None)
+    return (fused is not None and fused(x.dtype) and W.dtype == x.dtype
+            and (b is None or b.dtype == x.dtype))
+
+
 def _batch_product(x, W2, b):
-    """The tiles' product (float32 where they run: every output channel summed in one
-    order) or BLAS's, as ``multiply(W2, x3, out, bias, relu)``."""
-    kernels = kernels_for(x)
-    fused = getattr(kernels, "fused_kernels", None)
-    if (fused is not None and fused(x.dtype) and W2.dtype == x.dtype
-            and (b is None or b.dtype == x.dtype)):
+    """The tiles' product or BLAS's, as ``multiply(W2, x3, out, bias, relu)``."""
+    if _tiles(x, W2, b):
+        kernels = kernels_for(x)
         return lambda W2, x3, out, bias, relu: kernels.pointwise_matmul(W2, x3, out, bias, relu)
     return runtime.batched_matmul
 
 
-def forward(x, W, b, win, workspace=None, relu=False, out=None):
+def _residual_in_tiles(x, W, b, win, residual, out):
+    """Whether the tiles add ``residual`` as they store y: one product over the whole batch
+    into a fresh y, and a residual laid out as y."""
+    Ho, Wo = output_hw(x.shape, W.shape, win)
+    return (out is None and serves(W.shape, win) and _tiles(x, W, b)
+            and (Ho * Wo >= ONE_GEMM_BELOW or x.shape[0] == 1)
+            and residual.dtype == x.dtype and residual.flags.c_contiguous)
+
+
+def forward(x, W, b, win, workspace=None, relu=False, out=None, residual=None):
+    if residual is not None:
+        if not _residual_in_tiles(x, W, b, win, residual, out):
+            y = forward(x, W, b, win, workspace, False, out)
+            y += residual
+            return rectified(y, relu)
+        return _forward_with_residual(x, W, b, win, workspace, relu, residual)
     if not serves(W.shape, win):
         y = per_image.forward(x, W, b, win, workspace, relu)
         if out is None:
@@ -105,6 +128,21 @@ def forward(x, W, b, win, workspace=None, relu=False, out=None):
                 F, n, Ho, Wo).transpose(1, 0, 2, 3)
 
     runtime.map_shares(convolve, x.shape[0], xp)
+    return y
+
+
+def _forward_with_residual(x, W, b, win, workspace, relu, residual):
+    """y[n] = W2 @ x_s[n] + b + residual[n] on the tiles, the batch's parts in one call each."""
+    xp, kernels = get_array_module(x), kernels_for(x)
+    F, C = W.shape[:2]
+    Ho, Wo = output_hw(x.shape, W.shape, win)
+    L, W2 = Ho * Wo, W.reshape(F, C)
+    y = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
+    for part in _batch_parts(x, win, C, L, workspace, xp):
+        n = part.stop - part.start
+        kernels.pointwise_matmul(W2, _as_matrices(xp, _kept(x[part], win), n, C, L),
+                                 y[part].reshape(n, F, L), b, relu,
+                                 addend=residual[part].reshape(n, F, L))
     return y
 
 
@@ -172,4 +210,5 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     return dW2.reshape(W_shape), db
 
 
-PATH = ConvPath("pointwise", forward, data_grad, weight_grad, writes_into=True)
+PATH = ConvPath("pointwise", forward, data_grad, weight_grad, writes_into=True,
+                adds_residual=True)
