@@ -387,6 +387,12 @@ POOL_CASES = [
     ((1, 3, 6, 7), 3, 2, (3, 1), (1, 1), True),
     ((1, 2, 9, 10), 4, 3, (3, 3), (2, 1), True),
     ((1, 1, 3, 600), 2, 3, (1, 2), (1, 1), True),     # rows wider than one block of outputs
+    ((1, 3, 14, 30), 3, 3, (1, 1), (1, 1), False),   # GoogLeNet's 3x3/1: vectors of outputs
+    ((2, 4, 13, 13), 3, 3, (1, 1), (1, 1), False),   # ... its 13x13 and 6x6 planes, each one
+    ((1, 5, 6, 6), 3, 3, (1, 1), (1, 1), True),      # flat array ("same" padding)
+    ((1, 2, 7, 9), 5, 3, (1, 1), (2, 1), False),
+    ((1, 2, 2, 3), 5, 5, (1, 1), (2, 2), True),      # a plane smaller than the window
+    ((1, 2, 5, 21), 2, 5, (1, 1), (0, 2), True),      # a wider window at stride 1
     ((1, 96, 110, 110), 3, 3, (2, 2), (0, 0), True),  # ZFNet pool1: 110 -> 55
     ((1, 256, 26, 26), 3, 3, (2, 2), (0, 0), True),   # ZFNet pool2: 26 -> 13
     ((1, 256, 13, 13), 3, 3, (2, 2), (0, 0), True),   # ZFNet pool5: 13 -> 6

@@ -105,29 +105,31 @@ static void mc_maxpool_values_plane_avx2(const float *x, ptrdiff_t row0, float *
         ptrdiff_t hs, he, w = 0;
         mc_window_rows(ho, kh, sh, ph, H, &hs, &he);
         const float *first = x + (hs - row0) * W;
-        if (he - hs == 3) {
-            const float *r1 = first + W, *r2 = first + 2 * W;
-            for (; w + 8 <= W; w += 8)
-                _mm256_storeu_ps(row + w, mc_vp_nanmax(mc_vp_nanmax(
-                    _mm256_loadu_ps(first + w), _mm256_loadu_ps(r1 + w)), _mm256_loadu_ps(r2 + w)));
-            for (; w < W; w++)
-                row[w] = MC_NANMAX(MC_NANMAX(first[w], r1[w]), r2[w]);
-        } else {
-            for (; w + 8 <= W; w += 8) {
-                __m256 v = _mm256_loadu_ps(first + w);
-                for (ptrdiff_t h = hs + 1; h < he; h++)
-                    v = mc_vp_nanmax(v, _mm256_loadu_ps(x + (h - row0) * W + w));
-                _mm256_storeu_ps(row + w, v);
-            }
-            for (; w < W; w++) {
-                float v = first[w];
-                for (ptrdiff_t h = hs + 1; h < he; h++) v = MC_NANMAX(v, x[(h - row0) * W + w]);
-                row[w] = v;
-            }
+        /* 8 columns a step, the last step ending at the row's end (over columns already
+           done: the same maxima again) rather than a scalar tail */
+        for (ptrdiff_t step = 0; W >= 8 && step < W; step += 8, w = W) {
+            const ptrdiff_t at = step + 8 > W ? W - 8 : step;
+            __m256 v = _mm256_loadu_ps(first + at);
+            for (ptrdiff_t h = hs + 1; h < he; h++)
+                v = mc_vp_nanmax(v, _mm256_loadu_ps(x + (h - row0) * W + at));
+            _mm256_storeu_ps(row + at, v);
+        }
+        for (; w < W; w++) {
+            float v = first[w];
+            for (ptrdiff_t h = hs + 1; h < he; h++) v = MC_NANMAX(v, x[(h - row0) * W + w]);
+            row[w] = v;
         }
         float *out = y + ho * Wo;
         ptrdiff_t o = 0;
-        if (sw == 2 && (kw == 3 || kw == 2)) {   /* the common windows: 8 outputs a step */
+        if (sw == 1) {   /* (GoogLeNet's 3x3/1 pools) 8 outputs a step, a load per tap */
+            for (ptrdiff_t step = 0; Wo >= 8 && step < Wo; step += 8, o = Wo) {
+                const ptrdiff_t at = step + 8 > Wo ? Wo - 8 : step;
+                __m256 v = _mm256_loadu_ps(m + at);
+                for (int j = 1; j < kw; j++)
+                    v = mc_vp_nanmax(v, _mm256_loadu_ps(m + at + j));
+                _mm256_storeu_ps(out + at, v);
+            }
+        } else if (sw == 2 && (kw == 3 || kw == 2)) {   /* the common windows: 8 outputs a step */
             for (; 2 * o + 18 <= span && o + 8 <= Wo; o += 8) {
                 const float *at = m + 2 * o;
                 const __m256 a = _mm256_loadu_ps(at), b = _mm256_loadu_ps(at + 8);
@@ -142,6 +144,70 @@ static void mc_maxpool_values_plane_avx2(const float *x, ptrdiff_t row0, float *
             float v = m[o * sw];
             for (int j = 1; j < kw; j++) v = MC_NANMAX(v, m[o * sw + j]);
             out[o] = v;
+        }
+    }
+}
+
+/* y[p] = max over i < taps of x[p + i*step] for p < count, 8 a step: a window's taps along
+   one axis, NaN kept, the taps in order */
+__attribute__((target("avx2")))
+static void mc_vp_window_max(const float *x, float *y, ptrdiff_t count, int taps,
+                             ptrdiff_t step)
+{
+    ptrdiff_t p = 0;
+    if (taps == 3) {   /* the 3x3 windows' taps unrolled */
+        const float *x1 = x + step, *x2 = x + 2 * step;
+        for (; p + 8 <= count; p += 8)
+            _mm256_storeu_ps(y + p, mc_vp_nanmax(mc_vp_nanmax(_mm256_loadu_ps(x + p),
+                                                              _mm256_loadu_ps(x1 + p)),
+                                                 _mm256_loadu_ps(x2 + p)));
+    }
+    for (; p + 8 <= count; p += 8) {
+        __m256 v = _mm256_loadu_ps(x + p);
+        for (int i = 1; i < taps; i++)
+            v = mc_vp_nanmax(v, _mm256_loadu_ps(x + p + i * step));
+        _mm256_storeu_ps(y + p, v);
+    }
+    for (; p < count; p++) {
+        float v = x[p];
+        for (int i = 1; i < taps; i++) v = MC_NANMAX(v, x[p + i * step]);
+        y[p] = v;
+    }
+}
+
+/* A whole (H, W) plane pooled at stride 1 with "same" padding (2*ph = kh - 1, 2*pw = kw - 1:
+   GoogLeNet's 3x3/1 pools), y the plane's size: each pass runs over the plane as one flat
+   array, 8 outputs a step, so a plane narrower than a vector (GoogLeNet's 6x6) is not cut
+   into rows that each leave the vectors (rows of 8 or more take the row-wise pass, whose
+   last vector of a row overlaps the one before it). The vertical pass into v (H*W floats): rows whose window lies inside the plane
+   in one run, the ph rows at each edge with their windows cut. The horizontal pass over
+   the flat v crosses from one row into the next at its first pw and last pw columns,
+   which are then redone with their windows cut. The taps are visited in the row-wise
+   pass's order (the same maxima, signed zeros included). */
+__attribute__((target("avx2")))
+static void mc_maxpool_values_same_avx2(const float *x, float *y, float *v, ptrdiff_t H,
+                                        ptrdiff_t W, int kh, int kw)
+{
+    const int ph = (kh - 1) / 2, pw = (kw - 1) / 2;
+    const ptrdiff_t inner0 = ph < H ? ph : H, inner1 = H - ph > inner0 ? H - ph : inner0;
+    if (inner1 > inner0)   /* v[h] = max of x[h - ph .. h + ph] */
+        mc_vp_window_max(x + (inner0 - ph) * W, v + inner0 * W, (inner1 - inner0) * W, kh, W);
+    for (ptrdiff_t h = 0; h < H; h++) {
+        if (h >= inner0 && h < inner1)
+            continue;
+        const ptrdiff_t hs = h - ph < 0 ? 0 : h - ph, he = h + ph + 1 > H ? H : h + ph + 1;
+        mc_vp_window_max(x + hs * W, v + h * W, W, (int)(he - hs), W);
+    }
+    if (H * W > 2 * pw)   /* y[p] = max of v[p - pw .. p + pw], rows run together */
+        mc_vp_window_max(v, y + pw, H * W - 2 * pw, kw, 1);
+    const ptrdiff_t right = W - pw > pw ? W - pw : pw;   /* the columns from here are cut */
+    for (ptrdiff_t h = 0; h < H && pw > 0; h++) {
+        const float *row = v + h * W;
+        for (ptrdiff_t o = 0; o < W; o = o + 1 == pw ? right : o + 1) {
+            const ptrdiff_t ws = o - pw < 0 ? 0 : o - pw, we = o + pw + 1 > W ? W : o + pw + 1;
+            float m = row[ws];
+            for (ptrdiff_t j = ws + 1; j < we; j++) m = MC_NANMAX(m, row[j]);
+            y[h * W + o] = m;
         }
     }
 }
@@ -162,6 +228,21 @@ static void mc_maxpool_values_plane(int level, const float *x, ptrdiff_t row0, f
     }
 #endif
     mc_maxpool_values_plane_f(x, row0, y, m, H, W, kh, kw, sh, sw, ph, pw, ho_begin, ho_end, Wo);
+}
+
+/* A whole plane at stride 1 with "same" padding (mc_maxpool_values_same_avx2) where AVX2
+   runs (level 1 or more): returns 1 when it is done, 0 when the caller is to pool the
+   plane row by row. v holds H*W floats. */
+static int mc_maxpool_values_same(int level, const float *x, float *y, float *v, ptrdiff_t H,
+                                  ptrdiff_t W, int kh, int kw)
+{
+#if MC_POOL_SIMD
+    if (level >= 1) {
+        mc_maxpool_values_same_avx2(x, y, v, H, W, kh, kw);
+        return 1;
+    }
+#endif
+    return 0;
 }
 
 #endif

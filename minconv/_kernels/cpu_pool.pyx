@@ -52,6 +52,8 @@ cdef extern from "_maxpool_values.h" nogil:
                                  float *m, Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh,
                                  int sw, int ph, int pw, Py_ssize_t ho_begin,
                                  Py_ssize_t ho_end, Py_ssize_t Wo)
+    int mc_maxpool_values_same(int level, const float *x, float *y, float *v, Py_ssize_t H,
+                               Py_ssize_t W, int kh, int kw)
     void mc_maxpool_values_plane_d(const double *x, Py_ssize_t row0, double *y, double *m,
                                    Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw,
                                    int ph, int pw, Py_ssize_t ho_begin, Py_ssize_t ho_end,
@@ -240,12 +242,17 @@ cdef void _values_forward(const floating[:, ::1] x, floating[:, ::1] y, floating
                           int pw, Py_ssize_t Ho, Py_ssize_t Wo, int level) noexcept:
     cdef Py_ssize_t p
     cdef int t
+    # planes narrower than a vector pooled at stride 1 with "same" padding: as flat arrays
+    cdef bint same = (sh == 1 and sw == 1 and 2 * ph == kh - 1 and 2 * pw == kw - 1
+                      and W < 8)
     for p in prange(x.shape[0], nogil=True, schedule="static",
                     num_threads=min(rows.shape[0], threads_for(x.shape[0] * H * W))):
-        t = threadid()  # each thread's own padded row
+        t = threadid()  # each thread's own padded row (or, at stride 1, plane)
         if floating is float:
-            mc_maxpool_values_plane(level, &x[p, 0], 0, &y[p, 0], &rows[t, 0], H, W, kh, kw,
-                                    sh, sw, ph, pw, 0, Ho, Wo)
+            if not (same and mc_maxpool_values_same(level, &x[p, 0], &y[p, 0], &rows[t, 0], H,
+                                                    W, kh, kw)):
+                mc_maxpool_values_plane(level, &x[p, 0], 0, &y[p, 0], &rows[t, 0], H, W, kh,
+                                        kw, sh, sw, ph, pw, 0, Ho, Wo)
         else:
             mc_maxpool_values_plane_d(&x[p, 0], 0, &y[p, 0], &rows[t, 0], H, W, kh, kw, sh, sw,
                                       ph, pw, 0, Ho, Wo)
@@ -265,6 +272,8 @@ def maxpool_values(x, kh, kw, stride, padding, ceil_mode):
     # each thread's padded row on cache lines of its own (a line two threads write to
     # would pass between their cores on every output row)
     span = mc_values_row_span(W, kw, sw, pw, Wo)
+    if sh == 1 and sw == 1:  # room for a whole plane (the "same" pools' flat passes)
+        span = max(span, H * W)
     rows = np.empty((max_threads(), (span + 15) // 16 * 16 + 16), dtype=x.dtype)
     x2, y2 = x.reshape(N * C, H * W), y.reshape(N * C, Ho * Wo)
     if x.dtype == np.float32:
