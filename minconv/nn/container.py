@@ -40,7 +40,14 @@ def in_layer(name, layer, error):
 
 
 def is_container(layer):
-    return isinstance(layer, Container)
+    return _is_container_class(type(layer))
+
+
+@functools.lru_cache(maxsize=None)
+def _is_container_class(cls):
+    # by class, once: isinstance against the abstract Layer's subclasses goes through
+    # ABCMeta on every call, and a pass asks for every node
+    return issubclass(cls, Container)
 
 
 def fuses_relu(layer):

@@ -247,8 +247,8 @@ class Graph(Container):
                 y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
                                         else args[0], train,
                                         until=rest if name == head else None,
-                                        record=tuple(self._sub_record(name, record)) +
-                                        tuple(inner), relu=relu,
+                                        record=(tuple(self._sub_record(name, record))
+                                                if record else ()) + tuple(inner), relu=relu,
                                         out=joined.slice_for(name, layer, args[0]))
             if relu:
                 fused.add(fusions[name])
