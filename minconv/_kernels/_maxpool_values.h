@@ -175,15 +175,16 @@ static void mc_vp_window_max(const float *x, float *y, ptrdiff_t count, int taps
     }
 }
 
-/* A whole (H, W) plane pooled at stride 1 with "same" padding (2*ph = kh - 1, 2*pw = kw - 1:
-   GoogLeNet's 3x3/1 pools), y the plane's size: each pass runs over the plane as one flat
-   array, 8 outputs a step, so a plane narrower than a vector (GoogLeNet's 6x6) is not cut
-   into rows that each leave the vectors (rows of 8 or more take the row-wise pass, whose
-   last vector of a row overlaps the one before it). The vertical pass into v (H*W floats): rows whose window lies inside the plane
-   in one run, the ph rows at each edge with their windows cut. The horizontal pass over
-   the flat v crosses from one row into the next at its first pw and last pw columns,
-   which are then redone with their windows cut. The taps are visited in the row-wise
-   pass's order (the same maxima, signed zeros included). */
+/* A whole (H, W) plane pooled at stride 1 with "same" padding (2*ph = kh - 1, 2*pw = kw -
+   1: GoogLeNet's 3x3/1 pools), y the plane's size: each pass runs over the plane as one
+   flat array, 8 outputs a step, so a plane narrower than a vector (GoogLeNet's 6x6) is not
+   cut into rows that each leave the vectors (rows of 8 or more take the row-wise pass,
+   whose last vector of a row overlaps the one before it). The vertical pass into v (H*W
+   floats): rows whose window lies inside the plane in one run, the ph rows at each edge
+   with their windows cut. The horizontal pass over the flat v crosses from one row into
+   the next at its first pw and last pw columns, which are then redone with their windows
+   cut. The taps are visited in the row-wise pass's order (the same maxima, signed zeros
+   included). */
 __attribute__((target("avx2")))
 static void mc_maxpool_values_same_avx2(const float *x, float *y, float *v, ptrdiff_t H,
                                         ptrdiff_t W, int kh, int kw)

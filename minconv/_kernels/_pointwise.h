@@ -65,7 +65,8 @@ MC_PW512_TILE void mc_pw512_tile(const float *w, ptrdiff_t ldw, const float *x, 
     for (int r = 0; r < ROWS; r++) {
         #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
-            const int whole = v < NV - 1 || tail >= 16;   /* FULL is the loads': a packed panel is padded */
+            /* FULL is the loads': a packed panel is padded */
+            const int whole = v < NV - 1 || tail >= 16;
             const __m512 sum = !z ? acc[r][v] : _mm512_add_ps(acc[r][v],
                 whole ? _mm512_loadu_ps(z + r * ldy + 16 * v)
                       : _mm512_maskz_loadu_ps(last, z + r * ldy + 16 * v));
@@ -177,7 +178,8 @@ MC_PW2_TILE void mc_pw2_tile(const float *w, ptrdiff_t ldw, const float *x, ptrd
     for (int r = 0; r < ROWS; r++) {
         #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
-            const int whole = v < NV - 1 || count >= 8 * NV;   /* FULL is the loads': a packed panel is padded */
+            /* FULL is the loads': a packed panel is padded */
+            const int whole = v < NV - 1 || count >= 8 * NV;
             const __m256 sum = !z ? acc[r][v] : _mm256_add_ps(acc[r][v],
                 whole ? _mm256_loadu_ps(z + r * ldy + 8 * v)
                       : _mm256_maskload_ps(z + r * ldy + 8 * v, last));

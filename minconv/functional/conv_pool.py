@@ -5,13 +5,16 @@
 
 A first layer's output is a net's largest map (SqueezeNet's 64x111x111: 3 MB at batch
 1), and the max pooling after it reads it straight back. Where the convolution's forward
-product runs on the ``direct`` tiles (few input channels), the two run band by band: each band of pooled rows is pooled from the convolution rows its windows
-cover as soon as the tiles have made them (:mod:`.conv_paths.direct`), so the full map is
-never written to memory. A Graph does this outside training when the pooling alone reads
-the convolution (see :class:`~minconv.nn.Graph`); the result is the same, bit for bit.
-Whole passes timed in pairs (AMD EPYC, AVX2), against the two layers on the planner's
-paths: SqueezeNet 0.93-0.95 of the time at batch 1 and 0.94-0.96 at batch 8, GoogLeNet
-1.00 and 0.96, ResNet-50 0.98 and 1.00.
+product runs on the ``direct`` tiles (few input channels), the two run band by band:
+each band of pooled rows is pooled from the convolution rows its windows cover as soon
+as the tiles have made them (:mod:`.conv_paths.direct`), so the full map is never
+written to memory. A Graph does this outside training when the pooling alone reads the
+convolution (see :class:`~minconv.nn.Graph`). On the same plan the result is the two
+layers', bit for bit; where the pooled pass takes the direct tiles and the planner alone
+would not (a batch that fills the cores), the sums run in another order. Whole
+passes timed in pairs (AMD EPYC, AVX2), against the two layers on the planner's paths:
+SqueezeNet 0.93-0.95 of the time at batch 1 and 0.94-0.96 at batch 8, GoogLeNet 1.00 and
+0.96, ResNet-50 0.98 and 1.00.
 """
 from .._kernels import kernels_for
 from .conv import _group_weight, _prepare
