@@ -4,6 +4,7 @@ Gradient checks follow CS231n's ``eval_numerical_gradient_array``: the scalar
 ``sum(f(x) * dy)`` with a *random* upstream gradient ``dy`` (a uniform one hides
 transposition bugs), differentiated by centred differences in float64.
 """
+import contextlib
 import sys
 import types
 
@@ -86,3 +87,45 @@ def kernels(request, monkeypatch):
     elif not kernels_module.CPU_BUILT:
         pytest.skip("Cython kernels not built (python setup.py build_ext --inplace)")
     return request.param
+
+
+@contextlib.contextmanager
+def tiles_at(isa):
+    """The block with the compiled tiles capped at ``isa`` ("avx512", "avx2"), the cap
+    restored after; the test is skipped, with its reason, where this CPU lacks ``isa``."""
+    from minconv._kernels import cpu_tiles
+    before = cpu_tiles.set_isa_cap(isa)
+    try:
+        if cpu_tiles.isa() != isa:
+            pytest.skip(f"this CPU has no {isa}")
+        yield
+    finally:
+        cpu_tiles.set_isa_cap(before)
+
+
+def spy_on(graph, kind, method, counts=None):
+    """The names of the nodes of ``graph`` of class ``kind`` whose ``method`` runs (and whose
+    result ``counts``, when given), in the order they run; a list that fills as they do."""
+    ran = []
+    for name, layer in graph.items():
+        if isinstance(layer, kind):
+            real = getattr(layer, method)
+
+            def spy(*args, real=real, name=name, **kwargs):
+                result = real(*args, **kwargs)
+                if counts is None or counts(result):
+                    ran.append(name)
+                return result
+            setattr(layer, method, spy)
+    return ran
+
+
+def assert_same_backward(g, h, dy):
+    """g and h, each after a forward pass, send dy down to the same dx under the three rules
+    and fill the same parameter gradients under "grad", bit for bit."""
+    for rule in ("grad", "deconv", "guided"):
+        np.testing.assert_array_equal(g.backward(dy, rule=rule), h.backward(dy, rule=rule),
+                                      err_msg=rule)
+        if rule == "grad":
+            for key, grad in h.grads.items():
+                np.testing.assert_array_equal(g.grads[key], grad, err_msg=key)
