@@ -40,8 +40,8 @@ import numpy as np
 from .. import runtime
 from .._kernels import kernels_for
 from ..backend import get_array_module
-from .conv_paths import (Window, direct, fused_rows, output_hw, per_image, pointwise,
-                         rectified, rows, shifted, winograd)
+from .conv_paths import (Window, direct, fused_rows, output_hw, per_image, pointwise, rows,
+                         shifted, winograd, with_residual)
 
 PLANS = ("columns", "per_image", "rows", "fused_rows", "direct", "pointwise", "winograd",
          "shifted")
@@ -336,9 +336,8 @@ def run_forward(plan, x, W, b, win, groups=1, workspace=None, relu=False, out=No
     if residual is not None:
         if groups == 1 and out is None and chosen.adds_residual:
             return chosen.forward(x, W, b, win, workspace, relu, residual=residual)
-        y = run_forward(plan, x, W, b, win, groups, workspace, False, out)
-        y += residual
-        return rectified(y, relu)
+        return with_residual(run_forward(plan, x, W, b, win, groups, workspace, False, out),
+                             residual, relu)
     if groups == 1:
         if out is None:
             return chosen.forward(x, W, b, win, workspace, relu)

@@ -167,6 +167,13 @@ def rectified(y, relu):
     return kernels_for(y).relu_forward(y, out=y) if relu else y
 
 
+def with_residual(y, residual, relu):
+    """max(y + residual, 0) (without ``relu``, y + residual) in place: the residual added
+    after a product that cannot add it as it writes y."""
+    y += residual
+    return rectified(y, relu)
+
+
 def weight_matrix(W):
     """W (F, C, kh, kw) as im2col's GEMM operand: (F, C*kh*kw), taps (c, i, j)."""
     return W.reshape(W.shape[0], -1)

@@ -52,7 +52,7 @@ def pools(kernels, x, W, b):
 def forward_maxpool(x, W, b, win, relu, pool_kernel, pool_stride, pool_padding, pooled_hw):
     """maxpool(y) for y the forward product (max(y, 0) with ``relu``), each share of the
     batch pooling bands of its convolution's rows as the tiles make them: the convolution's
-    output is never formed (:func:`~minconv._kernels.cpu_tiles.conv2d_direct_maxpool`).
+    output is never formed (:func:`~minconv._kernels.cpu_direct.conv2d_direct_maxpool`).
     Where :func:`pools` says so."""
     kernels = kernels_for(x)
     N, F = x.shape[0], W.shape[0]

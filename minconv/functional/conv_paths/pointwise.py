@@ -33,8 +33,8 @@ runs :mod:`.per_image`'s (the planner only chooses this path for 1x1 windows).
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import (ConvPath, chunk_rows, chunks, output_array, output_hw, per_image, rectified,
-               sum_in_order)
+from . import (ConvPath, chunk_rows, chunks, output_array, output_hw, per_image, sum_in_order,
+               with_residual)
 
 # Maps of fewer positions multiply a whole chunk in one GEMM.
 ONE_GEMM_BELOW = 100
@@ -97,9 +97,7 @@ def _residual_in_tiles(x, W, b, win, residual, out):
 def forward(x, W, b, win, workspace=None, relu=False, out=None, residual=None):
     if residual is not None:
         if not _residual_in_tiles(x, W, b, win, residual, out):
-            y = forward(x, W, b, win, workspace, False, out)
-            y += residual
-            return rectified(y, relu)
+            return with_residual(forward(x, W, b, win, workspace, False, out), residual, relu)
         return _forward_with_residual(x, W, b, win, workspace, relu, residual)
     if not serves(W.shape, win):
         y = per_image.forward(x, W, b, win, workspace, relu)
