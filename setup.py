@@ -16,8 +16,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ("cpu_conv", "cpu_tiles", "cpu_layout", "cpu_pool", "cpu_lrn", "cpu_activation",
-           "cpu_norm", "cpu_winograd", "cpu_team", "cpu_pointwise")
+KERNELS = ("cpu_conv", "cpu_tiles", "cpu_direct", "cpu_layout", "cpu_pool", "cpu_lrn",
+           "cpu_activation", "cpu_norm", "cpu_winograd", "cpu_team", "cpu_pointwise")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_tiles", "_blocks", "_im2row_matmul", "_im2row_matmul_avx2",
                              "_direct_avx512", "_direct_avx2")]
@@ -75,9 +75,10 @@ class BuildExt(build_ext):
 extensions = [
     Extension(f"minconv._kernels.{name}", [f"minconv/_kernels/{name}.pyx"],
               include_dirs=[np.get_include(), "minconv/_kernels"],
-              depends={"cpu_tiles": TILE_HEADERS + ["minconv/_kernels/_direct_maxpool.h",
-                                                    "minconv/_kernels/_maxpool.h",
-                                                    "minconv/_kernels/_maxpool_values.h"],
+              depends={"cpu_tiles": TILE_HEADERS,
+                       "cpu_direct": TILE_HEADERS + ["minconv/_kernels/_direct_maxpool.h",
+                                                     "minconv/_kernels/_maxpool.h",
+                                                     "minconv/_kernels/_maxpool_values.h"],
                        "cpu_winograd": ["minconv/_kernels/_winograd.h"],
                        "cpu_pointwise": TILE_HEADERS + ["minconv/_kernels/_pointwise.h"],
                        "cpu_pool": ["minconv/_kernels/_maxpool.h",

@@ -37,7 +37,7 @@ import _timing  # noqa: E402,F401  before NumPy: it sets OPENBLAS_THREAD_TIMEOUT
 import numpy as np  # noqa: E402
 
 from minconv._kernels import reference as ref
-from minconv._kernels import cpu_conv, cpu_layout, cpu_lrn, cpu_pool, cpu_tiles
+from minconv._kernels import cpu_conv, cpu_direct, cpu_layout, cpu_lrn, cpu_pool, cpu_tiles
 
 try:
     import torch
@@ -253,10 +253,10 @@ def tile_cases(rng):
             return sum(dy[n].reshape(F, L) @ cols[:, n * L:(n + 1) * L].T for n in range(N))
 
         macs = N * L * k * k * C * F
-        yield (f"{name} direct", macs, {s: under(s, lambda: cpu_tiles.conv2d_direct(x, W, None, *geo))
+        yield (f"{name} direct", macs, {s: under(s, lambda: cpu_direct.conv2d_direct(x, W, None, *geo))
                                   for s in sets}, gemm_forward)
         yield (f"{name} direct dW", macs, {
-            s: under(s, lambda: cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, *geo))
+            s: under(s, lambda: cpu_direct.conv2d_direct_weight_grad(dy, x, W.shape, *geo))
             for s in sets}, gemm_weight_grad)
 
 

@@ -21,6 +21,9 @@ from minconv._kernels import reference as ref
 cpu_tiles = pytest.importorskip(
     "minconv._kernels.cpu_tiles",
     reason="the Cython kernels are not built (run `python setup.py build_ext --inplace`)")
+cpu_direct = pytest.importorskip(
+    "minconv._kernels.cpu_direct",
+    reason="the Cython kernels are not built (run `python setup.py build_ext --inplace`)")
 
 
 def _cpu_flags():
@@ -165,12 +168,12 @@ def test_direct_convolution_matches_reference(isa, case):
     x = random(shape, 0)
     W = random((F, shape[1], kh, kw), 1)
     bias = random((F,), 2)
-    y = cpu_tiles.conv2d_direct(x, W, bias, stride, padding, dilation)
+    y = cpu_direct.conv2d_direct(x, W, bias, stride, padding, dilation)
     assert_close_to(y, ref.conv2d_direct(x, W, bias, stride, padding, dilation))
-    assert_close_to(cpu_tiles.conv2d_direct(x, W, None, stride, padding, dilation),
+    assert_close_to(cpu_direct.conv2d_direct(x, W, None, stride, padding, dilation),
                     ref.conv2d_direct(x, W, None, stride, padding, dilation))
     dy = random(y.shape, 3)
-    assert_close_to(cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
+    assert_close_to(cpu_direct.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     ref.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation))
 
 

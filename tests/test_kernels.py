@@ -10,12 +10,14 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import tiles_at
 from minconv._kernels import reference as ref
 
 REASON = "the Cython kernels are not built (run `pip install -e .` or " \
          "`python setup.py build_ext --inplace`)"
 cpu_conv = pytest.importorskip("minconv._kernels.cpu_conv", reason=REASON)
 cpu_tiles = pytest.importorskip("minconv._kernels.cpu_tiles", reason=REASON)
+cpu_direct = pytest.importorskip("minconv._kernels.cpu_direct", reason=REASON)
 cpu_pool = pytest.importorskip("minconv._kernels.cpu_pool", reason=REASON)
 cpu_lrn = pytest.importorskip("minconv._kernels.cpu_lrn", reason=REASON)
 cpu_pointwise = pytest.importorskip("minconv._kernels.cpu_pointwise", reason=REASON)
@@ -196,14 +198,9 @@ def test_im2row_products_shared_by_the_threads_match_reference(case, isa):
     x = random(shape, np.float32)
     w_rows = random((9 * shape[1], F), np.float32, seed=1)
     bias = random((F,), np.float32, seed=2)
-    before = cpu_tiles.set_isa_cap(isa)
-    try:
-        if cpu_tiles.isa() != isa:
-            pytest.skip(f"this CPU has no {isa}")
+    with tiles_at(isa):
         y = np.full((shape[2] * shape[3], F), np.nan, np.float32)
         cpu_tiles.im2row_matmul(x, w_rows, 3, 3, (1, 1), (1, 1), (1, 1), bias=bias, out=y)
-    finally:
-        cpu_tiles.set_isa_cap(before)
     assert_close_to(y, ref.im2row_matmul(x, w_rows, 3, 3, (1, 1), (1, 1), (1, 1), bias=bias),
                     np.float32)
 
@@ -260,12 +257,12 @@ def test_direct_convolution_matches_reference(case, dtype):
     x = random(shape, dtype)
     W = random((F, shape[1], k, k), dtype, seed=1)
     bias = random((F,), dtype, seed=2)
-    y = cpu_tiles.conv2d_direct(x, W, bias, stride, padding, dilation)
+    y = cpu_direct.conv2d_direct(x, W, bias, stride, padding, dilation)
     assert_close_to(y, ref.conv2d_direct(x, W, bias, stride, padding, dilation), dtype)
-    assert_close_to(cpu_tiles.conv2d_direct(x, W, None, stride, padding, dilation),
+    assert_close_to(cpu_direct.conv2d_direct(x, W, None, stride, padding, dilation),
                     ref.conv2d_direct(x, W, None, stride, padding, dilation), dtype)
     dy = random(y.shape, dtype, seed=3)
-    assert_close_to(cpu_tiles.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
+    assert_close_to(cpu_direct.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     ref.conv2d_direct_weight_grad(dy, x, W.shape, stride, padding, dilation),
                     dtype)
 
@@ -291,14 +288,9 @@ def test_direct_tiles_at_width_strides_match_reference(case, batch, isa):
     x[-1, 0, image[1] // 2, image[2] // 2] = np.nan          # the fused ReLU keeps NaN
     W = rng.standard_normal((F, image[0], kh, kw)).astype(np.float32)
     b = rng.standard_normal(F).astype(np.float32)
-    before = cpu_tiles.set_isa_cap(isa)
-    try:
-        if cpu_tiles.isa() != isa:
-            pytest.skip(f"this CPU has no {isa}")
-        y = cpu_tiles.conv2d_direct(x, W, b, stride, padding, dilation)
-        rectified = cpu_tiles.conv2d_direct(x, W, b, stride, padding, dilation, relu=True)
-    finally:
-        cpu_tiles.set_isa_cap(before)
+    with tiles_at(isa):
+        y = cpu_direct.conv2d_direct(x, W, b, stride, padding, dilation)
+        rectified = cpu_direct.conv2d_direct(x, W, b, stride, padding, dilation, relu=True)
     expected = ref.conv2d_direct(x.astype(np.float64), W.astype(np.float64),
                                  b.astype(np.float64), stride, padding, dilation)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
@@ -339,11 +331,11 @@ def test_direct_convolution_names_wrong_operands():
     x = random(shape, np.float32)
     W = random((F, shape[1], k, k), np.float32)
     with pytest.raises(ValueError, match=r"conv2d_direct: input \(3, 1, 28, 28\) does not match"):
-        cpu_tiles.conv2d_direct(x, W[:, :0], None, stride, padding, dilation)
+        cpu_direct.conv2d_direct(x, W[:, :0], None, stride, padding, dilation)
     with pytest.raises(ValueError, match=r"conv2d_direct: weight and bias must be float32"):
-        cpu_tiles.conv2d_direct(x, W.astype(np.float64), None, stride, padding, dilation)
+        cpu_direct.conv2d_direct(x, W.astype(np.float64), None, stride, padding, dilation)
     with pytest.raises(ValueError, match=r"conv2d_direct_weight_grad: dy must be float32"):
-        cpu_tiles.conv2d_direct_weight_grad(np.zeros((3, F, 27, 28), np.float32), x, W.shape,
+        cpu_direct.conv2d_direct_weight_grad(np.zeros((3, F, 27, 28), np.float32), x, W.shape,
                                            stride, padding, dilation)
 
 
@@ -727,13 +719,8 @@ def test_pointwise_tiles_match_the_product_and_sum_alike_filters_alike(N, F, C, 
     whole = np.full((N, F + 1, P + 5), 7.0, np.float32)
     out = whole[:, 1:, 3:P + 3]
     x[0, 0, 0] = np.nan
-    before = cpu_tiles.set_isa_cap(isa)
-    try:
-        if cpu_tiles.isa() != isa:
-            pytest.skip(f"this CPU has no {isa}")
+    with tiles_at(isa):
         got = cpu_pointwise.pointwise_matmul(w, x, out, bias, relu)
-    finally:
-        cpu_tiles.set_isa_cap(before)
     expected = np.einsum("fc,ncp->nfp", w.astype(np.float64), x) + bias[:, None]
     if relu:
         expected = np.where(expected < 0, 0, expected)   # NaN stays NaN
@@ -785,13 +772,8 @@ def test_shifted_convolution_matches_reference(case, relu, isa):
     W = rng.standard_normal((F, x_shape[1], kh, kw)).astype(np.float32)
     b = rng.standard_normal(F).astype(np.float32)
     W[-1], b[-1] = W[0], b[0]              # one filter twice: the same outputs, bit for bit
-    before = cpu_tiles.set_isa_cap(isa)
-    try:
-        if cpu_tiles.isa() != isa:
-            pytest.skip(f"this CPU has no {isa}")
+    with tiles_at(isa):
         y = cpu_pointwise.conv2d_shifted(x, W, b, stride, padding, dilation, relu)
-    finally:
-        cpu_tiles.set_isa_cap(before)
     expected = ref.conv2d_direct(x.astype(np.float64), W.astype(np.float64),
                                  b.astype(np.float64), stride, padding, dilation)
     if relu:

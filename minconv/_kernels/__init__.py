@@ -62,9 +62,11 @@ def _optional(name):
 
 
 try:
-    from . import cpu_activation, cpu_conv, cpu_layout, cpu_lrn, cpu_pool, cpu_tiles
+    from . import (cpu_activation, cpu_conv, cpu_direct, cpu_layout, cpu_lrn, cpu_pool,
+                   cpu_tiles)
     CPU_BUILT = True
-    cpu = _namespace(cpu_conv, cpu_tiles, cpu_layout, cpu_pool, cpu_lrn, cpu_activation,
+    cpu = _namespace(cpu_conv, cpu_tiles, cpu_direct, cpu_layout, cpu_pool, cpu_lrn,
+                     cpu_activation,
                      *_optional("cpu_norm"), *_optional("cpu_winograd"),
                      *_optional("cpu_pointwise"))
 except ImportError as error:  # not compiled: stay usable, but say so once

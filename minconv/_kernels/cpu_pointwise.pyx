@@ -27,7 +27,8 @@ from minconv._kernels._parallel cimport aligned_share, max_threads, piece_end
 import numpy as np
 
 from .cpu_layout import phased_padded
-from .cpu_tiles import BAND_MIN_MACS, _direct_operands, _fusing_level, isa
+from .cpu_direct import _direct_operands
+from .cpu_tiles import BAND_MIN_MACS, _fusing_level, isa
 
 
 def pointwise_matmul(w, x, out, bias=None, bint relu=False, addend=None):

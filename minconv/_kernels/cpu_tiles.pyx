@@ -6,13 +6,12 @@ im2row's rows (:mod:`minconv._kernels.cpu_conv`), ``rows @ w`` and ``rows.T @ dy
 In float32 on CPUs with AVX-512 or AVX2+FMA, for weights within each set's cap (below),
 they never form the rows: the C tiles of ``_im2row_matmul.h`` (AVX-512) and
 ``_im2row_matmul_avx2.h`` read the taps from the padded image as they multiply
-(``_tiles.h`` gives each product one entry that takes the instruction set's level).
-conv2d_direct and its weight gradient do the same channels first, for inputs of few
-channels. :func:`isa` names the instruction set in use; :func:`set_isa_cap` or
-``MINCONV_ISA`` can hold it lower; without tiles the products are im2row and a GEMM,
-and the direct convolution is the reference's. All four run on the calling thread
-alone, but for a batch smaller than the OpenMP threads, whose forward products are
-split by bands of output rows (or, on small maps, by output channels).
+(``_tiles.h`` gives each product one entry that takes the instruction set's level;
+:mod:`.cpu_direct` holds the tiles of inputs of few channels). :func:`isa` names the
+instruction set in use; :func:`set_isa_cap` or ``MINCONV_ISA`` can hold it lower;
+without tiles the products are im2row and a GEMM. Both run on the calling thread alone,
+but for a batch smaller than the OpenMP threads, whose forward product is split by bands
+of output rows (or, on small maps, by output channels).
 """
 cdef extern from "_tiles.h" nogil:
     int mc_tiles_level()
@@ -25,29 +24,8 @@ cdef extern from "_tiles.h" nogil:
                                  Py_ssize_t Wp, Py_ssize_t C, int kh, int kw, int sh, int sw,
                                  int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo, const float *dy,
                                  Py_ssize_t F, float *dwt)
-    void mc_tiles_conv2d_direct(int level, const float *xq, Py_ssize_t N, Py_ssize_t C,
-                                Py_ssize_t Hp, Py_ssize_t row_len, int kh, int kw, int sh,
-                                int dh, const Py_ssize_t *cols, Py_ssize_t r0, Py_ssize_t r1,
-                                Py_ssize_t Wo, const float *wt, Py_ssize_t F,
-                                const float *bias, int relu, float *y, Py_ssize_t y_plane,
-                                Py_ssize_t y_row0)
-    void mc_tiles_conv2d_direct_wgrad(int level, const float *xp, Py_ssize_t N, Py_ssize_t C,
-                                      Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh,
-                                      int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
-                                      const float *dy, Py_ssize_t F, float *dwt)
 
-cdef extern from "_direct_maxpool.h" nogil:
-    void mc_tiles_conv2d_direct_maxpool(int level, const float *xq, Py_ssize_t C,
-                                        Py_ssize_t Hp, Py_ssize_t row_len, int kh, int kw,
-                                        int sh, int dh, const Py_ssize_t *cols, Py_ssize_t Ho,
-                                        Py_ssize_t Wo, const float *wt, Py_ssize_t F,
-                                        const float *bias, int relu, int pkh, int pkw,
-                                        int psh, int psw, int pph, int ppw, Py_ssize_t p0,
-                                        Py_ssize_t p1, Py_ssize_t Hpo, Py_ssize_t Wpo,
-                                        float *buf, Py_ssize_t buf_rows, float *m, float *y)
-    Py_ssize_t mc_values_row_span(Py_ssize_t W, int kw, int sw, int pw, Py_ssize_t Wo)
-
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport prange
 
 from minconv._kernels._parallel cimport aligned_share, max_threads
 
@@ -57,7 +35,7 @@ import numpy as np
 
 from . import reference
 from .cpu_conv import _float_array, _geometry, _unfold_target, _written_into, im2row
-from .cpu_layout import padded_channels_last, phased_padded
+from .cpu_layout import padded_channels_last
 
 
 # ---------------------------------------------------------------- products of the rows
@@ -275,181 +253,3 @@ def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
     else:
         np.matmul(im2row(x, kh, kw, stride, padding, dilation).T, dy_rows, out=dw_rows)
     return _written_into(dw_rows, out)
-
-
-# ---------------------------------------------------------------- few input channels
-
-def _direct_operands(op, x, W_shape, stride, padding, dilation):
-    x = _float_array(x, f"{op}: input")
-    F, C, kh, kw = (int(v) for v in W_shape)
-    if x.ndim != 4 or x.shape[1] != C:
-        raise ValueError(f"{op}: input {x.shape} does not match the weight shape {tuple(W_shape)}")
-    geometry = _geometry(x.shape, kh, kw, stride, padding, dilation)
-    return x, F, C, kh, kw, geometry
-
-
-def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False):
-    """A convolution summed tap by tap, channels first (the reference's twin).
-
-    x : (N, C, H, W), W : (F, C, kh, kw), bias : (F,) or None -> y : (N, F, Ho, Wo),
-    ``out`` when given; max(y, 0) with ``relu``, applied as the tiles store y. Compiled
-    for float32 where the tiles run (:func:`fused_kernels`), at a width stride sw > 1 on
-    the input's sw column phases (:func:`~.cpu_layout.phased_padded`), in which the
-    columns of one tap for neighbouring outputs are neighbours; otherwise the reference
-    computes it. A batch smaller than the OpenMP threads is split by bands of rows.
-    """
-    x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct", x, np.shape(W), stride,
-                                                 padding, dilation)
-    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
-    W = np.ascontiguousarray(W)
-    if W.dtype != x.dtype or (bias is not None and np.asarray(bias).dtype != x.dtype):
-        raise ValueError(f"conv2d_direct: weight and bias must be {x.dtype}")
-    level = _fusing_level(x.dtype)
-    if level == 0:
-        return reference.conv2d_direct(x, W, bias, stride, padding, dilation, out=out, relu=relu)
-    y = _unfold_target(out, (N, F, Ho, Wo), x, "conv2d_direct")
-    wt = np.ascontiguousarray(W.reshape(F, -1).T)                        # (C*kh*kw, F)
-    b = None if bias is None else np.ascontiguousarray(bias)
-    if y.size:
-        xq = phased_padded(x, ph, pw, sw)                                # (N, C, Hp, sw, Wq)
-        Hp, Wq = xq.shape[2], xq.shape[4]
-        taps = np.arange(kw) * dw
-        cols = (taps % sw * Wq + taps // sw).astype(np.intp)            # tap j's column
-        _direct(xq.reshape(N, C, Hp, sw * Wq), cols, wt, b, y, kh, kw, sh, dh, relu, level)
-    return _written_into(y, out)
-
-
-def conv2d_direct_weight_grad(dy, x, W_shape, stride, padding, dilation):
-    """The weight gradient of :func:`conv2d_direct`: dy (N, F, Ho, Wo), x -> (F, C, kh, kw)."""
-    x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct_weight_grad", x, W_shape,
-                                                 stride, padding, dilation)
-    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
-    dy = np.ascontiguousarray(dy)
-    if dy.shape != (N, F, Ho, Wo) or dy.dtype != x.dtype:
-        raise ValueError(f"conv2d_direct_weight_grad: dy must be {x.dtype} {(N, F, Ho, Wo)}, "
-                         f"got {dy.dtype} {dy.shape}")
-    level = _fusing_level(x.dtype)
-    if level == 0 or sw != 1:
-        return reference.conv2d_direct_weight_grad(dy, x, (F, C, kh, kw), stride, padding,
-                                                   dilation)
-    dwt = np.zeros((C * kh * kw, F), dtype=x.dtype)
-    if dy.size:
-        _direct_wgrad(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), dy, dwt,
-                      kh, kw, sh, dh, dw, level)
-    return np.ascontiguousarray(dwt.T).reshape(F, C, kh, kw)
-
-
-cdef void _direct(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
-                  const float[:, ::1] wt, const float[::1] bias, float[:, :, :, ::1] y, int kh,
-                  int kw, int sh, int dh, bint relu, int level) noexcept:
-    """The direct tiles over the batch on this thread; with fewer images than OpenMP
-    threads (a batch of one) and at least BAND_MIN_MACS multiply-adds, each thread takes
-    a band of an image's output rows."""
-    cdef const float *b = NULL
-    cdef Py_ssize_t N = xq.shape[0], C = xq.shape[1], Hp = xq.shape[2], row_len = xq.shape[3]
-    cdef Py_ssize_t F = wt.shape[1], Ho = y.shape[2], Wo = y.shape[3], bands = 1, job, n, r0, r1
-    cdef int threads = 1
-    if bias is not None:
-        b = &bias[0]
-    if N < max_threads() and N * Ho * Wo * wt.shape[0] * F >= BAND_MIN_MACS:
-        threads = max_threads()
-        bands = min(Ho, (threads + N - 1) // N)
-    if bands == 1:
-        with nogil:
-            mc_tiles_conv2d_direct(level, &xq[0, 0, 0, 0], N, C, Hp, row_len, kh, kw, sh, dh,
-                                   &cols[0], 0, Ho, Wo, &wt[0, 0], F, b, relu, &y[0, 0, 0, 0],
-                                   Ho * Wo, 0)
-        return
-    for job in prange(N * bands, num_threads=threads, schedule="static", nogil=True):
-        n = job // bands
-        r0 = job % bands * Ho // bands
-        r1 = (job % bands + 1) * Ho // bands
-        mc_tiles_conv2d_direct(level, &xq[n, 0, 0, 0], 1, C, Hp, row_len, kh, kw, sh, dh,
-                               &cols[0], r0, r1, Wo, &wt[0, 0], F, b, relu, &y[n, 0, 0, 0],
-                               Ho * Wo, 0)
-
-
-# Rows of every map a thread's band buffer holds when the direct tiles feed a max pooling:
-# about this many bytes, within a core's L2 cache with the input rows beside them.
-POOLED_BAND_BYTES = 384 * 1024
-
-
-def conv2d_direct_maxpool(x, W, bias, stride, padding, dilation, relu, pool_kernel,
-                          pool_stride, pool_padding, pooled_hw, out=None):
-    """``maxpool(conv2d_direct(x, ...))`` band by band (``_direct_maxpool.h``): each thread
-    computes the convolution rows that a band of pooled rows covers into a buffer of its
-    own and pools them from there, so the convolution's output is never formed.
-
-    x : (N, C, H, W) float32, W : (F, C, kh, kw), bias : (F,) or None; ``relu`` applies
-    max(., 0) to the convolution; the pool's window, stride and (symmetric) padding are
-    pairs, ``pooled_hw`` its output size (Hpo, Wpo) from its geometry (ceil mode
-    included) -> y (N, F, Hpo, Wpo), ``out`` when given. Where the tiles run
-    (:func:`fused_kernels`).
-    """
-    x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct_maxpool", x, np.shape(W),
-                                                 stride, padding, dilation)
-    N, _, H, Wd, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
-    level = _fusing_level(x.dtype)
-    if level == 0:
-        raise ValueError(f"conv2d_direct_maxpool: the tiles take float32 (isa {isa()!r}, "
-                         f"{x.dtype})")
-    W = np.ascontiguousarray(W)
-    if W.dtype != np.float32 or (bias is not None and np.asarray(bias).dtype != np.float32):
-        raise ValueError("conv2d_direct_maxpool: weight and bias must be float32")
-    (pkh, pkw), (psh, psw), (pph, ppw) = pool_kernel, pool_stride, pool_padding
-    Hpo, Wpo = (int(v) for v in pooled_hw)
-    if min(pkh, pkw, psh, psw, Hpo, Wpo) < 1 or min(pph, ppw) < 0 or pkh > Ho + 2 * pph:
-        raise ValueError(f"conv2d_direct_maxpool: no pooled output {(Hpo, Wpo)} with window "
-                         f"{(pkh, pkw)}, stride {(psh, psw)}, padding {(pph, ppw)} over "
-                         f"{(Ho, Wo)} maps")
-    y = _unfold_target(out, (N, F, Hpo, Wpo), x, "conv2d_direct_maxpool")
-    if y.size == 0:
-        return _written_into(y, out)
-    xq = phased_padded(x, ph, pw, sw)                                    # (N, C, Hp, sw, Wq)
-    Hp, Wq = xq.shape[2], xq.shape[4]
-    taps = np.arange(kw) * dw
-    cols = (taps % sw * Wq + taps // sw).astype(np.intp)
-    wt = np.ascontiguousarray(W.reshape(F, -1).T)                        # (C*kh*kw, F)
-    b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
-    buf_rows = max(pkh, min(Ho, POOLED_BAND_BYTES // (4 * F * Wo)))
-    span = mc_values_row_span(Wo, pkw, psw, ppw, Wpo) + 16
-    _direct_maxpool(xq.reshape(N, C, Hp, sw * Wq), cols, wt, b, relu, kh, kw, sh, dh, Ho, Wo,
-                    pkh, pkw, psh, psw, pph, ppw, buf_rows, span, level, y)
-    return _written_into(y, out)
-
-
-cdef void _direct_maxpool(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
-                          const float[:, ::1] wt, const float[::1] bias, bint relu, int kh,
-                          int kw, int sh, int dh, Py_ssize_t Ho, Py_ssize_t Wo, int pkh,
-                          int pkw, int psh, int psw, int pph, int ppw, Py_ssize_t buf_rows,
-                          Py_ssize_t span, int level, float[:, :, :, ::1] y):
-    """Each thread a band of one image's pooled rows: all of them (a batch that fills
-    the threads), else a share of the rows."""
-    cdef const float *b = NULL
-    cdef Py_ssize_t N = xq.shape[0], C = xq.shape[1], Hp = xq.shape[2], row_len = xq.shape[3]
-    cdef Py_ssize_t F = wt.shape[1], Hpo = y.shape[2], Wpo = y.shape[3], job, n, p0, p1
-    cdef int threads = max_threads(), t
-    cdef Py_ssize_t bands = 1 if N >= threads else min(Hpo, (threads + N - 1) // N)
-    threads = min(threads, N * bands)
-    cdef float[:, ::1] bufs = np.empty((threads, F * buf_rows * Wo), dtype=np.float32)
-    cdef float[:, ::1] rows = np.empty((threads, span), dtype=np.float32)
-    if bias is not None:
-        b = &bias[0]
-    for job in prange(N * bands, num_threads=threads, schedule="static", nogil=True):
-        t = threadid()
-        n = job // bands
-        p0 = job % bands * Hpo // bands
-        p1 = (job % bands + 1) * Hpo // bands
-        mc_tiles_conv2d_direct_maxpool(level, &xq[n, 0, 0, 0], C, Hp, row_len, kh, kw, sh, dh,
-                                       &cols[0], Ho, Wo, &wt[0, 0], F, b, relu, pkh, pkw, psh,
-                                       psw, pph, ppw, p0, p1, Hpo, Wpo, &bufs[t, 0], buf_rows,
-                                       &rows[t, 0], &y[n, 0, 0, 0])
-
-
-cdef void _direct_wgrad(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
-                        float[:, ::1] dwt, int kh, int kw, int sh, int dh, int dw,
-                        int level) noexcept:
-    with nogil:
-        mc_tiles_conv2d_direct_wgrad(level, &xp[0, 0, 0, 0], xp.shape[0], xp.shape[1],
-                                     xp.shape[2], xp.shape[3], kh, kw, sh, dh, dw, dy.shape[2],
-                                     dy.shape[3], &dy[0, 0, 0, 0], dy.shape[1], &dwt[0, 0])
