@@ -225,15 +225,25 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     assert (large_map.forward, large_map.data_grad, large_map.weight_grad) == \
         (banded, banded, "per_image")
     at_169 = F.choose_plan(np.zeros((1, 64, 13, 13), np.float32),
-                           np.zeros((256, 64, 3, 3), np.float32), padding=1)   # 576 taps
+                           np.zeros((192, 64, 3, 3), np.float32), padding=1)   # 576 taps
     assert (at_169.forward, at_169.weight_grad) == ("fused_rows" if isa != "none" else "rows",
                                                     "rows")
     wide_169 = F.choose_plan(np.zeros((1, 96, 13, 13), np.float32),
                              np.zeros((256, 96, 3, 3), np.float32), padding=1)  # 864 taps
     assert wide_169.forward == ("shifted" if isa != "none" else "rows")
     at_3025 = F.choose_plan(np.zeros((1, 16, 55, 55), np.float32),
-                            np.zeros((64, 16, 3, 3), np.float32), padding=1)
+                            np.zeros((48, 16, 3, 3), np.float32), padding=1)
     assert at_3025.forward == ("fused_rows" if isa != "none" else "per_image")
+    # ... but an expanding layer (F >= 4C, at most 576 taps, rows of 8 or more) takes
+    # the direct tiles: SqueezeNet's expands
+    for C, F_, H, batch, direct in ((16, 64, 55, 1, True), (32, 128, 27, 1, True),
+                                    (64, 256, 13, 1, True), (64, 255, 13, 1, False),
+                                    (96, 384, 13, 1, False), (64, 256, 7, 1, False),
+                                    (64, 256, 13, 2, False)):
+        plan = F.choose_plan(np.zeros((batch, C, H, H), np.float32),
+                             np.zeros((F_, C, 3, 3), np.float32), padding=1)
+        assert (plan.forward == "direct") == (direct and isa != "none"), (C, F_, H, plan)
+        assert plan.data_grad != "direct" and plan.weight_grad != "direct"
     batch_of_two = F.choose_plan(np.zeros((2, 64, 13, 13), np.float32),
                                  np.zeros((96, 64, 3, 3), np.float32), padding=1)
     assert batch_of_two.forward != "shifted"

@@ -13,7 +13,8 @@ nn = mc.nn
 
 # (plan, kernel size, stride, padding, input channels): a geometry each path serves itself
 PATH_CASES = [("columns", 3, 1, 1, 8), ("per_image", 3, 2, 1, 8), ("rows", 3, 1, 1, 8),
-              ("fused_rows", 3, 1, 1, 8), ("direct", 5, 2, 2, 3), ("pointwise", 1, 1, 0, 8),
+              ("fused_rows", 3, 1, 1, 8), ("direct", 5, 2, 2, 3), ("direct", 3, 1, 1, 8),
+              ("pointwise", 1, 1, 0, 8),
               ("pointwise", 1, 2, 0, 8), ("winograd", 3, 1, 1, 8), ("shifted", 3, 1, 1, 8),
               ("shifted", 7, 2, 3, 3)]
 

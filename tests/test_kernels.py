@@ -298,6 +298,68 @@ def test_direct_tiles_at_width_strides_match_reference(case, batch, isa):
     np.testing.assert_array_equal(rectified, np.maximum(y, 0))
 
 
+# (x_shape, F, kh, kw, padding) with many input channels (expanding layers at batch 1):
+# 3x3 (the unrolled tiles) and 5x5, rows of 13 (two vectors that overlap), 27 and 55 (a
+# last tile that overlaps the one before), 7 (one masked vector); 13 rows against 32 or 43
+# filter blocks (the threads share the blocks), 55 rows against 11 (they share the rows);
+# filters not a multiple of a tile's
+DIRECT_WIDE_CASES = [((48, 13, 13), 192, 3, 3, (1, 1)),      # SqueezeNet's fire7 expand
+                     ((64, 13, 13), 256, 3, 3, (1, 1)),
+                     ((32, 27, 27), 128, 3, 3, (1, 1)),
+                     ((16, 55, 55), 64, 3, 3, (1, 1)),
+                     ((16, 14, 14), 50, 5, 5, (2, 2)),
+                     ((24, 7, 9), 100, 3, 3, (1, 0))]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("case", DIRECT_WIDE_CASES, ids=str)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_direct_tiles_over_many_channels_match_reference(case, batch, isa):
+    image, F, kh, kw, padding = case
+    rng = np.random.default_rng(F)
+    x = rng.standard_normal((batch,) + image).astype(np.float32)
+    x[0, 1, image[1] // 2, 0] = np.nan                       # the fused ReLU keeps NaN
+    W = rng.standard_normal((F, image[0], kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    with tiles_at(isa):
+        blocks = cpu_direct.direct_filter_blocks(W)
+        y = cpu_direct.conv2d_direct(x, W, b, (1, 1), padding, (1, 1))
+        kept = cpu_direct.conv2d_direct(x, W, b, (1, 1), padding, (1, 1), blocks=blocks)
+        rectified = cpu_direct.conv2d_direct(x, W, b, (1, 1), padding, (1, 1), relu=True,
+                                             blocks=blocks)
+    expected = ref.conv2d_direct(x.astype(np.float64), W.astype(np.float64),
+                                 b.astype(np.float64), (1, 1), padding, (1, 1))
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-3)
+    assert np.isnan(y[0]).any() and not np.isnan(y[1:]).any()   # no NaN crosses images
+    np.testing.assert_array_equal(kept, y)
+    np.testing.assert_array_equal(rectified, np.maximum(y, 0))
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_direct_filter_blocks_hold_each_tiles_filters_tap_by_tap(isa):
+    """blocks[k, t, i] = W[k*b + i] at tap t (zeros past F), b a tile's filters."""
+    W = random((13, 2, 3, 3), np.float32)
+    with tiles_at(isa):
+        blocks = cpu_direct.direct_filter_blocks(W)
+    b = {"avx512": 8, "avx2": 6}[isa]
+    assert blocks.shape == (-(-13 // b), 18, b)
+    flat = blocks.transpose(0, 2, 1).reshape(-1, 18)
+    np.testing.assert_array_equal(flat[:13], W.reshape(13, 18))
+    assert not flat[13:].any()
+
+
+def test_direct_convolution_names_wrong_filter_blocks():
+    x = random((1, 8, 9, 9), np.float32)
+    W = random((20, 8, 3, 3), np.float32)
+    blocks = cpu_direct.direct_filter_blocks(W)
+    for bad in (blocks[:-1], blocks.astype(np.float64), blocks[:, ::2], "blocks"):
+        with pytest.raises(ValueError, match=r"conv2d_direct: filter blocks must be C-contiguous "
+                                             r"float32 \(\d+, 72, \d\)"):
+            cpu_direct.conv2d_direct(x, W, None, (1, 1), (1, 1), (1, 1), blocks=bad)
+    with pytest.raises(ValueError, match=r"direct_filter_blocks: expected float32 weights"):
+        cpu_direct.direct_filter_blocks(W.astype(np.float64))
+
+
 def test_phased_padded_splits_the_padded_columns_by_phase():
     """xq[n, c, h, q, u] = x_pad[n, c, h, u*sw + q], zero past the padded width."""
     x = random((2, 3, 5, 11), np.float32)

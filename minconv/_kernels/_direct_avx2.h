@@ -1,11 +1,12 @@
-/* The few-input-channel convolution of _direct_avx512.h in AVX2+FMA.
+/* The direct convolution of _direct_avx512.h in AVX2+FMA.
 
-       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xq[n, c, ho*sh + i*dh, wo + cols[j]]
+       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wb[f / 6, (c*kh + i)*kw + j, f % 6] * xq[n, c, ho*sh + i*dh, wo + cols[j]]
 
    channels first, 8 neighbouring outputs of a row to a vector; xq is the zero-padded
    input with each row split into its column phases (N, C, Hp, row), so that tap j of
    neighbouring outputs reads neighbouring floats at cols[j] (j*dw at width stride 1),
-   wt the weights (C*kh*kw, F). Included by _im2row_matmul_avx2.h, which defines the
+   wb the weights in blocks of a tile's 6 filters (ceil(F/6), C*kh*kw, 6), so that a tile
+   reads its weights in order. Included by _im2row_matmul_avx2.h, which defines the
    helpers used here. */
 #ifndef MINCONV_DIRECT_AVX2_H
 #define MINCONV_DIRECT_AVX2_H
@@ -14,31 +15,35 @@
 #define MC2_WG_FILTERS 3       /* a weight-gradient tile: 3 filters x 4 taps, 12 accumulators */
 #define MC2_WG_TAPS 4
 
-/* FR filters x WV vectors of 8 positions of one output row; the last vector
-   holds `last` positions (1..8), read and written masked when it is partial. */
+/* FR filters x WV vectors of 8 positions of one output row, the second vector `second`
+   (1..8) positions after the first: where a row is 9 to 15 wide the two overlap rather
+   than end in a partial vector (masked loads and stores cost many cycles on some CPUs).
+   A single vector holds `last` positions (1..8), read and written masked when partial.
+   With KH and KW known (3x3, the common case) the taps' loops unroll. */
 MC2_TILE void mc2_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t row_len, const int FR,
-                              const int WV, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh,
-                              int kw, int dh, const ptrdiff_t *cols, const float *bias, int relu,
-                              float *y, ptrdiff_t yplane, int last)
+                              const int WV, const int KH, const int KW, const float *wk,
+                              ptrdiff_t C, int dh, const ptrdiff_t *cols, const float *bias,
+                              int relu, float *y, ptrdiff_t yplane, ptrdiff_t second, int last)
 {
     __m256 acc[MC2_DIRECT_FILTERS][2];
     const __m256i mask = mc2_mask(last);
-    const int partial = last < 8;
+    const int partial = WV == 1 && last < 8;
     #pragma GCC unroll 8
     for (int f = 0; f < FR; f++) {
         #pragma GCC unroll 2
         for (int v = 0; v < WV; v++) acc[f][v] = bias ? _mm256_set1_ps(bias[f]) : _mm256_setzero_ps();
     }
-    const float *wk = wt;
     for (ptrdiff_t c = 0; c < C; c++) {
-        for (int i = 0; i < kh; i++) {
+        #pragma GCC unroll 3
+        for (int i = 0; i < KH; i++) {
             const float *row = x + c * plane + (ptrdiff_t)i * dh * row_len;
-            for (int j = 0; j < kw; j++, wk += F) {
+            #pragma GCC unroll 3
+            for (int j = 0; j < KW; j++, wk += MC2_DIRECT_FILTERS) {
                 __m256 xv[2];
                 #pragma GCC unroll 2
                 for (int v = 0; v < WV; v++) {
-                    const float *p = row + cols[j] + 8 * v;
-                    xv[v] = v == WV - 1 && partial ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+                    const float *p = row + cols[j] + second * v;
+                    xv[v] = partial ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
                 }
                 #pragma GCC unroll 8
                 for (int f = 0; f < FR; f++) {
@@ -54,7 +59,7 @@ MC2_TILE void mc2_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t row_len
     for (int f = 0; f < FR; f++) {
         #pragma GCC unroll 2
         for (int v = 0; v < WV; v++)
-            mc2_store_part(y + f * yplane + 8 * v, v == WV - 1 ? last : 8,
+            mc2_store_part(y + f * yplane + second * v, WV == 1 ? last : 8,
                            relu ? _mm256_max_ps(_mm256_setzero_ps(), acc[f][v]) : acc[f][v]);
     }
 }
@@ -110,15 +115,19 @@ MC2_TILE void mc2_direct_wgrad_tile(const float *x, ptrdiff_t N, ptrdiff_t image
     }
 }
 
-#define MC2_DIRECT_CASE(WV, FR) case FR: mc2_direct_tile(x, plane, row_len, FR, WV, wt, F, C, kh, \
-        kw, dh, cols, bias, relu, y, yplane, last); break;
-#define MC2_DIRECT_VECTORS(WV) case WV: switch (filters) { \
-        MC2_DIRECT_CASE(WV, 1) MC2_DIRECT_CASE(WV, 2) MC2_DIRECT_CASE(WV, 3) \
-        MC2_DIRECT_CASE(WV, 4) MC2_DIRECT_CASE(WV, 5) MC2_DIRECT_CASE(WV, 6) } break;
+#define MC2_DIRECT_CASE(WV, FR, KH, KW) case FR: mc2_direct_tile(x, plane, row_len, FR, WV, KH, \
+        KW, wk, C, dh, cols, bias, relu, y, yplane, second, last); break;
+#define MC2_DIRECT_FILTERS_OF(WV, KH, KW) switch (filters) { \
+        MC2_DIRECT_CASE(WV, 1, KH, KW) MC2_DIRECT_CASE(WV, 2, KH, KW) MC2_DIRECT_CASE(WV, 3, KH, KW) \
+        MC2_DIRECT_CASE(WV, 4, KH, KW) MC2_DIRECT_CASE(WV, 5, KH, KW) MC2_DIRECT_CASE(WV, 6, KH, KW) }
+#define MC2_DIRECT_VECTORS(WV) case WV: \
+        if (kh == 3 && kw == 3) { MC2_DIRECT_FILTERS_OF(WV, 3, 3) } \
+        else { MC2_DIRECT_FILTERS_OF(WV, kh, kw) } break;
 
 static MC2_TARGET void mc2_direct_tile_of(int vectors, int filters, const float *x, ptrdiff_t plane,
-        ptrdiff_t row_len, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh,
-        const ptrdiff_t *cols, const float *bias, int relu, float *y, ptrdiff_t yplane, int last)
+        ptrdiff_t row_len, const float *wk, ptrdiff_t C, int kh, int kw, int dh,
+        const ptrdiff_t *cols, const float *bias, int relu, float *y, ptrdiff_t yplane,
+        ptrdiff_t second, int last)
 {
     switch (vectors) { MC2_DIRECT_VECTORS(1) MC2_DIRECT_VECTORS(2) }
 }
@@ -135,32 +144,37 @@ static MC2_TARGET void mc2_direct_wgrad_tile_of(int filters, int taps, const flo
     switch (filters) { MC2_WG_FILTERS_CASE(1) MC2_WG_FILTERS_CASE(2) MC2_WG_FILTERS_CASE(3) }
 }
 
-/* Rows [r0, r1) of y (N, F, Ho, Wo) = the convolution of xq (N, C, Hp, row_len: padded, each
-   row's column phases side by side) with wt (C*kh*kw, F); max(y, 0) with relu. Row ho of
-   map (n, f) goes to y + (n*F + f)*y_plane + (ho - y_row0)*Wo: y may hold only some rows. */
+/* Rows [r0, r1) of y (N, F, Ho, Wo), filter blocks [b0, b1) = the convolution of xq (N, C,
+   Hp, row_len: padded, each row's column phases side by side) with wb (ceil(F/6), C*kh*kw,
+   6); max(y, 0) with relu. Row ho of map (n, f) goes to y + (n*F + f)*y_plane + (ho -
+   y_row0)*Wo: y may hold only some rows. A block's weights stay in L1 while its rows are
+   made. */
 static MC2_TARGET void mc_avx2_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C,
         ptrdiff_t Hp, ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols,
-        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wt, ptrdiff_t F,
-        const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
+        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0,
+        ptrdiff_t b1, const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
 {
-    const ptrdiff_t plane = Hp * row_len;
-    for (ptrdiff_t n = 0; n < N; n++)
-        for (ptrdiff_t ho = r0; ho < r1; ho++)
-            for (ptrdiff_t step = 0; step < Wo; step += 16) {
-                /* a row's last tile ends at its end, over outputs already written if
-                   need be: masked stores cost many cycles on some CPUs */
-                const ptrdiff_t wo = Wo >= 16 && step + 16 > Wo ? Wo - 16 : step;
-                const int vectors = Wo - wo > 8 ? 2 : 1;
-                const int last = (int)(Wo - wo - 8 * (vectors - 1) < 8 ? Wo - wo - 8 * (vectors - 1) : 8);
-                const float *x = xq + (n * C * Hp + ho * sh) * row_len + wo;
-                for (ptrdiff_t f = 0; f < F; f += MC2_DIRECT_FILTERS) {
-                    const int filters = (int)(F - f < MC2_DIRECT_FILTERS ? F - f : MC2_DIRECT_FILTERS);
-                    mc2_direct_tile_of(vectors, filters, x, plane, row_len, wt + f, F, C, kh, kw, dh,
-                                       cols, bias ? bias + f : NULL, relu,
+    const ptrdiff_t plane = Hp * row_len, taps = C * kh * kw;
+    for (ptrdiff_t block = b0; block < b1; block++) {
+        const ptrdiff_t f = block * MC2_DIRECT_FILTERS;
+        const int filters = (int)(F - f < MC2_DIRECT_FILTERS ? F - f : MC2_DIRECT_FILTERS);
+        const float *wk = wb + block * taps * MC2_DIRECT_FILTERS;
+        for (ptrdiff_t n = 0; n < N; n++)
+            for (ptrdiff_t ho = r0; ho < r1; ho++)
+                for (ptrdiff_t step = 0; step < Wo; step += 16) {
+                    /* a row's last tile ends at its end, over outputs already written if
+                       need be (below 16 its two vectors overlap): masked stores cost many
+                       cycles on some CPUs */
+                    const ptrdiff_t wo = Wo >= 16 && step + 16 > Wo ? Wo - 16 : step;
+                    const int vectors = Wo > 8 ? 2 : 1;
+                    const ptrdiff_t second = Wo >= 16 ? 8 : Wo - 8;
+                    mc2_direct_tile_of(vectors, filters, xq + (n * C * Hp + ho * sh) * row_len + wo,
+                                       plane, row_len, wk, C, kh, kw, dh, cols,
+                                       bias ? bias + f : NULL, relu,
                                        y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane,
-                                       last);
+                                       second, (int)(Wo < 8 ? Wo : 8));
                 }
-            }
+    }
 }
 
 /* dwt (C*kh*kw, F) = the weight gradient of mc_avx2_conv2d_direct for dy (N, F, Ho, Wo). */

@@ -1,16 +1,18 @@
-/* The few-input-channel convolution in AVX-512, beside the products of _im2row_matmul.h.
+/* The direct convolution in AVX-512, beside the products of _im2row_matmul.h.
 
    With one to a few input channels (a first layer on grey or colour images)
-   the taps of a position are too few for the product tiles. There the
-   convolution runs channels-first, 16 neighbouring outputs of a row to a
-   vector:
+   the taps of a position are too few for the product tiles; on small maps with a
+   batch smaller than the cores the tiles' moves to channels last cost more than
+   they save. There the convolution runs channels first, 16 neighbouring outputs
+   of a row to a vector:
 
-       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wt[(c*kh + i)*kw + j, f] * xq[n, c, ho*sh + i*dh, wo + cols[j]]
+       y[n, f, ho, wo] = bias[f] + sum_{c,i,j} wb[f / 8, (c*kh + i)*kw + j, f % 8] * xq[n, c, ho*sh + i*dh, wo + cols[j]]
 
    xq is the zero-padded input with each row split into its column phases (N, C, Hp,
    row): at width stride sw, padded column u*sw + q lies at q*ceil(Wp/sw) + u, so tap j
    of neighbouring outputs reads neighbouring floats at cols[j] (j*dw at stride 1).
-   wt holds the weights (C*kh*kw, F).
+   wb holds the weights in blocks of a tile's 8 filters (ceil(F/8), C*kh*kw, 8), so that a
+   tile reads its weights in order.
    Included by _im2row_matmul.h, which defines the helpers used here;
    _direct_avx2.h is its AVX2 twin. */
 #ifndef MINCONV_DIRECT_AVX512_H
@@ -21,7 +23,7 @@
 
 /* FR filters x WV vectors of 16 positions of one output row. */
 MC_TILE void mc_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t row_len, const int FR,
-                            const int WV, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw,
+                            const int WV, const float *wk, ptrdiff_t C, int kh, int kw,
                             int dh, const ptrdiff_t *cols, const float *bias, int relu, float *y,
                             ptrdiff_t yplane, __mmask16 last)
 {
@@ -31,11 +33,10 @@ MC_TILE void mc_direct_tile(const float *x, ptrdiff_t plane, ptrdiff_t row_len, 
         #pragma GCC unroll 2
         for (int v = 0; v < WV; v++) acc[f][v] = bias ? _mm512_set1_ps(bias[f]) : _mm512_setzero_ps();
     }
-    const float *wk = wt;
     for (ptrdiff_t c = 0; c < C; c++) {
         for (int i = 0; i < kh; i++) {
             const float *row = x + c * plane + (ptrdiff_t)i * dh * row_len;
-            for (int j = 0; j < kw; j++, wk += F) {
+            for (int j = 0; j < kw; j++, wk += MC_DIRECT_FILTERS) {
                 __m512 xv[2];
                 #pragma GCC unroll 2
                 for (int v = 0; v < WV; v++)
@@ -98,14 +99,14 @@ MC_TILE void mc_direct_wgrad_tile(const float *x, ptrdiff_t N, ptrdiff_t image, 
     }
 }
 
-#define MC_DIRECT_CASE(WV, FR) case FR: mc_direct_tile(x, plane, row_len, FR, WV, wt, F, C, kh, kw, \
+#define MC_DIRECT_CASE(WV, FR) case FR: mc_direct_tile(x, plane, row_len, FR, WV, wk, C, kh, kw, \
         dh, cols, bias, relu, y, yplane, last); break;
 #define MC_DIRECT_VECTORS(WV) case WV: switch (filters) { \
         MC_DIRECT_CASE(WV, 1) MC_DIRECT_CASE(WV, 2) MC_DIRECT_CASE(WV, 3) MC_DIRECT_CASE(WV, 4) \
         MC_DIRECT_CASE(WV, 5) MC_DIRECT_CASE(WV, 6) MC_DIRECT_CASE(WV, 7) MC_DIRECT_CASE(WV, 8) } break;
 
 static MC_TARGET void mc_direct_tile_of(int vectors, int filters, const float *x, ptrdiff_t plane,
-        ptrdiff_t row_len, const float *wt, ptrdiff_t F, ptrdiff_t C, int kh, int kw, int dh,
+        ptrdiff_t row_len, const float *wk, ptrdiff_t C, int kh, int kw, int dh,
         const ptrdiff_t *cols, const float *bias, int relu, float *y, ptrdiff_t yplane,
         __mmask16 last)
 {
@@ -125,29 +126,33 @@ static MC_TARGET void mc_direct_wgrad_tile_of(int filters, int taps, const float
     switch (filters) { MC_DIRECT_WG_FILTERS(1) MC_DIRECT_WG_FILTERS(2) MC_DIRECT_WG_FILTERS(3) MC_DIRECT_WG_FILTERS(4) }
 }
 
-/* Rows [r0, r1) of y (N, F, Ho, Wo) = the convolution of xq (N, C, Hp, row_len: padded, each
-   row's column phases side by side) with wt (C*kh*kw, F); max(y, 0) with relu. Row ho of
-   map (n, f) goes to y + (n*F + f)*y_plane + (ho - y_row0)*Wo: y may hold only some rows. */
+/* Rows [r0, r1) of y (N, F, Ho, Wo), filter blocks [b0, b1) = the convolution of xq (N, C,
+   Hp, row_len: padded, each row's column phases side by side) with wb (ceil(F/8), C*kh*kw,
+   8); max(y, 0) with relu. Row ho of map (n, f) goes to y + (n*F + f)*y_plane + (ho -
+   y_row0)*Wo: y may hold only some rows. A block's weights stay in L1 while its rows are
+   made. */
 static MC_TARGET void mc_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C, ptrdiff_t Hp,
         ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t r0,
-        ptrdiff_t r1, ptrdiff_t Wo, const float *wt, ptrdiff_t F, const float *bias, int relu,
-        float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
+        ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0, ptrdiff_t b1,
+        const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
 {
-    const ptrdiff_t plane = Hp * row_len;
-    for (ptrdiff_t n = 0; n < N; n++)
-        for (ptrdiff_t ho = r0; ho < r1; ho++)
-            for (ptrdiff_t wo = 0; wo < Wo; wo += 32) {
-                const int vectors = Wo - wo > 16 ? 2 : 1;
-                const __mmask16 last = mc_lanes((int)(Wo - wo - 16 * (vectors - 1)));
-                const float *x = xq + (n * C * Hp + ho * sh) * row_len + wo;
-                for (ptrdiff_t f = 0; f < F; f += MC_DIRECT_FILTERS) {
-                    const int filters = (int)(F - f < MC_DIRECT_FILTERS ? F - f : MC_DIRECT_FILTERS);
-                    mc_direct_tile_of(vectors, filters, x, plane, row_len, wt + f, F, C, kh, kw, dh,
-                                      cols, bias ? bias + f : NULL, relu,
+    const ptrdiff_t plane = Hp * row_len, taps = C * kh * kw;
+    for (ptrdiff_t block = b0; block < b1; block++) {
+        const ptrdiff_t f = block * MC_DIRECT_FILTERS;
+        const int filters = (int)(F - f < MC_DIRECT_FILTERS ? F - f : MC_DIRECT_FILTERS);
+        const float *wk = wb + block * taps * MC_DIRECT_FILTERS;
+        for (ptrdiff_t n = 0; n < N; n++)
+            for (ptrdiff_t ho = r0; ho < r1; ho++)
+                for (ptrdiff_t wo = 0; wo < Wo; wo += 32) {
+                    const int vectors = Wo - wo > 16 ? 2 : 1;
+                    const __mmask16 last = mc_lanes((int)(Wo - wo - 16 * (vectors - 1)));
+                    mc_direct_tile_of(vectors, filters, xq + (n * C * Hp + ho * sh) * row_len + wo,
+                                      plane, row_len, wk, C, kh, kw, dh, cols,
+                                      bias ? bias + f : NULL, relu,
                                       y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane,
                                       last);
                 }
-            }
+    }
 }
 
 /* dwt (C*kh*kw, F) = the weight gradient of mc_conv2d_direct for dy (N, F, Ho, Wo). */

@@ -27,16 +27,16 @@ static inline void mc_pooled_band_rows(ptrdiff_t q0, ptrdiff_t q1, int pkh, int 
 }
 
 /* Pooled rows [p0, p1) of one image: y (F, Hpo, Wpo) = maxpool(max(conv(xq), 0) or conv(xq))
-   with the direct tiles' operands (mc_tiles_conv2d_direct) for a conv output (F, Ho, Wo)
+   with the direct tiles' operands (mc_tiles_conv2d_direct, every filter block) for a conv output (F, Ho, Wo)
    and the pool's window (pkh, pkw), stride (psh, psw) and padding (pph, ppw). buf holds
    buf_rows rows of each of the F maps (buf_rows >= pkh), m one padded row of the pool. */
 static void mc_tiles_conv2d_direct_maxpool(int level, const float *xq, ptrdiff_t C,
         ptrdiff_t Hp, ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols,
-        ptrdiff_t Ho, ptrdiff_t Wo, const float *wt, ptrdiff_t F, const float *bias, int relu,
+        ptrdiff_t Ho, ptrdiff_t Wo, const float *wb, ptrdiff_t F, const float *bias, int relu,
         int pkh, int pkw, int psh, int psw, int pph, int ppw, ptrdiff_t p0, ptrdiff_t p1,
         ptrdiff_t Hpo, ptrdiff_t Wpo, float *buf, ptrdiff_t buf_rows, float *m, float *y)
 {
-    const ptrdiff_t buf_plane = buf_rows * Wo;
+    const ptrdiff_t buf_plane = buf_rows * Wo, block = mc_tiles_direct_filters(level);
     ptrdiff_t q0 = p0, held_a = 0, held_b = 0;   /* conv rows [held_a, held_b) are in buf */
     while (q0 < p1) {
         ptrdiff_t q1 = q0 + 1, a, b, a2, b2;
@@ -55,7 +55,8 @@ static void mc_tiles_conv2d_direct_maxpool(int level, const float *xq, ptrdiff_t
                 memmove(buf + f * buf_plane, buf + f * buf_plane + (a - held_a) * Wo,
                         (size_t)(kept * Wo) * sizeof(float));
         mc_tiles_conv2d_direct(level, xq, 1, C, Hp, row_len, kh, kw, sh, dh, cols, a + kept, b,
-                               Wo, wt, F, bias, relu, buf, buf_plane, a);
+                               Wo, wb, F, 0, (F + block - 1) / block, bias, relu, buf, buf_plane,
+                               a);
         for (ptrdiff_t f = 0; f < F; f++)
             mc_maxpool_values_plane(level, buf + f * buf_plane, a, y + f * Hpo * Wpo, m, Ho, Wo,
                                     pkh, pkw, psh, psw, pph, ppw, q0, q1, Wpo);

@@ -39,21 +39,27 @@ static int mc_tiles_im2row_t_matmul(int level, const float *xt, ptrdiff_t N, ptr
         : mc_avx2_im2row_t_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, dy, F, dwt);
 }
 
-/* rows [r0, r1) of y (N, F, Ho, Wo): xq (N, C, Hp, row_len: padded, each row's column
-   phases side by side) convolved with wt (C*kh*kw, F), tap column j at cols[j]; then
-   max(y, 0) with relu. Row ho of map (n, f) is written at y + (n*F + f)*y_plane +
-   (ho - y_row0)*Wo. */
+/* Filters of a direct tile at `level`: the weights' blocks (ceil(F/b), C*kh*kw, b). */
+static int mc_tiles_direct_filters(int level)
+{
+    return level == 2 ? 8 : 6;
+}
+
+/* rows [r0, r1) and filter blocks [b0, b1) of y (N, F, Ho, Wo): xq (N, C, Hp, row_len:
+   padded, each row's column phases side by side) convolved with wb (ceil(F/b), C*kh*kw, b),
+   b = mc_tiles_direct_filters(level), tap column j at cols[j]; then max(y, 0) with relu.
+   Row ho of map (n, f) is written at y + (n*F + f)*y_plane + (ho - y_row0)*Wo. */
 static void mc_tiles_conv2d_direct(int level, const float *xq, ptrdiff_t N, ptrdiff_t C,
         ptrdiff_t Hp, ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols,
-        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wt, ptrdiff_t F,
-        const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
+        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0,
+        ptrdiff_t b1, const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
 {
     if (level == 2)
-        mc_conv2d_direct(xq, N, C, Hp, row_len, kh, kw, sh, dh, cols, r0, r1, Wo, wt, F, bias,
-                         relu, y, y_plane, y_row0);
+        mc_conv2d_direct(xq, N, C, Hp, row_len, kh, kw, sh, dh, cols, r0, r1, Wo, wb, F, b0, b1,
+                         bias, relu, y, y_plane, y_row0);
     else
-        mc_avx2_conv2d_direct(xq, N, C, Hp, row_len, kh, kw, sh, dh, cols, r0, r1, Wo, wt, F,
-                              bias, relu, y, y_plane, y_row0);
+        mc_avx2_conv2d_direct(xq, N, C, Hp, row_len, kh, kw, sh, dh, cols, r0, r1, Wo, wb, F,
+                              b0, b1, bias, relu, y, y_plane, y_row0);
 }
 
 /* dwt (C*kh*kw, F): the weight gradient of mc_tiles_conv2d_direct for dy (N, F, Ho, Wo) */

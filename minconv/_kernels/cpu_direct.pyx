@@ -17,9 +17,10 @@ cdef extern from "_tiles.h" nogil:
     void mc_tiles_conv2d_direct(int level, const float *xq, Py_ssize_t N, Py_ssize_t C,
                                 Py_ssize_t Hp, Py_ssize_t row_len, int kh, int kw, int sh,
                                 int dh, const Py_ssize_t *cols, Py_ssize_t r0, Py_ssize_t r1,
-                                Py_ssize_t Wo, const float *wt, Py_ssize_t F,
-                                const float *bias, int relu, float *y, Py_ssize_t y_plane,
-                                Py_ssize_t y_row0)
+                                Py_ssize_t Wo, const float *wb, Py_ssize_t F, Py_ssize_t b0,
+                                Py_ssize_t b1, const float *bias, int relu, float *y,
+                                Py_ssize_t y_plane, Py_ssize_t y_row0)
+    int mc_tiles_direct_filters(int level)
     void mc_tiles_conv2d_direct_wgrad(int level, const float *xp, Py_ssize_t N, Py_ssize_t C,
                                       Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh,
                                       int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -29,7 +30,7 @@ cdef extern from "_direct_maxpool.h" nogil:
     void mc_tiles_conv2d_direct_maxpool(int level, const float *xq, Py_ssize_t C,
                                         Py_ssize_t Hp, Py_ssize_t row_len, int kh, int kw,
                                         int sh, int dh, const Py_ssize_t *cols, Py_ssize_t Ho,
-                                        Py_ssize_t Wo, const float *wt, Py_ssize_t F,
+                                        Py_ssize_t Wo, const float *wb, Py_ssize_t F,
                                         const float *bias, int relu, int pkh, int pkw,
                                         int psh, int psw, int pph, int ppw, Py_ssize_t p0,
                                         Py_ssize_t p1, Py_ssize_t Hpo, Py_ssize_t Wpo,
@@ -57,7 +58,47 @@ def _direct_operands(op, x, W_shape, stride, padding, dilation):
     return x, F, C, kh, kw, geometry
 
 
-def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False):
+def _tap_columns(kw, dw, sw, Wq):
+    """Where tap j's column lies in a row split into sw phases of Wq columns: padded
+    column j*dw is column (j*dw)//sw of phase (j*dw) % sw."""
+    return np.array([j * dw % sw * Wq + j * dw // sw for j in range(kw)], dtype=np.intp)
+
+
+def direct_filter_blocks(W):
+    """The weights as the direct tiles read them at this CPU's level: W (F, C, kh, kw)
+    float32 -> (ceil(F/b), C*kh*kw, b), block k holding filters k*b .. k*b + b - 1 tap by
+    tap (zeros past F), b = 6 (AVX2) or 8 (AVX-512) filters of a tile."""
+    W = np.asarray(W)
+    if W.ndim != 4 or W.dtype != np.float32:
+        raise ValueError(f"direct_filter_blocks: expected float32 weights (F, C, kh, kw), got "
+                         f"{W.dtype} {W.shape}")
+    level = _fusing_level(W.dtype)
+    if level == 0:
+        raise ValueError(f"direct_filter_blocks: the tiles do not run here (isa {isa()!r})")
+    block = mc_tiles_direct_filters(level)
+    F = W.shape[0]
+    blocks = -(-F // block)
+    wb = np.zeros((blocks * block, W[0].size), dtype=np.float32)
+    wb[:F] = W.reshape(F, -1)
+    return np.ascontiguousarray(wb.reshape(blocks, block, -1).transpose(0, 2, 1))
+
+
+def _filter_blocks(op, W, blocks):
+    """``blocks`` checked against W, or W's blocks made here."""
+    if blocks is None:
+        return direct_filter_blocks(W)
+    block = mc_tiles_direct_filters(_fusing_level(W.dtype))
+    want = (-(-W.shape[0] // block), W[0].size, block)
+    if (not isinstance(blocks, np.ndarray) or blocks.shape != want
+            or blocks.dtype != np.float32 or not blocks.flags.c_contiguous):
+        raise ValueError(f"{op}: filter blocks must be C-contiguous float32 {want} "
+                         f"(direct_filter_blocks of W {W.shape}), got "
+                         f"{getattr(blocks, 'dtype', type(blocks).__name__)} "
+                         f"{getattr(blocks, 'shape', '')}")
+    return blocks
+
+
+def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False, blocks=None):
     """A convolution summed tap by tap, channels first (the reference's twin).
 
     x : (N, C, H, W), W : (F, C, kh, kw), bias : (F,) or None -> y : (N, F, Ho, Wo),
@@ -65,7 +106,9 @@ def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False):
     for float32 where the tiles run (:func:`fused_kernels`), at a width stride sw > 1 on
     the input's sw column phases (:func:`~.cpu_layout.phased_padded`), in which the
     columns of one tap for neighbouring outputs are neighbours; otherwise the reference
-    computes it. A batch smaller than the OpenMP threads is split by bands of rows.
+    computes it. ``blocks``: W's :func:`direct_filter_blocks`, when kept (else made here).
+    A batch smaller than the OpenMP threads is split by bands of rows or shares of the
+    filter blocks, whichever divides more evenly.
     """
     x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct", x, np.shape(W), stride,
                                                  padding, dilation)
@@ -77,14 +120,13 @@ def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False):
     if level == 0:
         return reference.conv2d_direct(x, W, bias, stride, padding, dilation, out=out, relu=relu)
     y = _unfold_target(out, (N, F, Ho, Wo), x, "conv2d_direct")
-    wt = np.ascontiguousarray(W.reshape(F, -1).T)                        # (C*kh*kw, F)
+    wb = _filter_blocks("conv2d_direct", W, blocks)
     b = None if bias is None else np.ascontiguousarray(bias)
     if y.size:
         xq = phased_padded(x, ph, pw, sw)                                # (N, C, Hp, sw, Wq)
         Hp, Wq = xq.shape[2], xq.shape[4]
-        taps = np.arange(kw) * dw
-        cols = (taps % sw * Wq + taps // sw).astype(np.intp)            # tap j's column
-        _direct(xq.reshape(N, C, Hp, sw * Wq), cols, wt, b, y, kh, kw, sh, dh, relu, level)
+        cols = _tap_columns(kw, dw, sw, Wq)
+        _direct(xq.reshape(N, C, Hp, sw * Wq), cols, wb, b, y, kh, kw, sh, dh, relu, level)
     return _written_into(y, out)
 
 
@@ -109,33 +151,43 @@ def conv2d_direct_weight_grad(dy, x, W_shape, stride, padding, dilation):
 
 
 cdef void _direct(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
-                  const float[:, ::1] wt, const float[::1] bias, float[:, :, :, ::1] y, int kh,
+                  const float[:, :, ::1] wb, const float[::1] bias, float[:, :, :, ::1] y, int kh,
                   int kw, int sh, int dh, bint relu, int level) noexcept:
     """The direct tiles over the batch on this thread; with fewer images than OpenMP
-    threads (a batch of one) and at least BAND_MIN_MACS multiply-adds, each thread takes
-    a band of an image's output rows."""
+    threads (a batch of one) and at least BAND_MIN_MACS multiply-adds, the threads share
+    each image by bands of output rows or by filter blocks, whichever divides more evenly
+    (13 rows in two bands take 7/6.5 of an even share; 32 blocks take 1)."""
     cdef const float *b = NULL
     cdef Py_ssize_t N = xq.shape[0], C = xq.shape[1], Hp = xq.shape[2], row_len = xq.shape[3]
-    cdef Py_ssize_t F = wt.shape[1], Ho = y.shape[2], Wo = y.shape[3], bands = 1, job, n, r0, r1
+    cdef Py_ssize_t F = y.shape[1], Ho = y.shape[2], Wo = y.shape[3], blocks = wb.shape[0]
+    cdef Py_ssize_t parts = 1, job, n, part, r0, r1, b0, b1
     cdef int threads = 1
+    cdef bint by_rows = True
     if bias is not None:
         b = &bias[0]
-    if N < max_threads() and N * Ho * Wo * wt.shape[0] * F >= BAND_MIN_MACS:
+    if N < max_threads() and N * Ho * Wo * wb.shape[1] * F >= BAND_MIN_MACS:
         threads = max_threads()
-        bands = min(Ho, (threads + N - 1) // N)
-    if bands == 1:
+        parts = (threads + N - 1) // N
+        # the largest share against an even one, rows against blocks
+        by_rows = (-(-Ho // parts)) * blocks <= (-(-blocks // parts)) * Ho
+        parts = min(parts, Ho if by_rows else blocks)
+    if parts == 1:
         with nogil:
             mc_tiles_conv2d_direct(level, &xq[0, 0, 0, 0], N, C, Hp, row_len, kh, kw, sh, dh,
-                                   &cols[0], 0, Ho, Wo, &wt[0, 0], F, b, relu, &y[0, 0, 0, 0],
-                                   Ho * Wo, 0)
+                                   &cols[0], 0, Ho, Wo, &wb[0, 0, 0], F, 0, blocks, b, relu,
+                                   &y[0, 0, 0, 0], Ho * Wo, 0)
         return
-    for job in prange(N * bands, num_threads=threads, schedule="static", nogil=True):
-        n = job // bands
-        r0 = job % bands * Ho // bands
-        r1 = (job % bands + 1) * Ho // bands
+    for job in prange(N * parts, num_threads=threads, schedule="static", nogil=True):
+        n = job // parts
+        part = job % parts
+        r0, r1, b0, b1 = 0, Ho, 0, blocks
+        if by_rows:
+            r0, r1 = part * Ho // parts, (part + 1) * Ho // parts
+        else:
+            b0, b1 = part * blocks // parts, (part + 1) * blocks // parts
         mc_tiles_conv2d_direct(level, &xq[n, 0, 0, 0], 1, C, Hp, row_len, kh, kw, sh, dh,
-                               &cols[0], r0, r1, Wo, &wt[0, 0], F, b, relu, &y[n, 0, 0, 0],
-                               Ho * Wo, 0)
+                               &cols[0], r0, r1, Wo, &wb[0, 0, 0], F, b0, b1, b, relu,
+                               &y[n, 0, 0, 0], Ho * Wo, 0)
 
 
 # Rows of every map a thread's band buffer holds when the direct tiles feed a max pooling:
@@ -144,7 +196,7 @@ POOLED_BAND_BYTES = 384 * 1024
 
 
 def conv2d_direct_maxpool(x, W, bias, stride, padding, dilation, relu, pool_kernel,
-                          pool_stride, pool_padding, pooled_hw, out=None):
+                          pool_stride, pool_padding, pooled_hw, out=None, blocks=None):
     """``maxpool(conv2d_direct(x, ...))`` band by band (``_direct_maxpool.h``): each thread
     computes the convolution rows that a band of pooled rows covers into a buffer of its
     own and pools them from there, so the convolution's output is never formed.
@@ -152,8 +204,8 @@ def conv2d_direct_maxpool(x, W, bias, stride, padding, dilation, relu, pool_kern
     x : (N, C, H, W) float32, W : (F, C, kh, kw), bias : (F,) or None; ``relu`` applies
     max(., 0) to the convolution; the pool's window, stride and (symmetric) padding are
     pairs, ``pooled_hw`` its output size (Hpo, Wpo) from its geometry (ceil mode
-    included) -> y (N, F, Hpo, Wpo), ``out`` when given. Where the tiles run
-    (:func:`fused_kernels`).
+    included) -> y (N, F, Hpo, Wpo), ``out`` when given; ``blocks`` as for
+    :func:`conv2d_direct`. Where the tiles run (:func:`fused_kernels`).
     """
     x, F, C, kh, kw, geometry = _direct_operands("conv2d_direct_maxpool", x, np.shape(W),
                                                  stride, padding, dilation)
@@ -176,19 +228,18 @@ def conv2d_direct_maxpool(x, W, bias, stride, padding, dilation, relu, pool_kern
         return _written_into(y, out)
     xq = phased_padded(x, ph, pw, sw)                                    # (N, C, Hp, sw, Wq)
     Hp, Wq = xq.shape[2], xq.shape[4]
-    taps = np.arange(kw) * dw
-    cols = (taps % sw * Wq + taps // sw).astype(np.intp)
-    wt = np.ascontiguousarray(W.reshape(F, -1).T)                        # (C*kh*kw, F)
+    cols = _tap_columns(kw, dw, sw, Wq)
+    wb = _filter_blocks("conv2d_direct_maxpool", W, blocks)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     buf_rows = max(pkh, min(Ho, POOLED_BAND_BYTES // (4 * F * Wo)))
     span = mc_values_row_span(Wo, pkw, psw, ppw, Wpo) + 16
-    _direct_maxpool(xq.reshape(N, C, Hp, sw * Wq), cols, wt, b, relu, kh, kw, sh, dh, Ho, Wo,
+    _direct_maxpool(xq.reshape(N, C, Hp, sw * Wq), cols, wb, b, relu, kh, kw, sh, dh, Ho, Wo,
                     pkh, pkw, psh, psw, pph, ppw, buf_rows, span, level, y)
     return _written_into(y, out)
 
 
 cdef void _direct_maxpool(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
-                          const float[:, ::1] wt, const float[::1] bias, bint relu, int kh,
+                          const float[:, :, ::1] wb, const float[::1] bias, bint relu, int kh,
                           int kw, int sh, int dh, Py_ssize_t Ho, Py_ssize_t Wo, int pkh,
                           int pkw, int psh, int psw, int pph, int ppw, Py_ssize_t buf_rows,
                           Py_ssize_t span, int level, float[:, :, :, ::1] y):
@@ -196,7 +247,7 @@ cdef void _direct_maxpool(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] co
     the threads), else a share of the rows."""
     cdef const float *b = NULL
     cdef Py_ssize_t N = xq.shape[0], C = xq.shape[1], Hp = xq.shape[2], row_len = xq.shape[3]
-    cdef Py_ssize_t F = wt.shape[1], Hpo = y.shape[2], Wpo = y.shape[3], job, n, p0, p1
+    cdef Py_ssize_t F = y.shape[1], Hpo = y.shape[2], Wpo = y.shape[3], job, n, p0, p1
     cdef int threads = max_threads(), t
     cdef Py_ssize_t bands = 1 if N >= threads else min(Hpo, (threads + N - 1) // N)
     threads = min(threads, N * bands)
@@ -210,7 +261,7 @@ cdef void _direct_maxpool(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] co
         p0 = job % bands * Hpo // bands
         p1 = (job % bands + 1) * Hpo // bands
         mc_tiles_conv2d_direct_maxpool(level, &xq[n, 0, 0, 0], C, Hp, row_len, kh, kw, sh, dh,
-                                       &cols[0], Ho, Wo, &wt[0, 0], F, b, relu, pkh, pkw, psh,
+                                       &cols[0], Ho, Wo, &wb[0, 0, 0], F, b, relu, pkh, pkw, psh,
                                        psw, pph, ppw, p0, p1, Hpo, Wpo, &bufs[t, 0], buf_rows,
                                        &rows[t, 0], &y[n, 0, 0, 0])
 

@@ -250,36 +250,44 @@ def channels_first(yt, out=None, relu=False):
 _SLACK = 16
 
 
+cdef inline void _phased_row(const float *src, float *row, Py_ssize_t W, int pw, int sw,
+                             Py_ssize_t Wq) noexcept nogil:
+    """One padded row's sw phases: padded column u*sw + q -> row[q*Wq + u]."""
+    cdef Py_ssize_t q, u, u0, u1
+    if sw == 1:
+        memset(row, 0, pw * sizeof(float))
+        memcpy(row + pw, src, W * sizeof(float))
+        memset(row + pw + W, 0, (Wq - pw - W) * sizeof(float))
+        return
+    for q in range(sw):
+        # the phase's columns u*sw + q - pw inside the input: u0 <= u < u1
+        u0 = (pw - q + sw - 1) // sw if pw > q else 0
+        u1 = max(u0, min(Wq, (W + pw - q + sw - 1) // sw))
+        memset(row + q * Wq, 0, u0 * sizeof(float))
+        memset(row + q * Wq + u1, 0, (Wq - u1) * sizeof(float))
+        if sw == 2:  # a constant stride, which the compiler vectorises
+            for u in range(u0, u1):
+                row[q * Wq + u] = src[2 * u + q - pw]
+        else:
+            for u in range(u0, u1):
+                row[q * Wq + u] = src[u * sw + q - pw]
+
+
 cdef void _phased_f32(const float[:, :, :, ::1] x, int ph, int pw, int sw,
                       float[:, :, :, ::1] xq) noexcept nogil:
-    """Each padded row (n, c, h) is one thread's: its sw phases, u*sw + q -> q*Wq + u."""
+    """Each plane (n, c) is one thread's: ph zero rows above and below, each row of x
+    split into its phases (no index divided per row: a batch of one's small planes are
+    padded in microseconds)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Hp = xq.shape[2], row_len = xq.shape[3], Wq = row_len // sw
-    cdef Py_ssize_t r, h, q, u, u0, u1
-    cdef const float *src
-    cdef float *row
-    for r in prange(N * C * Hp, num_threads=threads_for(N * C * Hp * row_len),
-                    schedule="static"):
-        row = &xq[r // (C * Hp), r // Hp % C, r % Hp, 0]
-        h = r % Hp - ph
-        if h < 0 or h >= H:
-            memset(row, 0, row_len * sizeof(float))
-            continue
-        src = &x[r // (C * Hp), r // Hp % C, h, 0]
-        for q in range(sw):
-            # the phase's columns u*sw + q - pw inside the input: u0 <= u < u1
-            u0 = (pw - q + sw - 1) // sw if pw > q else 0
-            u1 = max(u0, min(Wq, (W + pw - q + sw - 1) // sw))
-            memset(row + q * Wq, 0, u0 * sizeof(float))
-            memset(row + q * Wq + u1, 0, (Wq - u1) * sizeof(float))
-            if sw == 1:
-                memcpy(row + u0, src + u0 - pw, (u1 - u0) * sizeof(float))
-            elif sw == 2:  # a constant stride, which the compiler vectorises
-                for u in range(u0, u1):
-                    row[q * Wq + u] = src[2 * u + q - pw]
-            else:
-                for u in range(u0, u1):
-                    row[q * Wq + u] = src[u * sw + q - pw]
+    cdef Py_ssize_t p, h
+    cdef const float *src = &x[0, 0, 0, 0]
+    cdef float *dst = &xq[0, 0, 0, 0]
+    for p in prange(N * C, num_threads=threads_for(N * C * Hp * row_len), schedule="static"):
+        memset(dst + p * Hp * row_len, 0, ph * row_len * sizeof(float))
+        memset(dst + (p * Hp + ph + H) * row_len, 0, (Hp - ph - H) * row_len * sizeof(float))
+        for h in range(H):
+            _phased_row(src + (p * H + h) * W, dst + (p * Hp + ph + h) * row_len, W, pw, sw, Wq)
 
 
 def phased_padded(x, ph, pw, sw):
@@ -296,8 +304,10 @@ def phased_padded(x, ph, pw, sw):
     flat = np.empty(size + _SLACK, dtype=np.float32)
     flat[size:] = 0
     xq = flat[:size].reshape(shape)
-    if size:
+    if x.size:
         _phased_f32(x, ph, pw, sw, xq.reshape(N, C, Hp, sw * Wq))
+    else:
+        xq[...] = 0
     return xq
 
 

@@ -158,14 +158,16 @@ def im2row_t_matmul(x, dy_rows, kh, kw, stride, padding, dilation, out=None):
     return _written_into(im2row(x, kh, kw, stride, padding, dilation).T @ dy_rows, out)
 
 
-def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False):
+def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False, blocks=None):
     """A convolution summed tap by tap, channels first: for every tap (i, j)
 
         y[n, f, ho, wo] += sum_c W[f, c, i, j] * x_pad[n, c, ho*sh + i*dh, wo*sw + j*dw]
 
     x : (N, C, H, W), W : (F, C, kh, kw), bias : (F,) or None  ->  y : (N, F, Ho, Wo);
     max(y, 0) with ``relu``. The compiled twin serves inputs of few channels (first
-    layers), where the rows of im2row are too short to multiply well.
+    layers), where the rows of im2row are too short to multiply well, and small maps
+    with a batch smaller than the cores. ``blocks`` (the twin's weight layout) is unused:
+    the reference reads W as it lies.
     """
     xp = get_array_module(x)
     N, C, H, Wd = x.shape

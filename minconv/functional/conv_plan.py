@@ -19,7 +19,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
                                       from 169 positions, else only small products),
                                       the data gradient only at stride 1
     CPU, batch smaller than the       shifted for the forward product where the above
-    cores, <= 729 positions, tiles    gave fused_rows or rows (not 1x1, width stride 1)
+    cores, <= 729 positions, tiles    gave fused_rows or rows (not 1x1, width stride 1);
+                                      direct for an expanding layer (F >= 4C, <= 576 taps, any map)
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient (at a larger stride, the forward product
                                       with a batch smaller than the cores)
@@ -123,6 +124,14 @@ SMALL_MAP_FUSED_MAX_FILTERS = 32
 # 64 -> 64 (F = C) too, ResNet-50 took 1.03.
 EXPANDING_SHIFTED_MIN_FILTERS = 64
 EXPANDING_SHIFTED_MAX_TAPS = 576
+# With a batch smaller than the cores, an expanding layer (F >= this many times C, at most
+# EXPANDING_SHIFTED_MAX_TAPS taps) at width stride 1 on rows of at least 8 outputs takes its
+# forward product on the direct tiles: channels first, no moves to channels last and back,
+# the threads sharing the filter blocks or the rows. Whole passes at batch 1 timed in pairs
+# (AMD EPYC, AVX2): SqueezeNet's eight 3x3 expands (F = 4C) in 0.95-0.99 of the pass;
+# GoogLeNet's 64 -> 192 3x3 and 16 -> 32, 16 -> 48 5x5 (F = 2-3C) took 1.02-1.03,
+# DenseNet's 128 -> 32 and ResNet's F = C 1.05-1.09.
+EXPANDING_DIRECT_MIN_RATIO = 4
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 
@@ -258,6 +267,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
         if _fuses_flipped(kernels, dtype, W_shape, win, *flipped):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
+    fused = getattr(kernels, "fused_kernels", None)
     if (xp is np and N < runtime.cpu_threads() and fwd in ("fused_rows", "rows")
             and L <= SHIFTED_MAX_POSITIONS and C > DIRECT_MAX_CHANNELS and win.stride[1] == 1
             and not (fwd == "fused_rows" and (C * kh * kw <= SMALL_MAP_FUSED_MAX_TAPS
@@ -271,12 +281,17 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             and shifted.serves_shape(kernels, dtype, W_shape, win)):
         fwd = "shifted"
         reason += "; an expanding layer (F >= 2C): shifted 1x1 products, no channels-last moves"
+    if (xp is np and N < runtime.cpu_threads() and fwd in ("fused_rows", "rows", "shifted")
+            and C > DIRECT_MAX_CHANNELS and F >= EXPANDING_DIRECT_MIN_RATIO * C
+            and C * kh * kw <= EXPANDING_SHIFTED_MAX_TAPS and win.stride[1] == 1 and Wo >= 8
+            and fused is not None and fused(dtype)):
+        fwd = "direct"
+        reason += "; an expanding layer with a batch smaller than the cores: direct tiles"
     positions = WINOGRAD_MIN_POSITIONS // (2 if C * F >= WINOGRAD_WIDE_WEIGHTS else 1)
     if (xp is np and dtype == np.float32 and winograd.serves(W_shape, win)
             and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= positions):
         fwd = dgrad = wgrad = "winograd"
         reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3)"
-    fused = getattr(kernels, "fused_kernels", None)
     if xp is np and C <= DIRECT_MAX_CHANNELS and fused is not None and fused(dtype):
         if win.stride[1] == 1:
             fwd = wgrad = "direct"

@@ -26,16 +26,33 @@ import numpy as np
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import ConvPath, output_hw, per_image, sum_in_order
+from ..prepared import derived
+from . import ConvPath, output_array, output_hw, per_image, sum_in_order
 
 
-def forward(x, W, b, win, workspace=None, relu=False):
+def filter_blocks(kernels, W):
+    """W as the tiles read it, in blocks of a tile's filters
+    (:func:`~minconv._kernels.cpu_direct.direct_filter_blocks`); once for locked weights
+    (:mod:`..prepared`), None where the reference computes the product."""
+    if not (W.dtype == np.float32 and getattr(kernels, "fused_kernels", None)
+            and kernels.fused_kernels(W.dtype)):
+        return None
+    return derived(W, "direct_blocks_" + kernels.isa(), kernels.direct_filter_blocks)
+
+
+def forward(x, W, b, win, workspace=None, relu=False, out=None):
     xp, kernels = get_array_module(x), kernels_for(x)
     Ho, Wo = output_hw(x.shape, W.shape, win)
-    y = xp.empty((x.shape[0], W.shape[0], Ho, Wo), dtype=x.dtype)
+    y = output_array(xp, out, (x.shape[0], W.shape[0], Ho, Wo), x.dtype)
+    blocks = filter_blocks(kernels, W) if x.dtype == W.dtype else None
 
     def convolve(share):
-        kernels.conv2d_direct(x[share], W, b, *win, out=y[share], relu=relu)
+        # an image of a channel slice (a concatenation's part) is contiguous; a share of
+        # several is not, so those are written image by image
+        images = [share] if y[share].flags.c_contiguous else [
+            slice(n, n + 1) for n in range(share.start, share.stop)]
+        for part in images:
+            kernels.conv2d_direct(x[part], W, b, *win, out=y[part], relu=relu, blocks=blocks)
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y
@@ -60,7 +77,8 @@ def forward_maxpool(x, W, b, win, relu, pool_kernel, pool_stride, pool_padding, 
 
     def convolve_and_pool(share):
         kernels.conv2d_direct_maxpool(x[share], W, b, *win, relu, pool_kernel, pool_stride,
-                                      pool_padding, pooled_hw, out=y[share])
+                                      pool_padding, pooled_hw, out=y[share],
+                                      blocks=filter_blocks(kernels, W))
 
     runtime.map_shares(convolve_and_pool, N)
     return y
@@ -76,4 +94,4 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     return sum_in_order(runtime.map_shares(correlate, x.shape[0], xp), with_bias)
 
 
-PATH = ConvPath("direct", forward, per_image.data_grad, weight_grad)
+PATH = ConvPath("direct", forward, per_image.data_grad, weight_grad, writes_into=True)
