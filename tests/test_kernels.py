@@ -335,6 +335,25 @@ def test_direct_tiles_over_many_channels_match_reference(case, batch, isa):
     np.testing.assert_array_equal(rectified, np.maximum(y, 0))
 
 
+def test_direct_tiles_give_the_same_outputs_however_the_jobs_are_cut(monkeypatch):
+    """At batch 1 the threads take jobs of a filter block over a band of rows: each output
+    is summed alike whatever the cut (bit for bit with one band or many)."""
+    if not cpu_tiles.fused_kernels(np.float32):
+        pytest.skip("no tiles on this CPU")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 8, 40, 37)).astype(np.float32)
+    W = rng.standard_normal((20, 8, 3, 3)).astype(np.float32)
+    outputs = []
+    for jobs in (1, 8, 200):
+        monkeypatch.setattr(cpu_direct, "JOBS_PER_THREAD", jobs)
+        outputs.append(cpu_direct.conv2d_direct(x, W, None, (1, 1), (1, 1), (1, 1)))
+    for y in outputs[1:]:
+        np.testing.assert_array_equal(y, outputs[0])
+    np.testing.assert_allclose(outputs[0], ref.conv2d_direct(x.astype(np.float64), W, None,
+                                                             (1, 1), (1, 1), (1, 1)),
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 def test_direct_filter_blocks_hold_each_tiles_filters_tap_by_tap(isa):
     """blocks[k, t, i] = W[k*b + i] at tap t (zeros past F), b a tile's filters."""
@@ -792,6 +811,29 @@ def test_pointwise_tiles_match_the_product_and_sum_alike_filters_alike(N, F, C, 
     assert np.isnan(out[0, :, 0]).all()
     out[...] = 7.0
     assert (whole == 7.0).all()                           # nothing written outside out
+
+
+@pytest.mark.parametrize("N,F,C,P", [(3, 40, 64, 1000), (1, 1000, 512, 169), (2, 64, 16, 729)])
+def test_pointwise_tiles_give_the_same_outputs_however_the_positions_are_cut(N, F, C, P,
+                                                                            monkeypatch):
+    """The threads take pieces of the N*P positions (pieces cross images, and weights swept
+    in blocks keep pieces of a block of strips): each output is summed alike whatever the
+    cut, so the outputs are the same bit for bit with one piece a thread or many."""
+    if not cpu_tiles.fused_kernels(np.float32):
+        pytest.skip("no tiles on this CPU")
+    rng = np.random.default_rng(F)
+    w = rng.standard_normal((F, C)).astype(np.float32)
+    x = rng.standard_normal((N, C, P)).astype(np.float32)
+    bias = rng.standard_normal(F).astype(np.float32)
+    outputs = []
+    for pieces in (1, 3, 8, 64):
+        monkeypatch.setattr(cpu_pointwise, "PIECES_PER_THREAD", pieces)
+        outputs.append(cpu_pointwise.pointwise_matmul(w, x, np.empty((N, F, P), np.float32),
+                                                      bias, True))
+    for out in outputs[1:]:
+        np.testing.assert_array_equal(out, outputs[0])
+    expected = np.maximum(np.einsum("fc,ncp->nfp", w.astype(np.float64), x) + bias[:, None], 0)
+    np.testing.assert_allclose(outputs[0], expected, rtol=1e-5, atol=1e-5 * np.sqrt(C))
 
 
 def test_pointwise_tiles_name_what_they_cannot_take():

@@ -259,6 +259,19 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
    2 MB of weights were read from L3 once per 16 positions.) */
 #define MC_PW_BLOCK_BYTES ((ptrdiff_t)192 * 1024)
 
+/* The fewest positions a thread's piece of a product should hold at `level`: a strip's,
+   or where weights of F x K floats are swept in blocks (mc_tiles_pointwise), the block of
+   strips that each block of weights passes over (smaller pieces would read the weights
+   again for fewer positions). */
+static ptrdiff_t mc_pointwise_min_piece(int level, ptrdiff_t F, ptrdiff_t K)
+{
+    const ptrdiff_t width = level == 2 ? 64 : 16;
+    if (F < MC_PW_PACK_MIN_FILTERS || F * K * (ptrdiff_t)sizeof(float) <= MC_PW_BLOCK_BYTES)
+        return width;
+    const ptrdiff_t strips = MC_PW_BLOCK_BYTES / (K * width * (ptrdiff_t)sizeof(float));
+    return (strips > 1 ? strips : 1) * width;
+}
+
 /* The tiles over one packed strip: panel (C, 64) at level 2, (C, 16) at level 1, its first
    count columns the positions of y's columns 0 .. count - 1. */
 static void mc_pw_strip(int level, const float *w, ptrdiff_t F, ptrdiff_t C, const float *panel,

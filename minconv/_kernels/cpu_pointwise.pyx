@@ -19,6 +19,7 @@ cdef extern from "_pointwise.h" nogil:
                          const float *xp, const Py_ssize_t *offsets, Py_ssize_t row_step,
                          Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t p1, const float *bias,
                          int relu, float *y, Py_ssize_t ldy)
+    Py_ssize_t mc_pointwise_min_piece(int level, Py_ssize_t F, Py_ssize_t K)
 
 from cython.parallel cimport parallel, prange, threadid
 
@@ -154,29 +155,40 @@ cdef int _shifted(int level, const float[:, ::1] w, const float[:, :, :, ::1] xp
                                  y.shape[2] * y.shape[3])
 
 
+# Pieces of a product's positions per thread, taken in turn as threads come free: the
+# cores of a shared machine run at unequal speeds, and with one contiguous share each the
+# faster waited for the slower.
+PIECES_PER_THREAD = 8
+
+
 cdef int _tiles_over_positions(int level, bint shifted, const float[:, ::1] w, const float *x,
                                Py_ssize_t x_image, Py_ssize_t ldx, const Py_ssize_t *offsets,
                                Py_ssize_t row_step, Py_ssize_t Wo, const float[::1] bias,
                                bint relu, float *y, const float *z, Py_ssize_t y_image,
                                Py_ssize_t ldy, Py_ssize_t N, Py_ssize_t P) noexcept:
-    """The tiles over the P output positions of each of N images laid side by side, each
-    thread a contiguous range of them, cut where an image ends: the 1x1 product of image
-    n's (K, P) matrix at x + n*x_image (rows ldx apart), or, ``shifted``, the shifted
-    products of its padded image there (taps at ``offsets``; strips cross output rows, so
-    none is left short at a row's end). y's image n at y + n*y_image, rows ldy apart; z
-    (NULL or laid out as y) added to it.
+    """The tiles over the P output positions of each of N images laid side by side, cut
+    into pieces (about PIECES_PER_THREAD a thread, none smaller than
+    mc_pointwise_min_piece) that the threads take in turn as they come free, each piece cut
+    again where an image ends: the 1x1 product of image n's (K, P) matrix at x + n*x_image
+    (rows ldx apart), or, ``shifted``, the shifted products of its padded image there (taps
+    at ``offsets``; strips cross output rows, so none is left short at a row's end). y's
+    image n at y + n*y_image, rows ldy apart; z (NULL or laid out as y) added to it.
     Returns -1 when a thread ran out of memory for its panels, else 0."""
     cdef Py_ssize_t F = w.shape[0], K = w.shape[1], total = N * P, per, lo, hi, at, n, p0, p1
+    cdef Py_ssize_t pieces, piece
     cdef const float *b = NULL
     cdef int threads = max_threads() if N * F * K * P >= BAND_MIN_MACS else 1
-    cdef int t, status = 0
+    cdef int status = 0
     cdef int *failed = &status  # written through a pointer: shared by the threads
     if bias is not None:
         b = &bias[0]
-    per = aligned_share(total, threads, 16)
-    with nogil, parallel(num_threads=threads):
-        t = threadid()
-        lo = t * per
+    per = total
+    if threads > 1:
+        per = max(aligned_share(total, threads * PIECES_PER_THREAD, 16),
+                  mc_pointwise_min_piece(level, F, K))
+    pieces = (total + per - 1) // per
+    for piece in prange(pieces, num_threads=threads, schedule="dynamic", nogil=True):
+        lo = piece * per
         hi = min(total, lo + per)
         at = lo
         while at < hi:
