@@ -469,6 +469,8 @@ POOL_CASES = [
     ((1, 96, 110, 110), 3, 3, (2, 2), (0, 0), True),  # ZFNet pool1: 110 -> 55
     ((1, 256, 26, 26), 3, 3, (2, 2), (0, 0), True),   # ZFNet pool2: 26 -> 13
     ((1, 256, 13, 13), 3, 3, (2, 2), (0, 0), True),   # ZFNet pool5: 13 -> 6
+    ((1, 3, 6, 27), 2, 2, (2, 2), (0, 0), True),      # 14 outputs a row: two vectors overlap
+    ((1, 2, 5, 40), 3, 3, (2, 2), (1, 1), False),     # 20: the last vector overlaps
 ]
 
 

@@ -91,6 +91,20 @@ MC_VP __m256 mc_vp_in_order(__m256 v)
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
 }
 
+/* v's running maximum with the window's rows 1.. at column `at` of each row (rows of
+   more than 3: the common windows unrolled, the loop only past them) */
+MC_VP __m256 mc_vp_column_max(const float *first, ptrdiff_t W, ptrdiff_t rows, ptrdiff_t at)
+{
+    __m256 v = _mm256_loadu_ps(first + at);
+    if (rows >= 2)
+        v = mc_vp_nanmax(v, _mm256_loadu_ps(first + W + at));
+    if (rows >= 3)
+        v = mc_vp_nanmax(v, _mm256_loadu_ps(first + 2 * W + at));
+    for (ptrdiff_t h = 3; h < rows; h++)
+        v = mc_vp_nanmax(v, _mm256_loadu_ps(first + h * W + at));
+    return v;
+}
+
 __attribute__((target("avx2")))
 static void mc_maxpool_values_plane_avx2(const float *x, ptrdiff_t row0, float *y, float *m,
                                          ptrdiff_t H, ptrdiff_t W, int kh, int kw, int sh,
@@ -109,10 +123,7 @@ static void mc_maxpool_values_plane_avx2(const float *x, ptrdiff_t row0, float *
            done: the same maxima again) rather than a scalar tail */
         for (ptrdiff_t step = 0; W >= 8 && step < W; step += 8, w = W) {
             const ptrdiff_t at = step + 8 > W ? W - 8 : step;
-            __m256 v = _mm256_loadu_ps(first + at);
-            for (ptrdiff_t h = hs + 1; h < he; h++)
-                v = mc_vp_nanmax(v, _mm256_loadu_ps(x + (h - row0) * W + at));
-            _mm256_storeu_ps(row + at, v);
+            _mm256_storeu_ps(row + at, mc_vp_column_max(first, W, he - hs, at));
         }
         for (; w < W; w++) {
             float v = first[w];
@@ -129,15 +140,19 @@ static void mc_maxpool_values_plane_avx2(const float *x, ptrdiff_t row0, float *
                     v = mc_vp_nanmax(v, _mm256_loadu_ps(m + at + j));
                 _mm256_storeu_ps(out + at, v);
             }
-        } else if (sw == 2 && (kw == 3 || kw == 2)) {   /* the common windows: 8 outputs a step */
-            for (; 2 * o + 18 <= span && o + 8 <= Wo; o += 8) {
-                const float *at = m + 2 * o;
+        } else if (sw == 2 && (kw == 3 || kw == 2)) {
+            /* the common windows: 8 outputs a step from two shuffles, the last step ending
+               at the row's end. It reads m up to m[2*Wo + 1], one float past the span at
+               most, which no output takes (the callers' m has 16 to spare). */
+            for (ptrdiff_t step = 0; Wo >= 8 && step < Wo; step += 8, o = Wo) {
+                const ptrdiff_t first_out = step + 8 > Wo ? Wo - 8 : step;
+                const float *at = m + 2 * first_out;
                 const __m256 a = _mm256_loadu_ps(at), b = _mm256_loadu_ps(at + 8);
                 __m256 v = mc_vp_nanmax(mc_vp_evens(a, b), mc_vp_odds(a, b));
                 if (kw == 3)
                     v = mc_vp_nanmax(v, mc_vp_evens(_mm256_loadu_ps(at + 2),
                                                     _mm256_loadu_ps(at + 10)));
-                _mm256_storeu_ps(out + o, mc_vp_in_order(v));
+                _mm256_storeu_ps(out + first_out, mc_vp_in_order(v));
             }
         }
         for (; o < Wo; o++) {
