@@ -163,10 +163,12 @@ static MC2_TARGET void mc_avx2_conv2d_direct(const float *xq, ptrdiff_t N, ptrdi
             for (ptrdiff_t ho = r0; ho < r1; ho++)
                 for (ptrdiff_t step = 0; step < Wo; step += 16) {
                     /* a row's last tile ends at its end, over outputs already written if
-                       need be (below 16 its two vectors overlap): masked stores cost many
-                       cycles on some CPUs */
-                    const ptrdiff_t wo = Wo >= 16 && step + 16 > Wo ? Wo - 16 : step;
-                    const int vectors = Wo > 8 ? 2 : 1;
+                       need be (below 16 its two vectors overlap; past 16, one vector where
+                       at most 8 outputs are left: SqueezeNet's rows of 55 as 16 + 16 + 16
+                       + 8, not 4 x 16): masked stores cost many cycles on some CPUs */
+                    const int single = step > 0 && Wo - step <= 8;
+                    const ptrdiff_t wo = single ? Wo - 8 : (Wo >= 16 && step + 16 > Wo ? Wo - 16 : step);
+                    const int vectors = Wo > 8 && !single ? 2 : 1;
                     const ptrdiff_t second = Wo >= 16 ? 8 : Wo - 8;
                     mc2_direct_tile_of(vectors, filters, xq + (n * C * Hp + ho * sh) * row_len + wo,
                                        plane, row_len, wk, C, kh, kw, dh, cols,
