@@ -370,6 +370,16 @@ def run_forward(plan, x, W, b, win, groups=1, workspace=None, relu=False, out=No
     return y
 
 
+def prepared_forward(x, W, b, stride, padding, dilation, groups, plan, relu):
+    """``conv2d_planned(x, W, b, ..., plan=plan, relu=relu)``'s forward product for inputs
+    like ``x`` as one kernel call (the path's ``prepare``): run(x, out) -> y, or None where
+    that input or ``out`` does not fit; None where the path makes no such call (or groups)."""
+    from .conv import _prepare
+    groups, win, _ = _prepare("conv2d", x, W, stride, padding, dilation, groups, b)
+    prepare = path(plan.forward).prepare
+    return prepare(x.shape, W, b, win, relu) if groups == 1 and prepare is not None else None
+
+
 def run_data_grad(plan, dy, W, x_shape, win, groups=1, workspace=None):
     """dx = C^T dy with ``plan.data_grad``: (N, F, Ho, Wo) -> x_shape."""
     data_grad = path(plan.data_grad).data_grad

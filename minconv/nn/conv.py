@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import runtime
-from ..functional.conv_plan import forced_plan
+from ..functional.conv_plan import forced_plan, prepared_forward
 from ..geometry import check_groups, conv_output_size, pair, resolve_padding
 from .base import Layer, default_rng
 
@@ -80,6 +80,7 @@ class Conv2D(_ConvBase):
                          groups, plan, (out_channels, int(in_channels) // g, kh, kw), init_std,
                          rng, dtype)
         self._plan_key = None  # the input's kind, shape and dtype ``plan`` was chosen for
+        self._prepared = None  # (W, b, relu, run): the forward product as one call (forward)
 
     def output_shape(self, x_shape):
         """(N, F, Ho, Wo) of the output for an (N, C, H, W) input."""
@@ -88,17 +89,36 @@ class Conv2D(_ConvBase):
         return (x_shape[0], self.out_channels) + tuple(sizes)
 
     def forward(self, x, train=False, relu=False, out=None, residual=None):
-        W = self.params["W"]
+        W, b = self.params["W"], self.params.get("b")
         # the planner's choice depends only on these: a net asks again on every pass
         key = (type(x), getattr(x, "shape", None), getattr(x, "dtype", None), W.shape, W.dtype,
-               runtime.cpu_threads(), runtime.isa())
+               self.stride, self.padding, self.dilation, self.groups, runtime.cpu_threads(),
+               runtime.isa())
         forced = self.forced_plan or forced_plan()
+        if forced is None and key == self._plan_key and residual is None:
+            y = self._run_prepared(x, W, b, relu, out)
+            if y is not None:
+                self._cache = (x, self.plan)
+                return y
         plan = self.plan if forced is None and key == self._plan_key else self.forced_plan
-        y, self.plan = F.conv2d_planned(x, W, self.params.get("b"), **self._geometry,
-                                        plan=plan, relu=relu, out=out, residual=residual)
+        y, self.plan = F.conv2d_planned(x, W, b, **self._geometry, plan=plan, relu=relu, out=out,
+                                        residual=residual)
         self._plan_key = key if forced is None else None
+        if forced is None and residual is None:
+            self._prepared = (W, b, relu, prepared_forward(x, W, b, **self._geometry,
+                                                          plan=self.plan, relu=relu))
         self._cache = (x, self.plan)
         return y
+
+    def _run_prepared(self, x, W, b, relu, out):
+        """y from the one-call forward product prepared on the last pass for this input
+        shape and plan (:func:`~minconv.functional.conv_plan.prepared_forward`), while the
+        weights are the same arrays and the ReLU the same; else None."""
+        kept = self._prepared
+        if kept is None or kept[0] is not W or kept[1] is not b or kept[2] != relu \
+                or kept[3] is None:
+            return None
+        return kept[3](x, out)
 
     def forward_pooled(self, x, pool, relu=False):
         """``pool.forward(self.forward(x, relu=relu))`` for ``pool`` a MaxPool2D, in one pass

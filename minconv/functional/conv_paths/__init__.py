@@ -17,7 +17,16 @@ Every result is a fresh array (never a view of scratch memory). A path whose
 contiguous (the channel slice of a concatenation's output, say), written and returned
 in place of a fresh y. A path whose ``adds_residual`` is true also takes ``residual=``
 (an array of y's shape, C-contiguous), which it adds to y as it writes it, before the
-ReLU (a residual connection: the Add after a bottleneck's last 1x1 convolution). The
+ReLU (a residual connection: the Add after a bottleneck's last 1x1 convolution). A path
+with a ``prepare`` makes, for inputs of one shape, its forward product as one kernel call
+with everything else worked out beforehand:
+
+    prepare(x_shape, W, b, win, relu) -> run(x, out) -> y, or None where x or out do not
+                                         fit it; None where the product is not one call
+
+which a layer keeps while its input's shape, weights and plan stay the same (a pass at
+batch 1 spends about as long in the Python around each kernel as SqueezeNet's smaller
+kernels take: run skips it). The
 paths, and the measurements
 behind each, are described in docs/architecture.md; :mod:`..conv_plan` picks one:
 
@@ -55,6 +64,7 @@ class ConvPath(NamedTuple):
     weight_grad: object
     writes_into: bool = False   # forward takes out= (see the module docstring)
     adds_residual: bool = False  # forward takes residual= (see the module docstring)
+    prepare: object = None       # a one-call forward product (see the module docstring)
 
 
 def output_hw(x_shape, W_shape, win):
@@ -155,6 +165,15 @@ def write_channels_first(rows, out, relu=False):
         return
     for i in range(n):
         kernels_for(rows).channels_first(images[i:i + 1], out=out[i:i + 1], relu=relu)
+
+
+def fits(out, shape, dtype):
+    """Whether ``out`` is an ndarray of ``shape`` and ``dtype`` with each image's maps
+    contiguous (what a prepared forward product writes into)."""
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
+        return False
+    item = out.itemsize
+    return out.strides[1:] == (shape[2] * shape[3] * item, shape[3] * item, item)
 
 
 def output_array(xp, out, shape, dtype):

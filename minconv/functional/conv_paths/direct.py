@@ -27,7 +27,7 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from ..prepared import derived
-from . import ConvPath, output_array, output_hw, per_image, sum_in_order
+from . import ConvPath, fits, output_array, output_hw, per_image, sum_in_order
 
 
 def filter_blocks(kernels, W):
@@ -56,6 +56,25 @@ def forward(x, W, b, win, workspace=None, relu=False, out=None):
 
     runtime.map_shares(convolve, x.shape[0], xp)
     return y
+
+
+def prepare(x_shape, W, b, win, relu):
+    """The forward product for a batch of one as one call of the tiles (see the package's
+    docstring), float32 where they run; run returns None for an ``out`` that does not
+    fit."""
+    kernels = kernels_for(W)
+    if x_shape[0] != 1 or W.dtype != np.float32 or filter_blocks(kernels, W) is None:
+        return None
+    shape = (1, W.shape[0]) + output_hw(x_shape, W.shape, win)
+
+    def run(x, out):
+        if out is not None and not (fits(out, shape, W.dtype) and out.flags.c_contiguous):
+            return None
+        y = np.empty(shape, dtype=W.dtype) if out is None else out
+        return kernels.conv2d_direct(x, W, b, *win, out=y, relu=relu,
+                                     blocks=filter_blocks(kernels, W))
+
+    return run
 
 
 def pools(kernels, x, W, b):
@@ -94,4 +113,5 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
     return sum_in_order(runtime.map_shares(correlate, x.shape[0], xp), with_bias)
 
 
-PATH = ConvPath("direct", forward, per_image.data_grad, weight_grad, writes_into=True)
+PATH = ConvPath("direct", forward, per_image.data_grad, weight_grad, writes_into=True,
+                prepare=prepare)

@@ -30,11 +30,13 @@ are laid side by side, X = (C, n*L), and multiplied at once.
 A window that is not 1x1 without padding has no product to skip: the path then
 runs :mod:`.per_image`'s (the planner only chooses this path for 1x1 windows).
 """
+import numpy as np
+
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import (ConvPath, chunk_rows, chunks, output_array, output_hw, per_image, sum_in_order,
-               with_residual)
+from . import (ConvPath, chunk_rows, chunks, fits, output_array, output_hw, per_image,
+               sum_in_order, with_residual)
 
 # Maps of fewer positions multiply a whole chunk in one GEMM.
 ONE_GEMM_BELOW = 100
@@ -129,6 +131,28 @@ def forward(x, W, b, win, workspace=None, relu=False, out=None, residual=None):
     return y
 
 
+def prepare(x_shape, W, b, win, relu):
+    """The forward product for inputs of ``x_shape`` as one call of the tiles (see the
+    package's docstring): at stride 1 on the float32 tiles, where :func:`forward` makes it
+    so (a batch of one, or maps of at least ONE_GEMM_BELOW positions); run returns None for
+    an input that is not C-contiguous or an ``out`` that does not fit."""
+    N, C, H, Wd = x_shape
+    F = W.shape[0]
+    if (not serves(W.shape, win) or tuple(win.stride) != (1, 1) or not W.flags.c_contiguous
+            or not _tiles(W, W, b) or not (H * Wd >= ONE_GEMM_BELOW or N == 1)):
+        return None
+    multiply, W2, shape = kernels_for(W).pointwise_matmul, W.reshape(F, C), (N, F, H, Wd)
+
+    def run(x, out):
+        if not x.flags.c_contiguous or (out is not None and not fits(out, shape, W.dtype)):
+            return None
+        y = np.empty(shape, dtype=W.dtype) if out is None else out
+        multiply(W2, x.reshape(N, C, H * Wd), y.reshape(N, F, H * Wd), b, relu)
+        return y
+
+    return run
+
+
 def _forward_with_residual(x, W, b, win, workspace, relu, residual):
     """y[n] = W2 @ x_s[n] + b + residual[n] on the tiles, the batch's parts in one call each."""
     xp, kernels = get_array_module(x), kernels_for(x)
@@ -209,4 +233,4 @@ def weight_grad(dy, x, W_shape, win, workspace=None, with_bias=False):
 
 
 PATH = ConvPath("pointwise", forward, data_grad, weight_grad, writes_into=True,
-                adds_residual=True)
+                adds_residual=True, prepare=prepare)

@@ -1,0 +1,128 @@
+"""A Conv2D keeps its forward product as one prepared kernel call (the pointwise and direct
+paths' ``prepare``) while its input's shape, its weights, its geometry and its plan stay
+the same: the outputs are those of the general path, bit for bit, and anything that
+changes sends the layer back to it."""
+import numpy as np
+import pytest
+
+import minconv as mc
+
+F = mc.functional
+nn = mc.nn
+
+
+@pytest.fixture(autouse=True)
+def _tiles():
+    from minconv._kernels import kernels_for
+    fused = getattr(kernels_for(np.zeros(1, np.float32)), "fused_kernels", None)
+    if fused is None or not fused(np.float32):
+        pytest.skip("the compiled tiles do not run here")
+
+
+def counted(layer):
+    """The layer with its prepared calls counted in ``layer.prepared_runs``."""
+    real = layer._run_prepared
+    layer.prepared_runs = 0
+
+    def run(*args):
+        y = real(*args)
+        layer.prepared_runs += y is not None
+        return y
+
+    layer._run_prepared = run
+    return layer
+
+
+# (in channels, filters, kernel, padding, batch, map): 1x1 at batch 1 and on a batch of
+# maps of >= 100 positions (pointwise); SqueezeNet's expand and a first layer at batch 1
+# (direct)
+CASES = [(16, 64, 1, 0, 1, 13), (8, 24, 1, 0, 3, 11), (16, 64, 3, 1, 1, 13),
+         (3, 16, 3, 0, 1, 20)]
+
+
+@pytest.mark.parametrize("C, F_, k, pad, N, H", CASES, ids=str)
+@pytest.mark.parametrize("relu", [False, True])
+def test_prepared_call_gives_the_general_paths_outputs(C, F_, k, pad, N, H, relu):
+    rng = np.random.default_rng(C * F_)
+    layer = counted(nn.Conv2D(C, F_, k, padding=pad, rng=rng, init_std=0.3).lock_weights())
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    first = layer.forward(x, relu=relu)
+    assert layer.plan.forward in ("pointwise", "direct") and layer.prepared_runs == 0
+    x2 = rng.standard_normal(x.shape).astype(np.float32)
+    second = layer.forward(x2, relu=relu)
+    assert layer.prepared_runs == 1
+    general = F.conv2d_planned(x2, layer.params["W"], layer.params["b"], padding=pad,
+                               plan=layer.plan, relu=relu)[0]
+    np.testing.assert_array_equal(second, general)
+    assert not np.array_equal(first, second)
+    # the same into a concatenation's slice
+    joined = np.full((N, F_ + 5) + second.shape[2:], -7.0, np.float32)
+    assert layer.forward(x2, relu=relu, out=joined[:, 2:F_ + 2]) is not None
+    assert layer.prepared_runs == 2
+    np.testing.assert_array_equal(joined[:, 2:F_ + 2], general)
+    assert (joined[:, :2] == -7).all() and (joined[:, F_ + 2:] == -7).all()
+    # its backward pass is the general one's
+    dy = rng.standard_normal(second.shape).astype(np.float32)
+    layer.forward(x2)
+    dx = layer.backward(dy)
+    np.testing.assert_array_equal(
+        dx, F.conv2d_backward(dy, x2, layer.params["W"], padding=pad, plan=layer.plan)[0])
+
+
+def test_anything_that_changes_goes_back_to_the_general_path():
+    rng = np.random.default_rng(0)
+    layer = counted(nn.Conv2D(16, 32, 1, rng=rng, init_std=0.3))
+    x = rng.standard_normal((1, 16, 13, 13)).astype(np.float32)
+    layer.forward(x)
+    layer.forward(x)
+    assert layer.prepared_runs == 1
+
+    def check(y, W, b, runs, **geometry):
+        assert layer.prepared_runs == runs
+        np.testing.assert_allclose(y, F.conv2d(x, W, b, **geometry), rtol=1e-5, atol=1e-5)
+
+    # weights written in place (unlocked) are read as they are now
+    layer.params["W"] *= 2
+    check(layer.forward(x), layer.params["W"], layer.params["b"], 2)
+    # new weight arrays (as a state dict puts in): the general path, then a new prepared call
+    layer.params["W"] = rng.standard_normal((32, 16, 1, 1)).astype(np.float32)
+    layer.params["b"] = np.ones(32, np.float32)
+    check(layer.forward(x), layer.params["W"], layer.params["b"], 2)
+    check(layer.forward(x), layer.params["W"], layer.params["b"], 3)
+    # another input shape, an input that is not contiguous, another geometry
+    x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
+    check(layer.forward(x), layer.params["W"], layer.params["b"], 3)
+    x = np.asfortranarray(x)
+    check(layer.forward(x), layer.params["W"], layer.params["b"], 3)
+    x = np.ascontiguousarray(x)
+    layer.stride = (2, 2)
+    check(layer.forward(x), layer.params["W"], layer.params["b"], 3, stride=2)
+    layer.stride = (1, 1)
+    layer.forward(x)
+    # a forced plan, a residual, another ReLU
+    assert layer.prepared_runs == 3
+    with F.using_plan("columns"):
+        check(layer.forward(x), layer.params["W"], layer.params["b"], 3)
+    assert layer.plan.forward == "columns"
+    plain = layer.forward(x)                # planned afresh: the general path
+    assert layer.prepared_runs == 3
+    residual = np.ones((1, 32, 9, 9), np.float32)
+    np.testing.assert_array_equal(layer.forward(x, residual=residual), plain + 1)
+    np.testing.assert_array_equal(layer.forward(x, relu=True), np.maximum(plain, 0))
+    assert layer.prepared_runs == 3
+    np.testing.assert_array_equal(layer.forward(x, relu=True), np.maximum(plain, 0))
+    np.testing.assert_array_equal(layer.forward(x), plain)   # prepared for relu=False again
+    np.testing.assert_array_equal(layer.forward(x), plain)
+    assert layer.prepared_runs == 5
+
+
+def test_an_out_that_does_not_fit_gets_the_general_paths_error():
+    rng = np.random.default_rng(1)
+    layer = counted(nn.Conv2D(16, 32, 1, rng=rng))
+    x = rng.standard_normal((1, 16, 13, 13)).astype(np.float32)
+    layer.forward(x)
+    with pytest.raises(ValueError, match=r"out"):
+        layer.forward(x, out=np.empty((1, 31, 13, 13), np.float32))
+    with pytest.raises(ValueError, match=r"out"):
+        layer.forward(x, out=np.empty((1, 32, 13, 13), np.float64))
+    assert layer.prepared_runs == 0
