@@ -144,38 +144,57 @@ static MC2_TARGET void mc2_direct_wgrad_tile_of(int filters, int taps, const flo
     switch (filters) { MC2_WG_FILTERS_CASE(1) MC2_WG_FILTERS_CASE(2) MC2_WG_FILTERS_CASE(3) }
 }
 
+/* Row ho of image n of y, filter block `block` (mc_avx2_conv2d_direct). */
+static inline MC2_TARGET void mc2_direct_row(const float *xq, ptrdiff_t C, ptrdiff_t Hp,
+        ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t n,
+        ptrdiff_t ho, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t block,
+        const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
+{
+    const ptrdiff_t plane = Hp * row_len, f = block * MC2_DIRECT_FILTERS;
+    const int filters = (int)(F - f < MC2_DIRECT_FILTERS ? F - f : MC2_DIRECT_FILTERS);
+    const float *wk = wb + block * C * kh * kw * MC2_DIRECT_FILTERS;
+    for (ptrdiff_t step = 0; step < Wo; step += 16) {
+        /* a row's last tile ends at its end, over outputs already written if need be (below
+           16 its two vectors overlap; past 16, one vector where at most 8 outputs are left:
+           SqueezeNet's rows of 55 as 16 + 16 + 16 + 8, not 4 x 16): masked stores cost many
+           cycles on some CPUs */
+        const int single = step > 0 && Wo - step <= 8;
+        const ptrdiff_t wo = single ? Wo - 8 : (Wo >= 16 && step + 16 > Wo ? Wo - 16 : step);
+        const int vectors = Wo > 8 && !single ? 2 : 1;
+        const ptrdiff_t second = Wo >= 16 ? 8 : Wo - 8;
+        mc2_direct_tile_of(vectors, filters, xq + (n * C * Hp + ho * sh) * row_len + wo, plane,
+                           row_len, wk, C, kh, kw, dh, cols, bias ? bias + f : NULL, relu,
+                           y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane, second,
+                           (int)(Wo < 8 ? Wo : 8));
+    }
+}
+
 /* Rows [r0, r1) of y (N, F, Ho, Wo), filter blocks [b0, b1) = the convolution of xq (N, C,
    Hp, row_len: padded, each row's column phases side by side) with wb (ceil(F/6), C*kh*kw,
    6); max(y, 0) with relu. Row ho of map (n, f) goes to y + (n*F + f)*y_plane + (ho -
-   y_row0)*Wo: y may hold only some rows. A block's weights stay in L1 while its rows are
-   made. */
+   y_row0)*Wo: y may hold only some rows. Of the weights and the input rows, the larger
+   is read once: where the blocks' weights outweigh the rows, a block's rows are made
+   before the next block's (its weights stay in L1: 48 -> 192 on 13x13), else a row's
+   blocks before the next row (its input rows stay in L1: an RGB first layer). */
 static MC2_TARGET void mc_avx2_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C,
         ptrdiff_t Hp, ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols,
         ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0,
         ptrdiff_t b1, const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
 {
-    const ptrdiff_t plane = Hp * row_len, taps = C * kh * kw;
-    for (ptrdiff_t block = b0; block < b1; block++) {
-        const ptrdiff_t f = block * MC2_DIRECT_FILTERS;
-        const int filters = (int)(F - f < MC2_DIRECT_FILTERS ? F - f : MC2_DIRECT_FILTERS);
-        const float *wk = wb + block * taps * MC2_DIRECT_FILTERS;
+    const ptrdiff_t weights = (b1 - b0) * C * kh * kw * MC2_DIRECT_FILTERS;
+    const ptrdiff_t rows = N * C * ((r1 - r0) * sh + kh) * row_len;
+    if (weights > rows) {
+        for (ptrdiff_t block = b0; block < b1; block++)
+            for (ptrdiff_t n = 0; n < N; n++)
+                for (ptrdiff_t ho = r0; ho < r1; ho++)
+                    mc2_direct_row(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, ho, Wo, wb, F,
+                                   block, bias, relu, y, y_plane, y_row0);
+    } else {
         for (ptrdiff_t n = 0; n < N; n++)
             for (ptrdiff_t ho = r0; ho < r1; ho++)
-                for (ptrdiff_t step = 0; step < Wo; step += 16) {
-                    /* a row's last tile ends at its end, over outputs already written if
-                       need be (below 16 its two vectors overlap; past 16, one vector where
-                       at most 8 outputs are left: SqueezeNet's rows of 55 as 16 + 16 + 16
-                       + 8, not 4 x 16): masked stores cost many cycles on some CPUs */
-                    const int single = step > 0 && Wo - step <= 8;
-                    const ptrdiff_t wo = single ? Wo - 8 : (Wo >= 16 && step + 16 > Wo ? Wo - 16 : step);
-                    const int vectors = Wo > 8 && !single ? 2 : 1;
-                    const ptrdiff_t second = Wo >= 16 ? 8 : Wo - 8;
-                    mc2_direct_tile_of(vectors, filters, xq + (n * C * Hp + ho * sh) * row_len + wo,
-                                       plane, row_len, wk, C, kh, kw, dh, cols,
-                                       bias ? bias + f : NULL, relu,
-                                       y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane,
-                                       second, (int)(Wo < 8 ? Wo : 8));
-                }
+                for (ptrdiff_t block = b0; block < b1; block++)
+                    mc2_direct_row(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, ho, Wo, wb, F,
+                                   block, bias, relu, y, y_plane, y_row0);
     }
 }
 

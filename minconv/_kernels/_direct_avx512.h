@@ -126,32 +126,48 @@ static MC_TARGET void mc_direct_wgrad_tile_of(int filters, int taps, const float
     switch (filters) { MC_DIRECT_WG_FILTERS(1) MC_DIRECT_WG_FILTERS(2) MC_DIRECT_WG_FILTERS(3) MC_DIRECT_WG_FILTERS(4) }
 }
 
+/* Row ho of image n of y, filter block `block` (mc_conv2d_direct). */
+static inline MC_TARGET void mc_direct_row(const float *xq, ptrdiff_t C, ptrdiff_t Hp,
+        ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t n,
+        ptrdiff_t ho, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t block,
+        const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
+{
+    const ptrdiff_t plane = Hp * row_len, f = block * MC_DIRECT_FILTERS;
+    const int filters = (int)(F - f < MC_DIRECT_FILTERS ? F - f : MC_DIRECT_FILTERS);
+    const float *wk = wb + block * C * kh * kw * MC_DIRECT_FILTERS;
+    for (ptrdiff_t wo = 0; wo < Wo; wo += 32) {
+        const int vectors = Wo - wo > 16 ? 2 : 1;
+        const __mmask16 last = mc_lanes((int)(Wo - wo - 16 * (vectors - 1)));
+        mc_direct_tile_of(vectors, filters, xq + (n * C * Hp + ho * sh) * row_len + wo, plane,
+                          row_len, wk, C, kh, kw, dh, cols, bias ? bias + f : NULL, relu,
+                          y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane, last);
+    }
+}
+
 /* Rows [r0, r1) of y (N, F, Ho, Wo), filter blocks [b0, b1) = the convolution of xq (N, C,
    Hp, row_len: padded, each row's column phases side by side) with wb (ceil(F/8), C*kh*kw,
    8); max(y, 0) with relu. Row ho of map (n, f) goes to y + (n*F + f)*y_plane + (ho -
-   y_row0)*Wo: y may hold only some rows. A block's weights stay in L1 while its rows are
-   made. */
+   y_row0)*Wo: y may hold only some rows. Of the weights and the input rows, the larger
+   is read once (the AVX2 twin's order). */
 static MC_TARGET void mc_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C, ptrdiff_t Hp,
         ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t r0,
         ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0, ptrdiff_t b1,
         const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
 {
-    const ptrdiff_t plane = Hp * row_len, taps = C * kh * kw;
-    for (ptrdiff_t block = b0; block < b1; block++) {
-        const ptrdiff_t f = block * MC_DIRECT_FILTERS;
-        const int filters = (int)(F - f < MC_DIRECT_FILTERS ? F - f : MC_DIRECT_FILTERS);
-        const float *wk = wb + block * taps * MC_DIRECT_FILTERS;
+    const ptrdiff_t weights = (b1 - b0) * C * kh * kw * MC_DIRECT_FILTERS;
+    const ptrdiff_t rows = N * C * ((r1 - r0) * sh + kh) * row_len;
+    if (weights > rows) {
+        for (ptrdiff_t block = b0; block < b1; block++)
+            for (ptrdiff_t n = 0; n < N; n++)
+                for (ptrdiff_t ho = r0; ho < r1; ho++)
+                    mc_direct_row(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, ho, Wo, wb, F,
+                                  block, bias, relu, y, y_plane, y_row0);
+    } else {
         for (ptrdiff_t n = 0; n < N; n++)
             for (ptrdiff_t ho = r0; ho < r1; ho++)
-                for (ptrdiff_t wo = 0; wo < Wo; wo += 32) {
-                    const int vectors = Wo - wo > 16 ? 2 : 1;
-                    const __mmask16 last = mc_lanes((int)(Wo - wo - 16 * (vectors - 1)));
-                    mc_direct_tile_of(vectors, filters, xq + (n * C * Hp + ho * sh) * row_len + wo,
-                                      plane, row_len, wk, C, kh, kw, dh, cols,
-                                      bias ? bias + f : NULL, relu,
-                                      y + (n * F + f) * y_plane + (ho - y_row0) * Wo + wo, y_plane,
-                                      last);
-                }
+                for (ptrdiff_t block = b0; block < b1; block++)
+                    mc_direct_row(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, ho, Wo, wb, F,
+                                  block, bias, relu, y, y_plane, y_row0);
     }
 }
 

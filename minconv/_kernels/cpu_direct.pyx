@@ -151,9 +151,11 @@ def conv2d_direct_weight_grad(dy, x, W_shape, stride, padding, dilation):
 
 
 # With a batch smaller than the threads, each image is cut into about this many jobs per
-# thread (filter blocks, times bands of rows where the blocks are fewer), taken in turn as
-# threads come free: the cores of a shared machine run at unequal speeds, and with one
-# share each the faster waited for the slower (a fifth of a 48 -> 192 3x3 layer's time).
+# thread, taken in turn as threads come free: the cores of a shared machine run at unequal
+# speeds, and with one share each the faster waited for the slower (a fifth of a 48 -> 192
+# 3x3 layer's time). Where the weights outweigh the padded input (many channels), a job is
+# a filter block over a band of rows (all the rows where there are blocks enough), else a
+# band of rows with every block (an RGB first layer: each job would read the whole image).
 JOBS_PER_THREAD = 8
 
 
@@ -162,12 +164,12 @@ cdef void _direct(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
                   int kw, int sh, int dh, bint relu, int level) noexcept:
     """The direct tiles over the batch on this thread; with fewer images than OpenMP
     threads (a batch of one) and at least BAND_MIN_MACS multiply-adds, the threads take
-    jobs of one filter block over a band of an image's rows (all its rows where there are
-    blocks enough), JOBS_PER_THREAD each on average, as they come free."""
+    jobs of an image (JOBS_PER_THREAD each on average) as they come free: a filter block
+    over a band of rows where the weights outweigh the padded input, else a band of rows."""
     cdef const float *b = NULL
     cdef Py_ssize_t N = xq.shape[0], C = xq.shape[1], Hp = xq.shape[2], row_len = xq.shape[3]
     cdef Py_ssize_t F = y.shape[1], Ho = y.shape[2], Wo = y.shape[3], blocks = wb.shape[0]
-    cdef Py_ssize_t bands, jobs, job, n, band, block
+    cdef Py_ssize_t bands, jobs, job, n, band, block, per_job
     cdef int threads = max_threads()
     if bias is not None:
         b = &bias[0]
@@ -177,16 +179,17 @@ cdef void _direct(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
                                    &cols[0], 0, Ho, Wo, &wb[0, 0, 0], F, 0, blocks, b, relu,
                                    &y[0, 0, 0, 0], Ho * Wo, 0)
         return
-    bands = min(Ho, max(1, -(-JOBS_PER_THREAD * threads // (N * blocks))))
-    jobs = bands * blocks
+    per_job = blocks if C * Hp * row_len > wb.size else 1    # blocks a job makes
+    bands = min(Ho, max(1, -(-JOBS_PER_THREAD * threads * per_job // (N * blocks))))
+    jobs = bands * (blocks // per_job)
     for job in prange(N * jobs, num_threads=threads, schedule="dynamic", nogil=True):
         n = job // jobs
-        band = job % jobs // blocks
-        block = job % blocks
+        band = job % jobs // (blocks // per_job)
+        block = job % (blocks // per_job) * per_job
         mc_tiles_conv2d_direct(level, &xq[n, 0, 0, 0], 1, C, Hp, row_len, kh, kw, sh, dh,
                                &cols[0], band * Ho // bands, (band + 1) * Ho // bands, Wo,
-                               &wb[0, 0, 0], F, block, block + 1, b, relu, &y[n, 0, 0, 0],
-                               Ho * Wo, 0)
+                               &wb[0, 0, 0], F, block, block + per_job, b, relu,
+                               &y[n, 0, 0, 0], Ho * Wo, 0)
 
 
 # Rows of every map a thread's band buffer holds when the direct tiles feed a max pooling:

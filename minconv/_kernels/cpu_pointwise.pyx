@@ -21,9 +21,9 @@ cdef extern from "_pointwise.h" nogil:
                          int relu, float *y, Py_ssize_t ldy)
     Py_ssize_t mc_pointwise_min_piece(int level, Py_ssize_t F, Py_ssize_t K)
 
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange
 
-from minconv._kernels._parallel cimport aligned_share, max_threads, piece_end
+from minconv._kernels._parallel cimport max_threads, piece_end
 
 import numpy as np
 
@@ -167,8 +167,9 @@ cdef int _tiles_over_positions(int level, bint shifted, const float[:, ::1] w, c
                                bint relu, float *y, const float *z, Py_ssize_t y_image,
                                Py_ssize_t ldy, Py_ssize_t N, Py_ssize_t P) noexcept:
     """The tiles over the P output positions of each of N images laid side by side, cut
-    into pieces (about PIECES_PER_THREAD a thread, none smaller than
-    mc_pointwise_min_piece) that the threads take in turn as they come free, each piece cut
+    into pieces (up to PIECES_PER_THREAD a thread, none smaller than
+    mc_pointwise_min_piece but for one a thread) that the threads take in turn as they
+    come free, each piece cut
     again where an image ends: the 1x1 product of image n's (K, P) matrix at x + n*x_image
     (rows ldx apart), or, ``shifted``, the shifted products of its padded image there (taps
     at ``offsets``; strips cross output rows, so none is left short at a row's end). y's
@@ -182,10 +183,15 @@ cdef int _tiles_over_positions(int level, bint shifted, const float[:, ::1] w, c
     cdef int *failed = &status  # written through a pointer: shared by the threads
     if bias is not None:
         b = &bias[0]
+    cdef Py_ssize_t width = 64 if level == 2 else 16     # a strip's positions
     per = total
     if threads > 1:
-        per = max(aligned_share(total, threads * PIECES_PER_THREAD, 16),
-                  mc_pointwise_min_piece(level, F, K))
+        # a multiple of the threads, as many as pieces of the fewest positions allow (one
+        # a thread at least), whole strips each: ResNet-50's 1x1 layers at 7x7 (49
+        # positions, weights swept in blocks of 96) in two pieces, not one
+        pieces = total // (threads * mc_pointwise_min_piece(level, F, K))
+        pieces = threads * max(1, min(PIECES_PER_THREAD, pieces))
+        per = ((total + width - 1) // width + pieces - 1) // pieces * width
     pieces = (total + per - 1) // per
     for piece in prange(pieces, num_threads=threads, schedule="dynamic", nogil=True):
         lo = piece * per
