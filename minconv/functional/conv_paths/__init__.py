@@ -35,7 +35,7 @@ behind each, are described in docs/architecture.md; :mod:`..conv_plan` picks one
     rows        channels last: im2row + GEMM, row2im (small maps on the CPU)
     fused_rows  the im2row products as register tiles that never form the rows; dx at
                 stride 1 as a convolution of dy with the flipped filters (float32, AVX2/AVX-512)
-    direct      tap by tap, channels first, for inputs of few channels (first layers)
+    direct      tap by tap, channels first: few input channels (first layers), expanding layers at batch 1
     pointwise   1x1 filters without padding: W (F, C) @ x (C, H*W) per image, nothing unfolded
 """
 from typing import NamedTuple

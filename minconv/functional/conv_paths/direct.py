@@ -1,5 +1,5 @@
 """The direct path: a convolution summed tap by tap, channels first, for inputs of
-few channels (first layers: 1 or 3).
+few channels (first layers: 1 or 3) and, at a batch of one, expanding layers.
 
 With C*kh*kw = 25 (zfnet_mini's conv1) the rows of im2col are too short to
 multiply well; the compiled ``conv2d_direct`` tiles keep 8 (AVX2) or 16
@@ -12,6 +12,10 @@ At a width stride sw > 1 the tiles read the input's column phases (column u*sw +
 x_pad at column u of phase q), where tap j's columns for neighbouring outputs are again
 neighbours. A ReLU that follows is applied as the tiles store y. The weight gradient's
 tiles take width stride 1 (elsewhere the reference's, tap by tap).
+
+Over many channels (SqueezeNet's 3x3 expands, F = 4C, at batch 1) the tiles run the same
+sums with 6 (AVX2) or 8 (AVX-512) filters to a tile, whose weights lie in blocks read in
+order (:func:`filter_blocks`): channels first, no moves to channels last and back.
 
 Outside training a max pooling that alone reads the output can run with the tiles
 (:func:`forward_maxpool`): each band of pooled rows is pooled from the convolution rows it
