@@ -144,8 +144,10 @@ static MC2_TARGET void mc2_direct_wgrad_tile_of(int filters, int taps, const flo
     switch (filters) { MC2_WG_FILTERS_CASE(1) MC2_WG_FILTERS_CASE(2) MC2_WG_FILTERS_CASE(3) }
 }
 
-/* Row ho of image n of y, filter block `block` (mc_avx2_conv2d_direct). */
-static inline MC2_TARGET void mc2_direct_row(const float *xq, ptrdiff_t C, ptrdiff_t Hp,
+/* Row ho of image n of y (N, F, Ho, Wo), filter block `block`: the direct tiles over xq
+   (N, C, Hp, row_len) and wb (ceil(F/6), C*kh*kw, 6), as mc_tiles_conv2d_direct lays them
+   out. */
+static MC2_TARGET void mc_avx2_direct_row(const float *xq, ptrdiff_t C, ptrdiff_t Hp,
         ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t n,
         ptrdiff_t ho, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t block,
         const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
@@ -169,36 +171,7 @@ static inline MC2_TARGET void mc2_direct_row(const float *xq, ptrdiff_t C, ptrdi
     }
 }
 
-/* Rows [r0, r1) of y (N, F, Ho, Wo), filter blocks [b0, b1) = the convolution of xq (N, C,
-   Hp, row_len: padded, each row's column phases side by side) with wb (ceil(F/6), C*kh*kw,
-   6); max(y, 0) with relu. Row ho of map (n, f) goes to y + (n*F + f)*y_plane + (ho -
-   y_row0)*Wo: y may hold only some rows. Of the weights and the input rows, the larger
-   is read once: where the blocks' weights outweigh the rows, a block's rows are made
-   before the next block's (its weights stay in L1: 48 -> 192 on 13x13), else a row's
-   blocks before the next row (its input rows stay in L1: an RGB first layer). */
-static MC2_TARGET void mc_avx2_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C,
-        ptrdiff_t Hp, ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols,
-        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0,
-        ptrdiff_t b1, const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
-{
-    const ptrdiff_t weights = (b1 - b0) * C * kh * kw * MC2_DIRECT_FILTERS;
-    const ptrdiff_t rows = N * C * ((r1 - r0) * sh + kh) * row_len;
-    if (weights > rows) {
-        for (ptrdiff_t block = b0; block < b1; block++)
-            for (ptrdiff_t n = 0; n < N; n++)
-                for (ptrdiff_t ho = r0; ho < r1; ho++)
-                    mc2_direct_row(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, ho, Wo, wb, F,
-                                   block, bias, relu, y, y_plane, y_row0);
-    } else {
-        for (ptrdiff_t n = 0; n < N; n++)
-            for (ptrdiff_t ho = r0; ho < r1; ho++)
-                for (ptrdiff_t block = b0; block < b1; block++)
-                    mc2_direct_row(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, ho, Wo, wb, F,
-                                   block, bias, relu, y, y_plane, y_row0);
-    }
-}
-
-/* dwt (C*kh*kw, F) = the weight gradient of mc_avx2_conv2d_direct for dy (N, F, Ho, Wo). */
+/* dwt (C*kh*kw, F) = the weight gradient of the direct tiles for dy (N, F, Ho, Wo). */
 static MC2_TARGET void mc_avx2_conv2d_direct_wgrad(const float *xp, ptrdiff_t N, ptrdiff_t C,
         ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
         ptrdiff_t Wo, const float *dy, ptrdiff_t F, float *dwt)

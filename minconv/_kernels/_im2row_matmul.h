@@ -330,9 +330,9 @@ static int mc_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrdiff_t Hp, ptrdif
         ptrdiff_t C, int kh, int kw, int sh, int sw, int dh, int dw, ptrdiff_t Ho, ptrdiff_t Wo,
         const float *dy, ptrdiff_t F, float *dwt) { return -1; }
 
-static void mc_conv2d_direct(const float *xq, ptrdiff_t N, ptrdiff_t C, ptrdiff_t Hp,
-        ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t r0,
-        ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0, ptrdiff_t b1,
+static void mc_direct_row(const float *xq, ptrdiff_t C, ptrdiff_t Hp,
+        ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t n,
+        ptrdiff_t ho, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t block,
         const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0) { }
 
 static void mc_conv2d_direct_wgrad(const float *xp, ptrdiff_t N, ptrdiff_t C,
