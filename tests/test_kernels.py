@@ -336,22 +336,25 @@ def test_direct_tiles_over_many_channels_match_reference(case, batch, isa):
 
 
 def test_direct_tiles_give_the_same_outputs_however_the_jobs_are_cut(monkeypatch):
-    """At batch 1 the threads take jobs of a filter block over a band of rows: each output
+    """At batch 1 the threads take jobs of a filter block over a band of rows (many
+    channels) or of every block over a band (few channels over a large map): each output
     is summed alike whatever the cut (bit for bit with one band or many)."""
     if not cpu_tiles.fused_kernels(np.float32):
         pytest.skip("no tiles on this CPU")
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((1, 8, 40, 37)).astype(np.float32)
-    W = rng.standard_normal((20, 8, 3, 3)).astype(np.float32)
-    outputs = []
-    for jobs in (1, 8, 200):
-        monkeypatch.setattr(cpu_direct, "JOBS_PER_THREAD", jobs)
-        outputs.append(cpu_direct.conv2d_direct(x, W, None, (1, 1), (1, 1), (1, 1)))
-    for y in outputs[1:]:
-        np.testing.assert_array_equal(y, outputs[0])
-    np.testing.assert_allclose(outputs[0], ref.conv2d_direct(x.astype(np.float64), W, None,
-                                                             (1, 1), (1, 1), (1, 1)),
-                               rtol=1e-4, atol=1e-4)
+    for x_shape, W_shape in (((1, 8, 40, 37), (20, 8, 3, 3)), ((1, 40, 13, 15), (26, 40, 3, 3))):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        W = rng.standard_normal(W_shape).astype(np.float32)
+        outputs = []
+        for jobs in (1, 8, 200):
+            monkeypatch.setattr(cpu_direct, "JOBS_PER_THREAD", jobs)
+            monkeypatch.setattr(cpu_direct, "BANDS_PER_THREAD", jobs)
+            outputs.append(cpu_direct.conv2d_direct(x, W, None, (1, 1), (1, 1), (1, 1)))
+        for y in outputs[1:]:
+            np.testing.assert_array_equal(y, outputs[0])
+        np.testing.assert_allclose(outputs[0], ref.conv2d_direct(x.astype(np.float64), W, None,
+                                                                 (1, 1), (1, 1), (1, 1)),
+                                   rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
