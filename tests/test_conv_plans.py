@@ -14,6 +14,7 @@ import pytest
 
 import minconv as mc
 from conftest import rel_error
+from minconv.functional import prepared
 from minconv.geometry import conv_output_size, pair
 
 F = mc.functional
@@ -483,3 +484,46 @@ def test_a_layer_plans_again_for_another_input_or_a_forced_plan():
         assert str(layer.plan) == "columns"
     layer.forward(batch8)
     assert layer.plan == expected[id(batch8)]
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
+def test_default_plan_gives_locked_wide_3x3_layers_winograds_forward_product(isa, isa_cap):
+    """With the weights locked (their transform kept) the forward product of a 3x3
+    stride-1 convolution with >= 96 channels in and out runs as Winograd's at any batch
+    and map; its gradients keep the unlocked plan's paths; thinner layers, other windows,
+    float64, the direct tiles' layers and unlocked weights are left alone."""
+    isa_cap(isa)
+
+    def planned(x_shape, W_shape, locked, dtype=np.float32, **kw):
+        x, W = np.zeros(x_shape, dtype), np.zeros(W_shape, dtype)
+        if locked:
+            prepared.lock(W)
+        try:
+            return F.choose_plan(x, W, **kw)
+        finally:
+            prepared.unlock(W)
+
+    for x_shape, W_shape in (((1, 256, 14, 14), (256, 256, 3, 3)),
+                             ((1, 512, 7, 7), (512, 512, 3, 3)),
+                             ((8, 96, 14, 14), (208, 96, 3, 3)),
+                             ((1, 128, 28, 28), (128, 128, 3, 3))):
+        open_plan = planned(x_shape, W_shape, False, padding=1)
+        plan = planned(x_shape, W_shape, True, padding=1)
+        assert plan.forward == "winograd" and "locked weights" in plan.reason, plan
+        assert (plan.data_grad, plan.weight_grad) == (open_plan.data_grad, open_plan.weight_grad)
+        assert open_plan.forward != "winograd"
+    for x_shape, W_shape, kw in (((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
+                                 ((1, 128, 28, 28), (32, 128, 3, 3), dict(padding=1)),
+                                 ((1, 256, 28, 28), (256, 256, 3, 3), dict(padding=1, stride=2)),
+                                 ((1, 256, 14, 14), (256, 256, 5, 5), dict(padding=2)),
+                                 ((1, 16, 55, 55), (64, 16, 3, 3), dict(padding=1))):
+        assert planned(x_shape, W_shape, True, **kw).forward != "winograd", (x_shape, W_shape)
+    assert planned((1, 256, 14, 14), (256, 256, 3, 3), True, np.float64,
+                   padding=1).forward != "winograd"
+    W = np.zeros((256, 256, 3, 3), np.float32)
+    prepared.lock(W)
+    try:
+        assert F.choose_plan(np.zeros((1, 512, 14, 14), np.float32), W, padding=1,
+                             groups=2).forward != "winograd"    # a group's slice: not kept
+    finally:
+        prepared.unlock(W)

@@ -1,14 +1,16 @@
 """Locked weights: read-only parameters whose derived layouts (the tiles' tap-major
 weights, Winograd's transformed filters, the rows' channels-last matrix) are kept
-between calls. A locked net computes exactly what the unlocked one does, forward and
-backward, in every family; what is kept is derived once and dropped on unlock; writes
-to a locked parameter raise, the optimizer refuses to update one, and new arrays
+between calls. On the same plans a locked net computes exactly what the unlocked one
+does, forward and backward, in every family; the planner gives a locked wide 3x3
+convolution Winograd's forward product (its transform kept), within float32's rounding
+of the unlocked one; what is kept is derived once and dropped on unlock; writes to a
+locked parameter raise, the optimizer refuses to update one, and new arrays
 (load_state_dict, a write after unlocking) are never served from what was kept."""
 import numpy as np
 import pytest
 
 import minconv as mc
-from minconv.functional import prepared
+from minconv.functional import conv_plan, prepared
 from minconv.functional.conv_paths import fused_rows
 
 
@@ -28,7 +30,9 @@ def _pass(net, x, rule):
                                          ("googlenet", (2, 3, 64, 64)),
                                          ("densenet121", (1, 3, 64, 64)),
                                          ("zfnet_mini", (4, 1, 28, 28))])
-def test_a_locked_family_computes_what_the_unlocked_one_does(name, shape):
+def test_a_locked_family_computes_what_the_unlocked_one_does(name, shape, monkeypatch):
+    # the same plans locked and unlocked: no Winograd forward product for being locked
+    monkeypatch.setattr(conv_plan, "WINOGRAD_KEPT_MIN_CHANNELS", 10 ** 9)
     net = mc.models.build(name, **({"batch_norm": True} if name == "vgg11" else {}))
     x = _image(shape)
     for rule in ("grad", "deconv"):
@@ -46,6 +50,28 @@ def test_a_locked_family_computes_what_the_unlocked_one_does(name, shape):
             for key in grads:
                 np.testing.assert_array_equal(grads[key], want[2][key])
     assert all(w.flags.writeable for w in net.params.values())
+
+
+def test_locking_gives_a_wide_3x3_convolution_winograd_forward_product():
+    conv = mc.nn.Conv2D(128, 128, 3, padding=1, rng=np.random.default_rng(0))
+    thin = mc.nn.Conv2D(128, 32, 3, padding=1, rng=np.random.default_rng(1))
+    x = _image((1, 128, 14, 14))
+    want, want_thin = conv.forward(x), thin.forward(x)
+    unlocked = conv.plan
+    assert unlocked.forward != "winograd"
+    conv.lock_weights()
+    thin.lock_weights()
+    y = conv.forward(x)                               # the lock re-plans the layer
+    assert conv.plan.forward == "winograd" and "locked weights" in conv.plan.reason
+    assert (conv.plan.data_grad, conv.plan.weight_grad) == (unlocked.data_grad,
+                                                            unlocked.weight_grad)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_array_equal(thin.forward(x), want_thin)   # 32 filters: unchanged
+    assert thin.plan.forward != "winograd"
+    conv.unlock_weights()
+    conv.forward(x)
+    assert conv.plan.forward != "winograd"
+    np.testing.assert_array_equal(conv.forward(x), want)
 
 
 def _counting_reorders(monkeypatch):

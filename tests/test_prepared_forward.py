@@ -127,3 +127,44 @@ def test_an_out_that_does_not_fit_gets_the_general_paths_error():
     with pytest.raises(ValueError, match=r"out"):
         layer.forward(x, out=np.empty((1, 32, 13, 13), np.float64))
     assert layer.prepared_runs == 0
+
+
+def test_the_kernel_objects_check_their_operands_once_and_each_call_its_input_and_output():
+    """PreparedDirect refills its padded buffer on every call (a second input is not served
+    the first one's borders or values, at a stride too); both objects name what does not fit
+    when made, and give None for an input or out that does not fit a call."""
+    from minconv._kernels import cpu_direct, cpu_pointwise
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((12, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    for stride, padding in (((1, 1), (1, 1)), ((2, 2), (2, 1))):
+        call = cpu_direct.PreparedDirect((1, 3, 17, 19), W, b, stride, padding, (1, 1), True,
+                                         cpu_direct.direct_filter_blocks)
+        for seed in (1, 2):
+            x = np.random.default_rng(seed).standard_normal((1, 3, 17, 19)).astype(np.float32)
+            want = cpu_direct.conv2d_direct(x, W, b, stride, padding, (1, 1), relu=True)
+            np.testing.assert_array_equal(call.run(x), want)
+    w = rng.standard_normal((10, 6)).astype(np.float32)
+    pointwise = cpu_pointwise.PreparedPointwise(w, (2, 6, 5, 4), None, False)
+    x = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    out = np.empty((2, 16, 5, 4), np.float32)[:, 3:13]                 # a concatenation's slice
+    assert pointwise.run(x, out) is out
+    np.testing.assert_allclose(out, np.einsum("fc,nchw->nfhw", w, x), rtol=1e-5, atol=1e-5)
+    for bad_x in (x.astype(np.float64), x[:, :, :, ::-1], x[:1], list(x)):
+        assert pointwise.run(bad_x) is None
+        assert call.run(bad_x) is None
+    for bad_out in (np.empty((2, 10, 5, 4)), np.empty((2, 10, 4, 5), np.float32),
+                    np.empty((2, 10, 5, 8), np.float32)[..., ::2]):
+        assert pointwise.run(x, bad_out) is None
+    with pytest.raises(ValueError, match=r"PreparedPointwise: input shape \(2, 7, 5, 4\) does "
+                                         r"not fit w \(10, 6\)"):
+        cpu_pointwise.PreparedPointwise(w, (2, 7, 5, 4))
+    with pytest.raises(ValueError, match=r"PreparedPointwise: bias must be float32 \(10,\)"):
+        cpu_pointwise.PreparedPointwise(w, (2, 6, 5, 4), np.zeros(9, np.float32))
+    with pytest.raises(ValueError, match=r"PreparedDirect: input shape \(1, 4, 17, 19\) does "
+                                         r"not match the weights float32 \(12, 3, 3, 3\)"):
+        cpu_direct.PreparedDirect((1, 4, 17, 19), W, b, (1, 1), (1, 1), (1, 1), False,
+                                  cpu_direct.direct_filter_blocks)
+    with pytest.raises(ValueError, match=r"no output for input \(1, 3, 2, 2\)"):
+        cpu_direct.PreparedDirect((1, 3, 2, 2), W, b, (1, 1), (0, 0), (1, 1), False,
+                                  cpu_direct.direct_filter_blocks)

@@ -290,25 +290,46 @@ cdef void _phased_f32(const float[:, :, :, ::1] x, int ph, int pw, int sw,
             _phased_row(src + (p * H + h) * W, dst + (p * Hp + ph + h) * row_len, W, pw, sw, Wq)
 
 
-def phased_padded(x, ph, pw, sw):
+def phased_padded(x, ph, pw, sw, out=None):
     """x (N, C, H, W) float32 zero-padded and split by column phase: xq[n, c, h, q, u] =
     x_pad[n, c, h, u*sw + q], (N, C, Hp, sw, ceil(Wp/sw)). Column wo*sw + j*dw of x_pad is
     then column wo + (j*dw)//sw of phase (j*dw) % sw: every tap of a stride-sw row is a
     contiguous run of one phase's row (at sw = 1, x_pad itself). 16 zeros follow the array
-    in memory (the tiles read whole vectors)."""
+    in memory (the tiles read whole vectors).
+
+    ``out``: a flat float32 buffer of xq's size + 16 whose last 16 floats are zeros
+    (:func:`phased_buffer`), reused for inputs of one shape; xq is then a view of it.
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     N, C, H, Wd = x.shape
     Hp, Wp = H + 2 * ph, Wd + 2 * pw
     Wq = -(-Wp // sw)
     shape, size = (N, C, Hp, sw, Wq), N * C * Hp * Wq * sw
-    flat = np.empty(size + _SLACK, dtype=np.float32)
-    flat[size:] = 0
+    if out is None:
+        flat = phased_buffer(x.shape, ph, pw, sw)
+    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim != 1
+          or out.size != size + _SLACK or not out.flags.c_contiguous):
+        raise ValueError(f"phased_padded: out must be a flat C-contiguous float32 buffer of "
+                         f"{size + _SLACK} floats for x {x.shape}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {np.shape(out)}")
+    else:
+        flat = out
     xq = flat[:size].reshape(shape)
     if x.size:
         _phased_f32(x, ph, pw, sw, xq.reshape(N, C, Hp, sw * Wq))
     else:
         xq[...] = 0
     return xq
+
+
+def phased_buffer(x_shape, ph, pw, sw):
+    """A buffer for :func:`phased_padded` of inputs of ``x_shape`` (N, C, H, W): xq's
+    floats, then 16 zeros."""
+    N, C, H, Wd = x_shape
+    size = N * C * (H + 2 * ph) * -(-(Wd + 2 * pw) // sw) * sw
+    flat = np.empty(size + _SLACK, dtype=np.float32)
+    flat[size:] = 0
+    return flat
 
 
 # ---------------------------------------------------------------- concatenation

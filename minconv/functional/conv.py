@@ -33,7 +33,7 @@ from ..geometry import (check_groups, conv_geometry, conv_transpose_geometry,
                         conv_transpose_output_size)
 from ._checks import check_array, check_same_dtype, check_shape
 from .conv_paths import ConvPath, Gather, Window, chunk_rows, chunks, output_hw, weight_grad_by_chunks
-from .conv_plan import resolve, run_data_grad, run_forward, run_weight_grad
+from .conv_plan import derives_once, resolve, run_data_grad, run_forward, run_weight_grad
 
 # ---------------------------------------------------------------- the paper's path: columns
 
@@ -130,7 +130,8 @@ def conv2d_planned(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, *, p
     (an array of y's shape and dtype, each image's maps contiguous: the channel slice of a
     concatenation's output, say), y is written there and returned."""
     groups, win, group_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups, b)
-    plan = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win)
+    plan = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win,
+                   derives_once(W, groups))
     if out is not None:
         _check_out(out, x, W, win)
     if residual is not None:

@@ -43,6 +43,7 @@ from .._kernels import kernels_for
 from ..backend import get_array_module
 from .conv_paths import (Window, direct, fused_rows, output_hw, per_image, pointwise, rows,
                          shifted, winograd, with_residual)
+from .prepared import is_locked
 
 PLANS = ("columns", "per_image", "rows", "fused_rows", "direct", "pointwise", "winograd",
          "shifted")
@@ -99,6 +100,15 @@ WINOGRAD_MIN_POSITIONS = 784
 # ResNet-18 at batch 8, forward 172 against 176 ms, step 509 against 518 (ResNet-50's
 # step 1340 against 1375). 256 -> 256 and 192 -> 384 at 7x7 ran 15-20% slower.
 WINOGRAD_WIDE_WEIGHTS = 512 * 512
+# Where the filters' transform is kept (locked weights: inference, visualisation), the
+# forward product runs as Winograd's from this many channels in and out, at any batch and
+# map: at batch 1 (AMD EPYC, AVX2) in 0.55 of shifted's time for 256 -> 256 on 14x14,
+# 0.65 of fused_rows' for 128 -> 128 on 28x28, 0.42-0.78 on 7x7 (GoogLeNet's 160 -> 320,
+# ResNet's 512 -> 512), 0.44 of per_image's for VGG's 512 -> 512 on 14x14; at batch 8
+# 0.51-0.61 for GoogLeNet's 3x3 layers on 14x14. 96 -> 128 on 28x28 and 128 -> 128 on
+# 56x56 ran level (0.92-1.02); fewer channels lost (64 -> 64 on 56x56 1.01-1.43,
+# DenseNet's 128 -> 32 1.25-2.1, SqueezeNet's expands at batch 1 1.09-2.2).
+WINOGRAD_KEPT_MIN_CHANNELS = 96
 
 # With a batch smaller than the cores, maps of at most this many positions take their
 # forward product as shifted 1x1 products (channels first) where the planner would take
@@ -215,8 +225,9 @@ def _fuses_flipped(kernels, dtype, W_shape, win, batch, positions):
             and _fuses(kernels, dtype, kh * kw * F, C, batch, positions))
 
 
-def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
-    """The planner's choice for one group: x_shape (N, C, H, W), W_shape (F, C, kh, kw)."""
+def default_plan(xp, kernels, dtype, x_shape, W_shape, win, weights_kept=False):
+    """The planner's choice for one group: x_shape (N, C, H, W), W_shape (F, C, kh, kw);
+    ``weights_kept``: the weights are locked, so what a path derives from them is kept."""
     F, C, kh, kw = W_shape
     Ho, Wo = output_hw(x_shape, W_shape, win)
     L = Ho * Wo
@@ -292,6 +303,10 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win):
             and min(C, F) >= WINOGRAD_MIN_CHANNELS and N * L >= positions):
         fwd = dgrad = wgrad = "winograd"
         reason += "; 3x3 at stride 1: Winograd F(2x2, 3x3)"
+    if (xp is np and dtype == np.float32 and weights_kept and fwd not in ("winograd", "direct")
+            and winograd.serves(W_shape, win) and min(C, F) >= WINOGRAD_KEPT_MIN_CHANNELS):
+        fwd = "winograd"
+        reason += "; locked weights, their transform kept: the forward product as Winograd's"
     if xp is np and C <= DIRECT_MAX_CHANNELS and fused is not None and fused(dtype):
         if win.stride[1] == 1:
             fwd = wgrad = "direct"
@@ -308,13 +323,15 @@ def forced_plan():
     return _forced.get()
 
 
-def resolve(plan, x, x_shape, W_shape, win):
+def resolve(plan, x, x_shape, W_shape, win, weights_kept=False):
     """The :class:`Plan` to run: ``plan`` itself, a name of :data:`PLANS` for all three
-    products, or (None) the one forced by :func:`using_plan`, else the default."""
+    products, or (None) the one forced by :func:`using_plan`, else the default
+    (``weights_kept`` as for :func:`default_plan`)."""
     if plan is None:
         plan = _forced.get()
     if plan is None:
-        return default_plan(get_array_module(x), kernels_for(x), x.dtype, x_shape, W_shape, win)
+        return default_plan(get_array_module(x), kernels_for(x), x.dtype, x_shape, W_shape, win,
+                            weights_kept)
     _check(plan)
     if isinstance(plan, Plan):
         return plan
@@ -328,7 +345,14 @@ def choose_plan(x, W, stride=1, padding=0, dilation=1, groups=1, plan=None):
     """
     from .conv import _prepare
     groups, win, group_x_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups)
-    return resolve(plan, x, group_x_shape, (W.shape[0] // groups,) + tuple(W.shape[1:]), win)
+    return resolve(plan, x, group_x_shape, (W.shape[0] // groups,) + tuple(W.shape[1:]), win,
+                   derives_once(W, groups))
+
+
+def derives_once(W, groups=1):
+    """Whether what the paths derive from W is kept: W is locked (:mod:`.prepared`) and
+    taken whole (a group's slice of it is derived afresh on every call)."""
+    return groups == 1 and is_locked(W)
 
 
 # ---------------------------------------------------------------- running a plan, group by group
@@ -407,4 +431,4 @@ def run_weight_grad(plan, dy, x, W_shape, win, groups=1, workspace=None, with_bi
 
 
 __all__ = ["PLANS", "Plan", "choose_plan", "default_plan", "path", "resolve", "run_data_grad",
-           "run_forward", "run_weight_grad", "using_plan", "Window"]
+           "run_forward", "run_weight_grad", "using_plan", "derives_once", "Window"]

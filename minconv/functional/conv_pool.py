@@ -19,7 +19,7 @@ SqueezeNet 0.93-0.95 of the time at batch 1 and 0.94-0.96 at batch 8, GoogLeNet 
 from .._kernels import kernels_for
 from .conv import _group_weight, _prepare
 from .conv_paths import direct, output_hw
-from .conv_plan import DIRECT_MAX_CHANNELS, Plan, forced_plan, resolve
+from .conv_plan import DIRECT_MAX_CHANNELS, Plan, derives_once, forced_plan, resolve
 from .pool import pool_geometry
 
 
@@ -37,7 +37,8 @@ def conv2d_maxpool_planned(x, W, b=None, stride=1, padding=0, dilation=1, groups
     pool that does not fit the output): the caller then convolves and pools.
     """
     groups, win, group_shape = _prepare("conv2d", x, W, stride, padding, dilation, groups, b)
-    chosen = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win)
+    chosen = resolve(plan, x, group_shape, _group_weight(W.shape, groups, 0), win,
+                     derives_once(W, groups))
     if (plan is None and forced_plan() is None and chosen.forward != "direct"
             and W.shape[1] <= DIRECT_MAX_CHANNELS):
         chosen = Plan("direct", chosen.data_grad, chosen.weight_grad,

@@ -90,10 +90,11 @@ class Conv2D(_ConvBase):
 
     def forward(self, x, train=False, relu=False, out=None, residual=None):
         W, b = self.params["W"], self.params.get("b")
-        # the planner's choice depends only on these: a net asks again on every pass
+        # the planner's choice depends only on these (locking W keeps what the paths
+        # derive from it): a net asks again on every pass
         key = (type(x), getattr(x, "shape", None), getattr(x, "dtype", None), W.shape, W.dtype,
-               self.stride, self.padding, self.dilation, self.groups, runtime.cpu_threads(),
-               runtime.isa())
+               getattr(getattr(W, "flags", None), "writeable", None), self.stride,
+               self.padding, self.dilation, self.groups, runtime.cpu_threads(), runtime.isa())
         forced = self.forced_plan or forced_plan()
         if forced is None and key == self._plan_key and residual is None:
             y = self._run_prepared(x, W, b, relu, out)

@@ -167,15 +167,6 @@ def write_channels_first(rows, out, relu=False):
         kernels_for(rows).channels_first(images[i:i + 1], out=out[i:i + 1], relu=relu)
 
 
-def fits(out, shape, dtype):
-    """Whether ``out`` is an ndarray of ``shape`` and ``dtype`` with each image's maps
-    contiguous (what a prepared forward product writes into)."""
-    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
-        return False
-    item = out.itemsize
-    return out.strides[1:] == (shape[2] * shape[3] * item, shape[3] * item, item)
-
-
 def output_array(xp, out, shape, dtype):
     """``out`` where the caller gave one (a path that ``writes_into``), else a fresh array."""
     return xp.empty(shape, dtype=dtype) if out is None else out

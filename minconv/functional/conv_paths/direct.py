@@ -31,7 +31,7 @@ from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
 from ..prepared import derived
-from . import ConvPath, fits, output_array, output_hw, per_image, sum_in_order
+from . import ConvPath, output_array, output_hw, per_image, sum_in_order
 
 
 def filter_blocks(kernels, W):
@@ -69,16 +69,11 @@ def prepare(x_shape, W, b, win, relu):
     kernels = kernels_for(W)
     if x_shape[0] != 1 or W.dtype != np.float32 or filter_blocks(kernels, W) is None:
         return None
-    shape = (1, W.shape[0]) + output_hw(x_shape, W.shape, win)
-
-    def run(x, out):
-        if out is not None and not (fits(out, shape, W.dtype) and out.flags.c_contiguous):
-            return None
-        y = np.empty(shape, dtype=W.dtype) if out is None else out
-        return kernels.conv2d_direct(x, W, b, *win, out=y, relu=relu,
-                                     blocks=filter_blocks(kernels, W))
-
-    return run
+    if (min(x_shape) < 1 or min(output_hw(x_shape, W.shape, win)) < 1 or W.shape[0] < 1
+            or not hasattr(kernels, "PreparedDirect")):
+        return None
+    return kernels.PreparedDirect(x_shape, W, b, *win, relu,
+                                  lambda W: filter_blocks(kernels, W)).run
 
 
 def pools(kernels, x, W, b):

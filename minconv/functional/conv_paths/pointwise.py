@@ -30,13 +30,11 @@ are laid side by side, X = (C, n*L), and multiplied at once.
 A window that is not 1x1 without padding has no product to skip: the path then
 runs :mod:`.per_image`'s (the planner only chooses this path for 1x1 windows).
 """
-import numpy as np
-
 from ... import runtime
 from ..._kernels import kernels_for
 from ...backend import get_array_module
-from . import (ConvPath, chunk_rows, chunks, fits, output_array, output_hw, per_image,
-               sum_in_order, with_residual)
+from . import (ConvPath, chunk_rows, chunks, output_array, output_hw, per_image, sum_in_order,
+               with_residual)
 
 # Maps of fewer positions multiply a whole chunk in one GEMM.
 ONE_GEMM_BELOW = 100
@@ -141,16 +139,10 @@ def prepare(x_shape, W, b, win, relu):
     if (not serves(W.shape, win) or tuple(win.stride) != (1, 1) or not W.flags.c_contiguous
             or not _tiles(W, W, b) or not (H * Wd >= ONE_GEMM_BELOW or N == 1)):
         return None
-    multiply, W2, shape = kernels_for(W).pointwise_matmul, W.reshape(F, C), (N, F, H, Wd)
-
-    def run(x, out):
-        if not x.flags.c_contiguous or (out is not None and not fits(out, shape, W.dtype)):
-            return None
-        y = np.empty(shape, dtype=W.dtype) if out is None else out
-        multiply(W2, x.reshape(N, C, H * Wd), y.reshape(N, F, H * Wd), b, relu)
-        return y
-
-    return run
+    kernels = kernels_for(W)
+    if min(x_shape) < 1 or F < 1 or not hasattr(kernels, "PreparedPointwise"):
+        return None
+    return kernels.PreparedPointwise(W.reshape(F, C), x_shape, b, relu).run
 
 
 def _forward_with_residual(x, W, b, win, workspace, relu, residual):
