@@ -114,9 +114,11 @@ class Graph(Container):
 
     def _schedule(self, head):
         """What a forward pass to node ``head`` runs, worked out once per head: the nodes
-        in order, how many of them read each output (``head`` once more: the caller), the
-        inner outputs each reads from inside another node, and the ReLUs fused into the
-        layer below them ({layer: relu})."""
+        in order, each with its layer, inputs, whether it overwrites its input, takes a
+        list, is a container, and which inner outputs of it other nodes read; how many
+        nodes read each output (``head`` once more: the caller); the ReLUs fused into the
+        layer below them ({layer: relu}); the joined concatenations, pooled and residual
+        convolutions (:mod:`.graph_fusion`)."""
         if head not in self._schedules:
             needed = self._ancestors(head)
             order = [n for n in self.order() if n in needed]
@@ -126,8 +128,15 @@ class Graph(Container):
                     uses[i] = uses.get(i, 0) + 1
             uses[head] = uses.get(head, 0) + 1
             fusions = self._fusions(order, uses)
+            inner_reads = self._inner_reads(needed)
+            # each node's layer, inputs and what the pass asks of it, looked up once
+            steps = [(name, self._layers[name], self._inputs[name],
+                      mutates_input(self._layers[name]),
+                      getattr(self._layers[name], "takes_list", False),
+                      is_container(self._layers[name]), tuple(inner_reads.get(name, ())))
+                     for name in order]
             self._schedules[head] = (
-                needed, order, uses, self._inner_reads(needed), fusions,
+                needed, steps, uses, fusions,
                 joined_concatenations(self._layers, self._inputs, order, uses, fusions),
                 pooled_convolutions(self._layers, self._inputs, order, uses, fusions),
                 residual_convolutions(self._layers, self._inputs, order, uses))
@@ -207,11 +216,10 @@ class Graph(Container):
         head, rest = self._split(until) if until is not None else (self.output, None)
         for path in record:
             self._split(path)
-        needed, order, uses, inner_reads, fusions, joins, pools, residuals = \
-            self._schedule(head)
+        needed, steps, uses, fusions, joins, pools, residuals = self._schedule(head)
         uses = dict(uses)  # counted down as the nodes run
         self.outputs = {}
-        self._shapes = {}
+        self._shapes = shapes = {}
         values = {INPUT: x}
         fused = set()  # ReLUs whose layer below applied them
         inference = not (train or record or until is not None)
@@ -220,12 +228,10 @@ class Graph(Container):
         pooled = {}  # max pooling -> its output, made by the convolution below it
         residuals = residuals if not (record or until is not None) else {}
         added = {}   # Add -> its output, made by the convolution below it
-        for name in order:
-            layer, inputs = self._layers[name], self._inputs[name]
+        for name, layer, inputs, mutates, takes_list, container, inner in steps:
             args = [values[i] for i in inputs]
-            if mutates_input(layer) and uses[inputs[0]] > 1:
+            if mutates and uses[inputs[0]] > 1:
                 args[0] = args[0].copy()  # others still read it
-            inner = inner_reads.get(name, [])
             relu = name in fusions and name not in record
             y = None
             if name in fused:
@@ -234,7 +240,7 @@ class Graph(Container):
                 y = layer.forward_pooled(pooled.pop(name), args[0])
             elif name in added:
                 y = layer.forward_added(added.pop(name), len(inputs))
-            elif joined.complete(name):
+            elif name in joins and joined.complete(name):
                 y = layer.forward_joined(*joined.output(name))
             elif name in pools:
                 y = forward_pooled(name, layer, pools[name], self._layers[pools[name]], args[0],
@@ -244,11 +250,10 @@ class Graph(Container):
                 y = forward_added(name, layer, args[0], train, add, values.get(other),
                                   add in fusions, added)
             if y is None:
-                y = self._forward_child(name, layer, args if getattr(layer, "takes_list", False)
-                                        else args[0], train,
+                y = self._forward_child(name, layer, args if takes_list else args[0], train,
                                         until=rest if name == head else None,
                                         record=(tuple(self._sub_record(name, record))
-                                                if record else ()) + tuple(inner), relu=relu,
+                                                if record else ()) + inner, relu=relu,
                                         out=joined.slice_for(name, layer, args[0]))
             if relu:
                 fused.add(fusions[name])
@@ -259,11 +264,12 @@ class Graph(Container):
             for path in inner:  # inner outputs that other nodes read
                 values[f"{name}.{path}"] = layer.outputs[path]
             values[name] = y
-            self._shapes[name] = (y.shape, y.dtype)
-            if name in record and any(mutates_input(self._layers[c]) for c in
-                                      self._consumers(name) if c in needed):
-                y = y.copy()
-            self._collect(name, layer, y, record)
+            shapes[name] = (y.shape, y.dtype)
+            if record or container:
+                if name in record and any(mutates_input(self._layers[c]) for c in
+                                          self._consumers(name) if c in needed):
+                    y = y.copy()
+                self._collect(name, layer, y, record)
         return values[head]
 
     def _consumers(self, name):
