@@ -31,7 +31,9 @@ setting, as in bench_models.py (``--malloc default`` for glibc's own: every acti
 over 32 MB is then a fresh mapping whose pages fault in on first touch, on every pass).
 Times are medians of ``--repeats`` runs after one warm-up, in ms (with ``--rounds R``
 the median of R such medians, each framework's R processes alternating with the
-others'); the last columns are minconv's time over the others'. The outputs are compared afterwards.
+others'); the ratios are minconv's time over the others' within each round (the three
+processes back to back), the median over the rounds: a slow spell of this shared machine
+that covers a round then leaves its ratios alone. The outputs are compared afterwards.
 """
 import argparse
 import os
@@ -310,7 +312,8 @@ def run_child(framework, model, args, folder):
 def _rounds(model, args, folder):
     """Each framework's results on ``model``, its times the median over ``args.rounds``
     rounds, the three frameworks alternating within each round: a slow spell of the
-    machine (minutes long, here) then touches every framework alike instead of one."""
+    machine (minutes long, here) then touches every framework alike instead of one. Each
+    round's times are kept too (``rounds<batch>``), for ratios taken within a round."""
     runs = {f: [] for f in FRAMEWORKS}
     for _ in range(args.rounds):
         for framework in FRAMEWORKS:
@@ -318,11 +321,22 @@ def _rounds(model, args, folder):
     merged = []
     for framework in FRAMEWORKS:
         result = dict(runs[framework][0])
-        for key in result:
+        for key in list(result):
             if key.startswith("ms"):
-                result[key] = np.median([run[key] for run in runs[framework]])
+                result["rounds" + key[2:]] = np.array([run[key] for run in runs[framework]])
+                result[key] = np.median(result["rounds" + key[2:]])
         merged.append(result)
     return merged
+
+
+def _ms(t):
+    """A time in milliseconds to three significant figures (6.62, 48.9, 191, 1483)."""
+    return f"{t:.3g}" if t < 1000 else f"{t:.0f}"
+
+
+def _paired_ratio(ours, theirs, batch):
+    """The median over rounds of minconv's time over the other's in the same round."""
+    return float(np.median(ours[f"rounds{batch}"] / theirs[f"rounds{batch}"]))
 
 
 def main(argv=None):
@@ -367,8 +381,9 @@ def main(argv=None):
                 scale = max(np.abs(y_ort).max(), 1e-12)
                 agree = max(np.abs(y - y_ort).max(), np.abs(y_torch - y_ort).max()) / scale
                 t_mc, t_ort, t_torch = (float(r[f"ms{batch}"]) for r in (ours, theirs, torchs))
-                rows.append((key, batch, f"{t_mc:.0f}", f"{t_ort:.0f}", f"{t_torch:.0f}",
-                             f"{t_mc / t_ort:.2f}", f"{t_mc / t_torch:.2f}", f"{agree:.0e}"))
+                rows.append((key, batch, _ms(t_mc), _ms(t_ort), _ms(t_torch),
+                             f"{_paired_ratio(ours, theirs, batch):.2f}",
+                             f"{_paired_ratio(ours, torchs, batch):.2f}", f"{agree:.0e}"))
                 print(markdown_table(("model", "batch", "minconv ms", "onnxruntime ms",
                                       "PyTorch ms", "/ ort", "/ torch", "max diff"),
                                      rows[-1:]).splitlines()[-1], flush=True)
