@@ -818,26 +818,31 @@ def test_pointwise_tiles_match_the_product_and_sum_alike_filters_alike(N, F, C, 
     assert (whole == 7.0).all()                           # nothing written outside out
 
 
-@pytest.mark.parametrize("N,F,C,P", [(3, 40, 64, 1000), (1, 1000, 512, 169), (2, 64, 16, 729)])
-def test_pointwise_tiles_give_the_same_outputs_however_the_positions_are_cut(N, F, C, P,
-                                                                            monkeypatch):
+@pytest.mark.parametrize("N,F,C,P", [(3, 40, 64, 1000), (1, 1000, 512, 169), (2, 64, 16, 729),
+                                     (1, 256, 1024, 196), (1, 45, 1200, 49)])
+def test_pointwise_tiles_give_the_same_outputs_however_the_work_is_cut(N, F, C, P, monkeypatch):
     """The threads take pieces of the N*P positions (pieces cross images, and weights swept
-    in blocks keep pieces of a block of strips): each output is summed alike whatever the
-    cut, so the outputs are the same bit for bit with one piece a thread or many."""
+    in blocks keep pieces of a block of strips), or, for one image whose weights are swept
+    in blocks, shares of the output channels: each output is summed alike whatever the
+    cut, so the outputs (with a residual added) are the same bit for bit with one piece or
+    share a thread or many."""
     if not cpu_tiles.fused_kernels(np.float32):
         pytest.skip("no tiles on this CPU")
     rng = np.random.default_rng(F)
     w = rng.standard_normal((F, C)).astype(np.float32)
     x = rng.standard_normal((N, C, P)).astype(np.float32)
     bias = rng.standard_normal(F).astype(np.float32)
+    residual = rng.standard_normal((N, F, P)).astype(np.float32)
     outputs = []
-    for pieces in (1, 3, 8, 64):
+    for pieces, shares in ((1, 0), (3, 0), (8, 0), (64, 0), (8, 1), (8, 2), (8, 5)):
         monkeypatch.setattr(cpu_pointwise, "PIECES_PER_THREAD", pieces)
+        monkeypatch.setattr(cpu_pointwise, "FILTER_SHARES_PER_THREAD", shares)
         outputs.append(cpu_pointwise.pointwise_matmul(w, x, np.empty((N, F, P), np.float32),
-                                                      bias, True))
+                                                      bias, True, addend=residual))
     for out in outputs[1:]:
         np.testing.assert_array_equal(out, outputs[0])
-    expected = np.maximum(np.einsum("fc,ncp->nfp", w.astype(np.float64), x) + bias[:, None], 0)
+    expected = np.maximum(np.einsum("fc,ncp->nfp", w.astype(np.float64), x) + bias[:, None]
+                          + residual, 0)
     np.testing.assert_allclose(outputs[0], expected, rtol=1e-5, atol=1e-5 * np.sqrt(C))
 
 

@@ -259,6 +259,13 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
    2 MB of weights were read from L3 once per 16 positions.) */
 #define MC_PW_BLOCK_BYTES ((ptrdiff_t)192 * 1024)
 
+/* Whether weights of F x K floats are swept in blocks of filters over blocks of packed
+   strips (mc_tiles_pointwise): larger than MC_PW_BLOCK_BYTES. */
+static int mc_pointwise_blocked(ptrdiff_t F, ptrdiff_t K)
+{
+    return F >= MC_PW_PACK_MIN_FILTERS && F * K * (ptrdiff_t)sizeof(float) > MC_PW_BLOCK_BYTES;
+}
+
 /* The fewest positions a thread's piece of a product should hold at `level`: a strip's,
    or where weights of F x K floats are swept in blocks (mc_tiles_pointwise), the block of
    strips that each block of weights passes over (smaller pieces would read the weights
@@ -266,7 +273,7 @@ static __attribute__((target("avx2,fma"))) void mc_pointwise_avx2(
 static ptrdiff_t mc_pointwise_min_piece(int level, ptrdiff_t F, ptrdiff_t K)
 {
     const ptrdiff_t width = level == 2 ? 64 : 16;
-    if (F < MC_PW_PACK_MIN_FILTERS || F * K * (ptrdiff_t)sizeof(float) <= MC_PW_BLOCK_BYTES)
+    if (!mc_pointwise_blocked(F, K))
         return width;
     const ptrdiff_t strips = MC_PW_BLOCK_BYTES / (K * width * (ptrdiff_t)sizeof(float));
     return (strips > 1 ? strips : 1) * width;
@@ -293,7 +300,7 @@ static int mc_tiles_pointwise(int level, const float *w, ptrdiff_t F, ptrdiff_t 
 {
     const ptrdiff_t width = level == 2 ? 64 : 16;
     float *panel = NULL;
-    if (F >= MC_PW_PACK_MIN_FILTERS && F * C * (ptrdiff_t)sizeof(float) > MC_PW_BLOCK_BYTES) {
+    if (mc_pointwise_blocked(F, C)) {
         const ptrdiff_t strip_bytes = C * width * (ptrdiff_t)sizeof(float);
         const ptrdiff_t strips = MC_PW_BLOCK_BYTES / strip_bytes > 1 ? MC_PW_BLOCK_BYTES / strip_bytes : 1;
         ptrdiff_t filters = MC_PW_BLOCK_BYTES / (C * (ptrdiff_t)sizeof(float)) / MC_PW_ROWS * MC_PW_ROWS;
