@@ -80,7 +80,8 @@ extensions = [
                                                      "minconv/_kernels/_maxpool.h",
                                                      "minconv/_kernels/_maxpool_values.h"],
                        "cpu_winograd": ["minconv/_kernels/_winograd.h"],
-                       "cpu_pointwise": TILE_HEADERS + ["minconv/_kernels/_pointwise.h"],
+                       "cpu_pointwise": TILE_HEADERS + ["minconv/_kernels/_pointwise.h",
+                                                        "minconv/_kernels/_shifted.h"],
                        "cpu_pool": ["minconv/_kernels/_maxpool.h",
                                     "minconv/_kernels/_maxpool_values.h"]}.get(name, []),
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])

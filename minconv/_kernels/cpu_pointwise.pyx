@@ -15,13 +15,15 @@ cdef extern from "_pointwise.h" nogil:
                            const float *x, Py_ssize_t ldx, Py_ssize_t p0, Py_ssize_t p1,
                            const float *bias, int relu, float *y, const float *z,
                            Py_ssize_t ldy)
+    Py_ssize_t mc_pointwise_min_piece(int level, Py_ssize_t F, Py_ssize_t K)
+    int mc_pointwise_blocked(Py_ssize_t F, Py_ssize_t K)
+    enum: MC_PW_ROWS     # output channels of a tile
+
+cdef extern from "_shifted.h" nogil:
     int mc_tiles_shifted(int level, const float *w, Py_ssize_t F, Py_ssize_t K,
                          const float *xp, const Py_ssize_t *offsets, Py_ssize_t row_step,
                          Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t p1, const float *bias,
                          int relu, float *y, Py_ssize_t ldy)
-    Py_ssize_t mc_pointwise_min_piece(int level, Py_ssize_t F, Py_ssize_t K)
-    int mc_pointwise_blocked(Py_ssize_t F, Py_ssize_t K)
-    enum: MC_PW_ROWS     # output channels of a tile
 
 from cython.parallel cimport prange
 
@@ -171,7 +173,7 @@ def _image_maps(out, shape, op):
 def conv2d_shifted(x, W, bias, stride, padding, dilation, relu=False, out=None):
     """A convolution as shifted 1x1 products, channels first: each tap (c, i, j) of the
     padded input, shifted by ``i*dh`` rows and ``j*dw`` columns, is one input channel of a
-    1x1 product (``_pointwise.h``'s ``mc_tiles_shifted``), so the image is never moved to
+    1x1 product (``_shifted.h``'s ``mc_tiles_shifted``), so the image is never moved to
     channels last and y is written in place, the bias and ``relu`` applied as each tile
     is stored. At a width stride sw > 1 the padded input is first split into sw column
     phases (:func:`~.cpu_layout.phased_padded`), in which each tap's columns are again
