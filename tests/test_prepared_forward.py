@@ -153,6 +153,12 @@ def test_the_kernel_objects_check_their_operands_once_and_each_call_its_input_an
     for bad_x in (x.astype(np.float64), x[:, :, :, ::-1], x[:1], list(x)):
         assert pointwise.run(bad_x) is None
         assert call.run(bad_x) is None
+    y_shape = call.y_shape
+    x_call = np.random.default_rng(3).standard_normal((1, 3, 17, 19)).astype(np.float32)
+    wide = np.empty(y_shape[:3] + (2 * y_shape[3],), np.float32)
+    for bad_out in (np.empty(y_shape), wide[..., ::2],
+                    np.empty((1, 24) + y_shape[2:], np.float32)[:, ::2]):
+        assert call.run(x_call, bad_out) is None      # the direct tiles write a whole array
     for bad_out in (np.empty((2, 10, 5, 4)), np.empty((2, 10, 4, 5), np.float32),
                     np.empty((2, 10, 5, 8), np.float32)[..., ::2]):
         assert pointwise.run(x, bad_out) is None

@@ -282,6 +282,24 @@ def _unfold_target(out, shape, x, op):
     return np.empty(shape, dtype=x.dtype)
 
 
+def _prepared_output(x, x_shape, out, y_shape, whole):
+    """The array a prepared call writes for input ``x``: ``out``, or a new float32 array of
+    ``y_shape`` when out is None; None where x is not a C-contiguous float32 ndarray of
+    ``x_shape``, or out not a float32 ndarray of ``y_shape`` with each image's maps
+    contiguous (``whole``: the whole array C-contiguous). The caller then takes the
+    general path."""
+    if (type(x) is not np.ndarray or x.shape != x_shape or x.dtype != np.float32
+            or not x.flags.c_contiguous):
+        return None
+    if out is None:
+        return np.empty(y_shape, dtype=np.float32)
+    if type(out) is not np.ndarray or out.shape != y_shape or out.dtype != np.float32:
+        return None
+    if whole:
+        return out if out.flags.c_contiguous else None
+    return out if out.strides[1:] == (y_shape[2] * y_shape[3] * 4, y_shape[3] * 4, 4) else None
+
+
 def _written_into(result, out):
     """``out`` holding ``result`` (when one was given), else ``result``."""
     if out is not None and result is not out:

@@ -44,7 +44,8 @@ from minconv._kernels._parallel cimport max_threads
 import numpy as np
 
 from . import reference
-from .cpu_conv import _float_array, _geometry, _unfold_target, _written_into
+from .cpu_conv import (_float_array, _geometry, _prepared_output, _unfold_target,
+                       _written_into)
 from .cpu_layout import phased_buffer, phased_padded
 from .cpu_tiles import BAND_MIN_MACS, _fusing_level, isa
 
@@ -178,13 +179,8 @@ cdef class PreparedDirect:
         self.cols = _tap_columns(kw, dw, sw, Wq)
 
     def run(self, x, out=None):
-        if (type(x) is not np.ndarray or x.shape != self.x_shape or x.dtype != np.float32
-                or not x.flags.c_contiguous):
-            return None
+        out = _prepared_output(x, self.x_shape, out, self.y_shape, True)
         if out is None:
-            out = np.empty(self.y_shape, dtype=np.float32)
-        elif (type(out) is not np.ndarray or out.shape != self.y_shape
-              or out.dtype != np.float32 or not out.flags.c_contiguous):
             return None
         wb = _filter_blocks("PreparedDirect", self.W, self.blocks(self.W))
         phased_padded(x, self.ph, self.pw, self.sw, out=self.buffer)

@@ -32,6 +32,7 @@ from minconv._kernels._parallel cimport max_threads, piece_end
 import numpy as np
 
 from .cpu_layout import phased_padded
+from .cpu_conv import _prepared_output
 from .cpu_direct import _direct_operands
 from .cpu_tiles import BAND_MIN_MACS, _fusing_level, isa
 
@@ -126,13 +127,8 @@ cdef class PreparedPointwise:
         self.P = x_shape[2] * x_shape[3]
 
     def run(self, x, out=None):
-        if (type(x) is not np.ndarray or x.shape != self.x_shape or x.dtype != np.float32
-                or not x.flags.c_contiguous):
-            return None
+        out = _prepared_output(x, self.x_shape, out, self.y_shape, False)
         if out is None:
-            out = np.empty(self.y_shape, dtype=np.float32)
-        elif (type(out) is not np.ndarray or out.shape != self.y_shape
-              or out.dtype != np.float32 or out.strides[1:] != (self.P * 4, self.y_shape[3] * 4, 4)):
             return None
         cdef const float[:, :, :, ::1] xv = x
         cdef float[:, :, :, :] yv = out            # each image's maps contiguous (checked)
