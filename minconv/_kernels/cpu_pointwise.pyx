@@ -238,10 +238,11 @@ cdef int _tiles_over_positions(int level, bint shifted, const float[:, ::1] w, c
     mc_pointwise_min_piece but for one a thread) that the threads take in turn as they
     come free, each piece cut again where an image ends; a 1x1 product of one image whose
     weights are swept in blocks is cut by output channels instead (FILTER_SHARES_PER_THREAD
-    shares a thread, each over every position): the 1x1 product of image n's (K, P) matrix at x + n*x_image
-    (rows ldx apart), or, ``shifted``, the shifted products of its padded image there (taps
-    at ``offsets``; strips cross output rows, so none is left short at a row's end). y's
-    image n at y + n*y_image, rows ldy apart; z (NULL or laid out as y) added to it.
+    shares a thread, each over every position). Each piece is the 1x1 product of image n's
+    (K, P) matrix at x + n*x_image (rows ldx apart), or, ``shifted``, the shifted products
+    of its padded image there (taps at ``offsets``; strips cross output rows, so none is
+    left short at a row's end). y's image n at y + n*y_image, rows ldy apart; z (NULL or
+    laid out as y) added to it.
     Returns -1 when a thread ran out of memory for its panels, else 0."""
     cdef Py_ssize_t F = w.shape[0], K = w.shape[1], total = N * P, per, lo, hi, at, n, p0, p1
     cdef Py_ssize_t pieces, piece
