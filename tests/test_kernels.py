@@ -335,6 +335,86 @@ def test_direct_tiles_over_many_channels_match_reference(case, batch, isa):
     np.testing.assert_array_equal(rectified, np.maximum(y, 0))
 
 
+# (x_shape, F, kh, kw, stride, padding, dilation) for the tiles that hold 16 filters to two
+# vectors: rows of 13 (a map's 169 positions: 28 tiles of 6 and one of 1), 27 and 11 (tiles
+# that cross rows), filters not a multiple of 16 (a last block of 8 and of 1), height and
+# width strides (the width's column phases), a dilation, 5x5 (the taps' loops not unrolled)
+FILTER_TILE_CASES = [((64, 13, 13), 256, 3, 3, (1, 1), (1, 1), (1, 1)),
+                     ((32, 27, 27), 40, 3, 3, (1, 1), (1, 1), (1, 1)),
+                     ((33, 11, 14), 17, 3, 3, (2, 2), (1, 1), (1, 1)),
+                     ((40, 12, 15), 24, 3, 3, (1, 2), (2, 0), (2, 2)),
+                     ((12, 10, 9), 16, 5, 5, (1, 1), (2, 2), (1, 1))]
+
+
+@pytest.mark.parametrize("case", FILTER_TILE_CASES, ids=str)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_filter_tiles_give_the_row_tiles_outputs_bit_for_bit(case, batch):
+    """Both kinds of direct tile sum bias, then each channel's taps in order: the same
+    outputs bit for bit, with a bias or none, a fused ReLU (NaN kept) and the jobs of a
+    batch of one; and the reference's within float32 rounding."""
+    image, F, kh, kw, stride, padding, dilation = case
+    rng = np.random.default_rng(F)
+    x = rng.standard_normal((batch,) + image).astype(np.float32)
+    x[0, 1, image[1] // 2, 4] = np.nan                       # a column every case reads
+    W = rng.standard_normal((F, image[0], kh, kw)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    with tiles_at("avx2"):
+        rows, filters = (cpu_direct.direct_filter_blocks(W, k) for k in (6, 16))
+        for bias, relu in ((b, False), (None, True)):
+            y = cpu_direct.conv2d_direct(x, W, bias, stride, padding, dilation, relu=relu,
+                                         blocks=filters)
+            want = cpu_direct.conv2d_direct(x, W, bias, stride, padding, dilation, relu=relu,
+                                            blocks=rows)
+            np.testing.assert_array_equal(y, want)
+    expected = ref.conv2d_direct(x.astype(np.float64), W.astype(np.float64), None, stride,
+                                 padding, dilation)
+    np.testing.assert_allclose(y, np.maximum(expected, 0), rtol=1e-4, atol=1e-3)
+    assert np.isnan(y[0]).any() and not np.isnan(y[1:]).any()
+
+
+def test_direct_tiles_take_filters_to_a_vector_where_rows_waste_more():
+    """direct_block_filters: 16 filters to two vectors (AVX2) where a layer of >= 288 taps
+    keeps more of their work than of the row tiles' (rows of 13, 27, 28, 55); the row
+    tiles' 6 for few taps, rows that fill the vectors, or filters that fill few of 16."""
+    with tiles_at("avx2"):
+        pick = lambda C, F, H, k=3: cpu_direct.direct_block_filters(    # noqa: E731
+            (1, C, H, H), (F, C, k, k), (1, 1), (k // 2, k // 2), (1, 1))
+        assert [pick(64, 256, 13), pick(48, 192, 13), pick(32, 128, 27), pick(64, 128, 28),
+                pick(32, 64, 55)] == [16] * 5
+        assert cpu_direct.FILTER_TILES_MIN_TAPS == 288
+        assert pick(16, 64, 55) == 6                                      # 144 taps
+        assert pick(11, 64, 13, 5) == 6 and pick(12, 64, 13, 5) == 16    # 275 and 300 taps
+        assert pick(64, 64, 64) == 6 and pick(64, 256, 32) == 6           # rows of 2 x 8k
+        assert pick(64, 20, 13) == 6 and pick(64, 24, 13) == 6            # 20/32 and 24/32
+        assert pick(64, 28, 13) == 16                                     # 28/32 > 13/16
+    with tiles_at("avx512"):
+        assert cpu_direct.direct_block_filters((1, 64, 13, 13), (256, 64, 3, 3), (1, 1),
+                                               (1, 1), (1, 1)) == 8
+
+
+def test_filter_tiles_blocks_and_the_kinds_each_product_takes():
+    """direct_filter_blocks(W, 16): blocks of 16 filters tap by tap (zeros past F); a kind
+    of tile this CPU lacks, and the filter tiles' blocks given to the pooled product (row
+    tiles only), are errors that name what they got."""
+    W = random((20, 4, 3, 3), np.float32)
+    with tiles_at("avx2"):
+        blocks = cpu_direct.direct_filter_blocks(W, 16)
+        assert blocks.shape == (2, 36, 16)
+        flat = blocks.transpose(0, 2, 1).reshape(-1, 36)
+        np.testing.assert_array_equal(flat[:20], W.reshape(20, 36))
+        assert not flat[20:].any()
+        with pytest.raises(ValueError, match=r"direct_filter_blocks: no tiles of 7 filters here "
+                                             r"\(isa 'avx2': 6, 16\)"):
+            cpu_direct.direct_filter_blocks(W, 7)
+        x = random((1, 4, 12, 12), np.float32)
+        with pytest.raises(ValueError, match=r"conv2d_direct_maxpool: filter blocks must be "
+                                             r"C-contiguous float32 \(4, 36, 6\) "
+                                             r"\(direct_filter_blocks of W \(20, 4, 3, 3\)\), "
+                                             r"got float32 \(2, 36, 16\)"):
+            cpu_direct.conv2d_direct_maxpool(x, W, None, (1, 1), (1, 1), (1, 1), True, (2, 2),
+                                             (2, 2), (0, 0), (6, 6), blocks=blocks)
+
+
 def test_direct_tiles_give_the_same_outputs_however_the_jobs_are_cut(monkeypatch):
     """At batch 1 the threads take jobs of a filter block over a band of rows (many
     channels) or of every block over a band (few channels over a large map): each output

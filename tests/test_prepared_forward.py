@@ -34,10 +34,10 @@ def counted(layer):
 
 
 # (in channels, filters, kernel, padding, batch, map): 1x1 at batch 1 and on a batch of
-# maps of >= 100 positions (pointwise); SqueezeNet's expand and a first layer at batch 1
-# (direct)
+# maps of >= 100 positions (pointwise); SqueezeNet's expands and a first layer at batch 1
+# (direct: 576 taps on rows of 13 take the tiles that hold filters to a vector with AVX2)
 CASES = [(16, 64, 1, 0, 1, 13), (8, 24, 1, 0, 3, 11), (16, 64, 3, 1, 1, 13),
-         (3, 16, 3, 0, 1, 20)]
+         (64, 256, 3, 1, 1, 13), (3, 16, 3, 0, 1, 20)]
 
 
 @pytest.mark.parametrize("C, F_, k, pad, N, H", CASES, ids=str)

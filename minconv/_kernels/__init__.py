@@ -31,14 +31,14 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "channels_first", "concatenate", "winograd_weights", "winograd_tiles",
          "winograd_output", "winograd_grad_tiles", "winograd_weight_grad")
 # the Cython kernels' OpenMP controls, whether their tiles run, the instruction-set cap
-# of the tiles, the tiles' 1x1 and shifted products, the direct tiles' weight layout and
-# the direct tiles with a max pooling, the 1x1 and direct products prepared for one input
-# shape (absent from the reference and CUDA namespaces; minconv.runtime, the convolution
-# planner and the paths ask them)
+# of the tiles, the tiles' 1x1 and shifted products, the direct tiles' kinds and weight
+# layout and the direct tiles with a max pooling, the 1x1 and direct products prepared for
+# one input shape (absent from the reference and CUDA namespaces; minconv.runtime, the
+# convolution planner and the paths ask them)
 THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fuses_im2row",
                    "isa", "set_isa_cap", "pointwise_matmul", "conv2d_shifted",
-                   "direct_filter_blocks", "conv2d_direct_maxpool", "PreparedPointwise",
-                   "PreparedDirect")
+                   "direct_block_filters", "direct_filter_blocks", "conv2d_direct_maxpool",
+                   "PreparedPointwise", "PreparedDirect")
 
 
 def _namespace(*modules):

@@ -54,9 +54,9 @@ static void mc_tiles_conv2d_direct_maxpool(int level, const float *xq, ptrdiff_t
             for (ptrdiff_t f = 0; f < F; f++)
                 memmove(buf + f * buf_plane, buf + f * buf_plane + (a - held_a) * Wo,
                         (size_t)(kept * Wo) * sizeof(float));
-        mc_tiles_conv2d_direct(level, xq, 1, C, Hp, row_len, kh, kw, sh, dh, cols, a + kept, b,
-                               Wo, wb, F, 0, (F + block - 1) / block, bias, relu, buf, buf_plane,
-                               a);
+        mc_tiles_conv2d_direct(level, block, xq, 1, C, Hp, row_len, kh, kw, sh, dh, cols,
+                               a + kept, b, Wo, wb, F, 0, (F + block - 1) / block, bias, relu, buf,
+                               buf_plane, a);
         for (ptrdiff_t f = 0; f < F; f++)
             mc_maxpool_values_plane(level, buf + f * buf_plane, a, y + f * Hpo * Wpo, m, Ho, Wo,
                                     pkh, pkw, psh, psw, pph, ppw, q0, q1, Wpo);

@@ -258,6 +258,7 @@ static MC2_TARGET int mc_avx2_im2row_t_matmul(const float *xt, ptrdiff_t N, ptrd
 }
 
 #include "_direct_avx2.h"
+#include "_direct_filters_avx2.h"
 
 #else  /* no AVX2 path on this compiler or architecture */
 
@@ -280,6 +281,11 @@ static void mc_avx2_direct_row(const float *xq, ptrdiff_t C, ptrdiff_t Hp,
 static void mc_avx2_conv2d_direct_wgrad(const float *xp, ptrdiff_t N, ptrdiff_t C,
         ptrdiff_t Hp, ptrdiff_t Wp, int kh, int kw, int sh, int dh, int dw, ptrdiff_t Ho,
         ptrdiff_t Wo, const float *dy, ptrdiff_t F, float *dwt) { }
+
+static void mc_avx2_direct_fv_rows(const float *xq, ptrdiff_t C, ptrdiff_t Hp,
+        ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols, ptrdiff_t n,
+        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t block,
+        const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0) { }
 
 #endif  /* MC_HAVE_FUSED */
 #endif

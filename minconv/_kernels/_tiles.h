@@ -39,21 +39,31 @@ static int mc_tiles_im2row_t_matmul(int level, const float *xt, ptrdiff_t N, ptr
         : mc_avx2_im2row_t_matmul(xt, N, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, dy, F, dwt);
 }
 
-/* Filters of a direct tile at `level`: the weights' blocks (ceil(F/b), C*kh*kw, b). */
+/* Filters of a direct tile at `level` that holds outputs of a row to a vector: the
+   weights' blocks (ceil(F/b), C*kh*kw, b). */
 static int mc_tiles_direct_filters(int level)
 {
     return level == 2 ? 8 : 6;
 }
 
+/* Filters of a direct tile at `level` that holds filters to a vector
+   (_direct_filters_avx2.h), 0 where there is none (AVX-512: not measured). */
+static int mc_tiles_direct_filter_tiles(int level)
+{
+    return level == 1 ? 16 : 0;
+}
+
 /* rows [r0, r1) and filter blocks [b0, b1) of y (N, F, Ho, Wo): xq (N, C, Hp, row_len:
-   padded, each row's column phases side by side) convolved with wb (ceil(F/b), C*kh*kw, b),
-   b = mc_tiles_direct_filters(level), tap column j at cols[j]; then max(y, 0) with relu.
-   Row ho of map (n, f) is written at y + (n*F + f)*y_plane + (ho - y_row0)*Wo. The order
-   that reads less: a block's rows before the next block's keeps its weights in L1 and
-   reads the input rows once per block (48 -> 192 on 13x13); a row's blocks before the
-   next row keeps its input rows in L1 and reads every block's weights once per output row
-   (an RGB first layer; 16 -> 64 on 55x55 in bands of 3 or 4 rows). */
-static void mc_tiles_conv2d_direct(int level, const float *xq, ptrdiff_t N, ptrdiff_t C,
+   padded, each row's column phases side by side) convolved with wb (ceil(F/b), C*kh*kw, b)
+   on the tiles whose blocks have b filters (mc_tiles_direct_filters: outputs of a row to
+   a vector; mc_tiles_direct_filter_tiles: filters to a vector), tap column j at cols[j];
+   then max(y, 0) with relu. Row ho of map (n, f) is written at
+   y + (n*F + f)*y_plane + (ho - y_row0)*Wo. The order that reads less: a block's rows
+   before the next block's keeps its weights in L1 and reads the input rows once per block
+   (48 -> 192 on 13x13); a row's blocks before the next row keeps its input rows in L1 and
+   reads every block's weights once per output row (an RGB first layer; 16 -> 64 on 55x55
+   in bands of 3 or 4 rows). The filters' tiles take a block's rows together. */
+static void mc_tiles_conv2d_direct(int level, int b, const float *xq, ptrdiff_t N, ptrdiff_t C,
         ptrdiff_t Hp, ptrdiff_t row_len, int kh, int kw, int sh, int dh, const ptrdiff_t *cols,
         ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t Wo, const float *wb, ptrdiff_t F, ptrdiff_t b0,
         ptrdiff_t b1, const float *bias, int relu, float *y, ptrdiff_t y_plane, ptrdiff_t y_row0)
@@ -62,7 +72,14 @@ static void mc_tiles_conv2d_direct(int level, const float *xq, ptrdiff_t N, ptrd
                 const ptrdiff_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                 ptrdiff_t, const float *, int, float *, ptrdiff_t, ptrdiff_t) =
         level == 2 ? mc_direct_row : mc_avx2_direct_row;
-    const ptrdiff_t weights = (b1 - b0) * C * kh * kw * mc_tiles_direct_filters(level);
+    if (b != mc_tiles_direct_filters(level)) {
+        for (ptrdiff_t block = b0; block < b1; block++)
+            for (ptrdiff_t n = 0; n < N; n++)
+                mc_avx2_direct_fv_rows(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, r0, r1, Wo,
+                                       wb, F, block, bias, relu, y, y_plane, y_row0);
+        return;
+    }
+    const ptrdiff_t weights = (b1 - b0) * C * kh * kw * b;
     const ptrdiff_t rows = N * C * ((r1 - r0) * sh + kh) * row_len;
     if ((b1 - b0) * rows < N * (r1 - r0) * weights) {
         for (ptrdiff_t block = b0; block < b1; block++)

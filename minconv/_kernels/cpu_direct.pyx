@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The direct tiles: a convolution of an input of few channels (a first layer on grey or
 colour images) summed tap by tap, channels first (``_direct_avx512.h``,
-``_direct_avx2.h``), and the same with the max pooling that follows it made band by band
-(``_direct_maxpool.h``).
+``_direct_avx2.h``: a row's outputs to a vector; ``_direct_filters_avx2.h``: filters to a
+vector, for rows that fill vectors badly), and the same with the max pooling that follows
+it made band by band (``_direct_maxpool.h``).
 
     conv2d_direct              y = conv(x, W) + b (max(., 0) with relu)     the reference's twin
     conv2d_direct_weight_grad  dW of it (width stride 1)
@@ -14,13 +15,14 @@ calling thread, but for a batch smaller than the OpenMP threads, split by bands 
 (or pooled) rows.
 """
 cdef extern from "_tiles.h" nogil:
-    void mc_tiles_conv2d_direct(int level, const float *xq, Py_ssize_t N, Py_ssize_t C,
+    void mc_tiles_conv2d_direct(int level, int b, const float *xq, Py_ssize_t N, Py_ssize_t C,
                                 Py_ssize_t Hp, Py_ssize_t row_len, int kh, int kw, int sh,
                                 int dh, const Py_ssize_t *cols, Py_ssize_t r0, Py_ssize_t r1,
                                 Py_ssize_t Wo, const float *wb, Py_ssize_t F, Py_ssize_t b0,
                                 Py_ssize_t b1, const float *bias, int relu, float *y,
                                 Py_ssize_t y_plane, Py_ssize_t y_row0)
     int mc_tiles_direct_filters(int level)
+    int mc_tiles_direct_filter_tiles(int level)
     void mc_tiles_conv2d_direct_wgrad(int level, const float *xp, Py_ssize_t N, Py_ssize_t C,
                                       Py_ssize_t Hp, Py_ssize_t Wp, int kh, int kw, int sh,
                                       int dh, int dw, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -65,10 +67,44 @@ def _tap_columns(kw, dw, sw, Wq):
     return np.array([j * dw % sw * Wq + j * dw // sw for j in range(kw)], dtype=np.intp)
 
 
-def direct_filter_blocks(W):
+# The tiles that hold filters to a vector (_direct_filters_avx2.h) compute no output twice
+# but store each tile's outputs one by one: a layer of at least this many taps (C*kh*kw)
+# takes them where its rows waste more of the row tiles' vectors than its filters waste of
+# their blocks. At batch 1 (AMD EPYC, AVX2, 2 threads), alone, against the row tiles:
+# SqueezeNet's 64 -> 256 on 13x13 0.84, 48 -> 192 on 13x13 0.85, 32 -> 128 on 27x27 0.91,
+# 64 -> 128 on 28x28 0.86, 64 -> 192 on 56x56 0.95, 128 -> 32 on 14x14 0.91; 16 -> 64 on
+# 55x55 (144 taps) level. SqueezeNet's pass at batch 1: 0.946.
+FILTER_TILES_MIN_TAPS = 288
+
+
+def _row_tiles_share(Wo, vector):
+    """The share of the outputs a row's tiles compute that it keeps: tiles of two vectors,
+    one where the row fits in it (a lone vector at a row's end takes about a pair's time)."""
+    return Wo / (vector if Wo <= vector else 2 * vector * -(-Wo // (2 * vector)))
+
+
+def direct_block_filters(x_shape, W_shape, stride, padding, dilation):
+    """Filters of a block of the direct tiles that take x (N, C, H, W) and W (F, C, kh, kw)
+    at this CPU's level: the tiles that hold a row's outputs to a vector (6 for AVX2, 8 for
+    AVX-512), or those that hold 16 filters to two vectors (AVX2) where they keep more of
+    their work (FILTER_TILES_MIN_TAPS)."""
+    level = _fusing_level(np.float32)
+    if level == 0:
+        raise ValueError(f"direct_block_filters: the tiles do not run here (isa {isa()!r})")
+    row_tiles, filter_tiles = mc_tiles_direct_filters(level), mc_tiles_direct_filter_tiles(level)
+    F, C, kh, kw = (int(v) for v in W_shape)
+    Wo = _geometry(x_shape, kh, kw, stride, padding, dilation)[11]
+    if filter_tiles == 0 or C * kh * kw < FILTER_TILES_MIN_TAPS or Wo < 1 or F < 1:
+        return row_tiles
+    filters_share = F / (filter_tiles * -(-F // filter_tiles))
+    return filter_tiles if filters_share > _row_tiles_share(Wo, 8) else row_tiles
+
+
+def direct_filter_blocks(W, filters=None):
     """The weights as the direct tiles read them at this CPU's level: W (F, C, kh, kw)
     float32 -> (ceil(F/b), C*kh*kw, b), block k holding filters k*b .. k*b + b - 1 tap by
-    tap (zeros past F), b = 6 (AVX2) or 8 (AVX-512) filters of a tile."""
+    tap (zeros past F); b = ``filters``, one of the tiles' (:func:`direct_block_filters`),
+    by default the row tiles' 6 (AVX2) or 8 (AVX-512)."""
     W = np.asarray(W)
     if W.ndim != 4 or W.dtype != np.float32:
         raise ValueError(f"direct_filter_blocks: expected float32 weights (F, C, kh, kw), got "
@@ -76,7 +112,10 @@ def direct_filter_blocks(W):
     level = _fusing_level(W.dtype)
     if level == 0:
         raise ValueError(f"direct_filter_blocks: the tiles do not run here (isa {isa()!r})")
-    block = mc_tiles_direct_filters(level)
+    block = mc_tiles_direct_filters(level) if filters is None else int(filters)
+    if block not in _block_kinds(level):
+        raise ValueError(f"direct_filter_blocks: no tiles of {filters} filters here "
+                         f"(isa {isa()!r}: {', '.join(map(str, _block_kinds(level)))})")
     F = W.shape[0]
     blocks = -(-F // block)
     wb = np.zeros((blocks * block, W[0].size), dtype=np.float32)
@@ -84,16 +123,25 @@ def direct_filter_blocks(W):
     return np.ascontiguousarray(wb.reshape(blocks, block, -1).transpose(0, 2, 1))
 
 
-def _filter_blocks(op, W, blocks):
-    """``blocks`` checked against W, or W's blocks made here."""
+def _block_kinds(level):
+    """Filters of a block of each kind of direct tile at ``level``."""
+    return tuple(b for b in (mc_tiles_direct_filters(level), mc_tiles_direct_filter_tiles(level))
+                 if b)
+
+
+def _filter_blocks(op, W, blocks, kinds=None):
+    """``blocks`` checked against W (blocks of any of the ``kinds`` of tile given, by
+    default every kind here), or W's row tiles' blocks made here."""
     if blocks is None:
         return direct_filter_blocks(W)
-    block = mc_tiles_direct_filters(_fusing_level(W.dtype))
-    want = (-(-W.shape[0] // block), W[0].size, block)
-    if (not isinstance(blocks, np.ndarray) or blocks.shape != want
+    kinds = _block_kinds(_fusing_level(W.dtype)) if kinds is None else kinds
+    b = blocks.shape[2] if isinstance(blocks, np.ndarray) and blocks.ndim == 3 else kinds[0]
+    want = (-(-W.shape[0] // b), W[0].size, b)
+    if (not isinstance(blocks, np.ndarray) or blocks.shape != want or b not in kinds
             or blocks.dtype != np.float32 or not blocks.flags.c_contiguous):
-        raise ValueError(f"{op}: filter blocks must be C-contiguous float32 {want} "
-                         f"(direct_filter_blocks of W {W.shape}), got "
+        raise ValueError(f"{op}: filter blocks must be C-contiguous float32 "
+                         f"{' or '.join(str((-(-W.shape[0] // k), W[0].size, k)) for k in kinds)}"
+                         f" (direct_filter_blocks of W {W.shape}), got "
                          f"{getattr(blocks, 'dtype', type(blocks).__name__)} "
                          f"{getattr(blocks, 'shape', '')}")
     return blocks
@@ -121,6 +169,9 @@ def conv2d_direct(x, W, bias, stride, padding, dilation, out=None, relu=False, b
     if level == 0:
         return reference.conv2d_direct(x, W, bias, stride, padding, dilation, out=out, relu=relu)
     y = _unfold_target(out, (N, F, Ho, Wo), x, "conv2d_direct")
+    if blocks is None:
+        blocks = direct_filter_blocks(W, direct_block_filters(x.shape, W.shape, stride, padding,
+                                                              dilation))
     wb = _filter_blocks("conv2d_direct", W, blocks)
     b = None if bias is None else np.ascontiguousarray(bias)
     if y.size:
@@ -238,9 +289,9 @@ cdef void _direct(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
         b = &bias[0]
     if N >= threads or N * Ho * Wo * wb.shape[1] * F < BAND_MIN_MACS:
         with nogil:
-            mc_tiles_conv2d_direct(level, &xq[0, 0, 0, 0], N, C, Hp, row_len, kh, kw, sh, dh,
-                                   &cols[0], 0, Ho, Wo, &wb[0, 0, 0], F, 0, blocks, b, relu,
-                                   &y[0, 0, 0, 0], Ho * Wo, 0)
+            mc_tiles_conv2d_direct(level, wb.shape[2], &xq[0, 0, 0, 0], N, C, Hp, row_len, kh,
+                                   kw, sh, dh, &cols[0], 0, Ho, Wo, &wb[0, 0, 0], F, 0, blocks,
+                                   b, relu, &y[0, 0, 0, 0], Ho * Wo, 0)
         return
     if C * Hp * row_len > wb.size:       # blocks a job makes
         per_job, bands = blocks, min(Ho, -(-BANDS_PER_THREAD * threads // N))
@@ -251,9 +302,9 @@ cdef void _direct(const float[:, :, :, ::1] xq, const Py_ssize_t[::1] cols,
         n = job // jobs
         band = job % jobs // (blocks // per_job)
         block = job % (blocks // per_job) * per_job
-        mc_tiles_conv2d_direct(level, &xq[n, 0, 0, 0], 1, C, Hp, row_len, kh, kw, sh, dh,
-                               &cols[0], band * Ho // bands, (band + 1) * Ho // bands, Wo,
-                               &wb[0, 0, 0], F, block, block + per_job, b, relu,
+        mc_tiles_conv2d_direct(level, wb.shape[2], &xq[n, 0, 0, 0], 1, C, Hp, row_len, kh, kw,
+                               sh, dh, &cols[0], band * Ho // bands, (band + 1) * Ho // bands,
+                               Wo, &wb[0, 0, 0], F, block, block + per_job, b, relu,
                                &y[n, 0, 0, 0], Ho * Wo, 0)
 
 
@@ -296,7 +347,7 @@ def conv2d_direct_maxpool(x, W, bias, stride, padding, dilation, relu, pool_kern
     xq = phased_padded(x, ph, pw, sw)                                    # (N, C, Hp, sw, Wq)
     Hp, Wq = xq.shape[2], xq.shape[4]
     cols = _tap_columns(kw, dw, sw, Wq)
-    wb = _filter_blocks("conv2d_direct_maxpool", W, blocks)
+    wb = _filter_blocks("conv2d_direct_maxpool", W, blocks, (mc_tiles_direct_filters(level),))
     b = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
     buf_rows = max(pkh, min(Ho, POOLED_BAND_BYTES // (4 * F * Wo)))
     span = mc_values_row_span(Wo, pkw, psw, ppw, Wpo) + 16

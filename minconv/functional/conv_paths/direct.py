@@ -15,7 +15,10 @@ tiles take width stride 1 (elsewhere the reference's, tap by tap).
 
 Over many channels (SqueezeNet's 3x3 expands, F = 4C, at batch 1) the tiles run the same
 sums with 6 (AVX2) or 8 (AVX-512) filters to a tile, whose weights lie in blocks read in
-order (:func:`filter_blocks`): channels first, no moves to channels last and back.
+order (:func:`filter_blocks`): channels first, no moves to channels last and back. On rows
+of 13 or 27 outputs a row's vectors of 8 compute 16 or 32; there (AVX2, >= 288 taps) the
+tiles turn round and hold 16 filters to two vectors at 6 positions of the map, computing
+each output once (:func:`tile_filters`).
 
 Outside training a max pooling that alone reads the output can run with the tiles
 (:func:`forward_maxpool`): each band of pooled rows is pooled from the convolution rows it
@@ -34,21 +37,34 @@ from ..prepared import derived
 from . import ConvPath, output_array, output_hw, per_image, sum_in_order
 
 
-def filter_blocks(kernels, W):
-    """W as the tiles read it, in blocks of a tile's filters
+def tile_filters(kernels, x_shape, W, win):
+    """Filters of a block of the tiles that take x_shape and W here
+    (:func:`~minconv._kernels.cpu_direct.direct_block_filters`: a row's outputs to a vector,
+    or filters to a vector where rows of 13 or 27 outputs would waste a fifth of the row
+    tiles' work), None where the reference computes the product."""
+    if not (W.dtype == np.float32 and getattr(kernels, "fused_kernels", None)
+            and kernels.fused_kernels(W.dtype)):
+        return None
+    return kernels.direct_block_filters(x_shape, W.shape, *win)
+
+
+def filter_blocks(kernels, W, filters=None):
+    """W as the tiles read it, in blocks of ``filters`` (by default the row tiles')
     (:func:`~minconv._kernels.cpu_direct.direct_filter_blocks`); once for locked weights
     (:mod:`..prepared`), None where the reference computes the product."""
     if not (W.dtype == np.float32 and getattr(kernels, "fused_kernels", None)
             and kernels.fused_kernels(W.dtype)):
         return None
-    return derived(W, "direct_blocks_" + kernels.isa(), kernels.direct_filter_blocks)
+    return derived(W, f"direct_blocks_{kernels.isa()}_{filters or 'rows'}",
+                   lambda W: kernels.direct_filter_blocks(W, filters))
 
 
 def forward(x, W, b, win, workspace=None, relu=False, out=None):
     xp, kernels = get_array_module(x), kernels_for(x)
     Ho, Wo = output_hw(x.shape, W.shape, win)
     y = output_array(xp, out, (x.shape[0], W.shape[0], Ho, Wo), x.dtype)
-    blocks = filter_blocks(kernels, W) if x.dtype == W.dtype else None
+    blocks = (filter_blocks(kernels, W, tile_filters(kernels, x.shape, W, win))
+              if x.dtype == W.dtype else None)
 
     def convolve(share):
         # an image of a channel slice (a concatenation's part) is contiguous; a share of
@@ -72,8 +88,9 @@ def prepare(x_shape, W, b, win, relu):
     if (min(x_shape) < 1 or min(output_hw(x_shape, W.shape, win)) < 1 or W.shape[0] < 1
             or not hasattr(kernels, "PreparedDirect")):
         return None
+    filters = tile_filters(kernels, x_shape, W, win)
     return kernels.PreparedDirect(x_shape, W, b, *win, relu,
-                                  lambda W: filter_blocks(kernels, W)).run
+                                  lambda W: filter_blocks(kernels, W, filters)).run
 
 
 def pools(kernels, x, W, b):
