@@ -54,8 +54,9 @@ MC2_TILE void mc2_direct_fv_tile(const float *x, const ptrdiff_t *at, const int 
     /* max_ps returns its second operand where either is NaN: NaN stays NaN */
     #pragma GCC unroll 6
     for (int p = 0; p < P; p++) {
-        _mm256_storeu_ps(out[p], relu ? _mm256_max_ps(_mm256_setzero_ps(), acc[p][0]) : acc[p][0]);
-        _mm256_storeu_ps(out[p] + 8, relu ? _mm256_max_ps(_mm256_setzero_ps(), acc[p][1]) : acc[p][1]);
+        const __m256 zero = _mm256_setzero_ps();
+        _mm256_storeu_ps(out[p], relu ? _mm256_max_ps(zero, acc[p][0]) : acc[p][0]);
+        _mm256_storeu_ps(out[p] + 8, relu ? _mm256_max_ps(zero, acc[p][1]) : acc[p][1]);
     }
     for (int f = 0; f < filters; f++) {
         #pragma GCC unroll 6
@@ -94,8 +95,9 @@ static MC2_TARGET void mc_avx2_direct_fv_rows(const float *xq, ptrdiff_t C, ptrd
     float bias16[MC2_FV_FILTERS] = {0};
     for (int k = 0; k < filters && bias; k++) bias16[k] = bias[f + k];
     ptrdiff_t at[MC2_FV_POSITIONS], ho = r0, wo = 0;
-    for (ptrdiff_t q = r0 * Wo; q < r1 * Wo; q += MC2_FV_POSITIONS) {
-        const int positions = (int)(r1 * Wo - q < MC2_FV_POSITIONS ? r1 * Wo - q : MC2_FV_POSITIONS);
+    const ptrdiff_t end = r1 * Wo;
+    for (ptrdiff_t q = r0 * Wo; q < end; q += MC2_FV_POSITIONS) {
+        const int positions = (int)(end - q < MC2_FV_POSITIONS ? end - q : MC2_FV_POSITIONS);
         for (int p = 0; p < positions; p++) {
             at[p] = ho * sh * row_len + wo;
             if (++wo == Wo) {
