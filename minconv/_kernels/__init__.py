@@ -37,7 +37,8 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
 # convolution planner and the paths ask them)
 THREAD_CONTROLS = ("kernel_threads", "set_kernel_threads", "fused_kernels", "fuses_im2row",
                    "isa", "set_isa_cap", "pointwise_matmul", "conv2d_shifted",
-                   "direct_block_filters", "direct_filter_blocks", "conv2d_direct_maxpool",
+                   "direct_filter_tiles", "direct_block_filters", "direct_filter_blocks",
+                   "conv2d_direct_maxpool",
                    "PreparedPointwise", "PreparedDirect")
 
 

@@ -83,6 +83,13 @@ def _row_tiles_share(Wo, vector):
     return Wo / (vector if Wo <= vector else 2 * vector * -(-Wo // (2 * vector)))
 
 
+def direct_filter_tiles():
+    """Filters of a block of the tiles that hold filters to a vector at this CPU's level
+    (16 with AVX2), 0 where there are none."""
+    level = _fusing_level(np.float32)
+    return mc_tiles_direct_filter_tiles(level) if level else 0
+
+
 def direct_block_filters(x_shape, W_shape, stride, padding, dilation):
     """Filters of a block of the direct tiles that take x (N, C, H, W) and W (F, C, kh, kw)
     at this CPU's level: the tiles that hold a row's outputs to a vector (6 for AVX2, 8 for

@@ -48,6 +48,15 @@ def tile_filters(kernels, x_shape, W, win):
     return kernels.direct_block_filters(x_shape, W.shape, *win)
 
 
+def holds_filters(kernels, dtype, x_shape, W_shape, win):
+    """Whether the tiles that hold filters to a vector take x_shape and W_shape here."""
+    if not (dtype == np.float32 and hasattr(kernels, "direct_filter_tiles")
+            and kernels.fused_kernels(dtype)):
+        return False
+    tiles = kernels.direct_filter_tiles()
+    return tiles != 0 and kernels.direct_block_filters(x_shape, W_shape, *win) == tiles
+
+
 def filter_blocks(kernels, W, filters=None):
     """W as the tiles read it, in blocks of ``filters`` (by default the row tiles')
     (:func:`~minconv._kernels.cpu_direct.direct_filter_blocks`); once for locked weights
