@@ -198,7 +198,7 @@ def test_every_functional_op_is_tried_on_an_empty_batch():
                                                         "dropout", "softmax", "sigmoid", "tanh",
                                                         "add", "concat", "im2col", "col2im"))}
     helpers = {"conv_matrix", "conv_output_size", "conv_plan", "conv_transpose_output_size",
-               "conv_paths", "conv", "conv_pool"}
+               "conv_paths", "conv", "conv_pool", "conv_run"}
     assert ops - helpers <= set(OPS), sorted(ops - helpers - set(OPS))
 
 

@@ -33,7 +33,8 @@ from ..geometry import (check_groups, conv_geometry, conv_transpose_geometry,
                         conv_transpose_output_size)
 from ._checks import check_array, check_same_dtype, check_shape
 from .conv_paths import ConvPath, Gather, Window, chunk_rows, chunks, output_hw, weight_grad_by_chunks
-from .conv_plan import derives_once, resolve, run_data_grad, run_forward, run_weight_grad
+from .conv_plan import derives_once, resolve
+from .conv_run import run_data_grad, run_forward, run_weight_grad
 
 # ---------------------------------------------------------------- the paper's path: columns
 

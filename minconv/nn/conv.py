@@ -3,7 +3,8 @@ import numpy as np
 
 from .. import functional as F
 from .. import runtime
-from ..functional.conv_plan import forced_plan, prepared_forward
+from ..functional.conv_plan import forced_plan
+from ..functional.conv_run import prepared_forward
 from ..geometry import check_groups, conv_output_size, pair, resolve_padding
 from .base import Layer, default_rng
 
@@ -113,7 +114,7 @@ class Conv2D(_ConvBase):
 
     def _run_prepared(self, x, W, b, relu, out):
         """y from the one-call forward product prepared on the last pass for this input
-        shape and plan (:func:`~minconv.functional.conv_plan.prepared_forward`), while the
+        shape and plan (:func:`~minconv.functional.conv_run.prepared_forward`), while the
         weights are the same arrays and the ReLU the same; else None."""
         kept = self._prepared
         if kept is None or kept[0] is not W or kept[1] is not b or kept[2] != relu \
