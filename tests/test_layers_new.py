@@ -153,6 +153,8 @@ AVG_GRID = [  # (shape, kernel, stride, padding, ceil_mode, count_include_pad)
     ((2, 2, 8, 7), 3, 2, 1, True, False),
     ((1, 3, 5, 6), (2, 3), (2, 1), (1, 0), True, True),
     ((1, 1, 6, 6), 3, 2, 0, True, True),
+    ((2, 4, 7, 7), 7, 1, 0, False, True),         # one window over the map: plane means
+    ((1, 3, 5, 6), (5, 6), 2, 0, True, False),
 ]
 
 
@@ -169,7 +171,7 @@ def test_avgpool_parity(case, rng, kernels):
     close(layer.backward(dy), xt.grad, f"avg_pool2d dx {case}")
 
 
-@pytest.mark.parametrize("case", AVG_GRID[1:5])
+@pytest.mark.parametrize("case", AVG_GRID[1:5] + AVG_GRID[-1:])
 def test_avgpool_gradcheck(case, rng):
     shape, k, s, p, ceil, inc = case
     gradcheck_layer(nn.AvgPool2D(k, s, p, ceil_mode=ceil, count_include_pad=inc),
