@@ -208,12 +208,9 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     assert str(batch) == ("fused_rows" if chunked else "rows")
     # a batch smaller than the cores: the forward product (and dx at stride 1) splits
     # each image by bands of rows from 169 positions; else only small products take the
-    # tiles, and the larger ones go to a GEMM that splits one product (its forward product
-    # on the direct tiles where they hold filters to a vector, AVX2)
+    # tiles, and the larger ones go to a GEMM that splits one product
     one = F.choose_plan(np.zeros((1, 512, 7, 7), np.float32), W, padding=1)
-    gemm_forward = "direct" if isa == "avx2" else "per_image"
-    assert (one.forward, one.data_grad, one.weight_grad) == (gemm_forward, "per_image",
-                                                             "per_image")
+    assert str(one) == "per_image"
     # (on maps of at most 729 positions the forward product is then the shifted path's,
     # unless the rows' weights are narrow: at most 576 taps or 32 filters)
     small = F.choose_plan(np.zeros((1, 128, 14, 14), np.float32),
@@ -239,11 +236,10 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
                             np.zeros((48, 16, 3, 3), np.float32), padding=1)
     assert at_3025.forward == ("fused_rows" if isa != "none" else "per_image")
     # ... but an expanding layer (F >= 4C, at most 576 taps, rows of 8 or more) takes
-    # the direct tiles: SqueezeNet's expands (with 864 taps, a GEMM's forward product:
-    # on the tiles that hold filters to a vector, AVX2)
+    # the direct tiles: SqueezeNet's expands
     for C, F_, H, batch, direct in ((16, 64, 55, 1, True), (32, 128, 27, 1, True),
                                     (64, 256, 13, 1, True), (64, 255, 13, 1, False),
-                                    (96, 384, 13, 1, isa == "avx2"), (64, 256, 7, 1, False),
+                                    (96, 384, 13, 1, False), (64, 256, 7, 1, False),
                                     (64, 256, 13, 2, False)):
         plan = F.choose_plan(np.zeros((batch, C, H, H), np.float32),
                              np.zeros((F_, C, 3, 3), np.float32), padding=1)
@@ -264,7 +260,7 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     assert strided.forward != "shifted"
     below = F.choose_plan(np.zeros((1, 256, 12, 12), np.float32),     # 144 positions
                           np.zeros((512, 256, 3, 3), np.float32), padding=1)
-    assert below.forward == gemm_forward
+    assert below.forward == "per_image"
     two = F.choose_plan(np.zeros((2, 128, 112, 112), np.float32),
                         np.zeros((128, 128, 3, 3), np.float32), padding=1)
     assert two.weight_grad == ("fused_rows" if isa != "none" else "per_image")
@@ -370,34 +366,50 @@ def test_default_plan_rgb_first_layers_at_stride_2(isa, isa_cap):
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "none"])
 def test_default_plan_gives_batch_one_gemm_layers_the_filter_tiles(isa, isa_cap, monkeypatch):
-    """With a batch smaller than the cores, a float32 layer left to the GEMMs (weights too
-    large for the fused tiles, no Winograd: ResNet's 3x3/2 of 256 and 512 channels, ZFNet's
-    5x5/2) takes its forward product on the direct tiles where they hold filters to a
-    vector (AVX2); its gradients keep their paths. A batch that fills the cores, float64,
-    CPUs without those tiles and layers the fused tiles take keep their paths."""
+    """With locked weights and a batch smaller than the cores, a float32 layer left to the
+    GEMMs (weights too large for the fused tiles, no Winograd: ResNet's 3x3/2 of 256 and
+    512 channels, ZFNet's 5x5/2) or to the shifted products (GoogLeNet's 5x5 layers)
+    takes its forward product on the direct tiles where they hold filters to a vector
+    (AVX2); its gradients keep their paths. Unlocked weights, a group's slice, a batch
+    that fills the cores, float64, CPUs without those tiles and layers the fused tiles
+    take keep their paths."""
     isa_cap(isa)
     from minconv.functional.conv_paths import direct
     cases = [((1, 256, 28, 28), (256, 256, 3, 3), dict(stride=2, padding=1)),
              ((1, 512, 14, 14), (512, 512, 3, 3), dict(stride=2, padding=1)),
-             ((1, 96, 54, 54), (256, 96, 5, 5), dict(stride=2))]
+             ((1, 96, 54, 54), (256, 96, 5, 5), dict(stride=2)),
+             ((1, 32, 13, 13), (128, 32, 5, 5), dict(padding=2))]
     for x_shape, W_shape, kw in cases:
         x, W = np.zeros(x_shape, np.float32), np.zeros(W_shape, np.float32)
-        plan = F.choose_plan(x, W, **kw)
-        full = F.choose_plan(np.zeros((runtime.cpu_threads(),) + x_shape[1:], np.float32), W,
-                             **kw)
+        unlocked = F.choose_plan(x, W, **kw)
+        prepared.lock(W)
+        try:
+            plan = F.choose_plan(x, W, **kw)
+            full = F.choose_plan(np.zeros((runtime.cpu_threads(),) + x_shape[1:], np.float32),
+                                 W, **kw)
+            with monkeypatch.context() as patch:
+                patch.setattr(direct, "holds_filters", lambda *args: False)
+                gemm = F.choose_plan(x, W, **kw)
+        finally:
+            prepared.unlock(W)
         wide = F.choose_plan(x.astype(np.float64), W.astype(np.float64), **kw)
-        with monkeypatch.context() as patch:
-            patch.setattr(direct, "holds_filters", lambda *args: False)
-            gemm = F.choose_plan(x, W, **kw)
-        assert gemm.forward in ("rows", "per_image") and wide.forward in ("rows", "per_image")
-        assert full.forward in ("rows", "per_image")
+        assert unlocked == gemm
+        assert gemm.forward in ("rows", "per_image", "shifted" if isa != "none" else "rows")
+        assert wide.forward in ("rows", "per_image") and full.forward != "direct"
         if isa == "avx2":
             assert plan.forward == "direct" and "filters to a vector" in plan.reason, plan
             assert (plan.data_grad, plan.weight_grad) == (gemm.data_grad, gemm.weight_grad)
         else:
             assert plan == gemm
-    small = F.choose_plan(np.zeros((1, 128, 56, 56), np.float32),
-                          np.zeros((128, 128, 3, 3), np.float32), stride=2, padding=1)
+    W = np.zeros((384, 192, 3, 3), np.float32)
+    prepared.lock(W)
+    try:
+        grouped = F.choose_plan(np.zeros((1, 384, 13, 13), np.float32), W, padding=1, groups=2)
+        small = F.choose_plan(np.zeros((1, 128, 56, 56), np.float32), W[:128, :128], stride=2,
+                              padding=1)
+    finally:
+        prepared.unlock(W)
+    assert grouped.forward == ("shifted" if isa != "none" else "rows")
     assert small.forward == ("per_image" if isa == "none" else "fused_rows")
 
 
