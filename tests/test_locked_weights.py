@@ -31,8 +31,10 @@ def _pass(net, x, rule):
                                          ("densenet121", (1, 3, 64, 64)),
                                          ("zfnet_mini", (4, 1, 28, 28))])
 def test_a_locked_family_computes_what_the_unlocked_one_does(name, shape, monkeypatch):
-    # the same plans locked and unlocked: no Winograd forward product for being locked
+    # the same plans locked and unlocked: no Winograd forward product, and no direct tiles
+    # that hold filters to a vector, for being locked
     monkeypatch.setattr(conv_plan, "WINOGRAD_KEPT_MIN_CHANNELS", 10 ** 9)
+    monkeypatch.setattr(conv_plan, "FILTER_TILES_FROM", ())
     net = mc.models.build(name, **({"batch_norm": True} if name == "vgg11" else {}))
     x = _image(shape)
     for rule in ("grad", "deconv"):
@@ -66,8 +68,12 @@ def test_locking_gives_a_wide_3x3_convolution_winograd_forward_product():
     assert (conv.plan.data_grad, conv.plan.weight_grad) == (unlocked.data_grad,
                                                             unlocked.weight_grad)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    np.testing.assert_array_equal(thin.forward(x), want_thin)   # 32 filters: unchanged
+    # 32 filters: not Winograd's (with AVX2 the direct tiles that hold filters to a vector)
+    np.testing.assert_allclose(thin.forward(x), want_thin, rtol=1e-4,
+                               atol=1e-4 * np.abs(want_thin).max())
     assert thin.plan.forward != "winograd"
+    tiles = getattr(mc._kernels.kernels_for(x), "direct_filter_tiles", lambda: 0)()
+    assert (thin.plan.forward == "direct") == bool(tiles), thin.plan
     conv.unlock_weights()
     conv.forward(x)
     assert conv.plan.forward != "winograd"

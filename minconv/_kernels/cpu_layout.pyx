@@ -252,12 +252,18 @@ _SLACK = 16
 
 cdef inline void _phased_row(const float *src, float *row, Py_ssize_t W, int pw, int sw,
                              Py_ssize_t Wq) noexcept nogil:
-    """One padded row's sw phases: padded column u*sw + q -> row[q*Wq + u]."""
+    """One padded row's sw phases: padded column u*sw + q -> row[q*Wq + u]. Loops rather
+    than memcpy and memset: rows of 7 to 56 floats, thousands of them a layer, where the
+    calls cost more than the copy (DenseNet's 128 x 14 rows of 14: a third of the time of
+    its direct 3x3 product)."""
     cdef Py_ssize_t q, u, u0, u1
     if sw == 1:
-        memset(row, 0, pw * sizeof(float))
-        memcpy(row + pw, src, W * sizeof(float))
-        memset(row + pw + W, 0, (Wq - pw - W) * sizeof(float))
+        for u in range(pw):
+            row[u] = 0
+        for u in range(W):
+            row[pw + u] = src[u]
+        for u in range(pw + W, Wq):
+            row[u] = 0
         return
     for q in range(sw):
         # the phase's columns u*sw + q - pw inside the input: u0 <= u < u1

@@ -22,8 +22,8 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     cores, <= 729 positions, tiles    gave fused_rows or rows (not 1x1, width stride 1);
                                       direct for an expanding layer (F >= 4C, <= 576 taps, any map)
     CPU, batch smaller than the       direct for the forward product where the above gave
-    cores, AVX2, locked weights       rows, per_image or shifted and the tiles that hold
-                                      filters to a vector take the shapes
+    cores, AVX2, locked weights       rows, per_image, shifted or fused_rows and the tiles
+                                      that hold filters to a vector take the shapes
     CPU, <= 4 input channels,         direct for the forward product and the weight
     width stride 1, tiles available   gradient (at a larger stride, the forward product
                                       with a batch smaller than the cores)
@@ -145,16 +145,18 @@ EXPANDING_SHIFTED_MAX_TAPS = 576
 # GoogLeNet's 64 -> 192 3x3 and 16 -> 32, 16 -> 48 5x5 (F = 2-3C) took 1.02-1.03,
 # DenseNet's 128 -> 32 and ResNet's F = C 1.05-1.09.
 EXPANDING_DIRECT_MIN_RATIO = 4
-# With locked weights (their blocks kept) and a batch smaller than the cores, a layer left
-# to the GEMMs (`rows`, `per_image`: weights too large for the fused tiles) or to the
-# shifted products, and not to Winograd, runs its forward product on the direct tiles
-# where they hold filters to a vector. Alone at batch 1, calls alternating (AMD EPYC,
-# AVX2): ResNet's 256 -> 256 3x3/2 on 28x28 in 0.87 of the GEMM's time, 512 -> 512 on
-# 14x14 0.84, ZFNet's 96 -> 256 5x5/2 on 54x54 0.78; GoogLeNet's 5x5 layers 0.54-0.88 of
-# the shifted products' time. Whole passes: resnet50 0.967, zfnet512 0.988, inception_v1
-# 0.949. (The fused tiles' layers stay: DenseNet's 128 -> 32 3x3 took 0.97-1.30,
-# GoogLeNet's 16 -> 32 5x5 1.07; a group's slice of the weights is not kept, and deriving
-# its blocks on every call made AlexNet's pass 1.035.)
+FILTER_TILES_FROM = ("rows", "per_image", "shifted", "fused_rows")
+# With locked weights (their blocks kept) and a batch smaller than the cores, a layer that
+# the rules above leave to one of these paths, and not to Winograd, runs its forward product
+# on the direct tiles where they hold filters to a vector. Alone at batch 1, prepared calls
+# alternating (AMD EPYC, AVX2): ResNet's 256 -> 256 3x3/2 on 28x28 in 0.87 of the GEMM's
+# time, 512 -> 512 on 14x14 0.84, ZFNet's 96 -> 256 5x5/2 on 54x54 0.78; GoogLeNet's 5x5
+# layers 0.54-0.88 of the shifted products' time; against the fused tiles, DenseNet's
+# 128 -> 32 3x3 0.88-0.95 on 56x56, 14x14 and 7x7 (1.08 on 28x28), ResNet's 64 -> 64 on
+# 56x56 0.91, GoogLeNet's 64 -> 192 0.89. Whole passes, each step alone: resnet50 0.967,
+# zfnet512 0.988, inception_v1 0.949 and 0.974, densenet121 0.941, vgg19 0.987. (A group's
+# slice of the weights is not kept: deriving its blocks on every call made AlexNet's pass
+# 1.035.)
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 
@@ -321,7 +323,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win, weights_kept=False):
         fwd = "winograd"
         reason += "; locked weights, their transform kept: the forward product as Winograd's"
     if (xp is np and weights_kept and N < runtime.cpu_threads()
-            and fwd in ("rows", "per_image", "shifted") and C > DIRECT_MAX_CHANNELS
+            and fwd in FILTER_TILES_FROM and C > DIRECT_MAX_CHANNELS
             and direct.holds_filters(kernels, dtype, x_shape, W_shape, win)):
         fwd = "direct"
         reason += ("; locked weights, a batch smaller than the cores: direct tiles, filters "
