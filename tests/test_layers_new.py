@@ -153,6 +153,8 @@ AVG_GRID = [  # (shape, kernel, stride, padding, ceil_mode, count_include_pad)
     ((2, 2, 8, 7), 3, 2, 1, True, False),
     ((1, 3, 5, 6), (2, 3), (2, 1), (1, 0), True, True),
     ((1, 1, 6, 6), 3, 2, 0, True, True),
+    ((1, 2, 7, 5), 2, 2, 0, False, True),         # 2x2/2 windows inside the map
+    ((1, 2, 7, 5), 2, 2, 0, True, True),          # ... and past its edge
     ((2, 4, 7, 7), 7, 1, 0, False, True),         # one window over the map: plane means
     ((1, 3, 5, 6), (5, 6), 2, 0, True, False),
 ]
