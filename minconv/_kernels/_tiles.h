@@ -72,7 +72,7 @@ static void mc_tiles_conv2d_direct(int level, int b, const float *xq, ptrdiff_t 
                 const ptrdiff_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
                 ptrdiff_t, const float *, int, float *, ptrdiff_t, ptrdiff_t) =
         level == 2 ? mc_direct_row : mc_avx2_direct_row;
-    if (b != mc_tiles_direct_filters(level)) {
+    if (b == mc_tiles_direct_filter_tiles(level)) {
         for (ptrdiff_t block = b0; block < b1; block++)
             for (ptrdiff_t n = 0; n < N; n++)
                 mc_avx2_direct_fv_rows(xq, C, Hp, row_len, kh, kw, sh, dh, cols, n, r0, r1, Wo,

@@ -145,7 +145,6 @@ EXPANDING_SHIFTED_MAX_TAPS = 576
 # GoogLeNet's 64 -> 192 3x3 and 16 -> 32, 16 -> 48 5x5 (F = 2-3C) took 1.02-1.03,
 # DenseNet's 128 -> 32 and ResNet's F = C 1.05-1.09.
 EXPANDING_DIRECT_MIN_RATIO = 4
-FILTER_TILES_FROM = ("rows", "per_image", "shifted", "fused_rows")
 # With locked weights (their blocks kept) and a batch smaller than the cores, a layer that
 # the rules above leave to one of these paths, and not to Winograd, runs its forward product
 # on the direct tiles where they hold filters to a vector. Alone at batch 1, prepared calls
@@ -157,6 +156,7 @@ FILTER_TILES_FROM = ("rows", "per_image", "shifted", "fused_rows")
 # zfnet512 0.988, inception_v1 0.949 and 0.974, densenet121 0.941, vgg19 0.987. (A group's
 # slice of the weights is not kept: deriving its blocks on every call made AlexNet's pass
 # 1.035.)
+FILTER_TILES_FROM = ("rows", "per_image", "shifted", "fused_rows")
 
 _forced = contextvars.ContextVar("minconv_conv_plan", default=None)
 

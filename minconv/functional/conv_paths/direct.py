@@ -37,24 +37,21 @@ from ..prepared import derived
 from . import ConvPath, output_array, output_hw, per_image, sum_in_order
 
 
-def tile_filters(kernels, x_shape, W, win):
-    """Filters of a block of the tiles that take x_shape and W here
+def tile_filters(kernels, dtype, x_shape, W_shape, win):
+    """Filters of a block of the tiles that take x_shape and W_shape here
     (:func:`~minconv._kernels.cpu_direct.direct_block_filters`: a row's outputs to a vector,
     or filters to a vector where rows of 13 or 27 outputs would waste a fifth of the row
     tiles' work), None where the reference computes the product."""
-    if not (W.dtype == np.float32 and getattr(kernels, "fused_kernels", None)
-            and kernels.fused_kernels(W.dtype)):
+    if not (dtype == np.float32 and getattr(kernels, "fused_kernels", None)
+            and kernels.fused_kernels(dtype)):
         return None
-    return kernels.direct_block_filters(x_shape, W.shape, *win)
+    return kernels.direct_block_filters(x_shape, W_shape, *win)
 
 
 def holds_filters(kernels, dtype, x_shape, W_shape, win):
     """Whether the tiles that hold filters to a vector take x_shape and W_shape here."""
-    if not (dtype == np.float32 and hasattr(kernels, "direct_filter_tiles")
-            and kernels.fused_kernels(dtype)):
-        return False
-    tiles = kernels.direct_filter_tiles()
-    return tiles != 0 and kernels.direct_block_filters(x_shape, W_shape, *win) == tiles
+    filters = tile_filters(kernels, dtype, x_shape, W_shape, win)
+    return filters is not None and filters == kernels.direct_filter_tiles()
 
 
 def filter_blocks(kernels, W, filters=None):
@@ -72,7 +69,7 @@ def forward(x, W, b, win, workspace=None, relu=False, out=None):
     xp, kernels = get_array_module(x), kernels_for(x)
     Ho, Wo = output_hw(x.shape, W.shape, win)
     y = output_array(xp, out, (x.shape[0], W.shape[0], Ho, Wo), x.dtype)
-    blocks = (filter_blocks(kernels, W, tile_filters(kernels, x.shape, W, win))
+    blocks = (filter_blocks(kernels, W, tile_filters(kernels, W.dtype, x.shape, W.shape, win))
               if x.dtype == W.dtype else None)
 
     def convolve(share):
@@ -97,7 +94,7 @@ def prepare(x_shape, W, b, win, relu):
     if (min(x_shape) < 1 or min(output_hw(x_shape, W.shape, win)) < 1 or W.shape[0] < 1
             or not hasattr(kernels, "PreparedDirect")):
         return None
-    filters = tile_filters(kernels, x_shape, W, win)
+    filters = tile_filters(kernels, W.dtype, x_shape, W.shape, win)
     return kernels.PreparedDirect(x_shape, W, b, *win, relu,
                                   lambda W: filter_blocks(kernels, W, filters)).run
 
