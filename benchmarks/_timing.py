@@ -13,9 +13,15 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import numpy as np  # noqa: E402
 
 
-def median_ms(fn, repeats=5, warmup=1):
-    """Median wall time of ``fn()`` in milliseconds over ``repeats`` runs after ``warmup``."""
+def median_ms(fn, repeats=5, warmup=1, warmup_s=0.0):
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` runs after ``warmup``
+    runs and, past those, more until ``warmup_s`` seconds have gone by (a runtime's first
+    calls after loading still allocate and fault in memory: minconv's passes 2 and 3 of
+    SqueezeNet take 1.1x the later ones)."""
+    start = time.perf_counter()
     for _ in range(warmup):
+        fn()
+    while time.perf_counter() - start < warmup_s:
         fn()
     times = []
     for _ in range(repeats):

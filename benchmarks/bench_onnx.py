@@ -29,7 +29,8 @@ idle threads (onnxruntime's and OpenMP's spin for a while after each call) take 
 from the next. minconv runs with ``runtime.configure(malloc="keep")``, the trainer's
 setting, as in bench_models.py (``--malloc default`` for glibc's own: every activation
 over 32 MB is then a fresh mapping whose pages fault in on first touch, on every pass).
-Times are medians of ``--repeats`` runs after one warm-up, in ms (with ``--rounds R``
+Times are medians of ``--repeats`` runs after a warm-up of at least two runs and
+``--warmup`` seconds (each framework alike), in ms (with ``--rounds R``
 the median of R such medians, each framework's R processes alternating with the
 others'); the ratios are minconv's time over the others' within each round (the three
 processes back to back), the median over the rounds: a slow spell of this shared machine
@@ -245,7 +246,8 @@ def child(args):
     for batch in (int(b) for b in args.batches.split(",")):
         x = np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
         results[f"y{batch}"] = run(x)
-        results[f"ms{batch}"] = np.float64(median_ms(lambda: run(x), args.repeats))
+        results[f"ms{batch}"] = np.float64(median_ms(lambda: run(x), args.repeats,
+                                                     warmup_s=args.warmup))
     np.savez(args.out, **results)
 
 
@@ -296,7 +298,8 @@ def run_child(framework, model, args, folder):
     import subprocess
     out = os.path.join(folder, f"{framework}_{model}.npz")
     command = [sys.executable, os.path.abspath(__file__), "--child", framework, "--model",
-               model, "--batches", args.batches, "--repeats", str(args.repeats), "--threads",
+               model, "--batches", args.batches, "--repeats", str(args.repeats), "--warmup",
+               str(args.warmup), "--threads",
                str(args.threads), "--malloc", args.malloc, "--out", out]
     if not args.fold:
         command.append("--no-fold")
@@ -344,6 +347,9 @@ def main(argv=None):
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds of untimed runs before the timed ones (at least two "
+                             "runs), for every framework")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run each framework's process this many times, alternating, "
                              "and report the median of its medians")

@@ -239,8 +239,7 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     # the direct tiles: SqueezeNet's expands
     for C, F_, H, batch, direct in ((16, 64, 55, 1, True), (32, 128, 27, 1, True),
                                     (64, 256, 13, 1, True), (64, 255, 13, 1, False),
-                                    (96, 384, 13, 1, False), (64, 256, 7, 1, False),
-                                    (64, 256, 13, 2, False)):
+                                    (96, 384, 13, 1, False), (64, 256, 7, 1, False)):
         plan = F.choose_plan(np.zeros((batch, C, H, H), np.float32),
                              np.zeros((F_, C, 3, 3), np.float32), padding=1)
         assert (plan.forward == "direct") == (direct and isa != "none"), (C, F_, H, plan)
@@ -248,12 +247,19 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
     batch_of_two = F.choose_plan(np.zeros((2, 64, 13, 13), np.float32),
                                  np.zeros((96, 64, 3, 3), np.float32), padding=1)
     assert batch_of_two.forward != "shifted"
-    # a batch that fills the cores: expanding layers (F >= 2C, at most 576 taps) shifted
-    for C, F_, expanding in ((16, 64, True), (64, 256, True), (64, 64, False),
-                             (96, 192, False), (8, 64, True)):
-        plan = F.choose_plan(np.zeros((2, C, 13, 13), np.float32),
+    # a batch that fills the cores: expanding layers (F >= 2C, at least 64 filters, at
+    # most 576 taps) on the direct tiles; shifted where rows hold fewer than 8 outputs
+    for C, F_, H, path in ((16, 64, 13, "direct"), (64, 256, 13, "direct"),
+                           (8, 64, 13, "direct"), (64, 128, 56, "direct"), (64, 64, 13, None),
+                           (96, 192, 13, None), (16, 48, 13, None), (16, 64, 7, "shifted"),
+                           (64, 256, 7, "shifted")):
+        plan = F.choose_plan(np.zeros((2, C, H, H), np.float32),
                              np.zeros((F_, C, 3, 3), np.float32), padding=1)
-        assert (plan.forward == "shifted") == (expanding and isa != "none"), (C, F_, plan)
+        if path is None or isa == "none":
+            assert plan.forward not in ("direct", "shifted"), (C, F_, H, plan)
+        else:
+            assert plan.forward == path, (C, F_, H, plan)
+        assert plan.data_grad != "direct" and plan.weight_grad != "direct"
     strided = F.choose_plan(np.zeros((1, 256, 28, 28), np.float32),   # many channels at a
                             np.zeros((256, 256, 3, 3), np.float32),   # stride: not shifted
                             stride=2, padding=1)

@@ -462,17 +462,23 @@ def test_direct_convolution_names_wrong_filter_blocks():
         cpu_direct.direct_filter_blocks(W.astype(np.float64))
 
 
-def test_phased_padded_splits_the_padded_columns_by_phase():
-    """xq[n, c, h, q, u] = x_pad[n, c, h, u*sw + q], zero past the padded width."""
-    x = random((2, 3, 5, 11), np.float32)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 11), (1, 40, 17, 14)])
+def test_phased_padded_splits_the_padded_columns_by_phase(shape):
+    """xq[n, c, h, q, u] = x_pad[n, c, h, u*sw + q], zero past the padded width; the
+    second image is large enough to be shared out between the threads."""
+    N, C, H, Wd = shape
+    assert N * C * (H + 2) * (Wd + 2) >= cpu_layout.PHASED_THREADS_FROM or N == 2
+    x = random(shape, np.float32)
     for ph, pw, sw in ((0, 0, 1), (1, 2, 1), (0, 0, 2), (1, 3, 2), (2, 1, 3), (0, 2, 4)):
-        xq = cpu_layout.phased_padded(x, ph, pw, sw)
-        Wq = -(-(11 + 2 * pw) // sw)
-        padded = np.zeros((2, 3, 5 + 2 * ph, Wq * sw), np.float32)
-        padded[:, :, ph:ph + 5, pw:pw + 11] = x
-        assert xq.shape == (2, 3, 5 + 2 * ph, sw, Wq)
+        buffer = np.full(cpu_layout.phased_buffer(shape, ph, pw, sw).size, np.nan, np.float32)
+        buffer[-16:] = 0
+        xq = cpu_layout.phased_padded(x, ph, pw, sw, out=buffer)
+        Wq = -(-(Wd + 2 * pw) // sw)
+        padded = np.zeros((N, C, H + 2 * ph, Wq * sw), np.float32)
+        padded[:, :, ph:ph + H, pw:pw + Wd] = x
+        assert xq.shape == (N, C, H + 2 * ph, sw, Wq)
         np.testing.assert_array_equal(
-            xq, padded.reshape(2, 3, 5 + 2 * ph, Wq, sw).transpose(0, 1, 2, 4, 3))
+            xq, padded.reshape(N, C, H + 2 * ph, Wq, sw).transpose(0, 1, 2, 4, 3))
 
 
 def test_direct_convolution_is_the_im2col_convolution():

@@ -248,6 +248,12 @@ def channels_first(yt, out=None, relu=False):
 
 # floats readable past a phased image's end: a vector of the widest tiles
 _SLACK = 16
+# Padded images of at least this many floats are written by every thread, planes shared
+# out (below threads_for's 128K): the tiles read them on every core right after, and a
+# line another core last read costs a single writer a round trip between the cores.
+# DenseNet-121's 59 padded 3x3 inputs at batch 1 took 2.4 ms of its pass alone, 1.7 ms
+# shared.
+PHASED_THREADS_FROM = 8192
 
 
 cdef inline void _phased_row(const float *src, float *row, Py_ssize_t W, int pw, int sw,
@@ -280,7 +286,7 @@ cdef inline void _phased_row(const float *src, float *row, Py_ssize_t W, int pw,
 
 
 cdef void _phased_f32(const float[:, :, :, ::1] x, int ph, int pw, int sw,
-                      float[:, :, :, ::1] xq) noexcept nogil:
+                      float[:, :, :, ::1] xq, int threads) noexcept nogil:
     """Each plane (n, c) is one thread's: ph zero rows above and below, each row of x
     split into its phases (no index divided per row: a batch of one's small planes are
     padded in microseconds)."""
@@ -289,7 +295,7 @@ cdef void _phased_f32(const float[:, :, :, ::1] x, int ph, int pw, int sw,
     cdef Py_ssize_t p, h
     cdef const float *src = &x[0, 0, 0, 0]
     cdef float *dst = &xq[0, 0, 0, 0]
-    for p in prange(N * C, num_threads=threads_for(N * C * Hp * row_len), schedule="static"):
+    for p in prange(N * C, num_threads=threads, schedule="static"):
         memset(dst + p * Hp * row_len, 0, ph * row_len * sizeof(float))
         memset(dst + (p * Hp + ph + H) * row_len, 0, (Hp - ph - H) * row_len * sizeof(float))
         for h in range(H):
@@ -322,7 +328,8 @@ def phased_padded(x, ph, pw, sw, out=None):
         flat = out
     xq = flat[:size].reshape(shape)
     if x.size:
-        _phased_f32(x, ph, pw, sw, xq.reshape(N, C, Hp, sw * Wq))
+        threads = max_threads() if size >= PHASED_THREADS_FROM and N * C > 1 else 1
+        _phased_f32(x, ph, pw, sw, xq.reshape(N, C, Hp, sw * Wq), threads)
     else:
         xq[...] = 0
     return xq
