@@ -248,18 +248,26 @@ def test_default_plan_fuses_wide_weights_forward_with_a_share_per_core(isa, isa_
                                  np.zeros((96, 64, 3, 3), np.float32), padding=1)
     assert batch_of_two.forward != "shifted"
     # a batch that fills the cores: expanding layers (F >= 2C, at least 64 filters, at
-    # most 576 taps) on the direct tiles; shifted where rows hold fewer than 8 outputs
+    # most 576 taps) shifted; with locked weights on the direct tiles, unless rows hold
+    # fewer than 8 outputs
     for C, F_, H, path in ((16, 64, 13, "direct"), (64, 256, 13, "direct"),
                            (8, 64, 13, "direct"), (64, 128, 56, "direct"), (64, 64, 13, None),
                            (96, 192, 13, None), (16, 48, 13, None), (16, 64, 7, "shifted"),
                            (64, 256, 7, "shifted")):
-        plan = F.choose_plan(np.zeros((2, C, H, H), np.float32),
-                             np.zeros((F_, C, 3, 3), np.float32), padding=1)
-        if path is None or isa == "none":
-            assert plan.forward not in ("direct", "shifted"), (C, F_, H, plan)
-        else:
-            assert plan.forward == path, (C, F_, H, plan)
-        assert plan.data_grad != "direct" and plan.weight_grad != "direct"
+        W = np.zeros((F_, C, 3, 3), np.float32)
+        x = np.zeros((2, C, H, H), np.float32)
+        unlocked = F.choose_plan(x, W, padding=1)
+        prepared.lock(W)
+        try:
+            locked = F.choose_plan(x, W, padding=1)
+        finally:
+            prepared.unlock(W)
+        for plan, want in ((unlocked, path and "shifted"), (locked, path)):
+            if want is None or isa == "none":
+                assert plan.forward not in ("direct", "shifted"), (C, F_, H, plan)
+            else:
+                assert plan.forward == want, (C, F_, H, plan)
+            assert plan.data_grad != "direct" and plan.weight_grad != "direct"
     strided = F.choose_plan(np.zeros((1, 256, 28, 28), np.float32),   # many channels at a
                             np.zeros((256, 256, 3, 3), np.float32),   # stride: not shifted
                             stride=2, padding=1)

@@ -21,9 +21,9 @@ shapes, the device, the dtype and what the compiled tiles serve on this CPU:
     CPU, batch smaller than the       shifted for the forward product where the above
     cores, <= 729 positions, tiles    gave fused_rows or rows (not 1x1, width stride 1);
                                       direct for an expanding layer (F >= 4C, <= 576 taps, any map)
-    CPU, batch filling the cores,     direct for an expanding layer's forward product (F >=
-    tiles                             2C, >= 64 filters, <= 576 taps; shifted where the
-                                      direct tiles do not run)
+    CPU, batch filling the cores,     shifted for an expanding layer's forward product (F >=
+    tiles                             2C, >= 64 filters, <= 576 taps); direct with locked
+                                      weights where the direct tiles run
     CPU, batch smaller than the       direct for the forward product where the above gave
     cores, AVX2, locked weights       rows, per_image, shifted or fused_rows and the tiles
                                       that hold filters to a vector take the shapes
@@ -140,11 +140,13 @@ SMALL_MAP_FUSED_MAX_FILTERS = 32
 # 64 -> 64 (F = C) too, ResNet-50 took 1.03.
 EXPANDING_SHIFTED_MIN_FILTERS = 64
 EXPANDING_SHIFTED_MAX_TAPS = 576
-# ... and where the direct tiles run (rows of at least 8 outputs), on them instead: one
-# image a core, channels first, nothing unfolded. Alone, the two alternating (AMD EPYC,
-# AVX2), in 0.90-0.95 of the shifted products' time at batch 8 on SqueezeNet's expands,
-# 0.98 on GoogLeNet's 64 -> 192 on 56x56, 0.95 on VGG's 64 -> 128 on 112x112; at batch 1
-# on one core 0.87-0.88 on SqueezeNet's.
+# ... and with locked weights (their blocks kept), where the direct tiles run (rows of at
+# least 8 outputs), on them instead: one image a core, channels first, nothing unfolded.
+# Alone, the two alternating (AMD EPYC, AVX2), in 0.84-0.95 of the shifted products' time
+# at batch 8 (SqueezeNet's expands, GoogLeNet's 32 -> 128 on 14x14; 24 -> 64 level), 0.98
+# on GoogLeNet's 64 -> 192 on 56x56, 0.95 on VGG's 64 -> 128 on 112x112; at batch 1 on one
+# core 0.87-0.88 on SqueezeNet's. Unlocked, the blocks made on every call cost more than
+# that on maps of 13x13 and 14x14 (1.15-1.29).
 EXPANDING_DIRECT_FILLED = True
 # With a batch smaller than the cores, an expanding layer (F >= this many times C, at most
 # EXPANDING_SHIFTED_MAX_TAPS taps) at width stride 1 on rows of at least 8 outputs takes its
@@ -313,9 +315,11 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win, weights_kept=False):
     if (xp is np and N >= runtime.cpu_threads() and fwd == "fused_rows" and win.stride[1] == 1
             and C > DIRECT_MAX_CHANNELS and C * kh * kw <= EXPANDING_SHIFTED_MAX_TAPS
             and F >= max(EXPANDING_SHIFTED_MIN_FILTERS, 2 * C)):
-        if EXPANDING_DIRECT_FILLED and Wo >= 8 and fused is not None and fused(dtype):
+        if (EXPANDING_DIRECT_FILLED and weights_kept and Wo >= 8 and fused is not None
+                and fused(dtype)):
             fwd = "direct"
-            reason += "; an expanding layer (F >= 2C): direct tiles, no channels-last moves"
+            reason += ("; an expanding layer (F >= 2C), locked weights: direct tiles, no "
+                       "channels-last moves")
         elif shifted.serves_shape(kernels, dtype, W_shape, win):
             fwd = "shifted"
             reason += ("; an expanding layer (F >= 2C): shifted 1x1 products, no "
