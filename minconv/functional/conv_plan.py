@@ -147,7 +147,6 @@ EXPANDING_SHIFTED_MAX_TAPS = 576
 # on GoogLeNet's 64 -> 192 on 56x56, 0.95 on VGG's 64 -> 128 on 112x112; at batch 1 on one
 # core 0.87-0.88 on SqueezeNet's. Unlocked, the blocks made on every call cost more than
 # that on maps of 13x13 and 14x14 (1.15-1.29).
-EXPANDING_DIRECT_FILLED = True
 # With a batch smaller than the cores, an expanding layer (F >= this many times C, at most
 # EXPANDING_SHIFTED_MAX_TAPS taps) at width stride 1 on rows of at least 8 outputs takes its
 # forward product on the direct tiles: channels first, no moves to channels last and back,
@@ -305,6 +304,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win, weights_kept=False):
             dgrad = "fused_rows"
             reason += "; dx as a flipped convolution"
     fused = getattr(kernels, "fused_kernels", None)
+    direct_tiles = fused is not None and fused(dtype)   # the direct tiles run this dtype here
     if (xp is np and N < runtime.cpu_threads() and fwd in ("fused_rows", "rows")
             and L <= SHIFTED_MAX_POSITIONS and C > DIRECT_MAX_CHANNELS and win.stride[1] == 1
             and not (fwd == "fused_rows" and (C * kh * kw <= SMALL_MAP_FUSED_MAX_TAPS
@@ -315,8 +315,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win, weights_kept=False):
     if (xp is np and N >= runtime.cpu_threads() and fwd == "fused_rows" and win.stride[1] == 1
             and C > DIRECT_MAX_CHANNELS and C * kh * kw <= EXPANDING_SHIFTED_MAX_TAPS
             and F >= max(EXPANDING_SHIFTED_MIN_FILTERS, 2 * C)):
-        if (EXPANDING_DIRECT_FILLED and weights_kept and Wo >= 8 and fused is not None
-                and fused(dtype)):
+        if weights_kept and Wo >= 8 and direct_tiles:
             fwd = "direct"
             reason += ("; an expanding layer (F >= 2C), locked weights: direct tiles, no "
                        "channels-last moves")
@@ -327,7 +326,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win, weights_kept=False):
     if (xp is np and N < runtime.cpu_threads() and fwd in ("fused_rows", "rows", "shifted")
             and C > DIRECT_MAX_CHANNELS and F >= EXPANDING_DIRECT_MIN_RATIO * C
             and C * kh * kw <= EXPANDING_SHIFTED_MAX_TAPS and win.stride[1] == 1 and Wo >= 8
-            and fused is not None and fused(dtype)):
+            and direct_tiles):
         fwd = "direct"
         reason += "; an expanding layer with a batch smaller than the cores: direct tiles"
     positions = WINOGRAD_MIN_POSITIONS // (2 if C * F >= WINOGRAD_WIDE_WEIGHTS else 1)
@@ -345,7 +344,7 @@ def default_plan(xp, kernels, dtype, x_shape, W_shape, win, weights_kept=False):
         fwd = "direct"
         reason += ("; locked weights, a batch smaller than the cores: direct tiles, filters "
                    "to a vector")
-    if xp is np and C <= DIRECT_MAX_CHANNELS and fused is not None and fused(dtype):
+    if xp is np and C <= DIRECT_MAX_CHANNELS and direct_tiles:
         if win.stride[1] == 1:
             fwd = wgrad = "direct"
             reason += f"; {C} input channel(s): direct tiles"
