@@ -17,7 +17,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ("cpu_conv", "cpu_tiles", "cpu_direct", "cpu_layout", "cpu_pool", "cpu_lrn",
-           "cpu_activation", "cpu_norm", "cpu_winograd", "cpu_team", "cpu_pointwise")
+           "cpu_activation", "cpu_norm", "cpu_avgpool", "cpu_winograd", "cpu_team",
+           "cpu_pointwise")
 TILE_HEADERS = [f"minconv/_kernels/{name}.h"
                 for name in ("_tiles", "_blocks", "_im2row_matmul", "_im2row_matmul_avx2",
                              "_direct_avx512", "_direct_avx2", "_direct_filters_avx2")]

@@ -19,6 +19,7 @@ cpu_conv = pytest.importorskip("minconv._kernels.cpu_conv", reason=REASON)
 cpu_tiles = pytest.importorskip("minconv._kernels.cpu_tiles", reason=REASON)
 cpu_direct = pytest.importorskip("minconv._kernels.cpu_direct", reason=REASON)
 cpu_pool = pytest.importorskip("minconv._kernels.cpu_pool", reason=REASON)
+cpu_avgpool = pytest.importorskip("minconv._kernels.cpu_avgpool", reason=REASON)
 cpu_lrn = pytest.importorskip("minconv._kernels.cpu_lrn", reason=REASON)
 cpu_pointwise = pytest.importorskip("minconv._kernels.cpu_pointwise", reason=REASON)
 cpu_layout = pytest.importorskip("minconv._kernels.cpu_layout", reason=REASON)
@@ -665,14 +666,53 @@ def test_avgpool_matches_reference(case, include, dtype):
     x = non_contiguous(random(x_shape, dtype))
     kernel, stride, padding, out = pool_geometry("avg", x_shape, kernel, stride, padding,
                                                  ceil_mode)
-    y = cpu_pool.avgpool_forward(x, kernel, stride, padding, out, include)
+    y = cpu_avgpool.avgpool_forward(x, kernel, stride, padding, out, include)
     np.testing.assert_array_equal(
         y, reference_avgpool.avgpool_forward(x, kernel, stride, padding, out, include))
     dy = non_contiguous(random(y.shape, dtype, seed=1))
     np.testing.assert_allclose(
-        cpu_pool.avgpool_backward(dy, x_shape, kernel, stride, padding, include),
+        cpu_avgpool.avgpool_backward(dy, x_shape, kernel, stride, padding, include),
         reference_avgpool.avgpool_backward(dy, x_shape, kernel, stride, padding, include),
         **TOL[dtype])
+
+
+# SqueezeNet's last maps (on both cores), ResNet's, a 1-D and a 3-D map, a plane of one
+PLANE_MEANS_SHAPES = [(1, 1000, 13, 13), (2, 2048, 7, 7), (2, 3, 7), (2, 3, 4, 5, 6),
+                      (3, 5, 1, 1)]
+
+
+@pytest.mark.parametrize("shape", PLANE_MEANS_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_plane_means_match_reference(shape, dtype):
+    from minconv._kernels import reference_avgpool
+    x = random(shape, dtype) + 3
+    y = cpu_avgpool.plane_means(x)
+    assert y.shape == shape[:2] + (1,) * (len(shape) - 2) and y.dtype == dtype
+    np.testing.assert_allclose(y, reference_avgpool.plane_means(x), **TOL[dtype])
+    exact = x.astype(np.float64).mean(axis=tuple(range(2, len(shape))), keepdims=True)
+    np.testing.assert_allclose(y, exact, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    # each plane is its own sum: one changed value moves its plane's mean alone
+    x2 = x.copy()
+    x2[-1, -1].flat[-1] += 64
+    moved = cpu_avgpool.plane_means(x2) != y
+    assert moved[-1, -1].all() and moved.sum() == 1
+
+
+def test_plane_means_take_strided_and_empty_input():
+    x = random((2, 6, 5, 5), np.float32)
+    np.testing.assert_array_equal(cpu_avgpool.plane_means(non_contiguous(x)),
+                                  cpu_avgpool.plane_means(x))
+    np.testing.assert_array_equal(cpu_avgpool.plane_means(x[:, ::2]),
+                                  cpu_avgpool.plane_means(x)[:, ::2])
+    assert cpu_avgpool.plane_means(np.zeros((0, 4, 3, 3), np.float32)).shape == (0, 4, 1, 1)
+    assert np.isnan(cpu_avgpool.plane_means(np.zeros((1, 2, 0, 3), np.float64))).all()
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 3), np.float32), np.zeros((1, 2, 3, 3), np.int32),
+                                 [[[1.0]]]])
+def test_plane_means_name_what_they_cannot_take(bad):
+    with pytest.raises(ValueError, match="plane_means"):
+        cpu_avgpool.plane_means(bad)
 
 
 @pytest.mark.parametrize("kernels", [cpu_pool, ref], ids=["cython", "reference"])

@@ -26,7 +26,7 @@ NAMES = ("im2col", "col2im", "im2row", "row2im", "im2row_matmul", "im2row_t_matm
          "conv2d_direct", "conv2d_direct_weight_grad", "maxpool_forward", "maxpool_values",
          "maxpool_backward", "lrn_forward", "lrn_backward", "relu_forward", "relu_backward",
          "batchnorm_stats", "batchnorm_apply", "batchnorm_backward",
-         "avgpool_forward", "avgpool_backward", "adaptive_avgpool_forward",
+         "avgpool_forward", "avgpool_backward", "plane_means", "adaptive_avgpool_forward",
          "adaptive_avgpool_backward", "reversed_axes", "padded_channels_last",
          "channels_first", "concatenate", "winograd_weights", "winograd_tiles",
          "winograd_output", "winograd_grad_tiles", "winograd_weight_grad")
@@ -70,7 +70,8 @@ try:
     CPU_BUILT = True
     cpu = _namespace(cpu_conv, cpu_tiles, cpu_direct, cpu_layout, cpu_pool, cpu_lrn,
                      cpu_activation,
-                     *_optional("cpu_norm"), *_optional("cpu_winograd"),
+                     *_optional("cpu_norm"), *_optional("cpu_avgpool"),
+                     *_optional("cpu_winograd"),
                      *_optional("cpu_pointwise"))
 except ImportError as error:  # not compiled: stay usable, but say so once
     CPU_BUILT = False

@@ -40,19 +40,10 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, ceil_m
 
 
 def plane_means(x):
-    """The mean of each plane: x (N, C, *spatial) -> (N, C, 1, ..., 1).
-
-    Summed by ``einsum``, whose loop adds a plane with vector lanes: a 13x13 or 7x7 plane
-    is too short an axis for ``mean``'s pairwise sum to pay its cost per row (1000 planes
-    of 13x13 in a third of the time).
-    """
-    xp = get_array_module(x)
-    N, C = x.shape[:2]
-    size = 1
-    for n in x.shape[2:]:
-        size *= n
-    sums = xp.einsum("ncp->nc", x.reshape(N, C, size))
-    return (sums / x.dtype.type(size)).reshape((N, C) + (1,) * (x.ndim - 2))
+    """The mean of each plane (global average pooling): x (N, C, *spatial) -> (N, C, 1, ..., 1),
+    y[n, c] = sum over p of x[n, c, p] / P, P the plane's size; the kernel of ``x``'s
+    device and dtype (``plane_means`` of :mod:`minconv._kernels`)."""
+    return kernels_for(x).plane_means(x)
 
 
 def adaptive_output_size(output_size, x_shape):
