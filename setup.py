@@ -81,6 +81,8 @@ extensions = [
                                                      "minconv/_kernels/_maxpool.h",
                                                      "minconv/_kernels/_maxpool_values.h"],
                        "cpu_winograd": ["minconv/_kernels/_winograd.h"],
+                       "cpu_norm": ["minconv/_kernels/_row_sum.h"],
+                       "cpu_avgpool": ["minconv/_kernels/_row_sum.h"],
                        "cpu_pointwise": TILE_HEADERS + ["minconv/_kernels/_pointwise.h",
                                                         "minconv/_kernels/_shifted.h"],
                        "cpu_pool": ["minconv/_kernels/_maxpool.h",

@@ -27,22 +27,9 @@ import numpy as np
 
 from .reference_avgpool import avgpool_divisors
 
-cdef extern from *:
-    """
-    /* one plane's sum in its own type, in vector lanes (omp simd: an order of its own,
-       within the type's rounding of the exact sum) */
-    #define MINCONV_PLANE_SUM(T, S)                                       \\
-    static T minconv_plane_sum_##S(const T *x, Py_ssize_t n) {            \\
-        T s = 0;                                                          \\
-        _Pragma("omp simd reduction(+:s)")                                \\
-        for (Py_ssize_t i = 0; i < n; i++) s += x[i];                     \\
-        return s;                                                         \\
-    }
-    MINCONV_PLANE_SUM(float, f)
-    MINCONV_PLANE_SUM(double, d)
-    """
-    float _plane_sum_f "minconv_plane_sum_f"(const float *x, Py_ssize_t n) nogil
-    double _plane_sum_d "minconv_plane_sum_d"(const double *x, Py_ssize_t n) nogil
+cdef extern from "_row_sum.h" nogil:
+    float _plane_sum_f "mc_row_sum_f"(const float *x, Py_ssize_t n)
+    double _plane_sum_d "mc_row_sum_d"(const double *x, Py_ssize_t n)
 
 
 # ---------------------------------------------------------------- average pooling

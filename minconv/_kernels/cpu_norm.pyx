@@ -19,15 +19,13 @@ from minconv._kernels._parallel cimport threads_for
 
 import numpy as np
 
+cdef extern from "_row_sum.h" nogil:
+    float _sum_f "mc_row_sum_f"(const float *x, Py_ssize_t n)      # summed in float
+    double _sum_d "mc_row_sum_d"(const double *x, Py_ssize_t n)
+
 cdef extern from *:
     """
     #define MINCONV_BN_KERNELS(T, S)                                                      \\
-    static double minconv_bn_sum_##S(const T *x, Py_ssize_t n) {                         \\
-        T s = 0;                                                                          \\
-        _Pragma("omp simd reduction(+:s)")                                                \\
-        for (Py_ssize_t i = 0; i < n; i++) s += x[i];                                     \\
-        return (double)s;                                                                 \\
-    }                                                                                     \\
     static double minconv_bn_sqdev_##S(const T *x, Py_ssize_t n, T m) {                  \\
         T s = 0;                                                                          \\
         _Pragma("omp simd reduction(+:s)")                                                \\
@@ -61,8 +59,6 @@ cdef extern from *:
     MINCONV_BN_KERNELS(float, f)
     MINCONV_BN_KERNELS(double, d)
     """
-    double _sum_f "minconv_bn_sum_f"(const float *x, Py_ssize_t n) nogil
-    double _sum_d "minconv_bn_sum_d"(const double *x, Py_ssize_t n) nogil
     double _sqdev_f "minconv_bn_sqdev_f"(const float *x, Py_ssize_t n, float m) nogil
     double _sqdev_d "minconv_bn_sqdev_d"(const double *x, Py_ssize_t n, double m) nogil
     void _affine_f "minconv_bn_affine_f"(const float *x, float *y, Py_ssize_t n, float a,
