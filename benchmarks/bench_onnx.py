@@ -34,7 +34,9 @@ Times are medians of ``--repeats`` runs after a warm-up of at least two runs and
 the median of R such medians, each framework's R processes alternating with the
 others'); the ratios are minconv's time over the others' within each round (the three
 processes back to back), the median over the rounds: a slow spell of this shared machine
-that covers a round then leaves its ratios alone. The outputs are compared afterwards.
+that covers a round then leaves its ratios alone. With more than one round, each
+model's per-round ratios to onnxruntime follow the table, sorted, with how many are within
+the 1.5x target. The outputs are compared afterwards.
 """
 import argparse
 import os
@@ -337,9 +339,22 @@ def _ms(t):
     return f"{t:.3g}" if t < 1000 else f"{t:.0f}"
 
 
+def _round_ratios(ours, theirs, batch):
+    """minconv's time over the other's in each round (the processes back to back)."""
+    return ours[f"rounds{batch}"] / theirs[f"rounds{batch}"]
+
+
 def _paired_ratio(ours, theirs, batch):
     """The median over rounds of minconv's time over the other's in the same round."""
-    return float(np.median(ours[f"rounds{batch}"] / theirs[f"rounds{batch}"]))
+    return float(np.median(_round_ratios(ours, theirs, batch)))
+
+
+def _spread_line(key, batch, ratios, limit=1.5):
+    """One model's per-round ratios to onnxruntime, sorted, and how many are within
+    ``limit`` (the target): how far a median of rounds can be trusted on a noisy machine."""
+    within = int(np.sum(ratios <= limit))
+    return (f"{key} batch {batch}: {' '.join(f'{r:.2f}' for r in np.sort(ratios))} "
+            f"({within} of {len(ratios)} rounds at most {limit}x)")
 
 
 def main(argv=None):
@@ -378,7 +393,7 @@ def main(argv=None):
           f"round{'s' if args.rounds > 1 else ''}), minconv malloc="
           f"{args.malloc}, BatchNormalization {'folded' if args.fold else 'kept'}, weights "
           f"{'locked' if args.lock else 'unlocked'}")
-    rows = []
+    rows, spreads = [], []
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models.split(","):
             ours, theirs, torchs = _rounds(key, args, folder)
@@ -387,6 +402,7 @@ def main(argv=None):
                 scale = max(np.abs(y_ort).max(), 1e-12)
                 agree = max(np.abs(y - y_ort).max(), np.abs(y_torch - y_ort).max()) / scale
                 t_mc, t_ort, t_torch = (float(r[f"ms{batch}"]) for r in (ours, theirs, torchs))
+                spreads.append(_spread_line(key, batch, _round_ratios(ours, theirs, batch)))
                 rows.append((key, batch, _ms(t_mc), _ms(t_ort), _ms(t_torch),
                              f"{_paired_ratio(ours, theirs, batch):.2f}",
                              f"{_paired_ratio(ours, torchs, batch):.2f}", f"{agree:.0e}"))
@@ -396,6 +412,9 @@ def main(argv=None):
     print()
     print(markdown_table(("model", "batch", "minconv ms", "onnxruntime ms", "PyTorch ms",
                           "minconv / ort", "minconv / torch", "max rel. diff"), rows))
+    if args.rounds > 1:
+        print("\nminconv / onnxruntime in each round, sorted:")
+        print("\n".join(spreads))
 
 
 if __name__ == "__main__":
